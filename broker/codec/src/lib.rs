@@ -1,0 +1,1 @@
+//! halyard-codec (skeleton; being written).

@@ -1,0 +1,1 @@
+//! halyard-session (skeleton; being written).

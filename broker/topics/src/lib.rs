@@ -1,0 +1,1 @@
+//! halyard-topics (skeleton; being written).

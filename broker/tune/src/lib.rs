@@ -1,0 +1,1 @@
+//! halyard-tune (skeleton; being written).

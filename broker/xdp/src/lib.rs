@@ -1,0 +1,1 @@
+//! halyard-xdp (skeleton; being written).
