@@ -1,1 +1,5 @@
-fn main() {}
+//! The `halyard` binary: see `halyard --help`.
+
+fn main() -> std::process::ExitCode {
+    halyard_server::cli::main()
+}

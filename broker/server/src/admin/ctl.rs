@@ -1,0 +1,165 @@
+//! `halyard ctl ...`: a blocking HTTP client for the admin server.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::StatusArgs;
+use crate::config::Config;
+
+/// Time allowed to connect, send and receive one admin request.
+const CTL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest admin response read.
+const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The address did not resolve or the connection failed.
+    #[error("cannot reach the admin server at {addr}: {source}")]
+    Connect {
+        /// The admin address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Reading or writing failed after connecting.
+    #[error("admin request failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The reply was not a 200 HTTP response.
+    #[error("admin server answered: {0}")]
+    Status(String),
+    /// The body was not the expected JSON.
+    #[error("unexpected /status document: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Performs `GET path` against `addr` and returns the body of a 200 reply.
+pub fn get(addr: &str, path: &str) -> Result<String, CtlError> {
+    let connect_err = |source| CtlError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(connect_err)?
+        .next()
+        .ok_or_else(|| connect_err(std::io::Error::other("address resolved to nothing")))?;
+    let mut stream = TcpStream::connect_timeout(&sock, CTL_TIMEOUT).map_err(connect_err)?;
+    stream.set_read_timeout(Some(CTL_TIMEOUT))?;
+    stream.set_write_timeout(Some(CTL_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    stream.take(MAX_RESPONSE_BYTES).read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let status_line = head.lines().next().unwrap_or_default();
+    if !status_line.starts_with("HTTP/1.1 200") {
+        return Err(CtlError::Status(status_line.to_string()));
+    }
+    Ok(body.to_string())
+}
+
+/// `halyard ctl status`.
+pub fn status(args: &StatusArgs) -> ExitCode {
+    let addr = match &args.admin {
+        Some(a) => a.clone(),
+        None => match Config::load_from_process(args.config.config.as_deref()) {
+            Ok(c) => c.admin.bind.to_string(),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let result = get(&addr, "/status").and_then(|body| {
+        if args.json {
+            Ok(body)
+        } else {
+            let doc: serde_json::Value = serde_json::from_str(&body)?;
+            Ok(summary(&doc))
+        }
+    });
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A human summary of a `/status` document.
+pub fn summary(doc: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let uptime = doc["uptime_secs"].as_u64().unwrap_or_default();
+    let listeners: Vec<String> = doc["listeners"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| format!("{} {}", s(&l["kind"]), s(&l["bind"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    let c = &doc["counts"];
+    format!(
+        "halyard {version}  node {name} ({role})  up {h}h{m:02}m{sec:02}s\n\
+         io:        {backend} x {threads} threads (configured: {configured})\n\
+         listeners: {listeners}\n\
+         clients:   {conns} connected, {accepted} accepted since start\n\
+         sessions:  {sessions}  subscriptions: {subs}  retained: {retained}\n\
+         messages:  {rx} received, {tx} sent, {dropped} dropped\n",
+        version = s(&doc["version"]),
+        name = s(&doc["node"]["name"]),
+        role = s(&doc["node"]["role"]),
+        h = uptime / 3600,
+        m = uptime / 60 % 60,
+        sec = uptime % 60,
+        backend = s(&doc["io"]["backend"]),
+        threads = s(&doc["io"]["threads"]),
+        configured = s(&doc["io"]["backend_configured"]),
+        listeners = listeners.join(", "),
+        conns = s(&c["connections"]),
+        accepted = s(&c["connections_accepted"]),
+        sessions = s(&c["sessions"]),
+        subs = s(&c["subscriptions"]),
+        retained = s(&c["retained"]),
+        rx = s(&c["messages_received"]),
+        tx = s(&c["messages_sent"]),
+        dropped = s(&c["messages_dropped"]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_shows_the_key_figures() {
+        let doc = serde_json::json!({
+            "version": "0.1.0", "uptime_secs": 3723,
+            "node": {"name": "n1", "role": "core"},
+            "io": {"backend": "epoll", "threads": 2, "backend_configured": "auto"},
+            "listeners": [{"kind": "tcp", "bind": "127.0.0.1:1883"}],
+            "counts": {"connections": 4, "connections_accepted": 9, "sessions": 5,
+                       "subscriptions": 6, "retained": 1, "messages_received": 10,
+                       "messages_sent": 20, "messages_dropped": 0}
+        });
+        let text = summary(&doc);
+        assert!(text.contains("node n1 (core)"), "{text}");
+        assert!(text.contains("up 1h02m03s"), "{text}");
+        assert!(text.contains("epoll x 2 threads"), "{text}");
+        assert!(text.contains("tcp 127.0.0.1:1883"), "{text}");
+        assert!(text.contains("4 connected"), "{text}");
+    }
+}

@@ -1,0 +1,196 @@
+//! The admin HTTP server (`GET /metrics`, `/healthz`, `/status`) and the `halyard ctl` client.
+//!
+//! The server runs on its own thread with its own compio runtime, so a slow scrape never
+//! delays MQTT traffic. Requests are bounded (`admin.max_request_bytes`) and timed
+//! (`admin.request_timeout_secs`); every response closes the connection.
+
+pub mod ctl;
+pub mod http;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compio::BufResult;
+use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::net::{TcpListener, TcpStream};
+use serde::Serialize;
+
+use crate::metrics::{Metrics, Totals};
+
+/// Static facts about the running broker shown by `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// Crate version.
+    pub version: &'static str,
+    /// Node name.
+    pub name: String,
+    /// Node role (`core` or `replicant`).
+    pub role: String,
+    /// The MQTT listeners, as `kind` and bound address.
+    pub listeners: Vec<ListenerInfo>,
+    /// Number of I/O threads.
+    pub io_threads: usize,
+    /// The configured backend (`auto`, `uring`, `epoll`).
+    pub io_backend_configured: String,
+}
+
+/// One MQTT listener in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerInfo {
+    /// `tcp` (later `tls`, `ws`, `wss`).
+    pub kind: &'static str,
+    /// The bound address.
+    pub bind: String,
+}
+
+/// The `/status` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status<'a> {
+    /// Crate version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Node name and role.
+    pub node: NodeSummary<'a>,
+    /// I/O threads and the backend in use.
+    pub io: IoSummary<'a>,
+    /// MQTT listeners.
+    pub listeners: &'a [ListenerInfo],
+    /// Counts.
+    pub counts: Totals,
+}
+
+/// Node part of `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSummary<'a> {
+    /// Node name.
+    pub name: &'a str,
+    /// Node role.
+    pub role: &'a str,
+}
+
+/// I/O part of `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IoSummary<'a> {
+    /// The driver in use: `uring` or `epoll`.
+    pub backend: &'a str,
+    /// What the configuration asked for.
+    pub backend_configured: &'a str,
+    /// Number of I/O threads.
+    pub threads: usize,
+}
+
+/// Shared state of the admin server.
+#[derive(Debug)]
+pub struct Admin {
+    /// Node facts.
+    pub info: NodeInfo,
+    /// Live counters.
+    pub metrics: Arc<Metrics>,
+    /// `admin.max_request_bytes`.
+    pub max_request_bytes: usize,
+    /// `admin.request_timeout_secs`.
+    pub request_timeout: Duration,
+}
+
+impl Admin {
+    /// The `/status` JSON text.
+    pub fn status_json(&self) -> String {
+        let status = Status {
+            version: self.info.version,
+            uptime_secs: self.metrics.started.elapsed().as_secs(),
+            node: NodeSummary {
+                name: &self.info.name,
+                role: &self.info.role,
+            },
+            io: IoSummary {
+                backend: self.metrics.backend.get().copied().unwrap_or("starting"),
+                backend_configured: &self.info.io_backend_configured,
+                threads: self.info.io_threads,
+            },
+            listeners: &self.info.listeners,
+            counts: self.metrics.totals(),
+        };
+        // Serialising plain structs of strings and integers cannot fail.
+        serde_json::to_string_pretty(&status).expect("status serialises")
+    }
+
+    /// Answers one parsed request: (status code, content type, body).
+    pub fn route(&self, req: &http::Request) -> (u16, &'static str, String) {
+        if req.method != "GET" && req.method != "HEAD" {
+            return (405, "text/plain", "method not allowed\n".into());
+        }
+        match req.path.as_str() {
+            "/metrics" => (
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.encode(),
+            ),
+            "/healthz" => (200, "text/plain", "ok\n".into()),
+            "/status" => (200, "application/json", self.status_json()),
+            _ => (404, "text/plain", "not found\n".into()),
+        }
+    }
+}
+
+/// Accepts admin connections until the runtime stops.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let admin = Rc::new(admin);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let admin = admin.clone();
+                compio::runtime::spawn(async move { handle(stream, &admin).await }).detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                compio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, admin: &Admin) {
+    let max = admin.max_request_bytes;
+    let head = compio::time::timeout(admin.request_timeout, read_head(&mut stream, max)).await;
+    let reply = match head {
+        Err(_) => http::response(408, "text/plain", "timeout\n", false),
+        Ok(Err(http::HttpError::TooLarge(_))) => {
+            http::response(431, "text/plain", "request too large\n", false)
+        }
+        Ok(Err(http::HttpError::Malformed)) => {
+            http::response(400, "text/plain", "bad request\n", false)
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(req))) => {
+            let (status, ctype, body) = admin.route(&req);
+            http::response(status, ctype, &body, req.method == "HEAD")
+        }
+    };
+    let write = stream.write_all(reply);
+    if let Err(_elapsed) = compio::time::timeout(admin.request_timeout, write).await {
+        tracing::debug!("admin response write timed out");
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Reads until a full request head arrives; `Ok(None)` when the peer closed first.
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<Option<http::Request>, http::HttpError> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = Vec::with_capacity(1024);
+    loop {
+        let BufResult(res, buf) = stream.read(chunk).await;
+        chunk = buf;
+        match res {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(req) = http::parse_head(&head, max)? {
+            return Ok(Some(req));
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Broker configuration: one struct per TOML section, the embedded default file, environment
+//! overrides (`HALYARD_<SECTION>__<KEY>`) and error messages that name the offending key.
+
+mod de;
+mod enums;
+mod env;
+pub mod reference;
+mod reserved;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use de::{Addr, string_like, string_list};
+pub use enums::{Backend, QueuePolicy, Role};
+pub use env::apply_env_overrides;
+pub use reserved::{AclConfig, AuthConfig, ClusterConfig, ReservedListenerConfig, StoreConfig};
+
+/// The embedded default configuration; it documents every key (see [`reference`]).
+pub const DEFAULT_TOML: &str = include_str!("../../default.toml");
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "HALYARD_";
+
+/// Why a configuration could not be loaded. Displayed as `config error: <key>: <problem>`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config error: cannot read {path}: {source}")]
+    Read {
+        /// The file named by `--config`.
+        path: String,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config error: {path}: {message}")]
+    Syntax {
+        /// The file that failed to parse.
+        path: String,
+        /// The TOML parser's message (with line and column).
+        message: String,
+    },
+    /// A key is unknown or its value has the wrong form.
+    #[error("config error: {key}: {message}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `io.backend`.
+        key: String,
+        /// What was expected and what was found.
+        message: String,
+    },
+}
+
+/// The whole configuration, one field per TOML section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`: identity of this node.
+    pub node: NodeConfig,
+    /// `[listeners.*]`: where clients connect.
+    pub listeners: ListenersConfig,
+    /// `[admin]`: the admin HTTP server.
+    pub admin: AdminConfig,
+    /// `[io]`: I/O threads and driver.
+    pub io: IoConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// `[mqtt]`: protocol limits and features, mapped onto the session's configuration.
+    pub mqtt: MqttConfig,
+    /// `[limits]`: node-wide resource limits.
+    pub limits: LimitsConfig,
+    /// `[cluster]` (reserved).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// `[store]` (reserved).
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// `[auth]` (reserved).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[acl]` (reserved).
+    #[serde(default)]
+    pub acl: AclConfig,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name; empty means the host name.
+    #[serde(deserialize_with = "string_like")]
+    pub name: String,
+    /// Cluster role.
+    pub role: Role,
+}
+
+/// `[listeners]`: one optional sub-table per listener kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersConfig {
+    /// `[listeners.tcp]`: plain MQTT over TCP.
+    pub tcp: TcpListenerConfig,
+    /// `[listeners.tls]` (reserved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ReservedListenerConfig>,
+    /// `[listeners.ws]` (reserved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<ReservedListenerConfig>,
+    /// `[listeners.wss]` (reserved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wss: Option<ReservedListenerConfig>,
+}
+
+/// `[listeners.tcp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpListenerConfig {
+    /// Listen address.
+    pub bind: Addr,
+    /// Listen backlog per thread socket.
+    pub backlog: u32,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address of the admin HTTP server.
+    pub bind: Addr,
+    /// Limit on one request's head, in bytes.
+    pub max_request_bytes: usize,
+    /// Seconds a client may take to send its request.
+    pub request_timeout_secs: u64,
+}
+
+/// `[io]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoConfig {
+    /// I/O threads; 0 = one per core (see [`IoConfig::effective_threads`]).
+    pub threads: usize,
+    /// Driver choice.
+    pub backend: Backend,
+    /// Per-connection read buffer size.
+    pub read_buffer_bytes: usize,
+    /// io_uring submission queue entries per thread.
+    pub uring_entries: u32,
+}
+
+impl IoConfig {
+    /// The number of I/O threads to start: `threads`, or the number of cores when it is 0.
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing EnvFilter directive.
+    #[serde(deserialize_with = "string_like")]
+    pub level: String,
+}
+
+/// `[mqtt]`: see `default.toml` for the meaning of each key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Largest keep alive granted, seconds (0 = no maximum).
+    pub max_keepalive_secs: u16,
+    /// Receive Maximum we announce.
+    pub receive_maximum: u16,
+    /// Largest packet accepted, bytes.
+    pub max_packet_size: u32,
+    /// Outgoing in-flight window per session.
+    pub max_inflight: u16,
+    /// Queue length per session.
+    pub max_queued_messages: usize,
+    /// Policy when the queue is full.
+    pub queue_policy: QueuePolicy,
+    /// Topic Alias Maximum we announce.
+    pub topic_alias_max: u16,
+    /// Longest client id accepted.
+    pub max_client_id_len: usize,
+    /// Subscriptions per session.
+    pub max_subscriptions_per_client: usize,
+    /// Seconds to wait for CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Largest session expiry interval granted, seconds.
+    pub session_expiry_max_secs: u32,
+    /// Retain Available.
+    pub retain_available: bool,
+    /// Wildcard Subscription Available.
+    pub wildcard_subscriptions: bool,
+    /// Shared Subscription Available.
+    pub shared_subscriptions: bool,
+    /// Subscription Identifiers Available.
+    pub subscription_identifiers: bool,
+    /// Maximum QoS accepted from publishers.
+    pub maximum_qos: u8,
+}
+
+/// `[limits]`: node-wide limits; each one has a counter in `halyard_limit_hits_total{limit}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open client connections on the node.
+    pub max_connections: usize,
+    /// Sessions (connected or offline) on the node.
+    pub max_sessions: usize,
+    /// Retained messages kept.
+    pub max_retained_messages: usize,
+    /// Batches per thread inbox.
+    pub inbox_capacity: usize,
+    /// Write buffer bytes per connection before deliveries wait.
+    pub max_write_buffer_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded file is checked by the `default_file_parses` test, so parsing it
+        // cannot fail in a released binary.
+        parse_value(default_value()).expect("embedded default.toml is valid")
+    }
+}
+
+fn default_value() -> toml::Value {
+    // Same reasoning as in `Config::default`: the embedded file is valid TOML (tested).
+    toml::from_str(DEFAULT_TOML).expect("embedded default.toml is valid TOML")
+}
+
+impl Config {
+    /// Loads the configuration: the embedded defaults, then the file (if any) merged over them,
+    /// then the `HALYARD_*` environment overrides from `env`, then validation.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = default_value();
+        if let Some(path) = file {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+            let user: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: shown,
+                message: e.to_string(),
+            })?;
+            merge(&mut value, user);
+        }
+        apply_env_overrides(&mut value, env)?;
+        let config = parse_value(value)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads with the process environment.
+    pub fn load_from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load(file, std::env::vars())
+    }
+
+    /// Checks relations between keys that serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.mqtt.maximum_qos > 2 {
+            return invalid("mqtt.maximum_qos", "expected 0, 1 or 2");
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return invalid("mqtt.receive_maximum", "expected 1 to 65535");
+        }
+        if self.mqtt.max_inflight == 0 {
+            return invalid("mqtt.max_inflight", "expected 1 to 65535");
+        }
+        if self.mqtt.max_packet_size < 64 {
+            return invalid("mqtt.max_packet_size", "expected at least 64 bytes");
+        }
+        if self.io.read_buffer_bytes < 64 {
+            return invalid("io.read_buffer_bytes", "expected at least 64 bytes");
+        }
+        if self.limits.inbox_capacity == 0 {
+            return invalid("limits.inbox_capacity", "expected at least 1");
+        }
+        if self.admin.max_request_bytes < 256 {
+            return invalid("admin.max_request_bytes", "expected at least 256 bytes");
+        }
+        Ok(())
+    }
+
+    /// The node name: `node.name`, or the host name when empty.
+    pub fn node_name(&self) -> String {
+        if !self.node.name.is_empty() {
+            return self.node.name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "halyard".to_string())
+    }
+}
+
+/// Deserialises a merged value tree into [`Config`], naming the failing key on error.
+fn parse_value(value: toml::Value) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let key = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        // serde reports an unknown field at the parent path; name the field itself.
+        let (key, message) = match unknown_field_name(&inner) {
+            Some(field) if key == "." => (field.to_string(), "unknown key".to_string()),
+            Some(field) => (format!("{key}.{field}"), "unknown key".to_string()),
+            None => (key, inner),
+        };
+        ConfigError::Invalid { key, message }
+    })
+}
+
+/// Extracts `x` from serde's "unknown field `x`, expected ..." message.
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Merges `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+#[cfg(test)]
+mod tests;

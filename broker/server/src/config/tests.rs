@@ -1,0 +1,168 @@
+use std::collections::BTreeSet;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = std::env::temp_dir().join(format!(
+        "halyard-config-test-{}-{}",
+        std::process::id(),
+        text.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{:x}.toml", fxhash(text)));
+    std::fs::write(&path, text).unwrap();
+    let result = Config::load(Some(&path), env(vars));
+    std::fs::remove_file(&path).unwrap();
+    result
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+#[test]
+fn default_file_parses() {
+    let c = Config::load(None, env(&[])).unwrap();
+    assert_eq!(c.listeners.tcp.bind.to_string(), "127.0.0.1:1883");
+    assert_eq!(c.admin.bind.to_string(), "127.0.0.1:8081");
+    assert_eq!(c.io.backend, Backend::Auto);
+    assert_eq!(c, Config::default());
+    assert!(c.io.effective_threads() >= 1);
+}
+
+#[test]
+fn env_overrides_apply() {
+    let c = Config::load(
+        None,
+        env(&[
+            ("HALYARD_LISTENERS__TCP__BIND", "127.0.0.1:18831"),
+            ("HALYARD_ADMIN__BIND", "127.0.0.1:18081"),
+            ("HALYARD_IO__BACKEND", "epoll"),
+            ("HALYARD_IO__THREADS", "3"),
+            ("HALYARD_NODE__ROLE", "replicant"),
+            ("HALYARD_NODE__NAME", "42"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.listeners.tcp.bind.to_string(), "127.0.0.1:18831");
+    assert_eq!(c.admin.bind.to_string(), "127.0.0.1:18081");
+    assert_eq!(c.io.backend, Backend::Epoll);
+    assert_eq!(c.io.threads, 3);
+    assert_eq!(c.node.role, Role::Replicant);
+    assert_eq!(c.node.name, "42");
+}
+
+#[test]
+fn bad_backend_names_key_and_choices() {
+    let err = Config::load(None, env(&[("HALYARD_IO__BACKEND", "foo")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        r#"config error: io.backend: expected one of "auto", "uring", "epoll", got "foo""#
+    );
+}
+
+#[test]
+fn bad_address_names_key_and_form() {
+    let err = Config::load(None, env(&[("HALYARD_ADMIN__BIND", "localhost")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("config error: admin.bind: expected an address like"), "{err}");
+}
+
+#[test]
+fn unknown_keys_and_sections_fail_naming_them() {
+    let err = load_str("[io]\nthreadz = 2\n", &[]).unwrap_err().to_string();
+    assert_eq!(err, "config error: io.threadz: unknown key");
+    let err = load_str("[nope]\n", &[]).unwrap_err().to_string();
+    assert_eq!(err, "config error: nope: unknown key");
+    let err = Config::load(None, env(&[("HALYARD_MQTT__BOGUS", "1")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "config error: mqtt.bogus: unknown key");
+}
+
+#[test]
+fn wrong_type_names_key() {
+    let err = load_str("[io]\nthreads = \"many\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("config error: io.threads: "), "{err}");
+}
+
+#[test]
+fn file_overrides_only_the_keys_it_names_and_env_wins() {
+    let c = load_str(
+        "[io]\nthreads = 2\n[mqtt]\nmax_inflight = 5\n[listeners.tls]\n[cluster]\n",
+        &[("HALYARD_IO__THREADS", "6")],
+    )
+    .unwrap();
+    assert_eq!(c.io.threads, 6);
+    assert_eq!(c.mqtt.max_inflight, 5);
+    assert_eq!(c.mqtt.max_queued_messages, Config::default().mqtt.max_queued_messages);
+    assert!(c.listeners.tls.is_some());
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let err = load_str("[io\n", &[]).unwrap_err().to_string();
+    assert!(err.starts_with("config error: "), "{err}");
+    assert!(err.contains(".toml"), "{err}");
+}
+
+#[test]
+fn relational_checks_name_the_key() {
+    let err = Config::load(None, env(&[("HALYARD_MQTT__MAXIMUM_QOS", "3")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "config error: mqtt.maximum_qos: expected 0, 1 or 2");
+}
+
+fn leaf_keys(prefix: &str, v: &toml::Value, out: &mut BTreeSet<String>) {
+    if let toml::Value::Table(t) = v {
+        for (k, child) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if child.is_table() {
+                leaf_keys(&key, child, out);
+            } else {
+                out.insert(key);
+            }
+        }
+    }
+}
+
+#[test]
+fn reference_documents_every_key_with_its_default() {
+    let serialized = toml::Value::try_from(Config::default()).unwrap();
+    let mut from_struct = BTreeSet::new();
+    leaf_keys("", &serialized, &mut from_struct);
+    let entries = reference::entries();
+    let documented: BTreeSet<String> = entries.iter().map(|e| e.key.clone()).collect();
+    assert_eq!(from_struct, documented);
+    for e in &entries {
+        assert!(!e.doc.is_empty(), "{} has no documentation", e.key);
+    }
+}
+
+#[test]
+fn committed_config_md_is_in_sync() {
+    let committed = include_str!("../../CONFIG.md");
+    assert_eq!(
+        committed,
+        reference::markdown(),
+        "CONFIG.md is stale: run `cargo run -p halyard-server --bin halyard -- config reference > broker/server/CONFIG.md`"
+    );
+}

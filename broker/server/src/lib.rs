@@ -1,0 +1,16 @@
+//! `halyard-server`: the `halyard` binary's library half.
+//!
+//! This crate owns everything that touches the outside world: the compio I/O threads and their
+//! sockets, the clock, timers, signals, the configuration file and environment, the CLI, the
+//! admin HTTP server and Prometheus metrics. It glues the sans-IO crates together: bytes from a
+//! socket go into a `halyard_session::Connection`, its events are answered here (routing through
+//! the `halyard_topics` trie, retained messages, takeover), and its output goes back to the socket.
+//!
+//! It must never put protocol rules here that belong in `halyard-session` or `halyard-codec`,
+//! never take a global lock on the publish path, and never hold unbounded queues: every buffer
+//! and queue has a named limit in [`config::Config`] and a counter when hit.
+
+pub mod config;
+pub mod metrics;
+pub mod admin;
+pub mod cli;

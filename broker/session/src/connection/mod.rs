@@ -1,0 +1,454 @@
+//! [`Connection`]: the sans-IO state machine of one network connection.
+//!
+//! How the server drives it (the model is quinn-proto's `Connection`):
+//!
+//! 1. [`Connection::new`] when a socket is accepted.
+//! 2. Bytes read from the socket: [`Connection::handle_bytes`].
+//! 3. When the deadline from [`Connection::poll_timeout`] passes:
+//!    [`Connection::handle_timeout`]. Re-read `poll_timeout` after every call.
+//! 4. After every call into the connection: drain [`Connection::poll_event`] and answer the
+//!    events (`accept_connect`/`reject_connect`, `complete_publish`, `complete_subscribe`,
+//!    `complete_unsubscribe`), then [`Connection::poll_transmit`] and write what it gives.
+//! 5. Messages for the client: [`Connection::deliver`].
+//! 6. Once [`Connection::is_closed`]: flush `poll_transmit`, close the socket, and take the
+//!    session back with [`Connection::into_session`]. If the socket fails first:
+//!    [`Connection::socket_closed`].
+
+mod connect;
+mod inbound;
+mod outbound;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use halyard_codec::{
+    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, QoS, ReasonCode, decode,
+    encode,
+};
+
+use crate::config::SessionConfig;
+use crate::error::{CloseReason, ProtocolError};
+use crate::event::{Event, SubscribeRequest};
+use crate::message::{ClientId, Will};
+use crate::session::Session;
+use crate::stats::ConnectionStats;
+
+pub use outbound::DeliverOutcome;
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for CONNECT.
+    AwaitConnect,
+    /// [`Event::Connect`] emitted; waiting for `accept_connect` / `reject_connect`.
+    AwaitDecision,
+    /// CONNACK 0x00 sent.
+    Connected,
+    /// Closed: [`Event::Closed`] emitted; only `poll_transmit` still has work.
+    Closed,
+}
+
+/// What the session keeps from CONNECT until the server decides.
+#[derive(Debug)]
+struct PendingConnect {
+    client_id: ClientId,
+    client_id_assigned: bool,
+    clean_start: bool,
+    session_expiry_interval: u32,
+    will: Option<Will>,
+    server_keep_alive: Option<u16>,
+}
+
+/// Limits the client announced in CONNECT (5.0; 3.1.1 gets the defaults).
+#[derive(Debug, Clone, Copy)]
+struct PeerLimits {
+    /// Client's Receive Maximum (absent = 65,535).
+    receive_maximum: u16,
+    /// Client's Maximum Packet Size (absent = no limit).
+    max_packet_size: u32,
+    /// Client's Topic Alias Maximum (absent = 0).
+    topic_alias_maximum: u16,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            receive_maximum: u16::MAX,
+            max_packet_size: halyard_codec::MAX_PACKET_SIZE,
+            topic_alias_maximum: 0,
+        }
+    }
+}
+
+/// A QoS 1/2 PUBLISH received and emitted, awaiting `complete_publish`.
+#[derive(Debug, Clone, Copy)]
+struct Incoming {
+    packet_id: u16,
+    qos: QoS,
+    /// The server's answer, once given. Acknowledgements leave in arrival order
+    /// [MQTT-4.6.0-2] [MQTT-4.6.0-3].
+    result: Option<ReasonCode>,
+}
+
+/// The protocol state machine of one client network connection (MQTT 3.1.1 or 5.0).
+///
+/// Sans-IO: bytes and `now` in, bytes, [`Event`]s and deadlines out. It never reads the
+/// clock, never blocks and never panics on network input. See the module documentation for
+/// the calling sequence.
+#[derive(Debug)]
+pub struct Connection {
+    cfg: Arc<SessionConfig>,
+    state: State,
+    version: ProtocolVersion,
+    rx: BytesMut,
+    tx: BytesMut,
+    events: VecDeque<Event>,
+    stats: ConnectionStats,
+    connect_deadline: Instant,
+    last_packet: Instant,
+    keep_alive: u16,
+    pending_connect: Option<PendingConnect>,
+    peer: PeerLimits,
+    session: Option<Session>,
+    will: Option<Will>,
+    /// Session Expiry Interval of the CONNECT (for [MQTT-3.14.2-2]).
+    connect_expiry_interval: u32,
+    /// Outgoing messages sent on this connection and not yet acknowledged (the window).
+    inflight_sent: usize,
+    /// The session has in-flight messages not yet (re)sent on this connection.
+    resend_pending: bool,
+    incoming: VecDeque<Incoming>,
+    aliases_in: HashMap<u16, MqttString>,
+    aliases_out: HashMap<MqttString, u16>,
+    pending_subscribes: HashMap<u16, Vec<SubscribeRequest>>,
+    pending_unsubscribes: HashMap<u16, Vec<MqttString>>,
+}
+
+impl Connection {
+    /// A connection for a socket accepted at `now`. The CONNECT must arrive before
+    /// `now + cfg.connect_timeout`.
+    pub fn new(cfg: Arc<SessionConfig>, now: Instant) -> Self {
+        let connect_deadline = now + cfg.connect_timeout;
+        Connection {
+            cfg,
+            state: State::AwaitConnect,
+            version: ProtocolVersion::V311,
+            rx: BytesMut::new(),
+            tx: BytesMut::new(),
+            events: VecDeque::new(),
+            stats: ConnectionStats::default(),
+            connect_deadline,
+            last_packet: now,
+            keep_alive: 0,
+            pending_connect: None,
+            peer: PeerLimits::default(),
+            session: None,
+            will: None,
+            connect_expiry_interval: 0,
+            inflight_sent: 0,
+            resend_pending: false,
+            incoming: VecDeque::new(),
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            pending_subscribes: HashMap::new(),
+            pending_unsubscribes: HashMap::new(),
+        }
+    }
+
+    /// Feeds bytes received from the socket. Complete packets are processed at once
+    /// (events queue up for [`Self::poll_event`], replies for [`Self::poll_transmit`]);
+    /// a partial packet is buffered (at most [`SessionConfig::max_packet_size`] bytes plus
+    /// this call's input). Ignored once closed. Between [`Event::Connect`] and the server's
+    /// answer, bytes are buffered without being processed [MQTT-3.1.4-5].
+    pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.stats.bytes_in += data.len() as u64;
+        self.rx.extend_from_slice(data);
+        self.process_input(now);
+    }
+
+    /// Decodes and handles every complete buffered packet, while allowed.
+    fn process_input(&mut self, now: Instant) {
+        loop {
+            match self.state {
+                State::AwaitDecision | State::Closed => return,
+                State::AwaitConnect => {
+                    if let Some(&first) = self.rx.first()
+                        && first >> 4 != PacketType::Connect as u8
+                    {
+                        self.protocol_error(ProtocolError::FirstPacketNotConnect);
+                        return;
+                    }
+                }
+                State::Connected => {}
+            }
+            match decode(&mut self.rx, self.version, self.cfg.max_packet_size) {
+                Ok(None) => return,
+                Ok(Some(packet)) => {
+                    self.stats.packets_in += 1;
+                    self.last_packet = now;
+                    self.handle_packet(now, packet);
+                }
+                Err(e) => {
+                    if self.state == State::AwaitConnect {
+                        self.connect_decode_error(e);
+                    } else {
+                        self.protocol_error(ProtocolError::Decode(e));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        if self.state == State::AwaitConnect {
+            match packet {
+                Packet::Connect(c) => self.handle_connect(now, *c),
+                _ => self.protocol_error(ProtocolError::FirstPacketNotConnect),
+            }
+            return;
+        }
+        match packet {
+            Packet::Connect(_) => self.protocol_error(ProtocolError::SecondConnect),
+            Packet::Publish(p) => self.handle_publish(now, p),
+            Packet::PubAck(r) => self.handle_puback(now, r),
+            Packet::PubRec(r) => self.handle_pubrec(now, r),
+            Packet::PubRel(r) => self.handle_pubrel(r),
+            Packet::PubComp(r) => self.handle_pubcomp(now, r),
+            Packet::Subscribe(s) => self.handle_subscribe(s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Auth(_) => self.protocol_error(ProtocolError::UnexpectedAuth),
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                self.protocol_error(ProtocolError::ServerOnlyPacket(other.packet_type()));
+            }
+        }
+    }
+
+    /// Handles an expired deadline (see [`Self::poll_timeout`]): no CONNECT within
+    /// [`SessionConfig::connect_timeout`] closes silently; no packet within 1.5 x keep alive
+    /// closes (5.0: after DISCONNECT 0x8D) and returns the will [MQTT-3.1.2-24]
+    /// (5.0 [MQTT-3.1.2-22]). Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::AwaitConnect if now >= self.connect_deadline => {
+                self.close(CloseReason::ConnectTimeout, false);
+            }
+            State::Connected => {
+                if let Some(deadline) = self.keepalive_deadline()
+                    && now >= deadline
+                {
+                    self.stats.keepalive_timeouts += 1;
+                    self.send_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                    self.close(CloseReason::KeepAliveTimeout, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        (self.keep_alive > 0).then(|| {
+            self.last_packet + Duration::from_millis(u64::from(self.keep_alive) * 1500)
+        })
+    }
+
+    /// The next instant at which [`Self::handle_timeout`] must be called, or `None`:
+    /// the CONNECT deadline before CONNECT, the keep-alive deadline (last packet received
+    /// + 1.5 x keep alive) once connected, nothing while the server decides on the CONNECT
+    /// or once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitConnect => Some(self.connect_deadline),
+            State::Connected => self.keepalive_deadline(),
+            State::AwaitDecision | State::Closed => None,
+        }
+    }
+
+    /// Moves all pending output (every packet encoded since the last call, batched) to the
+    /// end of `out`. Returns whether anything was written. Call after every call into the
+    /// connection, and keep calling after close until it returns false (the final CONNACK
+    /// or DISCONNECT is there).
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        if self.tx.is_empty() {
+            return false;
+        }
+        self.stats.bytes_out += self.tx.len() as u64;
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.tx);
+        } else {
+            out.extend_from_slice(&self.tx);
+            self.tx.clear();
+        }
+        true
+    }
+
+    /// Bytes of output waiting for [`Self::poll_transmit`].
+    pub fn pending_output_len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// The next event for the server, in order. Drain it after every call into the
+    /// connection.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// True once the connection is closed ([`Event::Closed`] was queued): flush
+    /// [`Self::poll_transmit`], then close the socket. Input is ignored from then on.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The peer closed the socket or it failed. Emits [`Event::Closed`] with
+    /// [`CloseReason::SocketClosed`] and the will (if the connection was accepted), unless
+    /// the connection was already closed (e.g. after a DISCONNECT, whose decision stands).
+    pub fn socket_closed(&mut self, _now: Instant) {
+        let will = self.state == State::Connected;
+        self.close(CloseReason::SocketClosed, will);
+    }
+
+    /// Server-initiated close, e.g. 0x8E (session taken over) or 0x8B (server shutting
+    /// down). Accepted 5.0 connections get DISCONNECT with `reason`; 3.1.1 ones are just
+    /// closed. Emits [`Event::Closed`] with [`CloseReason::ServerDisconnect`] and the will:
+    /// the will is always returned (the client did not disconnect normally); on takeover the
+    /// server must cancel it when the new connection resumes the session (Clean Start 0) and
+    /// the will delay is above 0 (MQTT 5.0 §3.1.3.2.2), and publish it otherwise.
+    ///
+    /// Before the CONNECT is answered this is [`Self::reject_connect`]; before CONNECT it
+    /// closes without a packet. No-op once closed.
+    pub fn disconnect(&mut self, reason: ReasonCode) {
+        match self.state {
+            State::AwaitConnect => self.close(CloseReason::ServerDisconnect(reason), false),
+            State::AwaitDecision => self.reject_connect(reason),
+            State::Connected => {
+                self.send_disconnect(reason);
+                self.close(CloseReason::ServerDisconnect(reason), true);
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// Gives the session back after close. `Some` only when it must outlive the connection
+    /// (Session Expiry Interval > 0, which includes 3.1.1 Clean Session 0): the server keeps
+    /// it (calling [`Session::enqueue`] for offline messages) until a new connection resumes
+    /// it or it expires. `None` when the session ends with the connection (then the server
+    /// removes its subscriptions) or the CONNECT was never accepted.
+    pub fn into_session(self) -> Option<Session> {
+        self.session.filter(|s| s.expiry_interval() > 0)
+    }
+
+    /// The session while the connection owns it (after `accept_connect`).
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Session Expiry Interval in force (seconds; [`crate::SESSION_NEVER_EXPIRES`] =
+    /// never): from CONNECT, possibly changed by the client's 5.0 DISCONNECT. `None` before
+    /// CONNECT.
+    pub fn session_expiry_interval(&self) -> Option<u32> {
+        match (&self.session, &self.pending_connect) {
+            (Some(s), _) => Some(s.expiry_interval()),
+            (None, Some(p)) => Some(p.session_expiry_interval),
+            (None, None) => None,
+        }
+    }
+
+    /// Client identifier (after CONNECT).
+    pub fn client_id(&self) -> Option<&ClientId> {
+        match (&self.session, &self.pending_connect) {
+            (Some(s), _) => Some(s.client_id()),
+            (None, Some(p)) => Some(&p.client_id),
+            (None, None) => None,
+        }
+    }
+
+    /// Protocol version (MQTT 3.1.1 until a CONNECT says otherwise).
+    pub fn protocol_version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// Keep alive in force, seconds (0 = none).
+    pub fn keep_alive(&self) -> u16 {
+        self.keep_alive
+    }
+
+    /// Counters of this connection.
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// The configuration this connection runs with.
+    pub fn config(&self) -> &Arc<SessionConfig> {
+        &self.cfg
+    }
+
+    fn is_v5(&self) -> bool {
+        self.version == ProtocolVersion::V5
+    }
+
+    /// Encodes a packet into the output. Control packets built here always encode; an
+    /// error (only possible for values taken from the peer or the server, e.g. an
+    /// oversized user property) drops the packet and returns false.
+    fn send(&mut self, packet: &Packet) -> bool {
+        match encode(packet, self.version, &mut self.tx) {
+            Ok(()) => {
+                self.stats.packets_out += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// 5.0 DISCONNECT with `reason` (nothing for 3.1.1, which has no server DISCONNECT).
+    fn send_disconnect(&mut self, reason: ReasonCode) {
+        if self.is_v5() && self.state == State::Connected {
+            self.send(&Packet::Disconnect(Disconnect {
+                reason_code: reason,
+                ..Disconnect::default()
+            }));
+        }
+    }
+
+    /// Closes because the client broke the protocol: 5.0 DISCONNECT with the reason code
+    /// when accepted, then close; the will is returned when the connection was accepted.
+    fn protocol_error(&mut self, err: ProtocolError) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.stats.protocol_errors += 1;
+        if matches!(err, ProtocolError::ReceiveMaximumExceeded) {
+            self.stats.receive_maximum_exceeded += 1;
+        }
+        self.send_disconnect(err.reason_code());
+        let will = self.state == State::Connected;
+        self.close(CloseReason::Protocol(err), will);
+    }
+
+    /// Enters `Closed` and emits [`Event::Closed`] (once). The will is returned only when
+    /// `send_will`; it is forgotten either way.
+    fn close(&mut self, reason: CloseReason, send_will: bool) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        let will = self.will.take().filter(|_| send_will);
+        self.rx = BytesMut::new();
+        self.pending_subscribes.clear();
+        self.pending_unsubscribes.clear();
+        if let Some(s) = self.session.as_mut() {
+            s.reset_sent_here();
+        }
+        self.inflight_sent = 0;
+        self.events.push_back(Event::Closed { will, reason });
+    }
+}

@@ -1,0 +1,361 @@
+//! Messages to the client: [`Connection::deliver`], the in-flight window, topic aliases,
+//! and the client's PUBACK/PUBREC/PUBCOMP.
+
+use std::time::Instant;
+
+use halyard_codec::{
+    MqttString, Packet, PubResponse, Publish, PublishProperties, QoS, ReasonCode, encoded_len,
+};
+
+use super::{Connection, State};
+use crate::message::Delivery;
+use crate::queue::Dropped;
+use crate::session::OutState;
+
+/// What [`Connection::deliver`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverOutcome {
+    /// Encoded into the output: QoS 0 sent, or QoS 1/2 sent and now in flight.
+    Sent,
+    /// Put in the session's pending queue (window full, output backlog, earlier messages
+    /// queued, or the connection is closed and the session kept it); sent when possible.
+    Queued,
+    /// Not delivered and never will be (counted in the stats).
+    Dropped(Dropped),
+}
+
+impl Connection {
+    /// Delivers a message routed to this client.
+    ///
+    /// Connected: expired messages are dropped [MQTT-3.3.2-5]. QoS 0 is sent at once unless
+    /// the output backlog exceeds [`crate::SessionConfig::max_pending_output`] (dropped).
+    /// QoS 1/2 gets a packet identifier and is sent when the in-flight window
+    /// (min([`crate::SessionConfig::max_inflight`], client Receive Maximum) [MQTT-3.3.4-9])
+    /// has room and nothing is queued before it; otherwise it waits in the session queue.
+    /// A PUBLISH larger than the client's Maximum Packet Size is dropped as if delivered
+    /// [MQTT-3.1.2-25]. The PUBLISH carries the remaining Message Expiry Interval
+    /// [MQTT-3.3.2-6], the forwarded properties unchanged [MQTT-3.3.2-17] [MQTT-3.3.2-18]
+    /// [MQTT-3.3.2-20], and the subscription identifiers (5.0).
+    ///
+    /// Outgoing topic aliases (5.0, when the client's Topic Alias Maximum > 0): the first
+    /// min(client maximum, [`crate::SessionConfig::max_topic_alias_out`]) distinct topics
+    /// get aliases 1, 2, ... for the life of the connection; the first PUBLISH on such a
+    /// topic carries topic and alias, later ones an empty topic and the alias. Other topics
+    /// are sent in full (first-N, no eviction: no re-mapping races, no per-message cost).
+    ///
+    /// Closed, with a session that will be kept: as [`crate::Session::enqueue`]. Before the
+    /// CONNECT is accepted: [`Dropped::NotConnected`].
+    pub fn deliver(&mut self, now: Instant, delivery: Delivery) -> DeliverOutcome {
+        let outcome = match self.state {
+            State::Connected => self.deliver_connected(now, delivery),
+            State::Closed => match self.session.as_mut() {
+                Some(s) => match s.enqueue(now, delivery) {
+                    Ok(()) => DeliverOutcome::Queued,
+                    Err(d) => DeliverOutcome::Dropped(d),
+                },
+                None => DeliverOutcome::Dropped(Dropped::NotConnected),
+            },
+            State::AwaitConnect | State::AwaitDecision => {
+                DeliverOutcome::Dropped(Dropped::NotConnected)
+            }
+        };
+        if let DeliverOutcome::Dropped(d) = outcome {
+            self.stats.dropped.count(d);
+        }
+        outcome
+    }
+
+    fn window(&self) -> usize {
+        usize::from(self.cfg.max_inflight.max(1).min(self.peer.receive_maximum))
+    }
+
+    fn output_full(&self) -> bool {
+        self.tx.len() >= self.cfg.max_pending_output
+    }
+
+    fn deliver_connected(&mut self, now: Instant, delivery: Delivery) -> DeliverOutcome {
+        if delivery.message.is_expired(now) {
+            return DeliverOutcome::Dropped(Dropped::Expired);
+        }
+        if delivery.qos == QoS::AtMostOnce {
+            if self.output_full() {
+                return DeliverOutcome::Dropped(Dropped::OutputFull);
+            }
+            return match self.send_publish(now, &delivery, 0, false) {
+                Ok(()) => DeliverOutcome::Sent,
+                Err(d) => DeliverOutcome::Dropped(d),
+            };
+        }
+        let Some(has_pending) = self.session.as_ref().map(|s| s.has_pending()) else {
+            return DeliverOutcome::Dropped(Dropped::NotConnected);
+        };
+        if has_pending
+            || self.resend_pending
+            || self.inflight_sent >= self.window()
+            || self.output_full()
+        {
+            let Some(session) = self.session.as_mut() else {
+                return DeliverOutcome::Dropped(Dropped::NotConnected);
+            };
+            self.stats.queued += 1;
+            return match session.push_pending(delivery) {
+                Ok(()) => DeliverOutcome::Queued,
+                Err(d) => DeliverOutcome::Dropped(d),
+            };
+        }
+        match self.send_new(now, delivery) {
+            Ok(()) => DeliverOutcome::Sent,
+            Err(d) => DeliverOutcome::Dropped(d),
+        }
+    }
+
+    /// Sends a QoS 1/2 message for the first time: checks the size, assigns a packet id,
+    /// records it in flight and encodes it.
+    fn send_new(&mut self, now: Instant, delivery: Delivery) -> Result<(), Dropped> {
+        if self.publish_len(now, &delivery) > self.peer.max_packet_size as usize {
+            return Err(Dropped::TooLarge);
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Err(Dropped::NotConnected);
+        };
+        let Some(id) = session.assign_packet_id(delivery.clone()) else {
+            // All 65,535 identifiers in use: wait in the queue.
+            return session.push_pending(delivery);
+        };
+        if let Err(d) = self.send_publish(now, &delivery, id, false) {
+            if let Some(s) = self.session.as_mut() {
+                s.outgoing.remove(&id);
+            }
+            return Err(d);
+        }
+        self.mark_sent(id);
+        Ok(())
+    }
+
+    fn mark_sent(&mut self, id: u16) {
+        if let Some(f) = self.session.as_mut().and_then(|s| s.outgoing.get_mut(&id))
+            && !f.sent_here
+        {
+            f.sent_here = true;
+            f.ever_sent = true;
+            self.inflight_sent += 1;
+        }
+    }
+
+    /// Size of the PUBLISH for `delivery` with the full topic and no alias (the largest
+    /// form), for the Maximum Packet Size check before a packet id is spent.
+    fn publish_len(&self, now: Instant, delivery: &Delivery) -> usize {
+        let packet = self.build_publish(now, delivery, 1, false, None, true);
+        encoded_len(&packet, self.version)
+    }
+
+    fn build_publish(
+        &self,
+        now: Instant,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        alias: Option<u16>,
+        with_topic: bool,
+    ) -> Packet {
+        let m = &d.message;
+        let v5 = self.is_v5();
+        let properties = if v5 {
+            PublishProperties {
+                payload_format_indicator: m.properties.payload_format_indicator,
+                message_expiry_interval: m.remaining_expiry_secs(now),
+                topic_alias: alias,
+                response_topic: m.properties.response_topic.clone(),
+                correlation_data: m.properties.correlation_data.clone(),
+                subscription_identifiers: d.subscription_ids.to_vec(),
+                content_type: m.properties.content_type.clone(),
+                user_properties: m.properties.user_properties.clone(),
+            }
+        } else {
+            PublishProperties::default()
+        };
+        Packet::Publish(Publish {
+            dup: dup && d.qos != QoS::AtMostOnce,
+            qos: d.qos,
+            retain: d.retain,
+            topic: if with_topic {
+                m.topic.clone()
+            } else {
+                MqttString::default()
+            },
+            packet_id: if d.qos == QoS::AtMostOnce { 0 } else { packet_id },
+            payload: m.payload.clone(),
+            properties,
+        })
+    }
+
+    /// The alias to use for `topic`: `(alias, send_topic, newly_assigned)`.
+    fn alias_for(&mut self, topic: &MqttString) -> (Option<u16>, bool, bool) {
+        let limit = self
+            .peer
+            .topic_alias_maximum
+            .min(self.cfg.max_topic_alias_out);
+        if !self.is_v5() || limit == 0 {
+            return (None, true, false);
+        }
+        if let Some(&a) = self.aliases_out.get(topic) {
+            return (Some(a), false, false);
+        }
+        if self.aliases_out.len() < usize::from(limit) {
+            // Bounded by `limit`, so the cast cannot truncate.
+            let a = (self.aliases_out.len() + 1) as u16;
+            self.aliases_out.insert(topic.clone(), a);
+            return (Some(a), true, true);
+        }
+        (None, true, false)
+    }
+
+    /// Encodes one PUBLISH (alias applied) if it fits the client's Maximum Packet Size.
+    fn send_publish(
+        &mut self,
+        now: Instant,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+    ) -> Result<(), Dropped> {
+        let (alias, with_topic, new_alias) = self.alias_for(&d.message.topic);
+        let packet = self.build_publish(now, d, packet_id, dup, alias, with_topic);
+        let fits = encoded_len(&packet, self.version) <= self.peer.max_packet_size as usize;
+        if fits && self.send(&packet) {
+            self.stats.count_publish_out(d.qos);
+            if dup {
+                self.stats.publish_resent += 1;
+            }
+            return Ok(());
+        }
+        if new_alias {
+            // The client never saw this mapping.
+            self.aliases_out.remove(&d.message.topic);
+        }
+        Err(if fits {
+            Dropped::Unencodable
+        } else {
+            Dropped::TooLarge
+        })
+    }
+
+    /// Fills the window: first in-flight messages not yet sent on this connection (resume),
+    /// then the pending queue. Called after CONNACK and whenever the window frees.
+    pub(super) fn pump(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        if self.resend_pending {
+            self.resend_inflight(now);
+        }
+        while !self.resend_pending && self.inflight_sent < self.window() && !self.output_full()
+        {
+            let Some(d) = self.session.as_mut().and_then(|s| s.pop_pending(now)) else {
+                return;
+            };
+            let result = if d.qos == QoS::AtMostOnce {
+                self.send_publish(now, &d, 0, false)
+            } else {
+                self.send_new(now, d)
+            };
+            if let Err(reason) = result {
+                self.stats.dropped.count(reason);
+            }
+        }
+    }
+
+    /// Resends in-flight messages of a resumed session in their original order
+    /// [MQTT-4.6.0-1]: PUBLISH with DUP=1 [MQTT-3.3.1-1], or PUBREL [MQTT-4.4.0-1].
+    fn resend_inflight(&mut self, now: Instant) {
+        let Some(ids) = self.session.as_ref().map(|s| s.unsent_ids()) else {
+            return;
+        };
+        for id in ids {
+            if self.inflight_sent >= self.window() || self.output_full() {
+                return;
+            }
+            let Some(f) = self.session.as_ref().and_then(|s| s.outgoing.get(&id)) else {
+                continue;
+            };
+            let (state, dup, delivery) = (f.state, f.ever_sent, f.delivery.clone());
+            if state == OutState::AwaitPubComp {
+                self.send(&Packet::PubRel(PubResponse::new(id)));
+            } else if let Err(reason) = self.send_publish(now, &delivery, id, dup) {
+                // Too large for this connection's client: discard as if delivered
+                // [MQTT-3.1.2-25].
+                self.stats.dropped.count(reason);
+                if let Some(s) = self.session.as_mut() {
+                    s.outgoing.remove(&id);
+                }
+                continue;
+            }
+            self.mark_sent(id);
+        }
+        self.resend_pending = false;
+    }
+
+    /// Removes an acknowledged in-flight message and refills the window.
+    fn finish_outgoing(&mut self, now: Instant, id: u16) {
+        if let Some(f) = self.session.as_mut().and_then(|s| s.outgoing.remove(&id))
+            && f.sent_here
+        {
+            self.inflight_sent -= 1;
+        }
+        self.pump(now);
+    }
+
+    /// The state of an outgoing id sent on this connection, if any.
+    fn sent_state(&self, id: u16) -> Option<OutState> {
+        self.session
+            .as_ref()
+            .and_then(|s| s.outgoing.get(&id))
+            .filter(|f| f.sent_here)
+            .map(|f| f.state)
+    }
+
+    /// PUBACK: completes a QoS 1 delivery (whatever its reason code).
+    pub(super) fn handle_puback(&mut self, now: Instant, r: PubResponse) {
+        if self.sent_state(r.packet_id) == Some(OutState::AwaitPubAck) {
+            self.finish_outgoing(now, r.packet_id);
+        } else {
+            self.stats.unknown_acks += 1;
+        }
+    }
+
+    /// PUBREC: a success moves to PUBREL; a failure code (>= 0x80) ends the delivery (5.0).
+    pub(super) fn handle_pubrec(&mut self, now: Instant, r: PubResponse) {
+        match self.sent_state(r.packet_id) {
+            Some(OutState::AwaitPubRec) if !r.reason_code.is_success() => {
+                self.finish_outgoing(now, r.packet_id);
+            }
+            Some(OutState::AwaitPubRec | OutState::AwaitPubComp) => {
+                if let Some(f) = self
+                    .session
+                    .as_mut()
+                    .and_then(|s| s.outgoing.get_mut(&r.packet_id))
+                {
+                    f.state = OutState::AwaitPubComp;
+                }
+                self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
+            }
+            _ => {
+                self.stats.unknown_acks += 1;
+                if self.is_v5() {
+                    self.send(&Packet::PubRel(PubResponse {
+                        reason_code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                        ..PubResponse::new(r.packet_id)
+                    }));
+                }
+            }
+        }
+    }
+
+    /// PUBCOMP: completes a QoS 2 delivery.
+    pub(super) fn handle_pubcomp(&mut self, now: Instant, r: PubResponse) {
+        if self.sent_state(r.packet_id) == Some(OutState::AwaitPubComp) {
+            self.finish_outgoing(now, r.packet_id);
+        } else {
+            self.stats.unknown_acks += 1;
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! [`Session`]: the per-client state that can outlive a network connection (MQTT 5.0 §4.1).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use halyard_codec::{QoS, SubscriptionOptions};
+
+use crate::config::{QueuePolicy, SessionConfig};
+use crate::message::{ClientId, Delivery};
+use crate::queue::{Dropped, MemoryQueue, MessageQueue};
+use crate::stats::SessionStats;
+
+/// Session Expiry Interval meaning "the session never expires" (0xFFFFFFFF, MQTT 5.0
+/// §3.1.2.11.2). MQTT 3.1.1 clients with Clean Session 0 get this value.
+pub const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
+
+/// One subscription held by a session, keyed by its full topic filter (including a
+/// `$share/{group}/` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Options, with `qos` = the QoS granted in the SUBACK.
+    pub options: SubscriptionOptions,
+    /// Subscription Identifier given in the SUBSCRIBE (5.0).
+    pub subscription_id: Option<u32>,
+}
+
+/// Where an outgoing QoS 1/2 message is in its acknowledgement exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutState {
+    /// QoS 1 PUBLISH sent (or to send), awaiting PUBACK.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent (or to send), awaiting PUBREC.
+    AwaitPubRec,
+    /// QoS 2 PUBREL sent (or to send), awaiting PUBCOMP.
+    AwaitPubComp,
+}
+
+/// One outgoing QoS 1/2 message holding a packet identifier.
+#[derive(Debug, Clone)]
+pub(crate) struct OutFlight {
+    /// Order of first assignment: resends keep the original order [MQTT-4.6.0-1].
+    pub(crate) seq: u64,
+    pub(crate) delivery: Delivery,
+    pub(crate) state: OutState,
+    /// Sent on the current connection (counts against the window).
+    pub(crate) sent_here: bool,
+    /// Sent on any connection: a PUBLISH resent later carries DUP=1 [MQTT-3.3.1-1].
+    pub(crate) ever_sent: bool,
+}
+
+/// The state of one client that outlives its network connection when the Session Expiry
+/// Interval is above 0 (3.1.1: Clean Session 0): subscriptions, outgoing QoS 1/2 messages in
+/// flight, incoming QoS 2 packet identifiers awaiting PUBREL, and the pending queue
+/// [MQTT-4.1.0].
+///
+/// A `Connection` owns the session while connected ([`crate::Connection::accept_connect`]
+/// takes it, [`crate::Connection::into_session`] gives it back). While no connection owns it,
+/// the server calls [`Session::enqueue`] for each matching message and discards the session
+/// once its expiry interval has passed since the disconnect (the session does not track that
+/// time: it has no clock).
+#[derive(Debug)]
+pub struct Session {
+    client_id: ClientId,
+    expiry_interval: u32,
+    subscriptions: HashMap<String, Subscription>,
+    pub(crate) outgoing: HashMap<u16, OutFlight>,
+    next_seq: u64,
+    next_packet_id: u16,
+    /// Client packet identifiers of QoS 2 PUBLISH packets acknowledged with a successful
+    /// PUBREC and not yet released by PUBREL [MQTT-4.3.3-?] (method B of §4.3.3).
+    pub(crate) incoming_qos2: HashSet<u16>,
+    queue: Box<dyn MessageQueue>,
+    max_queued: usize,
+    policy: QueuePolicy,
+    queue_qos0_offline: bool,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// A new, empty session with an in-memory queue, limits from `cfg`.
+    pub fn new(client_id: ClientId, expiry_interval: u32, cfg: &SessionConfig) -> Self {
+        Self::with_queue(
+            client_id,
+            expiry_interval,
+            cfg,
+            Box::new(MemoryQueue::new()),
+        )
+    }
+
+    /// A new, empty session using `queue` for its pending messages (e.g. a durable store).
+    pub fn with_queue(
+        client_id: ClientId,
+        expiry_interval: u32,
+        cfg: &SessionConfig,
+        queue: Box<dyn MessageQueue>,
+    ) -> Self {
+        Session {
+            client_id,
+            expiry_interval,
+            subscriptions: HashMap::new(),
+            outgoing: HashMap::new(),
+            next_seq: 0,
+            next_packet_id: 1,
+            incoming_qos2: HashSet::new(),
+            queue,
+            max_queued: cfg.max_queued_messages,
+            policy: cfg.queue_policy,
+            queue_qos0_offline: cfg.queue_qos0_offline,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Re-reads the queue limits from `cfg` (called when a connection takes the session).
+    pub(crate) fn apply_config(&mut self, cfg: &SessionConfig) {
+        self.max_queued = cfg.max_queued_messages;
+        self.policy = cfg.queue_policy;
+        self.queue_qos0_offline = cfg.queue_qos0_offline;
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// Session Expiry Interval in seconds; [`SESSION_NEVER_EXPIRES`] = never, 0 = the session
+    /// ends with its connection.
+    pub fn expiry_interval(&self) -> u32 {
+        self.expiry_interval
+    }
+
+    /// Sets the Session Expiry Interval (the connection does this from CONNECT and
+    /// DISCONNECT).
+    pub fn set_expiry_interval(&mut self, secs: u32) {
+        self.expiry_interval = secs;
+    }
+
+    /// Subscriptions by full topic filter (with any `$share/{group}/` prefix).
+    pub fn subscriptions(&self) -> &HashMap<String, Subscription> {
+        &self.subscriptions
+    }
+
+    pub(crate) fn subscriptions_mut(&mut self) -> &mut HashMap<String, Subscription> {
+        &mut self.subscriptions
+    }
+
+    /// Outgoing QoS 1/2 messages holding a packet identifier (sent or about to be resent).
+    pub fn inflight_len(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Incoming QoS 2 packet identifiers awaiting PUBREL.
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    /// Messages in the pending queue.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Counters of this session.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// Queues a message for this session while no connection owns it (offline).
+    ///
+    /// Expired messages are refused ([`Dropped::Expired`]); QoS 0 messages are refused
+    /// unless [`SessionConfig::queue_qos0_offline`]; a full queue applies the
+    /// [`QueuePolicy`] ([`Dropped::QueueFull`] for `DropNewest`; `DropOldest` drops the
+    /// oldest message, counts it, and returns `Ok`). Every refusal and drop is counted in
+    /// [`Session::stats`].
+    pub fn enqueue(&mut self, now: Instant, delivery: Delivery) -> Result<(), Dropped> {
+        if delivery.message.is_expired(now) {
+            self.stats.dropped.count(Dropped::Expired);
+            return Err(Dropped::Expired);
+        }
+        if delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
+            self.stats.dropped.count(Dropped::Qos0Offline);
+            return Err(Dropped::Qos0Offline);
+        }
+        self.push_pending(delivery)
+    }
+
+    /// Appends to the pending queue, applying the limit and the policy.
+    pub(crate) fn push_pending(&mut self, delivery: Delivery) -> Result<(), Dropped> {
+        if self.queue.len() >= self.max_queued {
+            self.stats.dropped.count(Dropped::QueueFull);
+            match self.policy {
+                QueuePolicy::DropNewest => return Err(Dropped::QueueFull),
+                QueuePolicy::DropOldest => {
+                    self.queue.pop_front();
+                    if self.max_queued == 0 {
+                        return Err(Dropped::QueueFull);
+                    }
+                }
+            }
+        }
+        self.queue.push_back(delivery);
+        self.stats.enqueued += 1;
+        Ok(())
+    }
+
+    /// Takes the next unexpired queued message; expired ones are dropped and counted.
+    pub(crate) fn pop_pending(&mut self, now: Instant) -> Option<Delivery> {
+        while let Some(d) = self.queue.pop_front() {
+            if d.message.is_expired(now) {
+                self.stats.dropped.count(Dropped::Expired);
+                continue;
+            }
+            return Some(d);
+        }
+        None
+    }
+
+    /// Whether the pending queue holds anything.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Records a new outgoing QoS 1/2 message and returns its packet identifier, or `None`
+    /// when all 65,535 identifiers are in use.
+    pub(crate) fn assign_packet_id(&mut self, delivery: Delivery) -> Option<u16> {
+        if self.outgoing.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        let mut id = self.next_packet_id;
+        while id == 0 || self.outgoing.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_packet_id = id.wrapping_add(1);
+        let state = if delivery.qos == QoS::ExactlyOnce {
+            OutState::AwaitPubRec
+        } else {
+            OutState::AwaitPubAck
+        };
+        self.outgoing.insert(
+            id,
+            OutFlight {
+                seq: self.next_seq,
+                delivery,
+                state,
+                sent_here: false,
+                ever_sent: false,
+            },
+        );
+        self.next_seq += 1;
+        Some(id)
+    }
+
+    /// Packet identifiers of outgoing messages not yet sent on the current connection, in
+    /// original order.
+    pub(crate) fn unsent_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<(u64, u16)> = self
+            .outgoing
+            .iter()
+            .filter(|(_, f)| !f.sent_here)
+            .map(|(id, f)| (f.seq, *id))
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Marks every outgoing message as not sent on the (new) connection.
+    pub(crate) fn reset_sent_here(&mut self) {
+        for f in self.outgoing.values_mut() {
+            f.sent_here = false;
+        }
+    }
+
+    /// Outgoing messages sent on the current connection and awaiting an acknowledgement.
+    pub(crate) fn sent_here_len(&self) -> usize {
+        self.outgoing.values().filter(|f| f.sent_here).count()
+    }
+}

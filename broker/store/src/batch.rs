@@ -1,0 +1,412 @@
+//! Submissions: a [`Batch`] of operations applied atomically, and the [`Commit`] handle that
+//! completes when the group commit holding it is durable.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::record::{InflightEntry, SessionBase, SessionRecord, StoredMessage, WillRecord};
+
+/// Fixed cost counted for a removal when sizing a batch.
+const REMOVAL_COST: usize = 16;
+
+/// One encoded operation. Values are encoded by the submitter so that the writer thread only
+/// touches B-trees.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    PutSession {
+        client: String,
+        base: Bytes,
+        inflight: Vec<(u16, Bytes)>,
+        incoming: Vec<u16>,
+    },
+    DeleteSession {
+        client: String,
+    },
+    Enqueue {
+        client: String,
+        value: Bytes,
+        /// Skip (and count) instead of failing the batch when the session's queue is full.
+        drop_if_full: bool,
+    },
+    DequeueUpto {
+        client: String,
+        seq: u64,
+    },
+    RemoveQueued {
+        client: String,
+        seq: u64,
+    },
+    SetInflight {
+        client: String,
+        packet_id: u16,
+        value: Bytes,
+    },
+    AckInflight {
+        client: String,
+        packet_id: u16,
+    },
+    SetIncoming {
+        client: String,
+        packet_id: u16,
+    },
+    ReleaseIncoming {
+        client: String,
+        packet_id: u16,
+    },
+    SetRetained {
+        topic: String,
+        value: Bytes,
+    },
+    DeleteRetained {
+        topic: String,
+    },
+    PutWill {
+        client: String,
+        value: Bytes,
+    },
+    DeleteWill {
+        client: String,
+    },
+}
+
+impl Op {
+    /// Bytes this op adds to the store at most (key plus value), for quota pre-checks and
+    /// batch sizing. Removals count a small fixed cost for sizing only.
+    pub(crate) fn added_bytes(&self) -> u64 {
+        let n = match self {
+            Op::PutSession {
+                client,
+                base,
+                inflight,
+                incoming,
+            } => {
+                client.len()
+                    + base.len()
+                    + inflight
+                        .iter()
+                        .map(|(_, v)| client.len() + 2 + v.len())
+                        .sum::<usize>()
+                    + incoming.len() * (client.len() + 2)
+            }
+            Op::Enqueue { client, value, .. } => client.len() + 8 + value.len(),
+            Op::SetInflight { client, value, .. } => client.len() + 2 + value.len(),
+            Op::SetIncoming { client, .. } => client.len() + 2,
+            Op::SetRetained { topic, value } => topic.len() + value.len(),
+            Op::PutWill { client, value } => client.len() + value.len(),
+            _ => 0,
+        };
+        n as u64
+    }
+
+    fn batch_cost(&self) -> usize {
+        match self.added_bytes() {
+            0 => REMOVAL_COST,
+            n => n as usize,
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
+    // postcard only fails for sequences of unknown length or a full fixed buffer; the record
+    // types have neither and `to_allocvec` grows its buffer, so this cannot fail.
+    Bytes::from(postcard::to_allocvec(value).expect("postcard encoding of a record type"))
+}
+
+/// A set of operations that the store applies atomically (all or none), in order, in one
+/// group commit. Build it, then hand it to [`crate::Store::submit`].
+///
+/// Quota checks count everything a batch adds before anything it removes, so a batch that
+/// both frees and adds space may be refused near a limit.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) cost: usize,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn push(&mut self, op: Op) -> &mut Self {
+        self.cost += op.batch_cost();
+        self.ops.push(op);
+        self
+    }
+
+    /// Stores the session, replacing its subscriptions, outgoing in-flight entries and
+    /// incoming QoS 2 ids. Leaves its offline queue and will alone.
+    pub fn put_session(&mut self, session: &SessionRecord) -> &mut Self {
+        let base = SessionBase {
+            session_expiry_interval_secs: session.session_expiry_interval_secs,
+            disconnected_at_unix_ms: session.disconnected_at_unix_ms,
+            protocol_version: session.protocol_version,
+            subscriptions: session.subscriptions.clone(),
+        };
+        let inflight = session
+            .inflight
+            .iter()
+            .map(|e| (e.packet_id, encode(e)))
+            .collect();
+        self.push(Op::PutSession {
+            client: session.client_id.clone(),
+            base: encode(&base),
+            inflight,
+            incoming: session.incoming_qos2.clone(),
+        })
+    }
+
+    /// Deletes the session with its in-flight state and offline queue (not its will).
+    pub fn delete_session(&mut self, client_id: &str) -> &mut Self {
+        self.push(Op::DeleteSession {
+            client: client_id.to_owned(),
+        })
+    }
+
+    /// Appends the message to the client's offline queue. The assigned sequence number is
+    /// returned in [`Committed::seqs`]. If the session's queue limits
+    /// (`max_messages_per_session`, `max_bytes_per_session`) would be passed, the whole batch
+    /// fails with `QuotaExceeded`.
+    pub fn enqueue(&mut self, client_id: &str, message: &StoredMessage) -> &mut Self {
+        let value = encode(message);
+        self.push(Op::Enqueue {
+            client: client_id.to_owned(),
+            value,
+            drop_if_full: false,
+        })
+    }
+
+    /// Appends one message to several clients' queues (a fan-out), encoding it once. A client
+    /// whose queue is full is skipped: its entry in [`Committed::seqs`] is `None` and
+    /// `StatsSnapshot::queue_drops_limit` counts it; the rest of the batch still commits
+    /// (MQTT drops for one slow subscriber, not for all).
+    pub fn enqueue_many<'a>(
+        &mut self,
+        client_ids: impl IntoIterator<Item = &'a str>,
+        message: &StoredMessage,
+    ) -> &mut Self {
+        let value = encode(message);
+        for client in client_ids {
+            self.push(Op::Enqueue {
+                client: client.to_owned(),
+                value: value.clone(),
+                drop_if_full: true,
+            });
+        }
+        self
+    }
+
+    /// Removes every queue entry of the client with a sequence number `<= seq`.
+    pub fn dequeue_upto(&mut self, client_id: &str, seq: u64) -> &mut Self {
+        self.push(Op::DequeueUpto {
+            client: client_id.to_owned(),
+            seq,
+        })
+    }
+
+    /// Removes one queue entry (e.g. an expired message in the middle of a queue).
+    pub fn remove_queued(&mut self, client_id: &str, seq: u64) -> &mut Self {
+        self.push(Op::RemoveQueued {
+            client: client_id.to_owned(),
+            seq,
+        })
+    }
+
+    /// Records (or replaces) an outgoing in-flight delivery.
+    pub fn set_inflight(&mut self, client_id: &str, entry: &InflightEntry) -> &mut Self {
+        let value = encode(entry);
+        self.push(Op::SetInflight {
+            client: client_id.to_owned(),
+            packet_id: entry.packet_id,
+            value,
+        })
+    }
+
+    /// Forgets an outgoing in-flight delivery (PUBACK or PUBCOMP received).
+    pub fn ack_inflight(&mut self, client_id: &str, packet_id: u16) -> &mut Self {
+        self.push(Op::AckInflight {
+            client: client_id.to_owned(),
+            packet_id,
+        })
+    }
+
+    /// Records an incoming QoS 2 packet id that was PUBREC'd and awaits PUBREL.
+    pub fn set_incoming_qos2(&mut self, client_id: &str, packet_id: u16) -> &mut Self {
+        self.push(Op::SetIncoming {
+            client: client_id.to_owned(),
+            packet_id,
+        })
+    }
+
+    /// Forgets an incoming QoS 2 packet id (PUBREL received).
+    pub fn release_incoming_qos2(&mut self, client_id: &str, packet_id: u16) -> &mut Self {
+        self.push(Op::ReleaseIncoming {
+            client: client_id.to_owned(),
+            packet_id,
+        })
+    }
+
+    /// Stores (or replaces) the retained message for `message.topic`.
+    pub fn set_retained(&mut self, message: &StoredMessage) -> &mut Self {
+        let value = encode(message);
+        self.push(Op::SetRetained {
+            topic: message.topic.clone(),
+            value,
+        })
+    }
+
+    /// Deletes the retained message of a topic.
+    pub fn delete_retained(&mut self, topic: &str) -> &mut Self {
+        self.push(Op::DeleteRetained {
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Stores (or replaces) the client's pending will.
+    pub fn put_will(&mut self, client_id: &str, will: &WillRecord) -> &mut Self {
+        let value = encode(will);
+        self.push(Op::PutWill {
+            client: client_id.to_owned(),
+            value,
+        })
+    }
+
+    /// Deletes the client's pending will (published, or cancelled by a reconnect).
+    pub fn delete_will(&mut self, client_id: &str) -> &mut Self {
+        self.push(Op::DeleteWill {
+            client: client_id.to_owned(),
+        })
+    }
+}
+
+/// Result of a durable submission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Sequence numbers assigned to the batch's `enqueue`/`enqueue_many` operations, in
+    /// batch order; `None` for an `enqueue_many` target skipped because its queue was full.
+    pub seqs: Vec<Option<u64>>,
+}
+
+/// What a commit handle resolves to.
+pub type CommitResult = Result<Committed, StoreError>;
+
+/// Completion handle of a submission. Resolves once the group commit holding it is durable
+/// (`Ok`) or failed (`Err`, and nothing of the submission was written). Await it on any
+/// executor (`.await` works through `IntoFuture`), poll it with [`Commit::try_result`], or
+/// block with [`Commit::wait`] (tests, tools; never on a runtime thread).
+#[derive(Debug)]
+#[must_use = "a submission is durable only when its Commit resolves"]
+pub struct Commit {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Waiting(oneshot::Receiver<CommitResult>),
+    Ready(CommitResult),
+    Taken,
+}
+
+impl Commit {
+    pub(crate) fn waiting(rx: oneshot::Receiver<CommitResult>) -> Self {
+        Commit {
+            state: State::Waiting(rx),
+        }
+    }
+
+    pub(crate) fn ready(result: CommitResult) -> Self {
+        Commit {
+            state: State::Ready(result),
+        }
+    }
+
+    /// Blocks the calling thread until the commit completes.
+    pub fn wait(self) -> CommitResult {
+        match self.state {
+            State::Waiting(rx) => rx.recv().unwrap_or(Err(StoreError::Closed)),
+            State::Ready(result) => result,
+            State::Taken => Err(StoreError::Closed),
+        }
+    }
+
+    /// Non-blocking: the result if the commit has completed (returned once), else `None`.
+    pub fn try_result(&mut self) -> Option<CommitResult> {
+        match &self.state {
+            State::Waiting(rx) => match rx.try_recv() {
+                Ok(result) => {
+                    self.state = State::Taken;
+                    Some(result)
+                }
+                Err(oneshot::TryRecvError::Empty) => None,
+                Err(oneshot::TryRecvError::Disconnected) => {
+                    self.state = State::Taken;
+                    Some(Err(StoreError::Closed))
+                }
+            },
+            State::Ready(_) => match std::mem::replace(&mut self.state, State::Taken) {
+                State::Ready(result) => Some(result),
+                _ => None,
+            },
+            State::Taken => None,
+        }
+    }
+}
+
+/// The future behind `Commit`'s `IntoFuture`.
+#[derive(Debug)]
+pub struct CommitFuture {
+    state: FutState,
+}
+
+#[derive(Debug)]
+enum FutState {
+    Waiting(oneshot::AsyncReceiver<CommitResult>),
+    Ready(Option<CommitResult>),
+}
+
+impl IntoFuture for Commit {
+    type Output = CommitResult;
+    type IntoFuture = CommitFuture;
+
+    fn into_future(self) -> CommitFuture {
+        let state = match self.state {
+            State::Waiting(rx) => FutState::Waiting(rx.into_future()),
+            State::Ready(result) => FutState::Ready(Some(result)),
+            State::Taken => FutState::Ready(Some(Err(StoreError::Closed))),
+        };
+        CommitFuture { state }
+    }
+}
+
+impl Future for CommitFuture {
+    type Output = CommitResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CommitResult> {
+        match &mut self.state {
+            FutState::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(StoreError::Closed)),
+                Poll::Pending => Poll::Pending,
+            },
+            FutState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(StoreError::Closed)))
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The redb file: table layout, opening (with crash recovery and corruption mapping), and the
+//! accounting that the quotas check.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::error::{StoreError, from_open};
+
+/// On-disk format version written to the `meta` table.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+pub(crate) const INFLIGHT: TableDefinition<(&str, u16), &[u8]> = TableDefinition::new("inflight");
+pub(crate) const INCOMING: TableDefinition<(&str, u16), ()> =
+    TableDefinition::new("incoming_qos2");
+pub(crate) const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// client id -> (next sequence number, entries, bytes)
+pub(crate) const QUEUE_META: TableDefinition<&str, (u64, u64, u64)> =
+    TableDefinition::new("queue_meta");
+pub(crate) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+pub(crate) const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_BYTES: &str = "bytes";
+pub(crate) const META_SESSIONS: &str = "sessions";
+pub(crate) const META_RETAINED: &str = "retained";
+pub(crate) const META_WILLS: &str = "wills";
+pub(crate) const META_QUEUED: &str = "queued";
+pub(crate) const META_LAST_COMMIT: &str = "last_commit_unix_ms";
+
+/// Per-session queue bookkeeping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct QueueMeta {
+    pub next_seq: u64,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// Counters mirrored in memory by the writer, persisted in `meta`/`queue_meta` with every
+/// commit, and reloaded from disk after a failed commit.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Accounts {
+    pub bytes: u64,
+    pub sessions: u64,
+    pub retained: u64,
+    pub wills: u64,
+    pub queued: u64,
+    pub queues: HashMap<String, QueueMeta>,
+    /// Clients whose `queues` entry changed in the current transaction.
+    pub dirty: HashSet<String>,
+}
+
+impl Accounts {
+    /// Reads the persisted counters.
+    pub(crate) fn load(db: &Database) -> Result<Accounts, redb::Error> {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get = |key: &str| -> Result<u64, redb::Error> {
+            Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
+        };
+        let mut acc = Accounts {
+            bytes: get(META_BYTES)?,
+            sessions: get(META_SESSIONS)?,
+            retained: get(META_RETAINED)?,
+            wills: get(META_WILLS)?,
+            queued: get(META_QUEUED)?,
+            ..Accounts::default()
+        };
+        let qm = txn.open_table(QUEUE_META)?;
+        for row in qm.iter()? {
+            let (k, v) = row?;
+            let (next_seq, count, bytes) = v.value();
+            acc.queues.insert(
+                k.value().to_owned(),
+                QueueMeta {
+                    next_seq,
+                    count,
+                    bytes,
+                },
+            );
+        }
+        Ok(acc)
+    }
+}
+
+/// Opens (or atomically creates) the store file. Crash recovery after an unclean shutdown
+/// happens here, inside redb. Any failure to read the file maps to `Corrupt`, including a
+/// panic inside redb on a damaged file.
+pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    }
+    match fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_fresh(path, cache_bytes)?,
+        Err(e) => return Err(StoreError::io(path, e)),
+    }
+    let db = open_existing(path, cache_bytes)?;
+    check_format(path, &db)?;
+    Ok(db)
+}
+
+fn builder(cache_bytes: usize) -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_cache_size(cache_bytes);
+    b.create_with_file_format_v3(true);
+    b
+}
+
+/// Opens an existing file, never initialising it: an empty or foreign file is corrupt.
+pub(crate) fn open_existing(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    open_with(path, cache_bytes, |_| {})
+}
+
+/// As [`open_existing`], calling `on_repair` when redb has to recover the file.
+pub(crate) fn open_with(
+    path: &Path,
+    cache_bytes: usize,
+    on_repair: impl Fn(&mut redb::RepairSession) + 'static,
+) -> Result<Database, StoreError> {
+    let shown = path.display().to_string();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let mut b = builder(cache_bytes);
+        b.set_repair_callback(move |session| {
+            if session.progress() == 0.0 {
+                tracing::warn!(file = %shown, "store was not shut down cleanly; recovering");
+            }
+            on_repair(session);
+        });
+        b.open(path)
+    }));
+    match outcome {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(from_open(path, e)),
+        Err(panic) => Err(StoreError::corrupt(path, PanicError::from_payload(panic))),
+    }
+}
+
+/// Creates the file under a temporary name, writes the format version, and renames it into
+/// place, so that a crash during creation never leaves a half-made store file.
+fn create_fresh(path: &Path, cache_bytes: usize) -> Result<(), StoreError> {
+    let tmp = path.with_extension("redb.creating");
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(&tmp, e)),
+    }
+    {
+        let db = builder(cache_bytes)
+            .create(&tmp)
+            .map_err(|e| from_open(&tmp, e))?;
+        let txn = db.begin_write().map_err(|e| write_err(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| write_err(e.into()))?;
+            meta.insert(META_FORMAT, FORMAT_VERSION)
+                .map_err(|e| write_err(e.into()))?;
+            create_tables(&txn).map_err(write_err)?;
+        }
+        txn.commit().map_err(|e| write_err(e.into()))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    tracing::info!(file = %path.display(), "created a new store file");
+    Ok(())
+}
+
+fn write_err(e: redb::Error) -> StoreError {
+    StoreError::from_write(e)
+}
+
+/// Makes a rename or creation inside `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let d = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    fs::File::open(d)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io(d, e))
+}
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(SESSIONS)?;
+    txn.open_table(INFLIGHT)?;
+    txn.open_table(INCOMING)?;
+    txn.open_table(QUEUE)?;
+    txn.open_table(QUEUE_META)?;
+    txn.open_table(RETAINED)?;
+    txn.open_table(WILLS)?;
+    txn.open_table(META)?;
+    Ok(())
+}
+
+pub(crate) fn check_format(path: &Path, db: &Database) -> Result<(), StoreError> {
+    let read = || -> Result<Option<u64>, redb::Error> {
+        let txn = db.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(meta.get(META_FORMAT)?.map(|v| v.value()))
+    };
+    match read() {
+        Ok(Some(FORMAT_VERSION)) => Ok(()),
+        Ok(Some(found)) => Err(StoreError::Format {
+            path: path.to_path_buf(),
+            found,
+            expected: FORMAT_VERSION,
+        }),
+        Ok(None) => Err(StoreError::corrupt(
+            path,
+            io::Error::other("not a Halyard store (no format version)"),
+        )),
+        Err(e) => Err(StoreError::corrupt(path, e)),
+    }
+}
+
+/// A panic inside redb, turned into an error.
+#[derive(Debug)]
+pub(crate) struct PanicError(pub String);
+
+impl PanicError {
+    pub(crate) fn from_payload(payload: Box<dyn std::any::Any + Send>) -> PanicError {
+        let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic with a non-string payload".to_owned()
+        };
+        PanicError(format!("redb panicked reading the file: {msg}"))
+    }
+}
+
+impl std::fmt::Display for PanicError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PanicError {}
+
+/// The file path for a store directory.
+pub(crate) fn file_in(dir: &Path) -> PathBuf {
+    dir.join(crate::config::STORE_FILE_NAME)
+}

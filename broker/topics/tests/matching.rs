@@ -1,0 +1,228 @@
+//! Property tests: the trie and the retained index against a naive reference matcher.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use halyard_topics::{Entry, Match, RetainedIndex, SubscriptionTrie};
+use proptest::prelude::*;
+
+/// The reference: MQTT 5.0 §4.7 read literally, one level at a time.
+fn reference_matches(filter: &str, topic: &str) -> bool {
+    let f: Vec<&str> = filter.split('/').collect();
+    let t: Vec<&str> = topic.split('/').collect();
+    // [MQTT-4.7.2-1]
+    if topic.starts_with('$') && (f[0] == "+" || f[0] == "#") {
+        return false;
+    }
+    for i in 0.. {
+        match (f.get(i).copied(), t.get(i).copied()) {
+            // [MQTT-4.7.1-2]: '#' matches the parent level and any number of child levels.
+            (Some("#"), _) => return true,
+            // [MQTT-4.7.1-3]: '+' matches exactly one level.
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+    unreachable!("the loop returns once either side runs out")
+}
+
+const TOPIC_LEVELS: &[&str] = &["a", "b", "$sys", "", "c"];
+const FILTER_LEVELS: &[&str] = &["a", "b", "$sys", "", "+"];
+
+fn topic() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(TOPIC_LEVELS), 1..5)
+        .prop_map(|l| l.join("/"))
+        .prop_filter("a topic name is not empty", |t| !t.is_empty())
+}
+
+fn filter() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop::sample::select(FILTER_LEVELS), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(mut l, hash)| {
+            if hash || l.is_empty() {
+                l.push("#");
+            }
+            l.join("/")
+        })
+        .prop_filter("a topic filter is not empty", |f| !f.is_empty())
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(String, u8, u32),
+    Remove(String, u8),
+    InsertShared(&'static str, String, u8, u32),
+    RemoveShared(&'static str, String, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let group = prop::sample::select(&["g", "h"][..]);
+    prop_oneof![
+        3 => (filter(), 0..4u8, any::<u32>()).prop_map(|(f, k, v)| Op::Insert(f, k, v)),
+        2 => (filter(), 0..4u8).prop_map(|(f, k)| Op::Remove(f, k)),
+        1 => (group.clone(), filter(), 0..4u8, any::<u32>())
+            .prop_map(|(g, f, k, v)| Op::InsertShared(g, f, k, v)),
+        1 => (group, filter(), 0..4u8).prop_map(|(g, f, k)| Op::RemoveShared(g, f, k)),
+    ]
+}
+
+/// The model: (filter, key) -> value, and (group, filter) -> members in joining order.
+#[derive(Default)]
+struct Model {
+    subs: BTreeMap<(String, u8), u32>,
+    groups: BTreeMap<(String, String), Vec<(u8, u32)>>,
+}
+
+impl Model {
+    fn apply(&mut self, trie: &SubscriptionTrie<u8, u32>, op: &Op) {
+        match op {
+            Op::Insert(f, k, v) => {
+                let want = self.subs.insert((f.clone(), *k), *v);
+                assert_eq!(trie.insert(f, *k, *v), Ok(want), "{op:?}");
+            }
+            Op::Remove(f, k) => {
+                let want = self.subs.remove(&(f.clone(), *k));
+                assert_eq!(trie.remove(f, k), want, "{op:?}");
+            }
+            Op::InsertShared(g, f, k, v) => {
+                let members = self.groups.entry((g.to_string(), f.clone())).or_default();
+                let want = match members.iter_mut().find(|(mk, _)| mk == k) {
+                    Some(slot) => Some(std::mem::replace(&mut slot.1, *v)),
+                    None => {
+                        members.push((*k, *v));
+                        None
+                    }
+                };
+                assert_eq!(trie.insert_shared(g, f, *k, *v), Ok(want), "{op:?}");
+            }
+            Op::RemoveShared(g, f, k) => {
+                let key = (g.to_string(), f.clone());
+                let mut want = None;
+                if let Some(members) = self.groups.get_mut(&key) {
+                    if let Some(i) = members.iter().position(|(mk, _)| mk == k) {
+                        want = Some(members.remove(i).1);
+                    }
+                    if members.is_empty() {
+                        self.groups.remove(&key);
+                    }
+                }
+                assert_eq!(trie.remove_shared(g, f, k), want, "{op:?}");
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.subs.len() + self.groups.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+type Found = (BTreeSet<(String, u8, u32)>, BTreeSet<(String, String, Vec<(u8, u32)>)>);
+
+fn trie_matches(trie: &SubscriptionTrie<u8, u32>, topic: &str) -> Found {
+    let (mut subs, mut groups) = (BTreeSet::new(), BTreeSet::new());
+    trie.for_each_match(topic, |m| match m {
+        Match::Subscriber { key, value, filter } => {
+            assert!(subs.insert((filter.to_owned(), *key, *value)), "duplicate");
+        }
+        Match::Shared(g) => {
+            let entry = (g.name().to_owned(), g.filter().to_owned(), g.members().to_vec());
+            assert!(groups.insert(entry), "duplicate group");
+        }
+    });
+    (subs, groups)
+}
+
+fn model_matches(model: &Model, topic: &str) -> Found {
+    let subs = model
+        .subs
+        .iter()
+        .filter(|((f, _), _)| reference_matches(f, topic))
+        .map(|((f, k), v)| (f.clone(), *k, *v))
+        .collect();
+    let groups = model
+        .groups
+        .iter()
+        .filter(|((_, f), _)| reference_matches(f, topic))
+        .map(|((g, f), m)| (g.clone(), f.clone(), m.clone()))
+        .collect();
+    (subs, groups)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn trie_agrees_with_the_reference(
+        ops in prop::collection::vec(op(), 1..40),
+        topics in prop::collection::vec(topic(), 1..8),
+    ) {
+        let trie = SubscriptionTrie::default();
+        let mut model = Model::default();
+        for op in &ops {
+            model.apply(&trie, op);
+        }
+        prop_assert_eq!(trie.len(), model.len());
+        for t in &topics {
+            prop_assert_eq!(trie_matches(&trie, t), model_matches(&model, t), "topic {:?}", t);
+        }
+        let mut entries = 0;
+        trie.for_each_entry(|e| {
+            entries += 1;
+            match e {
+                Entry::Subscriber { filter, key, value } => {
+                    assert_eq!(model.subs.get(&(filter.to_owned(), *key)), Some(value));
+                }
+                Entry::SharedMember { group, filter, key, value } => {
+                    let members = &model.groups[&(group.to_owned(), filter.to_owned())];
+                    assert!(members.contains(&(*key, *value)));
+                }
+            }
+        });
+        prop_assert_eq!(entries, model.len());
+    }
+
+    #[test]
+    fn retained_index_agrees_with_the_reference(
+        ops in prop::collection::vec((topic(), any::<bool>(), any::<u16>()), 1..40),
+        filters in prop::collection::vec(filter(), 1..8),
+    ) {
+        let index = RetainedIndex::default();
+        let mut model = BTreeMap::new();
+        for (t, set, v) in &ops {
+            if *set {
+                prop_assert_eq!(index.set(t, *v), Ok(model.insert(t.clone(), *v)));
+            } else {
+                prop_assert_eq!(index.remove(t), model.remove(t));
+            }
+        }
+        prop_assert_eq!(index.len(), model.len());
+        for f in &filters {
+            let mut got = Vec::new();
+            index.for_each_match(f, |t, v| got.push((t.to_owned(), *v)));
+            got.sort();
+            let want: Vec<(String, u16)> = model
+                .iter()
+                .filter(|(t, _)| reference_matches(f, t))
+                .map(|(t, v)| (t.clone(), *v))
+                .collect();
+            prop_assert_eq!(got, want, "filter {:?}", f);
+        }
+    }
+}
+
+#[test]
+fn reference_matcher_follows_the_spec_examples() {
+    // [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.2-1]: the reference itself must be right.
+    assert!(reference_matches("sport/#", "sport"));
+    assert!(reference_matches("sport/tennis/+", "sport/tennis/player1"));
+    assert!(!reference_matches("sport/+", "sport"));
+    assert!(reference_matches("sport/+", "sport/"));
+    assert!(reference_matches("+/+", "/finance"));
+    assert!(!reference_matches("+", "/finance"));
+    assert!(!reference_matches("#", "$SYS/x"));
+    assert!(!reference_matches("+/x", "$SYS/x"));
+    assert!(reference_matches("$SYS/#", "$SYS/x"));
+}
