@@ -92,16 +92,22 @@ FAKETIME_AT="$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')"
 echo "       role=$ROLE broker=$BROKER_VERSION ($GIT_HASH) kernel=$KERNEL_PACKAGE=$KERNEL_DEB_VERSION SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
 
 # ----------------------------------------------------------------------------------------------
-step "broker: static release build ($TARGET_TRIPLE, target dir $TARGET_DIR)"
-(
-    cd "$ROOT"
-    # Paths in panic messages and debug info are remapped so the binary does not depend on
-    # where the checkout or the cargo home is.
-    RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$ROOT=/halyard --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
-        CARGO_TARGET_DIR="$TARGET_DIR" \
-        cargo build --release -p halyard-server --target "$TARGET_TRIPLE"
-)
-BROKER_BIN="$TARGET_DIR/$TARGET_TRIPLE/release/halyard"
+if [[ -n "${HALYARD_BROKER_BIN:-}" ]]; then
+    # A prebuilt broker (e.g. from CI's build step); it must be static as well.
+    step "broker: prebuilt $HALYARD_BROKER_BIN"
+    BROKER_BIN=$HALYARD_BROKER_BIN
+else
+    step "broker: static release build ($TARGET_TRIPLE, target dir $TARGET_DIR)"
+    (
+        cd "$ROOT"
+        # Paths in panic messages and debug info are remapped so the binary does not depend on
+        # where the checkout or the cargo home is.
+        RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$ROOT=/halyard --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
+            CARGO_TARGET_DIR="$TARGET_DIR" \
+            cargo build --release -p halyard-server --target "$TARGET_TRIPLE"
+    )
+    BROKER_BIN="$TARGET_DIR/$TARGET_TRIPLE/release/halyard"
+fi
 [[ -x "$BROKER_BIN" ]] || die "no broker binary at $BROKER_BIN"
 if readelf -l "$BROKER_BIN" | grep -q 'INTERP'; then
     die "$BROKER_BIN is dynamically linked"
@@ -157,11 +163,12 @@ printf '127.0.0.1 localhost\n::1 localhost\n' >"$IRD/etc/hosts"
 
 # Modules with their dependencies, resolved through modules.dep (and softdeps named above).
 DEPFILE="$KTREE/lib/modules/$KVER/modules.dep"
-declare -A MODPATH=()
-while IFS=: read -r path _; do
+declare -A MODPATH=() MODDEPS=()
+while IFS=: read -r path deps; do
     name=$(basename "$path")
     name=${name%%.ko*}
     MODPATH[${name//-/_}]=$path
+    MODDEPS[$path]=$deps
 done <"$DEPFILE"
 declare -A WANT=()
 queue=()
@@ -174,8 +181,9 @@ while [[ ${#queue[@]} -gt 0 ]]; do
     queue=("${queue[@]:1}")
     [[ -n "${WANT[$p]:-}" ]] && continue
     WANT[$p]=1
-    deps=$(awk -v p="$p:" '$1 == p { $1 = ""; print; exit }' "$DEPFILE")
-    for d in $deps; do queue+=("$d"); done
+    for d in ${MODDEPS[$p]}; do
+        [[ -n "${WANT[$d]:-}" ]] || queue+=("$d")
+    done
 done
 for p in "${!WANT[@]}"; do
     mkdir -p "$IRD/lib/modules/$KVER/$(dirname "$p")"
@@ -193,7 +201,7 @@ step "initramfs cpio (sorted, fixed times and owners) + zstd"
 find "$IRD" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 INITRD="$STAGE/initrd.cpio.zst"
 (cd "$IRD" && find . -print0 | sort -z | cpio --null --create --format=newc --reproducible \
-    --owner=0:0 --quiet) | zstd -q -19 -T1 >"$INITRD"
+    --owner=0:0 --quiet) | zstd -q -9 -T1 >"$INITRD"
 step_done "$(du -h "$INITRD" | cut -f1)"
 
 # ----------------------------------------------------------------------------------------------
@@ -245,7 +253,7 @@ if [[ "$ROLE" == core ]]; then
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH faketime "$FAKETIME_AT" mkfs.ext4 -q -F \
         -L halyard-data -U "$FS_UUID" -m 0 -b 4096 -N 1024 \
         -E "root_owner=0:0,hash_seed=$(uuid_for data-hash-seed),lazy_itable_init=0,lazy_journal_init=0,nodiscard" \
-        "$DATA" "${DATA_MIB}M"
+        "$DATA" "${DATA_MIB}M" >/dev/null
     step_done "$DATA_MIB MiB, UUID $FS_UUID"
 else
     step_done "none: replicant runs from RAM"

@@ -26,7 +26,7 @@ pub mod keys {
     /// `auto | uring | epoll`.
     pub const IO_BACKEND: &str = "HALYARD_IO__BACKEND";
     /// Largest keepalive the server accepts; a larger one is answered with Server Keep Alive.
-    pub const MAX_KEEPALIVE: &str = "HALYARD_MQTT__MAX_KEEPALIVE";
+    pub const MAX_KEEPALIVE: &str = "HALYARD_MQTT__MAX_KEEPALIVE_SECS";
     /// Largest packet the server accepts (announced as Maximum Packet Size).
     pub const MAX_PACKET_SIZE: &str = "HALYARD_MQTT__MAX_PACKET_SIZE";
     /// Receive Maximum announced by the server (QoS 1/2 in flight from one client).
@@ -71,7 +71,11 @@ pub fn halyard_bin() -> PathBuf {
     let mut candidates = Vec::new();
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         let dir = PathBuf::from(dir);
-        let dir = if dir.is_absolute() { dir } else { workspace.join(dir) };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            workspace.join(dir)
+        };
         candidates.push(dir.join("debug").join("halyard"));
     }
     // The test executable lives in <target>/debug/deps/.
@@ -230,10 +234,18 @@ impl TestBroker {
     fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(format!("broker exited early ({st}); log:\n{}", self.log_text()));
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(format!(
+                    "broker exited early ({st}); log:\n{}",
+                    self.log_text()
+                ));
             }
-            let mqtt_ok = TcpStream::connect_timeout(&self.mqtt, Duration::from_millis(200)).is_ok();
+            let mqtt_ok =
+                TcpStream::connect_timeout(&self.mqtt, Duration::from_millis(200)).is_ok();
             let admin_ok = match self.admin {
                 None => true,
                 Some(a) => matches!(http::get(a, "/healthz"), Ok(r) if r.status == 200),

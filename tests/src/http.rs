@@ -23,17 +23,25 @@ impl Response {
     /// First header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// `GET path` with `Connection: close`; reads until the server closes (or Content-Length).
 pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
     let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(HTTP_TIMEOUT)).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+    s.set_read_timeout(Some(HTTP_TIMEOUT))
         .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(HTTP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -53,7 +61,10 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
         }
     }
     parse(&buf).map(|p| p.response).ok_or_else(|| {
-        format!("unparsable HTTP response: {:?}", String::from_utf8_lossy(&buf))
+        format!(
+            "unparsable HTTP response: {:?}",
+            String::from_utf8_lossy(&buf)
+        )
     })
 }
 
@@ -181,7 +192,10 @@ impl Metrics {
     /// Whether a family or a sample with this name exists.
     pub fn has(&self, name: &str) -> bool {
         self.families.iter().any(|f| f == name)
-            || self.samples.keys().any(|k| k.split('{').next() == Some(name))
+            || self
+                .samples
+                .keys()
+                .any(|k| k.split('{').next() == Some(name))
     }
 
     /// Every distinct sample name (without labels).

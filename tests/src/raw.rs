@@ -633,7 +633,11 @@ pub fn decode(version: Version, first: u8, body: &[u8]) -> Result<Packet, String
             let qos = (first >> 1) & 3;
             let topic = r.string()?;
             let pid = if qos > 0 { r.u16()? } else { 0 };
-            let props = if v5 { Props::decode(&mut r)? } else { Props::new() };
+            let props = if v5 {
+                Props::decode(&mut r)?
+            } else {
+                Props::new()
+            };
             Packet::Publish {
                 topic,
                 payload: r.rest(),
@@ -695,6 +699,8 @@ pub fn decode(version: Version, first: u8, body: &[u8]) -> Result<Packet, String
 pub struct RawClient {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Packets set aside by [`RawClient::recv_until`], returned first by later receives.
+    pending: std::collections::VecDeque<Packet>,
     /// Version used to decode what the broker sends.
     pub version: Version,
 }
@@ -711,6 +717,7 @@ impl RawClient {
         RawClient {
             stream,
             buf: Vec::new(),
+            pending: Default::default(),
             version,
         }
     }
@@ -755,6 +762,13 @@ impl RawClient {
 
     /// Receives one packet within `limit`.
     pub fn recv_within(&mut self, limit: Duration) -> Result<Packet, RecvError> {
+        if let Some(p) = self.pending.pop_front() {
+            return Ok(p);
+        }
+        self.recv_wire(limit)
+    }
+
+    fn recv_wire(&mut self, limit: Duration) -> Result<Packet, RecvError> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some((first, body, used)) = split_frame(&self.buf)? {
@@ -782,23 +796,26 @@ impl RawClient {
         }
     }
 
-    /// Receives until a packet matches `f` (others are collected), within [`crate::WAIT`].
-    pub fn recv_until(&mut self, mut f: impl FnMut(&Packet) -> bool) -> (Packet, Vec<Packet>) {
+    /// Receives until a packet matches `f`, within [`crate::WAIT`]. Packets that do not match
+    /// are set aside and returned, in order, by the following receives.
+    pub fn recv_until(&mut self, mut f: impl FnMut(&Packet) -> bool) -> Packet {
+        if let Some(i) = self.pending.iter().position(&mut f) {
+            return self.pending.remove(i).expect("index from position");
+        }
         let deadline = Instant::now() + crate::WAIT;
-        let mut skipped = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv_within(left) {
-                Ok(p) if f(&p) => return (p, skipped),
-                Ok(p) => skipped.push(p),
-                Err(e) => panic!("waiting for a packet: {e:?}; got before: {skipped:?}"),
+            match self.recv_wire(left) {
+                Ok(p) if f(&p) => return p,
+                Ok(p) => self.pending.push_back(p),
+                Err(e) => panic!("waiting for a packet: {e:?}; set aside: {:?}", self.pending),
             }
         }
     }
 
     /// Receives the next PUBLISH (answering nothing), skipping PINGRESPs.
     pub fn recv_publish(&mut self) -> Packet {
-        self.recv_until(|p| matches!(p, Packet::Publish { .. })).0
+        self.recv_until(|p| matches!(p, Packet::Publish { .. }))
     }
 
     /// Waits (bounded by `limit`) until the broker closes the connection; returns the packets
@@ -848,7 +865,7 @@ impl RawClient {
     pub fn subscribe(&mut self, pid: u16, filters: &[(&str, u8)], props: &Props) -> Vec<u8> {
         let v = self.version;
         self.send(&subscribe(v, pid, filters, props));
-        match self.recv_until(|p| matches!(p, Packet::SubAck { .. })).0 {
+        match self.recv_until(|p| matches!(p, Packet::SubAck { .. })) {
             Packet::SubAck { pid: got, codes } => {
                 assert_eq!(got, pid, "SUBACK packet id [MQTT-3.8.4-2]");
                 codes
@@ -863,7 +880,7 @@ impl RawClient {
         let v = self.version;
         self.send(&p.encode(v));
         match p.qos {
-            1 => match self.recv_until(|x| matches!(x, Packet::Ack { kind: 4, .. })).0 {
+            1 => match self.recv_until(|x| matches!(x, Packet::Ack { kind: 4, .. })) {
                 Packet::Ack { pid, reason, .. } => {
                     assert_eq!(pid, p.pid, "PUBACK packet id");
                     reason
@@ -871,8 +888,7 @@ impl RawClient {
                 _ => unreachable!("a PUBACK"),
             },
             2 => {
-                let reason = match self.recv_until(|x| matches!(x, Packet::Ack { kind: 5, .. })).0
-                {
+                let reason = match self.recv_until(|x| matches!(x, Packet::Ack { kind: 5, .. })) {
                     Packet::Ack { pid, reason, .. } => {
                         assert_eq!(pid, p.pid, "PUBREC packet id");
                         reason

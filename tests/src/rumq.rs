@@ -55,7 +55,10 @@ macro_rules! client_impl {
                 &mut self,
                 limit: Duration,
             ) -> Option<Result<Event, ConnectionError>> {
-                tokio::time::timeout(limit, self.events.recv()).await.ok().flatten()
+                tokio::time::timeout(limit, self.events.recv())
+                    .await
+                    .ok()
+                    .flatten()
             }
 
             /// Waits for the first event mapped to `Some` by `f`; panics on error or timeout.
@@ -166,9 +169,9 @@ macro_rules! client_impl {
             }
 
             /// Drops the TCP connection without DISCONNECT (an abnormal close).
-            pub async fn drop_abruptly(self) {
+            pub async fn drop_abruptly(mut self) {
                 self.task.abort();
-                let _ = self.task.await;
+                let _ = (&mut self.task).await;
             }
         }
 

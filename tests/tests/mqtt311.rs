@@ -1,7 +1,10 @@
 //! MQTT 3.1.1 behaviour with the rumqttc v4 client (and raw sockets where rumqttc hides the
 //! detail under test). Each test starts its own broker.
 //!
-//! Against Mosquitto 2.0.11 (`HALYARD_TEST_AGAINST=mosquitto`) every test here passes.
+//! Against Mosquitto 2.0.11 (`HALYARD_TEST_AGAINST=mosquitto`) every test passes except:
+//! - `overlapping_subscriptions_one_copy_max_qos`: Mosquitto sends one copy per matching
+//!   subscription, each at that subscription's QoS. MQTT 3.1.1 §3.3.5 permits the extra copies,
+//!   but Halyard's contract (issue 2) is one copy at the highest granted QoS.
 
 use std::time::Duration;
 
@@ -29,18 +32,30 @@ async fn pubsub_qos_matrix() {
     for sq in 0..3u8 {
         let (mut c, _) = Client::connect(v4::opts(b.mqtt_addr(), &format!("sub{sq}"))).await;
         let ack = c.subscribe("matrix/t", qos(sq)).await;
-        assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Success(qos(sq))]);
+        assert_eq!(
+            ack.return_codes,
+            vec![SubscribeReasonCode::Success(qos(sq))]
+        );
         subs.push(c);
     }
     let (mut p, _) = Client::connect(v4::opts(b.mqtt_addr(), "pub")).await;
     for pq in 0..3u8 {
-        p.publish("matrix/t", qos(pq), false, format!("m{pq}").as_bytes()).await;
+        p.publish("matrix/t", qos(pq), false, format!("m{pq}").as_bytes())
+            .await;
     }
     for (sq, c) in subs.iter_mut().enumerate() {
         for pq in 0..3u8 {
             let m = c.next_publish().await;
-            assert_eq!(&m.payload[..], format!("m{pq}").as_bytes(), "order per topic");
-            assert_eq!(m.qos, qos(pq.min(sq as u8)), "delivered QoS for pub {pq} sub {sq}");
+            assert_eq!(
+                &m.payload[..],
+                format!("m{pq}").as_bytes(),
+                "order per topic"
+            );
+            assert_eq!(
+                m.qos,
+                qos(pq.min(sq as u8)),
+                "delivered QoS for pub {pq} sub {sq}"
+            );
             assert!(!m.retain, "live delivery has RETAIN 0 [MQTT-3.3.1-9]");
         }
     }
@@ -52,18 +67,29 @@ async fn pubsub_qos_matrix() {
 fn qos2_exactly_once_raw() {
     let b = TestBroker::start();
     let mut sub = RawClient::connected(b.mqtt_addr(), Version::V311, "q2sub");
-    assert_eq!(sub.subscribe(1, &[("q2/t", 2)], &raw::Props::new()), vec![2]);
+    assert_eq!(
+        sub.subscribe(1, &[("q2/t", 2)], &raw::Props::new()),
+        vec![2]
+    );
     let mut publ = RawClient::connected(b.mqtt_addr(), Version::V311, "q2pub");
     publ.publish(&raw::Publish::new("q2/t", b"once").qos(2, 7));
     let m = sub.recv_publish();
-    let Packet::Publish { qos, payload, .. } = &m else { unreachable!() };
+    let Packet::Publish { qos, payload, .. } = &m else {
+        unreachable!()
+    };
     assert_eq!((*qos, payload.as_slice()), (2, &b"once"[..]));
     sub.ack_publish(&m);
     // A second message proves the first is not delivered again.
     publ.publish(&raw::Publish::new("q2/t", b"next").qos(2, 8));
     let m2 = sub.recv_publish();
-    let Packet::Publish { payload, .. } = &m2 else { unreachable!() };
-    assert_eq!(payload.as_slice(), b"next", "first message delivered once only");
+    let Packet::Publish { payload, .. } = &m2 else {
+        unreachable!()
+    };
+    assert_eq!(
+        payload.as_slice(),
+        b"next",
+        "first message delivered once only"
+    );
 }
 
 /// Retained messages: set, replaced, delivered to a later subscriber with RETAIN 1
@@ -81,7 +107,10 @@ async fn retained_set_replace_delete() {
     s.subscribe("ret/a", QoS::AtLeastOnce).await;
     let m = s.next_publish().await;
     assert_eq!(&m.payload[..], b"two", "the retained message was replaced");
-    assert!(m.retain, "retained delivery on subscribe has RETAIN 1 [MQTT-3.3.1-8]");
+    assert!(
+        m.retain,
+        "retained delivery on subscribe has RETAIN 1 [MQTT-3.3.1-8]"
+    );
 
     // Delete ret/a, then a wildcard subscriber sees only ret/b.
     p.publish("ret/a", QoS::AtLeastOnce, true, b"").await;
@@ -90,9 +119,14 @@ async fn retained_set_replace_delete() {
     let m = s2.next_publish().await;
     assert_eq!((&m.topic[..], &m.payload[..]), ("ret/b", &b"bee"[..]));
     // Marker: a live message after the retained ones; nothing else may come before it.
-    p.publish("ret/marker", QoS::AtLeastOnce, false, b"mark").await;
+    p.publish("ret/marker", QoS::AtLeastOnce, false, b"mark")
+        .await;
     let m = s2.next_publish().await;
-    assert_eq!(&m.topic[..], "ret/marker", "deleted retained message must not be sent");
+    assert_eq!(
+        &m.topic[..],
+        "ret/marker",
+        "deleted retained message must not be sent"
+    );
     assert!(!m.retain);
 }
 
@@ -105,20 +139,35 @@ async fn will_on_abnormal_close_not_on_disconnect() {
     w.subscribe("will/#", QoS::AtLeastOnce).await;
 
     let mut o = v4::opts(b.mqtt_addr(), "dies");
-    o.set_last_will(v4::LastWill::new("will/dies", "gone", QoS::AtLeastOnce, false));
+    o.set_last_will(v4::LastWill::new(
+        "will/dies",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let (dies, _) = Client::connect(o).await;
     dies.drop_abruptly().await;
     let m = w.next_publish().await;
     assert_eq!((&m.topic[..], &m.payload[..]), ("will/dies", &b"gone"[..]));
 
     let mut o = v4::opts(b.mqtt_addr(), "polite");
-    o.set_last_will(v4::LastWill::new("will/polite", "gone", QoS::AtLeastOnce, false));
+    o.set_last_will(v4::LastWill::new(
+        "will/polite",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let (polite, _) = Client::connect(o).await;
     polite.disconnect().await;
     let (mut p, _) = Client::connect(v4::opts(b.mqtt_addr(), "marker")).await;
-    p.publish("will/marker", QoS::AtLeastOnce, false, b"m").await;
+    p.publish("will/marker", QoS::AtLeastOnce, false, b"m")
+        .await;
     let m = w.next_publish().await;
-    assert_eq!(&m.topic[..], "will/marker", "no will after DISCONNECT [MQTT-3.1.2-10]");
+    assert_eq!(
+        &m.topic[..],
+        "will/marker",
+        "no will after DISCONNECT [MQTT-3.1.2-10]"
+    );
 }
 
 /// A raw abrupt close also triggers the will, with the will's QoS and retain flag honoured:
@@ -140,13 +189,17 @@ fn will_retained_raw() {
     let mut s = RawClient::connected(b.mqtt_addr(), Version::V311, "rwill-sub");
     // The will may be published a moment after the close: poll by re-subscribing.
     let got = halyard_tests::wait_for(Duration::from_secs(5), || {
-        s.send(&raw::subscribe(Version::V311, 1, &[("rwill/status", 1)], &raw::Props::new()));
-        let (_, before) = s.recv_until(|p| matches!(p, Packet::SubAck { .. }));
-        let mut all = before;
-        if let Ok(p) = s.recv_within(Duration::from_millis(300)) {
-            all.push(p);
+        s.send(&raw::subscribe(
+            Version::V311,
+            1,
+            &[("rwill/status", 1)],
+            &raw::Props::new(),
+        ));
+        s.recv_until(|p| matches!(p, Packet::SubAck { .. }));
+        match s.recv_within(Duration::from_millis(300)) {
+            Ok(p @ Packet::Publish { .. }) => Some(p),
+            _ => None,
         }
-        all.into_iter().find(|p| matches!(p, Packet::Publish { .. }))
     })
     .expect("retained will delivered to a later subscriber");
     let Packet::Publish {
@@ -174,8 +227,10 @@ async fn persistent_session_offline_delivery() {
     s.disconnect().await;
 
     let (mut p, _) = Client::connect(v4::opts(b.mqtt_addr(), "persist-pub")).await;
-    p.publish("persist/t", QoS::AtLeastOnce, false, b"while-away-1").await;
-    p.publish("persist/t", QoS::AtLeastOnce, false, b"while-away-2").await;
+    p.publish("persist/t", QoS::AtLeastOnce, false, b"while-away-1")
+        .await;
+    p.publish("persist/t", QoS::AtLeastOnce, false, b"while-away-2")
+        .await;
 
     let (mut s, ack) = Client::connect(o.clone()).await;
     assert!(ack.session_present, "session resumed [MQTT-3.2.2-2]");
@@ -186,11 +241,17 @@ async fn persistent_session_offline_delivery() {
     let mut clean = o.clone();
     clean.set_clean_session(true);
     let (c, ack) = Client::connect(clean).await;
-    assert!(!ack.session_present, "clean session 1 -> Session Present 0 [MQTT-3.2.2-1]");
+    assert!(
+        !ack.session_present,
+        "clean session 1 -> Session Present 0 [MQTT-3.2.2-1]"
+    );
     c.disconnect().await;
     // The clean session discarded the subscription: a new persistent connect has no session.
     let (s, ack) = Client::connect(o).await;
-    assert!(!ack.session_present, "clean session discarded the old session [MQTT-3.1.2-6]");
+    assert!(
+        !ack.session_present,
+        "clean session discarded the old session [MQTT-3.1.2-6]"
+    );
     s.disconnect().await;
 }
 
@@ -207,7 +268,11 @@ fn takeover_closes_first_connection() {
         "3.1.1 servers never send DISCONNECT: {seen:?}"
     );
     second.send(&raw::pingreq());
-    assert_eq!(second.recv(), Ok(Packet::PingResp), "second connection alive");
+    assert_eq!(
+        second.recv(),
+        Ok(Packet::PingResp),
+        "second connection alive"
+    );
 }
 
 /// Overlapping subscriptions: one copy at the highest granted QoS [MQTT-3.3.5-1].
@@ -215,18 +280,30 @@ fn takeover_closes_first_connection() {
 fn overlapping_subscriptions_one_copy_max_qos() {
     let b = TestBroker::start();
     let mut s = RawClient::connected(b.mqtt_addr(), Version::V311, "overlap");
-    let codes = s.subscribe(1, &[("ov/#", 0), ("ov/+/x", 2), ("ov/a/x", 1)], &raw::Props::new());
+    let codes = s.subscribe(
+        1,
+        &[("ov/#", 0), ("ov/+/x", 2), ("ov/a/x", 1)],
+        &raw::Props::new(),
+    );
     assert_eq!(codes, vec![0, 2, 1]);
     let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "overlap-pub");
     p.publish(&raw::Publish::new("ov/a/x", b"one").qos(2, 1));
     p.publish(&raw::Publish::new("ov/a/x", b"marker").qos(2, 2));
     let m = s.recv_publish();
-    let Packet::Publish { payload, qos, .. } = &m else { unreachable!() };
+    let Packet::Publish { payload, qos, .. } = &m else {
+        unreachable!()
+    };
     assert_eq!((payload.as_slice(), *qos), (&b"one"[..], 2));
     s.ack_publish(&m);
     let m = s.recv_publish();
-    let Packet::Publish { payload, .. } = &m else { unreachable!() };
-    assert_eq!(payload.as_slice(), b"marker", "only one copy of the first message");
+    let Packet::Publish { payload, .. } = &m else {
+        unreachable!()
+    };
+    assert_eq!(
+        payload.as_slice(),
+        b"marker",
+        "only one copy of the first message"
+    );
 }
 
 /// Topics beginning with `$` are not matched by filters starting with `#` or `+`
@@ -235,15 +312,25 @@ fn overlapping_subscriptions_one_copy_max_qos() {
 fn dollar_topics_not_matched_by_wildcards() {
     let b = TestBroker::start();
     let mut wild = RawClient::connected(b.mqtt_addr(), Version::V311, "wild");
-    assert_eq!(wild.subscribe(1, &[("#", 0), ("+/x", 0)], &raw::Props::new()), vec![0, 0]);
+    assert_eq!(
+        wild.subscribe(1, &[("#", 0), ("+/x", 0)], &raw::Props::new()),
+        vec![0, 0]
+    );
     let mut exact = RawClient::connected(b.mqtt_addr(), Version::V311, "exact");
-    assert_eq!(exact.subscribe(1, &[("$test/x", 0)], &raw::Props::new()), vec![0]);
+    assert_eq!(
+        exact.subscribe(1, &[("$test/x", 0)], &raw::Props::new()),
+        vec![0]
+    );
     let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "dpub");
     p.publish(&raw::Publish::new("$test/x", b"dollar").qos(1, 1));
     p.publish(&raw::Publish::new("plain/x", b"plain").qos(1, 2));
-    let Packet::Publish { topic, .. } = exact.recv_publish() else { unreachable!() };
+    let Packet::Publish { topic, .. } = exact.recv_publish() else {
+        unreachable!()
+    };
     assert_eq!(topic, "$test/x");
-    let Packet::Publish { topic, .. } = wild.recv_publish() else { unreachable!() };
+    let Packet::Publish { topic, .. } = wild.recv_publish() else {
+        unreachable!()
+    };
     assert_eq!(topic, "plain/x", "`#` and `+/x` must not match `$test/x`");
 }
 
@@ -254,23 +341,47 @@ fn unsubscribe_stops_delivery() {
     let mut s = RawClient::connected(b.mqtt_addr(), Version::V311, "unsub");
     s.subscribe(1, &[("u/a", 1), ("u/b", 1)], &raw::Props::new());
     s.send(&raw::unsubscribe(Version::V311, 9, &["u/a"]));
-    let (ack, _) = s.recv_until(|p| matches!(p, Packet::UnsubAck { .. }));
-    assert_eq!(ack, Packet::UnsubAck { pid: 9, codes: vec![] });
+    let ack = s.recv_until(|p| matches!(p, Packet::UnsubAck { .. }));
+    assert_eq!(
+        ack,
+        Packet::UnsubAck {
+            pid: 9,
+            codes: vec![]
+        }
+    );
     let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "unsub-pub");
     p.publish(&raw::Publish::new("u/a", b"gone").qos(1, 1));
     p.publish(&raw::Publish::new("u/b", b"kept").qos(1, 2));
-    let Packet::Publish { topic, .. } = s.recv_publish() else { unreachable!() };
+    let Packet::Publish { topic, .. } = s.recv_publish() else {
+        unreachable!()
+    };
     assert_eq!(topic, "u/b");
 }
 
-/// Invalid filters in SUBSCRIBE get return code 0x80 while valid ones in the same packet are
-/// granted (MQTT 3.1.1 §3.9.3, §4.7.1).
+/// An invalid filter in SUBSCRIBE is never granted: the server either answers return code
+/// 0x80 for it (MQTT 3.1.1 §3.9.3) or treats the packet as a protocol violation and closes the
+/// connection [MQTT-4.8.0-1] (what Mosquitto does). Either way the broker keeps serving.
 #[test]
-fn invalid_filter_suback_0x80() {
+fn invalid_filter_refused() {
     let b = TestBroker::start();
-    let mut s = RawClient::connected(b.mqtt_addr(), Version::V311, "badfilter");
-    let codes = s.subscribe(1, &[("a/#/b", 1), ("ok/+", 1), ("a+/b", 0)], &raw::Props::new());
-    assert_eq!(codes, vec![0x80, 1, 0x80]);
+    for (i, bad) in ["a/#/b", "a+/b", "#/x"].into_iter().enumerate() {
+        let mut s = RawClient::connected(b.mqtt_addr(), Version::V311, &format!("badf{i}"));
+        s.send(&raw::subscribe(
+            Version::V311,
+            1,
+            &[(bad, 1)],
+            &raw::Props::new(),
+        ));
+        match s.recv() {
+            Ok(Packet::SubAck { pid: 1, codes }) => {
+                assert_eq!(codes, vec![0x80], "filter {bad:?} must be refused")
+            }
+            Err(raw::RecvError::Closed) => {}
+            other => panic!("filter {bad:?}: expected SUBACK 0x80 or close, got {other:?}"),
+        }
+    }
+    let mut ok = RawClient::connected(b.mqtt_addr(), Version::V311, "goodf");
+    assert_eq!(ok.subscribe(1, &[("ok/+", 1)], &raw::Props::new()), vec![1]);
 }
 
 /// A repeated SUBSCRIBE with the same filter replaces the subscription and "any existing
@@ -283,7 +394,16 @@ fn resubscribe_resends_retained() {
     let mut s = RawClient::connected(b.mqtt_addr(), Version::V311, "rs-sub");
     for pid in 1..=2 {
         s.subscribe(pid, &[("rs/t", 0)], &raw::Props::new());
-        let Packet::Publish { payload, retain, .. } = s.recv_publish() else { unreachable!() };
-        assert_eq!((payload.as_slice(), retain), (&b"kept"[..], true), "subscribe #{pid}");
+        let Packet::Publish {
+            payload, retain, ..
+        } = s.recv_publish()
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (payload.as_slice(), retain),
+            (&b"kept"[..], true),
+            "subscribe #{pid}"
+        );
     }
 }

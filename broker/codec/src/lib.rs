@@ -9,6 +9,22 @@
 //! It must never do I/O, read the clock, allocate without bound on behalf of the peer, or
 //! panic on input from the network. Topic name/filter rules (wildcards, `$share`) belong to
 //! halyard-topics and session rules (topic aliases, receive maximum) to halyard-session.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use halyard_codec::{Packet, ProtocolVersion, PubResponse, decode, encode, encoded_len};
+//!
+//! let packet = Packet::PubAck(PubResponse::new(7));
+//! let mut wire = BytesMut::new();
+//! encode(&packet, ProtocolVersion::V5, &mut wire).unwrap();
+//! assert_eq!(wire.len(), encoded_len(&packet, ProtocolVersion::V5));
+//!
+//! // Streaming: a partial packet asks for more and consumes nothing.
+//! let mut input = BytesMut::from(&wire[..1]);
+//! assert_eq!(decode(&mut input, ProtocolVersion::V5, 1024), Ok(None));
+//! input.extend_from_slice(&wire[1..]);
+//! assert_eq!(decode(&mut input, ProtocolVersion::V5, 1024), Ok(Some(packet)));
+//! ```
 
 mod decode;
 mod encode;

@@ -60,7 +60,7 @@ pub struct ConnAck {
 /// PUBLISH. The payload shares the received buffer (zero-copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
-    /// DUP flag (must be false for QoS 0 [MQTT-3.3.1-2]).
+    /// DUP flag. Must be false for QoS 0 [MQTT-3.3.1-2]: the encoder does not write it then.
     pub dup: bool,
     /// QoS level.
     pub qos: QoS,

@@ -80,6 +80,10 @@ pub struct SubscribeRequest {
 /// Something the server must act on. Poll with [`crate::Connection::poll_event`] after every
 /// call into the connection, until `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handful of events per connection; boxing would only add allocations"
+)]
 pub enum Event {
     /// A valid CONNECT arrived. Answer with `accept_connect` or `reject_connect`; the
     /// session processes no further packet from the client until then [MQTT-3.1.4-5]

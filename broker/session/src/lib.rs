@@ -31,3 +31,6 @@ pub use message::{ClientId, Delivery, Message, MessageProperties, Will};
 pub use queue::{Dropped, MemoryQueue, MessageQueue};
 pub use session::{SESSION_NEVER_EXPIRES, Session, Subscription};
 pub use stats::{ConnectionStats, DropCounters, SessionStats};
+
+#[cfg(test)]
+mod tests;

@@ -28,11 +28,11 @@ pub struct Subscription {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OutState {
     /// QoS 1 PUBLISH sent (or to send), awaiting PUBACK.
-    AwaitPubAck,
+    Qos1Published,
     /// QoS 2 PUBLISH sent (or to send), awaiting PUBREC.
-    AwaitPubRec,
+    Qos2Published,
     /// QoS 2 PUBREL sent (or to send), awaiting PUBCOMP.
-    AwaitPubComp,
+    Qos2Released,
 }
 
 /// One outgoing QoS 1/2 message holding a packet identifier.
@@ -230,9 +230,9 @@ impl Session {
         }
         self.next_packet_id = id.wrapping_add(1);
         let state = if delivery.qos == QoS::ExactlyOnce {
-            OutState::AwaitPubRec
+            OutState::Qos2Published
         } else {
-            OutState::AwaitPubAck
+            OutState::Qos1Published
         };
         self.outgoing.insert(
             id,
@@ -266,10 +266,5 @@ impl Session {
         for f in self.outgoing.values_mut() {
             f.sent_here = false;
         }
-    }
-
-    /// Outgoing messages sent on the current connection and awaiting an acknowledgement.
-    pub(crate) fn sent_here_len(&self) -> usize {
-        self.outgoing.values().filter(|f| f.sent_here).count()
     }
 }

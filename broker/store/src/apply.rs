@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Table, WriteTransaction};
 
 use crate::batch::Op;
 use crate::db::{

@@ -32,6 +32,8 @@ mod apply;
 mod batch;
 mod config;
 mod db;
+#[cfg(test)]
+mod disk_full_tests;
 mod error;
 mod load;
 mod record;

@@ -13,10 +13,18 @@
 //! clock, spawn threads, or panic on input from the network. Table-size limits (subscriptions
 //! per client, retained messages) are the caller's, which counts them.
 //!
-//! # Memory
-//! Each distinct level string is stored once (interned) and shared by every filter using it.
-//! Measured by `tests/memory.rs` (one million filters `devices/{n}/cmd`, one subscriber each,
-//! `K = u64`, `V = u8`): see the bound asserted there, about 300 bytes per filter.
+//! # Memory and speed
+//! Each distinct level string is stored once (interned) and shared by every filter using it;
+//! each filter's text is stored once more, for the match visitor. `tests/memory.rs` counts
+//! heap bytes for 100 000 filters `devices/{n}/cmd` with one subscriber each (`K = u64`,
+//! `V = u8`): 458 bytes per filter on x86_64 (asserted <= 512), all returned on removal;
+//! a million such filters take about 460 MB. Most of it is per-node overhead (two trie nodes,
+//! one leaf, one persistent-map entry per filter); a filter sharing its nodes with others
+//! costs less.
+//!
+//! Measured on the shared 2-core box under load (thread CPU time, 200 000 filters, release):
+//! a match of a hot topic 0.15 us, of 200 000 different topics 1.5 us (cache misses),
+//! an insert 7 us and a remove 9 us (path copy; one writer at a time).
 
 mod error;
 mod hasher;

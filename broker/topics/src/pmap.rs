@@ -57,6 +57,9 @@ impl<K: Eq + Hash + Clone, V: Clone> PMap<K, V> {
                     return Some(std::mem::replace(&mut slot.1, value));
                 }
                 if v.len() < SMALL_MAX {
+                    // Exact: a node's vector is rarely appended to twice before the node is
+                    // copied again, so the usual doubling would only waste memory.
+                    v.reserve_exact(1);
                     v.push((key, value));
                     return None;
                 }

@@ -1,6 +1,6 @@
 //! Why XDP could not be started, in words an operator can act on.
 
-use std::{error::Error as _, io};
+use std::io;
 
 use aya::{EbpfError, maps::MapError, programs::ProgramError};
 

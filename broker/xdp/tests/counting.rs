@@ -80,7 +80,7 @@ fn fifty_connections_are_fifty_syns_v4_and_v6() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&link.stdout);
-    assert!(link.status.success() && !text.contains("xdp"), "{text}");
+    assert!(link.status.success() && !text.contains("prog/xdp"), "{text}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use halyard_codec::{
     ConnAck, ConnAckProperties, Connect, DecodeError, MqttString, Packet, PacketType, ProtocolVersion, QoS,
-    ReasonCode, peek_connect_version,
+    ReasonCode,
 };
 
 use super::{Connection, PeerLimits, PendingConnect, State};
@@ -17,17 +17,20 @@ use crate::session::{SESSION_NEVER_EXPIRES, Session};
 
 impl Connection {
     /// A CONNECT that failed to decode. An unsupported protocol level is answered with the
-    /// 3.1.1 CONNACK return code 0x01 [MQTT-3.1.2-2]; a 5.0 CONNECT with another error gets
+    /// 3.1.1 CONNACK return code 0x01 [MQTT-3.1.2-2]; a 5.0 CONNECT (`connect_version`, peeked
+    /// before decoding) with another error gets
     /// CONNACK with the error's reason code; anything else is closed without a packet.
-    pub(super) fn connect_decode_error(&mut self, err: DecodeError) {
+    pub(super) fn connect_decode_error(
+        &mut self,
+        err: DecodeError,
+        connect_version: Option<ProtocolVersion>,
+    ) {
         self.stats.protocol_errors += 1;
         let code = err.reason_code();
         if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
             self.version = ProtocolVersion::V311;
             self.send_connack(code, false, ConnAckProperties::default());
-        } else if peek_connect_version(&self.rx) == Some(ProtocolVersion::V5)
-            || self.version == ProtocolVersion::V5
-        {
+        } else if connect_version == Some(ProtocolVersion::V5) {
             self.version = ProtocolVersion::V5;
             self.send_connack(code, false, ConnAckProperties::default());
         }

@@ -186,6 +186,11 @@ impl Connection {
                 }
                 State::Connected => {}
             }
+            let connect_version = if self.state == State::AwaitConnect {
+                halyard_codec::peek_connect_version(&self.rx)
+            } else {
+                None
+            };
             match decode(&mut self.rx, self.version, self.cfg.max_packet_size) {
                 Ok(None) => return,
                 Ok(Some(packet)) => {
@@ -195,7 +200,7 @@ impl Connection {
                 }
                 Err(e) => {
                     if self.state == State::AwaitConnect {
-                        self.connect_decode_error(e);
+                        self.connect_decode_error(e, connect_version);
                     } else {
                         self.protocol_error(ProtocolError::Decode(e));
                     }
@@ -222,7 +227,9 @@ impl Connection {
             Packet::PubComp(r) => self.handle_pubcomp(now, r),
             Packet::Subscribe(s) => self.handle_subscribe(s),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
-            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+            }
             Packet::Disconnect(d) => self.handle_disconnect(d),
             Packet::Auth(_) => self.protocol_error(ProtocolError::UnexpectedAuth),
             other @ (Packet::ConnAck(_)
@@ -263,9 +270,9 @@ impl Connection {
     }
 
     /// The next instant at which [`Self::handle_timeout`] must be called, or `None`:
-    /// the CONNECT deadline before CONNECT, the keep-alive deadline (last packet received
-    /// + 1.5 x keep alive) once connected, nothing while the server decides on the CONNECT
-    /// or once closed.
+    /// the CONNECT deadline before CONNECT, the keep-alive deadline (1.5 x keep alive after
+    /// the last packet received) once connected, nothing while the server decides on the
+    /// CONNECT or once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::AwaitConnect => Some(self.connect_deadline),
@@ -398,8 +405,12 @@ impl Connection {
 
     /// Encodes a packet into the output. Control packets built here always encode; an
     /// error (only possible for values taken from the peer or the server, e.g. an
-    /// oversized user property) drops the packet and returns false.
+    /// oversized user property) drops the packet and returns false. Nothing is sent once
+    /// closed.
     fn send(&mut self, packet: &Packet) -> bool {
+        if self.state == State::Closed {
+            return false;
+        }
         match encode(packet, self.version, &mut self.tx) {
             Ok(()) => {
                 self.stats.packets_out += 1;

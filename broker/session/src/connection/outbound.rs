@@ -278,7 +278,7 @@ impl Connection {
                 continue;
             };
             let (state, dup, delivery) = (f.state, f.ever_sent, f.delivery.clone());
-            if state == OutState::AwaitPubComp {
+            if state == OutState::Qos2Released {
                 self.send(&Packet::PubRel(PubResponse::new(id)));
             } else if let Err(reason) = self.send_publish(now, &delivery, id, dup) {
                 // Too large for this connection's client: discard as if delivered
@@ -315,7 +315,7 @@ impl Connection {
 
     /// PUBACK: completes a QoS 1 delivery (whatever its reason code).
     pub(super) fn handle_puback(&mut self, now: Instant, r: PubResponse) {
-        if self.sent_state(r.packet_id) == Some(OutState::AwaitPubAck) {
+        if self.sent_state(r.packet_id) == Some(OutState::Qos1Published) {
             self.finish_outgoing(now, r.packet_id);
         } else {
             self.stats.unknown_acks += 1;
@@ -325,16 +325,16 @@ impl Connection {
     /// PUBREC: a success moves to PUBREL; a failure code (>= 0x80) ends the delivery (5.0).
     pub(super) fn handle_pubrec(&mut self, now: Instant, r: PubResponse) {
         match self.sent_state(r.packet_id) {
-            Some(OutState::AwaitPubRec) if !r.reason_code.is_success() => {
+            Some(OutState::Qos2Published) if !r.reason_code.is_success() => {
                 self.finish_outgoing(now, r.packet_id);
             }
-            Some(OutState::AwaitPubRec | OutState::AwaitPubComp) => {
+            Some(OutState::Qos2Published | OutState::Qos2Released) => {
                 if let Some(f) = self
                     .session
                     .as_mut()
                     .and_then(|s| s.outgoing.get_mut(&r.packet_id))
                 {
-                    f.state = OutState::AwaitPubComp;
+                    f.state = OutState::Qos2Released;
                 }
                 self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
             }
@@ -352,7 +352,7 @@ impl Connection {
 
     /// PUBCOMP: completes a QoS 2 delivery.
     pub(super) fn handle_pubcomp(&mut self, now: Instant, r: PubResponse) {
-        if self.sent_state(r.packet_id) == Some(OutState::AwaitPubComp) {
+        if self.sent_state(r.packet_id) == Some(OutState::Qos2Released) {
             self.finish_outgoing(now, r.packet_id);
         } else {
             self.stats.unknown_acks += 1;

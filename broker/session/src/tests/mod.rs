@@ -1,0 +1,4 @@
+//! Spec-driven tests of the state machine, driven with raw packets and virtual time.
+
+mod connect;
+mod util;

@@ -1,0 +1,298 @@
+//! The operations surface of issue 2 (§6): admin HTTP (`/healthz`, `/metrics`, `/status`),
+//! `halyard ctl status`, configuration errors, I/O backend selection and SIGTERM.
+//!
+//! Every test here checks a Halyard-only feature: with `HALYARD_TEST_AGAINST=mosquitto` they
+//! fail at once with "this test needs halyard" (exclude this file from a mosquitto run).
+
+use std::time::Duration;
+
+use halyard_tests::broker::{free_port, keys, run_halyard};
+use halyard_tests::http::Metrics;
+use halyard_tests::raw::{Packet, Props, Publish, RawClient, Version};
+use halyard_tests::{TestBroker, require_halyard, wait_for};
+
+fn start() -> TestBroker {
+    require_halyard();
+    TestBroker::start()
+}
+
+/// `GET /healthz` answers 200 while the broker runs.
+#[test]
+fn healthz_ok() {
+    let b = start();
+    let r = b.http_get("/healthz");
+    assert_eq!(r.status, 200, "body: {}", r.body);
+}
+
+/// An unknown admin path is 404, not a crash; the admin server keeps answering.
+#[test]
+fn admin_unknown_path_404() {
+    let b = start();
+    assert_eq!(b.http_get("/no-such-page").status, 404);
+    assert_eq!(b.http_get("/healthz").status, 200);
+}
+
+/// The metric families promised by issue 2 exist: connections, sessions, subscriptions,
+/// messages in/out/dropped (by QoS), bytes, queue-limit hits, per-thread load, I/O backend.
+#[test]
+fn metrics_documented_names() {
+    let b = start();
+    let m = b.metrics();
+    for name in [
+        "halyard_connections",
+        "halyard_connections_total",
+        "halyard_sessions",
+        "halyard_subscriptions",
+        "halyard_retained_messages",
+        "halyard_messages_received_total",
+        "halyard_messages_sent_total",
+        "halyard_messages_dropped_total",
+        "halyard_bytes_received_total",
+        "halyard_bytes_sent_total",
+        "halyard_queue_limit_hits_total",
+        "halyard_thread_connections",
+        "halyard_thread_messages_total",
+        "halyard_io_backend",
+    ] {
+        assert!(m.has(name), "metric {name} missing; have {:?}", m.names());
+    }
+    let by_qos = m
+        .samples
+        .keys()
+        .filter(|k| k.starts_with("halyard_messages_received_total{") && k.contains("qos="))
+        .count();
+    assert!(
+        by_qos >= 1,
+        "messages received are labelled by QoS: {:?}",
+        m.samples
+    );
+}
+
+/// Counters rise with traffic: connections, subscriptions, messages received and sent, bytes.
+#[test]
+fn metrics_count_traffic() {
+    let b = start();
+    let before = b.metrics();
+    let mut s = RawClient::connected(b.mqtt_addr(), Version::V5, "m-sub");
+    s.subscribe(1, &[("met/t", 1)], &Props::new());
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "m-pub");
+    p.publish(&Publish::new("met/t", b"a").qos(1, 1));
+    p.publish(&Publish::new("met/t", b"b"));
+    for _ in 0..2 {
+        let m = s.recv_publish();
+        s.ack_publish(&m);
+    }
+    let ok = |m: &Metrics| {
+        m.sum("halyard_connections") >= before.sum("halyard_connections") + 2.0
+            && m.sum("halyard_connections_total") >= before.sum("halyard_connections_total") + 2.0
+            && m.sum("halyard_subscriptions") >= before.sum("halyard_subscriptions") + 1.0
+            && m.sum("halyard_messages_received_total")
+                >= before.sum("halyard_messages_received_total") + 2.0
+            && m.sum("halyard_messages_sent_total")
+                >= before.sum("halyard_messages_sent_total") + 2.0
+            && m.sum("halyard_bytes_received_total") > before.sum("halyard_bytes_received_total")
+            && m.sum("halyard_bytes_sent_total") > before.sum("halyard_bytes_sent_total")
+    };
+    let mut last = Metrics::default();
+    let got = wait_for(Duration::from_secs(5), || {
+        last = b.metrics();
+        ok(&last).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "counters did not rise; before {:?}\nafter {:?}",
+        before.samples,
+        last.samples
+    );
+    // QoS labels: one QoS 1 and one QoS 0 message received.
+    let q1 = last
+        .get("halyard_messages_received_total{qos=\"1\"}")
+        .unwrap_or(0.0);
+    let q0 = last
+        .get("halyard_messages_received_total{qos=\"0\"}")
+        .unwrap_or(0.0);
+    assert!(
+        q1 >= 1.0 && q0 >= 1.0,
+        "per-QoS received counts: {:?}",
+        last.samples
+    );
+    drop(s);
+    drop(p);
+    let gone = wait_for(Duration::from_secs(5), || {
+        (b.metrics().sum("halyard_connections") <= before.sum("halyard_connections")).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "halyard_connections falls back after the clients close"
+    );
+}
+
+/// `GET /status` is JSON with the version, the node, the I/O backend in use (`uring` or
+/// `epoll`, the one requested by `HALYARD_TEST_BACKEND` when set) and the MQTT listener.
+#[test]
+fn status_json() {
+    let b = start();
+    let r = b.http_get("/status");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .contains("application/json"),
+        "content type {:?}",
+        r.header("content-type")
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("/status is JSON");
+    assert!(v["version"].is_string(), "{v}");
+    let backend = v["io"]["backend"].as_str().unwrap_or_default();
+    assert!(
+        ["uring", "epoll"].contains(&backend),
+        "io.backend {backend:?} in {v}"
+    );
+    if let Ok(want) = std::env::var("HALYARD_TEST_BACKEND")
+        && !want.is_empty()
+    {
+        assert_eq!(
+            backend, want,
+            "the backend requested by HALYARD_TEST_BACKEND is in use"
+        );
+    }
+    let listeners = v["listeners"].to_string();
+    assert!(
+        listeners.contains(&b.mqtt_addr().to_string()),
+        "listeners: {listeners}"
+    );
+}
+
+/// `halyard ctl status --admin ADDR` prints a human summary; `--json` prints the `/status`
+/// document.
+#[test]
+fn ctl_status_human_and_json() {
+    let b = start();
+    let admin = b.admin_addr().to_string();
+    let out = run_halyard(
+        &["ctl", "status", "--admin", &admin],
+        &[],
+        Duration::from_secs(20),
+    )
+    .expect("ctl status finished");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ctl status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.trim().is_empty(), "summary printed");
+    assert!(
+        !text.trim_start().starts_with('{'),
+        "human summary, not JSON: {text}"
+    );
+    let out = run_halyard(
+        &["ctl", "status", "--admin", &admin, "--json"],
+        &[],
+        Duration::from_secs(20),
+    )
+    .expect("ctl status --json finished");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("ctl status --json prints JSON");
+    assert!(v["version"].is_string(), "{v}");
+}
+
+/// `halyard ctl status` against an address where nothing listens fails with a message.
+#[test]
+fn ctl_status_unreachable_fails() {
+    require_halyard();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = run_halyard(
+        &["ctl", "status", "--admin", &addr],
+        &[],
+        Duration::from_secs(20),
+    )
+    .expect("ctl status finished");
+    assert!(
+        !out.status.success(),
+        "exit status for an unreachable admin address"
+    );
+    assert!(!out.stderr.is_empty(), "an error message on stderr");
+}
+
+/// A bad configuration value fails at start: non-zero exit, and stderr names the key
+/// (issue 2 §6).
+#[test]
+fn bad_env_value_names_key() {
+    require_halyard();
+    for (key, value, name) in [
+        (keys::IO_BACKEND, "foo", "io.backend"),
+        (keys::ADMIN_BIND, "localhost", "admin.bind"),
+        ("HALYARD_MQTT__RECEIVE_MAXIMUM", "0", "mqtt.receive_maximum"),
+        ("HALYARD_MQTT__NO_SUCH_KEY", "1", "mqtt.no_such_key"),
+    ] {
+        let mqtt = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut env = vec![
+            (keys::TCP_BIND, mqtt.as_str()),
+            (keys::ADMIN_BIND, admin.as_str()),
+        ];
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+        let out = run_halyard(&["run"], &env, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{key}={value}: halyard still running after 20 s"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}={value} must fail at start");
+        assert!(
+            err.contains(name),
+            "{key}={value}: stderr must name `{name}`: {err}"
+        );
+    }
+}
+
+/// A missing `--config` file fails at start with a message naming the file.
+#[test]
+fn missing_config_file_fails() {
+    require_halyard();
+    let out = run_halyard(
+        &["run", "--config", "/nonexistent/halyard.toml"],
+        &[],
+        Duration::from_secs(20),
+    )
+    .expect("halyard exited");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/halyard.toml"));
+}
+
+/// `io.backend = epoll` is honoured (and reported) and the broker serves MQTT on it.
+#[test]
+fn forced_epoll_backend_serves() {
+    require_halyard();
+    let b = TestBroker::start_with(&[(keys::IO_BACKEND, "epoll")]);
+    let v: serde_json::Value =
+        serde_json::from_str(&b.http_get("/status").body).expect("/status JSON");
+    assert_eq!(v["io"]["backend"], "epoll", "{v}");
+    assert_eq!(
+        b.metrics().get("halyard_io_backend{backend=\"epoll\"}"),
+        Some(1.0)
+    );
+    let mut s = RawClient::connected(b.mqtt_addr(), Version::V5, "ep-sub");
+    s.subscribe(1, &[("ep/t", 1)], &Props::new());
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V5, "ep-pub");
+    p.publish(&Publish::new("ep/t", b"x").qos(1, 1));
+    assert!(matches!(s.recv_publish(), Packet::Publish { .. }));
+}
+
+/// SIGTERM: 5.0 clients receive DISCONNECT 0x8B (Server shutting down), 3.1.1 clients are
+/// closed, and the process exits 0 (issue 2 §6).
+#[test]
+fn sigterm_disconnects_0x8b_and_exits_0() {
+    let mut b = start();
+    let mut c5 = RawClient::connected(b.mqtt_addr(), Version::V5, "term5");
+    let mut c4 = RawClient::connected(b.mqtt_addr(), Version::V311, "term4");
+    let st = b.sigterm();
+    c5.expect_disconnect(0x8B);
+    let seen = c4.expect_closed();
+    assert!(seen.is_empty(), "3.1.1 clients are just closed: {seen:?}");
+    assert!(st.success(), "exit status after SIGTERM: {st}");
+}
