@@ -165,7 +165,7 @@ printf '127.0.0.1 localhost\n::1 localhost\n' >"$IRD/etc/hosts"
 DEPFILE="$KTREE/lib/modules/$KVER/modules.dep"
 declare -A MODPATH=() MODDEPS=()
 while IFS=: read -r path deps; do
-    name=$(basename "$path")
+    name=${path##*/}
     name=${name%%.ko*}
     MODPATH[${name//-/_}]=$path
     MODDEPS[$path]=$deps

@@ -24,9 +24,7 @@ fn main() {
         _ => "/usr/include/x86_64-linux-gnu",
     };
     if !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
-        fail(&format!(
-            "/usr/include/bpf/bpf_helpers.h not found (libbpf headers are missing)"
-        ));
+        fail("/usr/include/bpf/bpf_helpers.h not found (libbpf headers are missing)");
     }
 
     let result = Command::new(&clang)

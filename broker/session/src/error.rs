@@ -51,7 +51,7 @@ pub enum ProtocolError {
     /// No Local on a shared subscription [MQTT-3.8.3-4].
     #[error("no local set on a shared subscription")]
     NoLocalOnSharedSubscription,
-    /// AUTH without an authentication method in CONNECT (MQTT 5.0 §4.12) [MQTT-3.15.0-?].
+    /// AUTH without an authentication method in CONNECT (MQTT 5.0 §4.12).
     #[error("AUTH packet without authentication method")]
     UnexpectedAuth,
     /// DISCONNECT sets a non-zero Session Expiry Interval when CONNECT had 0
@@ -62,6 +62,10 @@ pub enum ProtocolError {
     /// [MQTT-2.2.1-3].
     #[error("packet identifier {0} in use")]
     PacketIdInUse(u16),
+    /// More than [`crate::SessionConfig::max_packet_size`] bytes arrived while the CONNECT
+    /// awaited the server's answer. Closed without a packet.
+    #[error("too much input before CONNACK")]
+    InputBeforeConnack,
     /// Too many SUBSCRIBE/UNSUBSCRIBE awaiting the server's answer
     /// ([`crate::SessionConfig::max_pending_requests`]).
     #[error("too many pending subscribe/unsubscribe requests")]
@@ -80,7 +84,7 @@ impl ProtocolError {
             QosNotSupported(_) => ReasonCode::QOS_NOT_SUPPORTED,
             RetainNotSupported => ReasonCode::RETAIN_NOT_SUPPORTED,
             SubscriptionIdsNotSupported => ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
-            TooManyPendingRequests => ReasonCode::QUOTA_EXCEEDED,
+            TooManyPendingRequests | InputBeforeConnack => ReasonCode::QUOTA_EXCEEDED,
             FirstPacketNotConnect
             | SecondConnect
             | ServerOnlyPacket(_)
@@ -113,7 +117,7 @@ impl ProtocolError {
             UnexpectedAuth => "MQTT-5.0-4.12",
             SessionExpiryFromZero => "MQTT-3.14.2-2",
             PacketIdInUse(_) => "MQTT-2.2.1-3",
-            TooManyPendingRequests => "MQTT-5.0-4.13",
+            TooManyPendingRequests | InputBeforeConnack => "MQTT-5.0-4.13",
         }
     }
 }

@@ -65,7 +65,7 @@ pub struct SubscribeRequest {
     /// Options, with `qos` capped at [`crate::SessionConfig::maximum_qos`]. 3.1.1: only `qos`
     /// is meaningful.
     pub options: SubscriptionOptions,
-    /// Subscription Identifier of the SUBSCRIBE (5.0) [MQTT-3.8.2-?].
+    /// Subscription Identifier of the SUBSCRIBE (5.0, §3.8.2.1.2).
     pub subscription_id: Option<u32>,
     /// No subscription with this filter existed in the session (Retain Handling 1 sends
     /// retained messages only then [MQTT-3.3.1-10]).

@@ -13,11 +13,34 @@
 //! input from the network. Routing, retained messages, authentication, takeover, will delay,
 //! No Local and shared-subscription dispatch are decisions of the server (halyard-server),
 //! asked for through [`Event`]s and answered through `Connection` methods.
+//!
+//! # What the server must do
+//!
+//! - Drive each [`Connection`] as its module documentation says (bytes, timeouts, events,
+//!   transmit) and answer every [`Event`]: `Connect` with `accept_connect`/`reject_connect`
+//!   (authentication, takeover: call [`Connection::disconnect`] with 0x8E on the old
+//!   connection first and pass its [`Session`] on unless Clean Start), `Publish` with
+//!   `complete_publish` for QoS 1/2 (the session never acknowledges on its own), `Subscribe`
+//!   and `Unsubscribe` with `complete_subscribe`/`complete_unsubscribe`.
+//! - Route: match topics, apply No Local (compare [`Message::publisher`] with the
+//!   subscriber's client id), Retain As Published (set [`Delivery::retain`]), min(granted,
+//!   published) QoS, one copy per subscriber with every matching subscription identifier
+//!   (3.1.1: highest QoS), shared-group member selection, `$`-topic rules.
+//! - Retained messages: store/delete on PUBLISH with RETAIN, send on SUBSCRIBE per Retain
+//!   Handling ([`SubscribeRequest::is_new`] for handling 1), never on shared subscriptions.
+//! - Wills: [`Event::Closed`] carries the will when it must be published; the server
+//!   publishes it after min(will delay, session expiry) unless the client resumes the
+//!   session first (and, on takeover with Clean Start 0 and a will delay > 0, not at all).
+//! - Session lifetime: keep the [`Session`] from [`Connection::into_session`] for its expiry
+//!   interval (the session has no clock), feeding it with [`Session::enqueue`].
+
+#![deny(missing_docs)]
 
 mod config;
 mod connection;
 mod error;
 mod event;
+pub mod fuzzing;
 mod message;
 mod queue;
 mod session;

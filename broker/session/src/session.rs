@@ -67,7 +67,7 @@ pub struct Session {
     next_seq: u64,
     next_packet_id: u16,
     /// Client packet identifiers of QoS 2 PUBLISH packets acknowledged with a successful
-    /// PUBREC and not yet released by PUBREL [MQTT-4.3.3-?] (method B of §4.3.3).
+    /// PUBREC and not yet released by PUBREL (MQTT 5.0 §4.3.3, method B).
     pub(crate) incoming_qos2: HashSet<u16>,
     queue: Box<dyn MessageQueue>,
     max_queued: usize,

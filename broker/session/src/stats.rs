@@ -70,7 +70,8 @@ pub struct ConnectionStats {
     pub publish_resent: u64,
     /// QoS 2 PUBLISH duplicates received and not emitted again.
     pub qos2_duplicates: u64,
-    /// Outgoing messages dropped, by reason (deliveries through this connection).
+    /// Outgoing messages dropped by this connection, by reason (expired, too large, output
+    /// backlog, not connected). Drops of the session queue are in [`SessionStats`].
     pub dropped: DropCounters,
     /// Messages pushed into the session queue by this connection (window or output full).
     pub queued: u64,
@@ -99,7 +100,8 @@ impl ConnectionStats {
 /// Counters that belong to a [`crate::Session`] and survive its connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionStats {
-    /// Messages dropped while queueing or dequeueing, by reason.
+    /// Messages dropped by the pending queue, by reason: full, expired while queued, QoS 0
+    /// refused offline.
     pub dropped: DropCounters,
     /// Messages accepted into the queue.
     pub enqueued: u64,

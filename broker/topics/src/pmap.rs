@@ -137,7 +137,11 @@ mod tests {
         assert_eq!(m.insert(7, 70), Some(7));
         for i in 0..100 {
             assert_eq!(m.get(&i), Some(&if i == 7 { 70 } else { i }));
-            assert_eq!(snapshot.get(&i), Some(&i), "a clone is not changed by writes");
+            assert_eq!(
+                snapshot.get(&i),
+                Some(&i),
+                "a clone is not changed by writes"
+            );
         }
         for i in 0..98 {
             assert!(m.remove(&i).is_some());

@@ -73,8 +73,9 @@ impl<V> RetainedIndex<V> {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner<V>> {
-        // Every write leaves the tree consistent before it can panic (the only allocation
-        // happens before any change), so a poisoned lock still guards a valid tree.
+        // A write that panicked part-way (allocation failure) can only have left empty
+        // interior nodes behind, which matching skips: a poisoned lock still guards a tree
+        // that answers correctly.
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -271,16 +272,22 @@ mod tests {
         assert_eq!(idx.remove("a/b"), Some(7));
         assert_eq!(idx.remove("a/b"), None);
         assert!(idx.is_empty());
-        assert!(idx.read().root.children.is_empty(), "empty levels are pruned");
-        assert!(matches!(
-            idx.set("a/+", 1),
-            Err(TopicError::WildcardInName)
-        ));
+        assert!(
+            idx.read().root.children.is_empty(),
+            "empty levels are pruned"
+        );
+        assert!(matches!(idx.set("a/+", 1), Err(TopicError::WildcardInName)));
     }
 
     #[test]
     fn wildcards_follow_the_spec() {
-        let idx = index(&["sport", "sport/tennis", "sport/tennis/player1", "/finance", "a//b"]);
+        let idx = index(&[
+            "sport",
+            "sport/tennis",
+            "sport/tennis/player1",
+            "/finance",
+            "a//b",
+        ]);
         // [MQTT-4.7.1-2]: "sport/#" matches "sport" as well.
         assert_eq!(
             topics(&matches(&idx, "sport/#")),
@@ -296,7 +303,11 @@ mod tests {
         assert_eq!(topics(&matches(&idx, "a/+/b")), ["a//b"]);
         assert_eq!(topics(&matches(&idx, "a/b")), Vec::<&str>::new());
         assert_eq!(matches(&idx, "#").len(), 5);
-        assert_eq!(matches(&idx, "sport/tennis#"), [], "invalid filter matches nothing");
+        assert_eq!(
+            matches(&idx, "sport/tennis#"),
+            [],
+            "invalid filter matches nothing"
+        );
     }
 
     #[test]

@@ -208,7 +208,10 @@ mod tests {
     fn no_null_character() {
         // [MQTT-4.7.3-2]
         assert!(matches!(name_err("a\0b"), TopicError::NullCharacter { .. }));
-        assert!(matches!(filter_err("a/\0"), TopicError::NullCharacter { .. }));
+        assert!(matches!(
+            filter_err("a/\0"),
+            TopicError::NullCharacter { .. }
+        ));
         assert_eq!(filter_err("\0").reason_code(), 0x8F);
     }
 
@@ -230,7 +233,14 @@ mod tests {
         for good in ["#", "sport/tennis/#", "/#", "+/#", "a//#"] {
             validate_topic_filter(good).unwrap();
         }
-        for bad in ["sport/tennis#", "sport/tennis/#/ranking", "#/", "##", "a/#b", "#/a"] {
+        for bad in [
+            "sport/tennis#",
+            "sport/tennis/#/ranking",
+            "#/",
+            "##",
+            "a/#b",
+            "#/a",
+        ] {
             assert_eq!(
                 filter_err(bad),
                 TopicError::MultiLevelWildcardMisplaced,
@@ -285,7 +295,10 @@ mod tests {
                 max: 8
             })
         );
-        assert_eq!(limits.validate_topic_name("abcdefghi").unwrap_err().spec(), None);
+        assert_eq!(
+            limits.validate_topic_name("abcdefghi").unwrap_err().spec(),
+            None
+        );
         let d = TopicLimits::default();
         assert_eq!((d.max_levels, d.max_len), (128, 65_535));
         d.validate_topic_name(&"a/".repeat(128)).unwrap_err();
@@ -359,6 +372,9 @@ mod tests {
         ] {
             assert_eq!(e.reason_code(), 0x8F);
         }
-        assert_eq!(validate_share_name("a/b"), Err(TopicError::InvalidShareName));
+        assert_eq!(
+            validate_share_name("a/b"),
+            Err(TopicError::InvalidShareName)
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use halyard_topics::{Entry, Match, RetainedIndex, SubscriptionTrie};
+use halyard_topics::{Entry, Match, RetainedIndex, SubscriptionTrie, TopicError, TrieBatch};
 use proptest::prelude::*;
 
 /// The reference: MQTT 5.0 §4.7 read literally, one level at a time.
@@ -69,6 +69,57 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The write methods of the trie and of a batch, so one model drives both.
+trait Sink {
+    fn insert(&mut self, f: &str, k: u8, v: u32) -> Result<Option<u32>, TopicError>;
+    fn remove(&mut self, f: &str, k: &u8) -> Option<u32>;
+    fn insert_shared(&mut self, g: &str, f: &str, k: u8, v: u32)
+    -> Result<Option<u32>, TopicError>;
+    fn remove_shared(&mut self, g: &str, f: &str, k: &u8) -> Option<u32>;
+}
+
+impl Sink for &SubscriptionTrie<u8, u32> {
+    fn insert(&mut self, f: &str, k: u8, v: u32) -> Result<Option<u32>, TopicError> {
+        SubscriptionTrie::insert(self, f, k, v)
+    }
+    fn remove(&mut self, f: &str, k: &u8) -> Option<u32> {
+        SubscriptionTrie::remove(self, f, k)
+    }
+    fn insert_shared(
+        &mut self,
+        g: &str,
+        f: &str,
+        k: u8,
+        v: u32,
+    ) -> Result<Option<u32>, TopicError> {
+        SubscriptionTrie::insert_shared(self, g, f, k, v)
+    }
+    fn remove_shared(&mut self, g: &str, f: &str, k: &u8) -> Option<u32> {
+        SubscriptionTrie::remove_shared(self, g, f, k)
+    }
+}
+
+impl Sink for &mut TrieBatch<'_, u8, u32> {
+    fn insert(&mut self, f: &str, k: u8, v: u32) -> Result<Option<u32>, TopicError> {
+        TrieBatch::insert(self, f, k, v)
+    }
+    fn remove(&mut self, f: &str, k: &u8) -> Option<u32> {
+        TrieBatch::remove(self, f, k)
+    }
+    fn insert_shared(
+        &mut self,
+        g: &str,
+        f: &str,
+        k: u8,
+        v: u32,
+    ) -> Result<Option<u32>, TopicError> {
+        TrieBatch::insert_shared(self, g, f, k, v)
+    }
+    fn remove_shared(&mut self, g: &str, f: &str, k: &u8) -> Option<u32> {
+        TrieBatch::remove_shared(self, g, f, k)
+    }
+}
+
 /// The model: (filter, key) -> value, and (group, filter) -> members in joining order.
 #[derive(Default)]
 struct Model {
@@ -77,7 +128,7 @@ struct Model {
 }
 
 impl Model {
-    fn apply(&mut self, trie: &SubscriptionTrie<u8, u32>, op: &Op) {
+    fn apply(&mut self, mut trie: impl Sink, op: &Op) {
         match op {
             Op::Insert(f, k, v) => {
                 let want = self.subs.insert((f.clone(), *k), *v);
@@ -119,7 +170,10 @@ impl Model {
     }
 }
 
-type Found = (BTreeSet<(String, u8, u32)>, BTreeSet<(String, String, Vec<(u8, u32)>)>);
+type Found = (
+    BTreeSet<(String, u8, u32)>,
+    BTreeSet<(String, String, Vec<(u8, u32)>)>,
+);
 
 fn trie_matches(trie: &SubscriptionTrie<u8, u32>, topic: &str) -> Found {
     let (mut subs, mut groups) = (BTreeSet::new(), BTreeSet::new());
@@ -128,7 +182,11 @@ fn trie_matches(trie: &SubscriptionTrie<u8, u32>, topic: &str) -> Found {
             assert!(subs.insert((filter.to_owned(), *key, *value)), "duplicate");
         }
         Match::Shared(g) => {
-            let entry = (g.name().to_owned(), g.filter().to_owned(), g.members().to_vec());
+            let entry = (
+                g.name().to_owned(),
+                g.filter().to_owned(),
+                g.members().to_vec(),
+            );
             assert!(groups.insert(entry), "duplicate group");
         }
     });
@@ -151,6 +209,42 @@ fn model_matches(model: &Model, topic: &str) -> Found {
     (subs, groups)
 }
 
+fn check_trie(
+    trie: &SubscriptionTrie<u8, u32>,
+    model: &Model,
+    topics: &[String],
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(trie.len(), model.len());
+    for t in topics {
+        prop_assert_eq!(
+            trie_matches(trie, t),
+            model_matches(model, t),
+            "topic {:?}",
+            t
+        );
+    }
+    let mut entries = 0;
+    trie.for_each_entry(|e| {
+        entries += 1;
+        match e {
+            Entry::Subscriber { filter, key, value } => {
+                assert_eq!(model.subs.get(&(filter.to_owned(), *key)), Some(value));
+            }
+            Entry::SharedMember {
+                group,
+                filter,
+                key,
+                value,
+            } => {
+                let members = &model.groups[&(group.to_owned(), filter.to_owned())];
+                assert!(members.contains(&(*key, *value)));
+            }
+        }
+    });
+    prop_assert_eq!(entries, model.len());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -164,24 +258,31 @@ proptest! {
         for op in &ops {
             model.apply(&trie, op);
         }
-        prop_assert_eq!(trie.len(), model.len());
-        for t in &topics {
-            prop_assert_eq!(trie_matches(&trie, t), model_matches(&model, t), "topic {:?}", t);
-        }
-        let mut entries = 0;
-        trie.for_each_entry(|e| {
-            entries += 1;
-            match e {
-                Entry::Subscriber { filter, key, value } => {
-                    assert_eq!(model.subs.get(&(filter.to_owned(), *key)), Some(value));
-                }
-                Entry::SharedMember { group, filter, key, value } => {
-                    let members = &model.groups[&(group.to_owned(), filter.to_owned())];
-                    assert!(members.contains(&(*key, *value)));
-                }
+        check_trie(&trie, &model, &topics)?;
+    }
+
+    #[test]
+    fn batched_writes_agree_with_the_reference(
+        ops in prop::collection::vec(op(), 1..40),
+        cuts in prop::collection::vec(1..6usize, 1..40),
+        topics in prop::collection::vec(topic(), 1..8),
+    ) {
+        let trie = SubscriptionTrie::default();
+        let mut model = Model::default();
+        let mut rest = &ops[..];
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
             }
-        });
-        prop_assert_eq!(entries, model.len());
+            let (now, later) = rest.split_at((*cut).min(rest.len()));
+            trie.batch(|b| {
+                for op in now {
+                    model.apply(&mut *b, op);
+                }
+            });
+            rest = later;
+        }
+        check_trie(&trie, &model, &topics)?;
     }
 
     #[test]

@@ -17,6 +17,8 @@ const SECOND: &str = "s/a/x";
 /// Filters the churn writer toggles: two match the topic, one does not.
 const CHURN: [&str; 3] = ["s/#", "s/+/x", "s/b/x"];
 const TOPIC: &str = "s/a/x";
+/// Filters a batch toggles together: a match must show both for a key or neither.
+const PAIR: [&str; 2] = ["+/+/x", "s/a/#"];
 const PERMANENT: u64 = 16;
 const SEQUENCE: u64 = 3_000;
 const CHURN_OPS: u64 = 6_000;
@@ -66,11 +68,24 @@ fn readers_see_whole_writes_only() {
                 let filter = CHURN[(i % 3) as usize];
                 if (i / 64) % 2 == 0 {
                     trie.insert(filter, key, value_of(key)).unwrap();
-                    trie.insert_shared("g", "s/a/+", key, value_of(key)).unwrap();
+                    trie.insert_shared("g", "s/a/+", key, value_of(key))
+                        .unwrap();
                 } else {
                     trie.remove(filter, &key);
                     trie.remove_shared("g", "s/a/+", &key);
                 }
+                let pair_key = 3_000_000 + i % 32;
+                trie.batch(|b| {
+                    if (i / 32) % 2 == 0 {
+                        for f in PAIR {
+                            b.insert(f, pair_key, value_of(pair_key)).unwrap();
+                        }
+                    } else {
+                        for f in PAIR {
+                            assert_eq!(b.remove(f, &pair_key), Some(value_of(pair_key)));
+                        }
+                    }
+                });
                 let done_upto = inserted.load(Ordering::Acquire);
                 if removed < done_upto && removed % 2 == 0 {
                     let key = 1_000_000 + removed;
@@ -117,6 +132,7 @@ fn check_one_match(trie: &SubscriptionTrie<u64, u64>) {
     let mut first = HashSet::new();
     let mut second = HashSet::new();
     let mut permanent = HashSet::new();
+    let mut pair = [HashSet::new(), HashSet::new()];
     let mut groups = 0;
     trie.for_each_match(TOPIC, |m| match m {
         Match::Subscriber { key, value, filter } => {
@@ -128,6 +144,8 @@ fn check_one_match(trie: &SubscriptionTrie<u64, u64>) {
                     assert!(*key < PERMANENT);
                     permanent.insert(*key)
                 }
+                f if f == PAIR[0] => pair[0].insert(*key),
+                f if f == PAIR[1] => pair[1].insert(*key),
                 "s/#" | "s/+/x" => {
                     assert!((2_000_000..2_000_064).contains(key));
                     true
@@ -139,18 +157,90 @@ fn check_one_match(trie: &SubscriptionTrie<u64, u64>) {
         Match::Shared(g) => {
             groups += 1;
             assert_eq!((g.name(), g.filter()), ("g", "s/a/+"));
-            assert_eq!(g.members()[0], (0, value_of(0)), "the permanent member stays");
+            assert_eq!(
+                g.members()[0],
+                (0, value_of(0)),
+                "the permanent member stays"
+            );
             for (k, v) in g.members() {
                 assert_eq!(*v, value_of(*k));
             }
-            let (k, _) = g.pick_round_robin().expect("a group handed out is not empty");
+            let (k, _) = g
+                .pick_round_robin()
+                .expect("a group handed out is not empty");
             assert!(g.members().iter().any(|(m, _)| m == k));
         }
     });
-    assert_eq!(permanent.len() as u64, PERMANENT, "a permanent subscription went missing");
+    assert_eq!(
+        permanent.len() as u64,
+        PERMANENT,
+        "a permanent subscription went missing"
+    );
     assert_eq!(groups, 1);
     // Writes to SECOND come after the same key's write to FIRST, removals the other way
     // round, so every whole-write snapshot has SECOND ⊆ FIRST. A reader that mixed an older
     // view of FIRST's branch with a newer view of SECOND's would break this.
-    assert!(second.is_subset(&first), "torn snapshot: {:?}", second.difference(&first).next());
+    assert!(
+        second.is_subset(&first),
+        "torn snapshot: {:?}",
+        second.difference(&first).next()
+    );
+    assert_eq!(pair[0], pair[1], "half of a batch was visible");
+}
+
+/// The retained index under concurrent `set`/`remove` and lookups: permanent topics are always
+/// seen, values are never torn, and nothing never-set shows up.
+#[test]
+fn retained_lookups_during_writes() {
+    use halyard_topics::RetainedIndex;
+
+    const ROUNDS: u64 = 4_000;
+    let index: Arc<RetainedIndex<u64>> = Arc::new(RetainedIndex::default());
+    for k in 0..PERMANENT {
+        index.set(&format!("r/p/{k}"), value_of(k)).unwrap();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + TIME_CAP;
+    let writer = {
+        let index = index.clone();
+        thread::spawn(move || {
+            for i in 0..ROUNDS {
+                let k = 1_000 + i % 50;
+                let topic = format!("r/c/{k}");
+                if (i / 50) % 2 == 0 {
+                    index.set(&topic, value_of(k)).unwrap();
+                } else {
+                    index.remove(&topic);
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+        })
+    };
+    let reader = {
+        let (index, done) = (index.clone(), done.clone());
+        thread::spawn(move || {
+            let mut rounds = 0u64;
+            while (rounds == 0 || !done.load(Ordering::Acquire)) && Instant::now() < deadline {
+                let mut permanent = 0;
+                index.for_each_match("r/#", |topic, v| {
+                    let k: u64 = topic.rsplit('/').next().unwrap().parse().unwrap();
+                    assert_eq!(*v, value_of(k), "torn value at {topic}");
+                    if topic.starts_with("r/p/") {
+                        permanent += 1;
+                    } else {
+                        assert!(topic.starts_with("r/c/") && (1_000..1_050).contains(&k));
+                    }
+                });
+                assert_eq!(permanent, PERMANENT);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    writer.join().expect("writer");
+    done.store(true, Ordering::Release);
+    assert!(reader.join().expect("reader") > 0);
+    assert!(index.len() >= PERMANENT as usize);
 }

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::XdpError;
 
@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_SOURCES: u32 = 65536;
 const IFNAME_MAX: usize = 15;
 
 /// How the program is attached to an interface.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// Native (driver) mode, falling back to generic (SKB) mode when the driver refuses.
@@ -36,7 +36,7 @@ pub enum XdpMode {
 }
 
 /// The `[xdp]` section of Halyard's configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct XdpConfig {
     /// Load and attach the program at all (default false).
@@ -84,7 +84,10 @@ impl XdpConfig {
     /// Checks every field; the error names the offending one (`xdp.allow`, ...).
     pub fn validate(&self) -> Result<(), XdpError> {
         if self.enabled && self.interfaces.is_empty() {
-            return Err(config_err("xdp.interfaces", "is empty but xdp.enabled = true"));
+            return Err(config_err(
+                "xdp.interfaces",
+                "is empty but xdp.enabled = true",
+            ));
         }
         for name in &self.interfaces {
             if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', '\0', ' ']) {
@@ -210,6 +213,8 @@ mod tests {
         assert_eq!(p[0].addr, "::ffff:10.0.0.0".parse::<Ipv6Addr>().unwrap());
         assert_eq!(p[1].len, 8);
         assert_eq!(p[2].len, 128);
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(toml::from_str::<XdpConfig>(&text).unwrap(), cfg);
     }
 
     #[test]
@@ -221,14 +226,27 @@ mod tests {
 
     #[test]
     fn invalid_allow_names_the_field() {
-        for bad in ["10.0.0.0/33", "fd00::/129", "nonsense", "10.0.0.0/", "1.2.3.4/x", "/8"] {
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "nonsense",
+            "10.0.0.0/",
+            "1.2.3.4/x",
+            "/8",
+        ] {
             let cfg = XdpConfig {
                 allow: vec![bad.to_owned()],
                 ..XdpConfig::default()
             };
             let err = cfg.validate().unwrap_err();
             assert!(
-                matches!(err, XdpError::Config { field: "xdp.allow", .. }),
+                matches!(
+                    err,
+                    XdpError::Config {
+                        field: "xdp.allow",
+                        ..
+                    }
+                ),
                 "{bad}: {err}"
             );
             assert!(err.to_string().contains("xdp.allow"), "{err}");

@@ -127,10 +127,10 @@ fn is_eperm(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     let mut depth = 0;
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if io.raw_os_error() == Some(libc::EPERM) {
-                return true;
-            }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && io.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
         }
         depth += 1;
         if depth > 16 {

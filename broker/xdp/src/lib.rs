@@ -41,11 +41,16 @@ static PROGRAM_OBJECT: &[u8] =
 pub struct Xdp {
     /// Detached explicitly in `Drop`.
     links: Vec<XdpLinkId>,
+    loaded: Loaded,
+    attachments: Vec<Attachment>,
+    top_k: usize,
+}
+
+/// The program loaded with its maps filled, not attached anywhere.
+struct Loaded {
     totals: PerCpuArray<MapData, Counters>,
     sources: PerCpuHashMap<MapData, SrcKey, Counters>,
     bpf: Ebpf,
-    attachments: Vec<Attachment>,
-    top_k: usize,
     max_sources: u32,
     verified_instructions: Option<u32>,
 }
@@ -55,7 +60,7 @@ impl std::fmt::Debug for Xdp {
         f.debug_struct("Xdp")
             .field("attachments", &self.attachments)
             .field("top_k", &self.top_k)
-            .field("max_sources", &self.max_sources)
+            .field("max_sources", &self.loaded.max_sources)
             .finish_non_exhaustive()
     }
 }
@@ -69,8 +74,7 @@ impl Xdp {
     /// `cfg.enabled` is not looked at: the caller decides whether to call this.
     pub fn start(cfg: &XdpConfig, ports: &[u16]) -> Result<Xdp, XdpError> {
         cfg.validate()?;
-        let allow = cfg.allow_prefixes()?;
-        let prog_config = program_config(cfg, ports)?;
+        program_config(cfg, ports)?;
         if cfg.interfaces.is_empty() {
             return Err(XdpError::Config {
                 field: "xdp.interfaces",
@@ -85,6 +89,74 @@ impl Xdp {
             }
         }
 
+        let mut loaded = Loaded::load(cfg, ports)?;
+        let program = program_mut(&mut loaded.bpf)?;
+
+        let mut links = Vec::with_capacity(cfg.interfaces.len());
+        let mut attachments = Vec::with_capacity(cfg.interfaces.len());
+        for interface in &cfg.interfaces {
+            match attach(program, interface, cfg.mode) {
+                Ok((link, mode)) => {
+                    links.push(link);
+                    attachments.push(Attachment {
+                        interface: interface.clone(),
+                        mode,
+                    });
+                }
+                Err(err) => {
+                    // Detach what is attached so far before reporting.
+                    for link in links {
+                        let _ = program.detach(link);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(Xdp {
+            links,
+            loaded,
+            attachments,
+            top_k: cfg.top_k,
+        })
+    }
+
+    /// The interfaces the program is attached to and how.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Instructions the verifier processed when loading (kernel 5.16+), for diagnostics.
+    pub fn verified_instructions(&self) -> Option<u32> {
+        self.loaded.verified_instructions
+    }
+
+    /// Reads all maps: totals summed over CPUs, the number of tracked sources and the top-K
+    /// sources (by SYNs, then packets). Costs two syscalls per tracked source.
+    pub fn snapshot(&self) -> XdpSnapshot {
+        self.loaded.snapshot(self.top_k)
+    }
+}
+
+impl Drop for Xdp {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        if let Ok(program) = program_mut(&mut self.loaded.bpf) {
+            for link in links {
+                if let Err(err) = program.detach(link) {
+                    tracing::warn!(%err, "detaching XDP program");
+                }
+            }
+        }
+        // Anything left (links, program, maps) is closed when `loaded.bpf` drops.
+    }
+}
+
+impl Loaded {
+    /// Creates the maps (sized from `cfg.max_sources`), fills config and allow-list, loads
+    /// the program through the verifier. Attaches nothing.
+    fn load(cfg: &XdpConfig, ports: &[u16]) -> Result<Loaded, XdpError> {
+        let allow = cfg.allow_prefixes()?;
+        let prog_config = program_config(cfg, ports)?;
         let mut bpf = EbpfLoader::new()
             .map_max_entries(maps::MAP_SOURCES, cfg.max_sources)
             .map_max_entries(maps::MAP_SYN_RATE, cfg.max_sources)
@@ -116,52 +188,16 @@ impl Xdp {
             .info()
             .ok()
             .and_then(|info| info.verified_instruction_count());
-
-        let mut links = Vec::with_capacity(cfg.interfaces.len());
-        let mut attachments = Vec::with_capacity(cfg.interfaces.len());
-        for interface in &cfg.interfaces {
-            match attach(program, interface, cfg.mode) {
-                Ok((link, mode)) => {
-                    links.push(link);
-                    attachments.push(Attachment {
-                        interface: interface.clone(),
-                        mode,
-                    });
-                }
-                Err(err) => {
-                    // Detach what is attached so far before reporting.
-                    for link in links {
-                        let _ = program.detach(link);
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        Ok(Xdp {
-            links,
+        Ok(Loaded {
             totals,
             sources,
             bpf,
-            attachments,
-            top_k: cfg.top_k,
             max_sources: cfg.max_sources,
             verified_instructions,
         })
     }
 
-    /// The interfaces the program is attached to and how.
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
-    }
-
-    /// Instructions the verifier processed when loading (kernel 5.16+), for diagnostics.
-    pub fn verified_instructions(&self) -> Option<u32> {
-        self.verified_instructions
-    }
-
-    /// Reads all maps: totals summed over CPUs, the number of tracked sources and the top-K
-    /// sources (by SYNs, then packets). Costs two syscalls per tracked source.
-    pub fn snapshot(&self) -> XdpSnapshot {
+    fn snapshot(&self, top_k: usize) -> XdpSnapshot {
         let mut snap = XdpSnapshot::default();
         match self.totals.get(&0, 0) {
             Ok(per_cpu) => per_cpu.iter().for_each(|c| snap.totals.add(&counters(c))),
@@ -172,7 +208,9 @@ impl Xdp {
         }
         // An LRU map can evict or insert while it is walked, and a walk whose current key was
         // evicted restarts from the first key: bound it and deduplicate.
-        let bound = (self.max_sources as usize).saturating_mul(2).saturating_add(16);
+        let bound = (self.max_sources as usize)
+            .saturating_mul(2)
+            .saturating_add(16);
         let mut seen: HashMap<SrcKey, XdpCounters> = HashMap::new();
         for item in self.sources.iter().take(bound) {
             match item {
@@ -195,27 +233,13 @@ impl Xdp {
                 counters,
             })
             .collect();
-        if all.len() > self.top_k {
-            all.select_nth_unstable_by(self.top_k, snapshot::busiest_first);
-            all.truncate(self.top_k);
+        if all.len() > top_k {
+            all.select_nth_unstable_by(top_k, snapshot::busiest_first);
+            all.truncate(top_k);
         }
         all.sort_by(snapshot::busiest_first);
         snap.top = all;
         snap
-    }
-}
-
-impl Drop for Xdp {
-    fn drop(&mut self) {
-        let links = std::mem::take(&mut self.links);
-        if let Ok(program) = program_mut(&mut self.bpf) {
-            for link in links {
-                if let Err(err) = program.detach(link) {
-                    tracing::warn!(%err, "detaching XDP program");
-                }
-            }
-        }
-        // Anything left (links, program, maps) is closed when `bpf` drops.
     }
 }
 
@@ -363,12 +387,21 @@ mod tests {
     #[test]
     fn mapped_v4_shown_as_v4() {
         let key = SrcKey {
-            addr: "::ffff:10.203.0.2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            addr: "::ffff:10.203.0.2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
         };
         assert_eq!(display_addr(&key).to_string(), "10.203.0.2");
         let key = SrcKey {
-            addr: "fd00:203::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            addr: "fd00:203::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
         };
         assert_eq!(display_addr(&key).to_string(), "fd00:203::2");
     }
 }
+
+#[cfg(test)]
+mod prog_tests;

@@ -160,7 +160,11 @@ mod tests {
 
     #[test]
     fn ordering_is_syn_then_packets() {
-        let mut v = vec![src("10.0.0.1", 1, 100), src("10.0.0.2", 5, 5), src("::1", 5, 9)];
+        let mut v = [
+            src("10.0.0.1", 1, 100),
+            src("10.0.0.2", 5, 5),
+            src("::1", 5, 9),
+        ];
         v.sort_by(busiest_first);
         let order: Vec<String> = v.iter().map(|s| s.source.to_string()).collect();
         assert_eq!(order, ["::1", "10.0.0.2", "10.0.0.1"]);
@@ -185,7 +189,11 @@ mod tests {
         assert!(lines[0].contains("50 SYN, 3 SYN dropped, 200 packets"));
         assert!(lines[1].starts_with("SOURCE"));
         assert!(lines[2].starts_with("10.203.0.2 "));
-        assert!(lines[2].split_whitespace().eq(["10.203.0.2", "50", "0", "150", "9000"]));
+        assert!(
+            lines[2]
+                .split_whitespace()
+                .eq(["10.203.0.2", "50", "0", "150", "9000"])
+        );
         assert!(lines[3].starts_with("fd00:203::2"));
         let json = serde_json::to_string(&snap).unwrap();
         assert_eq!(serde_json::from_str::<XdpSnapshot>(&json).unwrap(), snap);

@@ -34,7 +34,10 @@ fn fifty_connections_are_fifty_syns_v4_and_v6() {
     assert_eq!(xdp.attachments()[0].interface, net.veth_a);
     // veth supports native XDP, so auto mode must not have fallen back.
     assert_eq!(xdp.attachments()[0].mode, AttachMode::Driver);
-    eprintln!("verifier processed {:?} instructions", xdp.verified_instructions());
+    eprintln!(
+        "verifier processed {:?} instructions",
+        xdp.verified_instructions()
+    );
 
     let (b4, b6) = (net.v4(2), net.v6(2));
     in_netns(&net.b, || {
@@ -66,21 +69,43 @@ fn fifty_connections_are_fifty_syns_v4_and_v6() {
         assert_eq!(s.counters.syn_dropped, 0, "{src}");
         // SYN + ACK of the handshake at least, and FIN/ACK on close.
         assert!(s.counters.packets >= 150, "{src}: {:?}", s.counters);
-        assert!(s.counters.bytes >= s.counters.packets * 54, "{src}: {:?}", s.counters);
+        assert!(
+            s.counters.bytes >= s.counters.packets * 54,
+            "{src}: {:?}",
+            s.counters
+        );
     }
     let table = render_top(&snap);
-    assert!(table.lines().any(|l| l.split_whitespace().take(2).eq([b4.to_string().as_str(), "50"])));
-    assert!(table.lines().any(|l| l.split_whitespace().take(2).eq([b6.to_string().as_str(), "50"])));
+    assert!(table.lines().any(|l| {
+        l.split_whitespace()
+            .take(2)
+            .eq([b4.to_string().as_str(), "50"])
+    }));
+    assert!(table.lines().any(|l| {
+        l.split_whitespace()
+            .take(2)
+            .eq([b6.to_string().as_str(), "50"])
+    }));
 
-    // Detach on drop: traffic after that is no longer counted, and the interface has no
-    // XDP program left.
+    // Detach on drop: the interface has no XDP program left.
+    assert!(
+        xdp_prog_shown(&net),
+        "ip link shows no XDP program while attached"
+    );
     drop(xdp);
-    let link = std::process::Command::new("ip")
+    assert!(
+        !xdp_prog_shown(&net),
+        "XDP program still attached after drop"
+    );
+}
+
+fn xdp_prog_shown(net: &TestNet) -> bool {
+    let out = std::process::Command::new("ip")
         .args(["-n", &net.a.name, "link", "show", &net.veth_a])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&link.stdout);
-    assert!(link.status.success() && !text.contains("prog/xdp"), "{text}");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
 #[test]
@@ -127,4 +152,40 @@ fn missing_interface_is_its_own_error() {
         matches!(err, halyard_xdp::XdpError::InterfaceMissing { ref interface } if *interface == net.veth_b),
         "{err}"
     );
+}
+
+#[test]
+fn auto_mode_falls_back_to_skb_where_the_driver_has_no_xdp() {
+    let net = TestNet::new();
+    // The loopback device has no native XDP support (no dummy driver on every kernel).
+    let lo = "lo".to_owned();
+    let cfg = |mode| XdpConfig {
+        enabled: true,
+        interfaces: vec![net.veth_a.clone(), lo.clone()],
+        mode,
+        ..XdpConfig::default()
+    };
+    let xdp = in_netns(&net.a, || Xdp::start(&cfg(XdpMode::Auto), &[PORT]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let modes: Vec<(&str, AttachMode)> = xdp
+        .attachments()
+        .iter()
+        .map(|a| (a.interface.as_str(), a.mode))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            (net.veth_a.as_str(), AttachMode::Driver),
+            (lo.as_str(), AttachMode::Skb)
+        ]
+    );
+    drop(xdp);
+
+    // Driver mode only: loopback refuses, and nothing stays attached to the veth.
+    let err = in_netns(&net.a, || Xdp::start(&cfg(XdpMode::Driver), &[PORT])).unwrap_err();
+    assert!(
+        matches!(err, halyard_xdp::XdpError::Attach { ref interface, .. } if *interface == lo),
+        "{err}"
+    );
+    assert!(!xdp_prog_shown(&net));
 }

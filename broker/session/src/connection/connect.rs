@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use halyard_codec::{
-    ConnAck, ConnAckProperties, Connect, DecodeError, MqttString, Packet, PacketType, ProtocolVersion, QoS,
-    ReasonCode,
+    ConnAck, ConnAckProperties, Connect, DecodeError, MqttString, Packet, PacketType,
+    ProtocolVersion, QoS, ReasonCode,
 };
 
 use super::{Connection, PeerLimits, PendingConnect, State};
@@ -89,8 +89,7 @@ impl Connection {
         }
         let mut keep_alive = c.keep_alive;
         let mut server_keep_alive = None;
-        if keep_alive > self.cfg.max_keepalive || (keep_alive == 0 && self.cfg.require_keepalive)
-        {
+        if keep_alive > self.cfg.max_keepalive || (keep_alive == 0 && self.cfg.require_keepalive) {
             if !v5 {
                 // 3.1.1 cannot announce Server Keep Alive: refuse as Mosquitto does.
                 return self.refuse_connect(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
@@ -149,21 +148,14 @@ impl Connection {
                 maximum_packet_size: props.maximum_packet_size,
                 topic_alias_maximum: self.peer.topic_alias_maximum,
                 request_problem_information: props.request_problem_information.unwrap_or(true),
-                request_response_information: props
-                    .request_response_information
-                    .unwrap_or(false),
+                request_response_information: props.request_response_information.unwrap_or(false),
                 user_properties: props.user_properties,
             })));
     }
 
     /// Checks the will against our limits; the error is the CONNACK reason code.
     fn validate_will(&self, w: halyard_codec::Will) -> Result<Will, ReasonCode> {
-        if self
-            .cfg
-            .topic_limits
-            .validate_topic_name(&w.topic)
-            .is_err()
-        {
+        if self.cfg.topic_limits.validate_topic_name(&w.topic).is_err() {
             return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
         if w.qos > self.cfg.maximum_qos {
@@ -212,7 +204,12 @@ impl Connection {
     /// DUP=1 and PUBREL for those past PUBREC [MQTT-4.4.0-1] (3.1.1 [MQTT-4.4.0-1]), within
     /// the window; then queued messages. Bytes the client sent after CONNECT are processed
     /// now. Ignored unless an [`Event::Connect`] is awaiting an answer.
-    pub fn accept_connect(&mut self, now: Instant, session: Option<Session>, session_present: bool) {
+    pub fn accept_connect(
+        &mut self,
+        now: Instant,
+        session: Option<Session>,
+        session_present: bool,
+    ) {
         if self.state != State::AwaitDecision {
             return;
         }
@@ -258,8 +255,7 @@ impl Connection {
             assigned_client_identifier: p
                 .client_id_assigned
                 .then(|| MqttString::from(&*p.client_id)),
-            topic_alias_maximum: (cfg.topic_alias_maximum > 0)
-                .then_some(cfg.topic_alias_maximum),
+            topic_alias_maximum: (cfg.topic_alias_maximum > 0).then_some(cfg.topic_alias_maximum),
             wildcard_subscription_available: (!cfg.wildcard_subscription_available)
                 .then_some(false),
             subscription_identifiers_available: (!cfg.subscription_identifiers_available)

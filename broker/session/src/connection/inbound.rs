@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use halyard_codec::{
-    Disconnect, MqttString, Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode,
-    SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Disconnect, MqttString, Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
 };
 
 use super::{Connection, Incoming, State};
@@ -221,11 +221,14 @@ impl Connection {
             options.qos = options.qos.min(self.cfg.maximum_qos);
             let (share_group, topic_filter, mut status) =
                 match self.cfg.topic_limits.parse_shared_subscription(&f.filter) {
-                    Err(_) => (None, f.filter.clone(), Err(ReasonCode::TOPIC_FILTER_INVALID)),
+                    Err(_) => (
+                        None,
+                        f.filter.clone(),
+                        Err(ReasonCode::TOPIC_FILTER_INVALID),
+                    ),
                     Ok(Some(sf)) => {
                         if options.no_local && self.is_v5() {
-                            return self
-                                .protocol_error(ProtocolError::NoLocalOnSharedSubscription);
+                            return self.protocol_error(ProtocolError::NoLocalOnSharedSubscription);
                         }
                         let status = if self.cfg.shared_subscription_available {
                             Ok(())
@@ -272,7 +275,8 @@ impl Connection {
                 status,
             });
         }
-        self.pending_subscribes.insert(s.packet_id, requests.clone());
+        self.pending_subscribes
+            .insert(s.packet_id, requests.clone());
         self.events.push_back(Event::Subscribe {
             packet_id: s.packet_id,
             requests,

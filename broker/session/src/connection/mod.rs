@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use halyard_codec::{
-    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, QoS, ReasonCode, decode,
-    encode,
+    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, QoS, ReasonCode, decode, encode,
 };
 
 use crate::config::SessionConfig;
@@ -108,6 +107,8 @@ pub struct Connection {
     stats: ConnectionStats,
     connect_deadline: Instant,
     last_packet: Instant,
+    /// The latest `now` given to any method (for work triggered by `poll_transmit`).
+    last_now: Instant,
     keep_alive: u16,
     pending_connect: Option<PendingConnect>,
     peer: PeerLimits,
@@ -141,6 +142,7 @@ impl Connection {
             stats: ConnectionStats::default(),
             connect_deadline,
             last_packet: now,
+            last_now: now,
             keep_alive: 0,
             pending_connect: None,
             peer: PeerLimits::default(),
@@ -161,12 +163,21 @@ impl Connection {
     /// (events queue up for [`Self::poll_event`], replies for [`Self::poll_transmit`]);
     /// a partial packet is buffered (at most [`SessionConfig::max_packet_size`] bytes plus
     /// this call's input). Ignored once closed. Between [`Event::Connect`] and the server's
-    /// answer, bytes are buffered without being processed [MQTT-3.1.4-5].
+    /// answer, bytes are buffered without being processed [MQTT-3.1.4-5], at most
+    /// [`SessionConfig::max_packet_size`] of them (more closes the connection).
     pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
         if self.state == State::Closed {
             return;
         }
+        self.last_now = self.last_now.max(now);
         self.stats.bytes_in += data.len() as u64;
+        if self.state == State::AwaitDecision
+            && self.rx.len() + data.len() > self.cfg.max_packet_size as usize
+        {
+            // The client keeps sending while its CONNECT awaits an answer: bound the buffer.
+            self.protocol_error(ProtocolError::InputBeforeConnack);
+            return;
+        }
         self.rx.extend_from_slice(data);
         self.process_input(now);
     }
@@ -246,6 +257,7 @@ impl Connection {
     /// closes (5.0: after DISCONNECT 0x8D) and returns the will [MQTT-3.1.2-24]
     /// (5.0 [MQTT-3.1.2-22]). Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         match self.state {
             State::AwaitConnect if now >= self.connect_deadline => {
                 self.close(CloseReason::ConnectTimeout, false);
@@ -264,9 +276,8 @@ impl Connection {
     }
 
     fn keepalive_deadline(&self) -> Option<Instant> {
-        (self.keep_alive > 0).then(|| {
-            self.last_packet + Duration::from_millis(u64::from(self.keep_alive) * 1500)
-        })
+        (self.keep_alive > 0)
+            .then(|| self.last_packet + Duration::from_millis(u64::from(self.keep_alive) * 1500))
     }
 
     /// The next instant at which [`Self::handle_timeout`] must be called, or `None`:
@@ -283,8 +294,9 @@ impl Connection {
 
     /// Moves all pending output (every packet encoded since the last call, batched) to the
     /// end of `out`. Returns whether anything was written. Call after every call into the
-    /// connection, and keep calling after close until it returns false (the final CONNACK
-    /// or DISCONNECT is there).
+    /// connection, and again until it returns false: when the output backlog
+    /// ([`SessionConfig::max_pending_output`]) had held queued messages back, emptying it
+    /// sends more of them. After close it yields the final CONNACK or DISCONNECT.
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
         if self.tx.is_empty() {
             return false;
@@ -296,6 +308,8 @@ impl Connection {
             out.extend_from_slice(&self.tx);
             self.tx.clear();
         }
+        // Queued messages held back by the output backlog can go now.
+        self.pump(self.last_now);
         true
     }
 

@@ -43,12 +43,27 @@ impl Connection {
     /// topic carries topic and alias, later ones an empty topic and the alias. Other topics
     /// are sent in full (first-N, no eviction: no re-mapping races, no per-message cost).
     ///
-    /// Closed, with a session that will be kept: as [`crate::Session::enqueue`]. Before the
-    /// CONNECT is accepted: [`Dropped::NotConnected`].
+    /// Closed, with a session that will be kept (expiry > 0): as
+    /// [`crate::Session::enqueue`]. Closed otherwise, or before the CONNECT is accepted:
+    /// [`Dropped::NotConnected`].
+    ///
+    /// Drops are counted in [`crate::ConnectionStats::dropped`], except those of the session
+    /// queue (full, expired while queued, refused offline), which
+    /// [`crate::SessionStats::dropped`] counts.
     pub fn deliver(&mut self, now: Instant, delivery: Delivery) -> DeliverOutcome {
-        let outcome = match self.state {
-            State::Connected => self.deliver_connected(now, delivery),
-            State::Closed => match self.session.as_mut() {
+        self.last_now = self.last_now.max(now);
+        match self.state {
+            State::Connected => {
+                let outcome = self.deliver_connected(now, delivery);
+                // Queue drops are counted by the session itself.
+                if let DeliverOutcome::Dropped(d) = outcome
+                    && d != Dropped::QueueFull
+                {
+                    self.stats.dropped.count(d);
+                }
+                outcome
+            }
+            State::Closed => match self.session.as_mut().filter(|s| s.expiry_interval() > 0) {
                 Some(s) => match s.enqueue(now, delivery) {
                     Ok(()) => DeliverOutcome::Queued,
                     Err(d) => DeliverOutcome::Dropped(d),
@@ -56,13 +71,10 @@ impl Connection {
                 None => DeliverOutcome::Dropped(Dropped::NotConnected),
             },
             State::AwaitConnect | State::AwaitDecision => {
+                self.stats.dropped.count(Dropped::NotConnected);
                 DeliverOutcome::Dropped(Dropped::NotConnected)
             }
-        };
-        if let DeliverOutcome::Dropped(d) = outcome {
-            self.stats.dropped.count(d);
         }
-        outcome
     }
 
     fn window(&self) -> usize {
@@ -183,7 +195,11 @@ impl Connection {
             } else {
                 MqttString::default()
             },
-            packet_id: if d.qos == QoS::AtMostOnce { 0 } else { packet_id },
+            packet_id: if d.qos == QoS::AtMostOnce {
+                0
+            } else {
+                packet_id
+            },
             payload: m.payload.clone(),
             properties,
         })
@@ -248,8 +264,7 @@ impl Connection {
         if self.resend_pending {
             self.resend_inflight(now);
         }
-        while !self.resend_pending && self.inflight_sent < self.window() && !self.output_full()
-        {
+        while !self.resend_pending && self.inflight_sent < self.window() && !self.output_full() {
             let Some(d) = self.session.as_mut().and_then(|s| s.pop_pending(now)) else {
                 return;
             };

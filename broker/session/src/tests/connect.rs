@@ -59,7 +59,10 @@ fn v311_empty_client_id_with_clean_session_1_gets_an_internal_id_mqtt_3_1_3_6() 
     let mut pair = Pair::new(SessionConfig::default(), ProtocolVersion::V311);
     let req = pair.connect_request(connect(ProtocolVersion::V311, ""));
     assert!(!req.client_id.is_empty());
-    assert!(!req.client_id_assigned, "3.1.1 has no Assigned Client Identifier");
+    assert!(
+        !req.client_id_assigned,
+        "3.1.1 has no Assigned Client Identifier"
+    );
 }
 
 #[test]
@@ -148,7 +151,10 @@ fn connect_reserved_flag_closes_without_connack_mqtt_3_1_2_3() {
     assert!(pair.recv().is_empty());
     assert!(pair.conn.is_closed());
     let (_, reason) = pair.closed();
-    assert!(matches!(reason, CloseReason::Protocol(ProtocolError::Decode(_))));
+    assert!(matches!(
+        reason,
+        CloseReason::Protocol(ProtocolError::Decode(_))
+    ));
 }
 
 #[test]
@@ -297,7 +303,7 @@ fn session_expiry_interval_per_version() {
         c.clean_start = clean;
         assert_eq!(pair.connect_request(c).session_expiry_interval, expected);
     }
-    // 5.0: the property, absent = 0 [MQTT-3.1.2-?].
+    // 5.0: the property, absent = 0 (MQTT 5.0 §3.1.2.11.2).
     let mut pair = Pair::new(SessionConfig::default(), ProtocolVersion::V5);
     let mut c = connect(ProtocolVersion::V5, "x");
     c.properties = ConnectProperties {
@@ -322,7 +328,8 @@ fn reject_connect_maps_the_reason_code_per_version() {
     ] {
         let mut pair = Pair::new(SessionConfig::default(), v);
         pair.connect_request(connect(v, "c"));
-        pair.conn.reject_connect(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+        pair.conn
+            .reject_connect(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
         match pair.recv_one() {
             Packet::ConnAck(a) => assert_eq!(a.reason_code, expected),
             other => panic!("{other:?}"),
@@ -337,7 +344,8 @@ fn reject_connect_maps_the_reason_code_per_version() {
     // 3.1.1 raw bytes: return code 4.
     let mut pair = Pair::new(SessionConfig::default(), ProtocolVersion::V311);
     pair.connect_request(connect(ProtocolVersion::V311, "c"));
-    pair.conn.reject_connect(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    pair.conn
+        .reject_connect(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
     let mut out = BytesMut::new();
     pair.conn.poll_transmit(&mut out);
     assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x04]);
@@ -431,4 +439,23 @@ fn will_properties_reach_the_request() {
     assert_eq!(will.message_expiry_interval, Some(60));
     assert_eq!(will.properties.content_type.as_deref(), Some("text/plain"));
     assert_eq!(will.qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn input_while_the_connect_awaits_its_answer_is_bounded() {
+    let cfg = SessionConfig {
+        max_packet_size: 128,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::new(cfg, ProtocolVersion::V5);
+    pair.connect_request(connect(ProtocolVersion::V5, "c"));
+    pair.send_raw(&[0xC0, 0x00].repeat(60));
+    assert!(!pair.conn.is_closed(), "a pipelined burst is fine");
+    pair.send_raw(&[0xC0, 0x00].repeat(10));
+    assert!(pair.conn.is_closed());
+    assert!(pair.recv().is_empty());
+    assert_eq!(
+        pair.closed().1,
+        CloseReason::Protocol(ProtocolError::InputBeforeConnack)
+    );
 }

@@ -1,4 +1,9 @@
 //! Spec-driven tests of the state machine, driven with raw packets and virtual time.
 
+mod close;
 mod connect;
+mod fuzz;
+mod publish_in;
+mod publish_out;
+mod subscribe;
 mod util;

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use halyard_codec::{
-    Auth, ConnectProperties, Packet, ProtocolVersion, QoS, ReasonCode, encode,
-};
+use halyard_codec::{Auth, ConnectProperties, Packet, ProtocolVersion, QoS, ReasonCode, encode};
 
 use super::util::{Pair, VERSIONS, connect, publish};
 use crate::{CloseReason, Event, ProtocolError, SessionConfig};
@@ -127,7 +125,8 @@ fn v5_failed_qos2_pubrec_ends_the_exchange() {
     let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
     pair.publish("q2", QoS::ExactlyOnce, 3);
     pair.events();
-    pair.conn.complete_publish(pair.now, 3, ReasonCode::NOT_AUTHORIZED);
+    pair.conn
+        .complete_publish(pair.now, 3, ReasonCode::NOT_AUTHORIZED);
     match pair.recv_one() {
         Packet::PubRec(r) => assert_eq!(r.reason_code, ReasonCode::NOT_AUTHORIZED),
         other => panic!("{other:?}"),
@@ -323,7 +322,10 @@ fn malformed_packet_is_0x81() {
         // PUBLISH with QoS 3 [MQTT-3.3.1-4].
         pair.send_raw(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]);
         let reason = pair.expect_protocol_close(ReasonCode::MALFORMED_PACKET);
-        assert!(matches!(reason, CloseReason::Protocol(ProtocolError::Decode(_))));
+        assert!(matches!(
+            reason,
+            CloseReason::Protocol(ProtocolError::Decode(_))
+        ));
     }
 }
 
@@ -374,7 +376,8 @@ fn pingreq_gets_pingresp() {
 #[test]
 fn complete_publish_for_an_unknown_id_is_ignored() {
     let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
-    pair.conn.complete_publish(pair.now, 99, ReasonCode::SUCCESS);
+    pair.conn
+        .complete_publish(pair.now, 99, ReasonCode::SUCCESS);
     assert!(pair.recv().is_empty());
     assert!(!pair.conn.is_closed());
 }

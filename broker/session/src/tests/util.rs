@@ -14,8 +14,8 @@ use halyard_codec::{
 use smallvec::SmallVec;
 
 use crate::{
-    CloseReason, ConnectRequest, Connection, Delivery, Event, Message, MessageProperties,
-    Session, SessionConfig,
+    CloseReason, ConnectRequest, Connection, Delivery, Event, Message, MessageProperties, Session,
+    SessionConfig,
 };
 
 /// One client and the connection under test.
@@ -52,14 +52,26 @@ impl Pair {
 
     /// Every packet the connection transmitted since the last call.
     pub fn recv(&mut self) -> Vec<Packet> {
-        self.conn.poll_transmit(&mut self.inbox);
+        // Bounded: each call may refill the output only from the bounded window/queue.
+        for _ in 0..1000 {
+            if !self.conn.poll_transmit(&mut self.inbox) {
+                break;
+            }
+        }
         let mut out = Vec::new();
-        while let Some(p) = decode(&mut self.inbox, self.version, halyard_codec::MAX_PACKET_SIZE)
-            .expect("server output decodes")
+        while let Some(p) = decode(
+            &mut self.inbox,
+            self.version,
+            halyard_codec::MAX_PACKET_SIZE,
+        )
+        .expect("server output decodes")
         {
             out.push(p);
         }
-        assert!(self.inbox.is_empty(), "partial packet left in server output");
+        assert!(
+            self.inbox.is_empty(),
+            "partial packet left in server output"
+        );
         out
     }
 

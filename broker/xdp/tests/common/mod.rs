@@ -2,7 +2,10 @@
 //! fails). Needs root. Addresses exist only inside the namespaces: 10.203.N.0/24 and
 //! fd00:203:N::/64, where N is unique per test network.
 
-#![allow(dead_code, reason = "each test binary uses a different part of this module")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
 
 use std::{
     fs::File,
@@ -92,10 +95,27 @@ impl TestNet {
         for (ns, dev, hosts) in [(na, va, &[1][..]), (nb, vb, &[2, 3][..])] {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
             for h in hosts {
-                run(&["ip", "-n", ns, "addr", "add", &format!("10.203.{n}.{h}/24"), "dev", dev]);
                 run(&[
-                    "ip", "-n", ns, "-6", "addr", "add", &format!("fd00:203:{n}::{h}/64"), "dev",
-                    dev, "nodad",
+                    "ip",
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("10.203.{n}.{h}/24"),
+                    "dev",
+                    dev,
+                ]);
+                run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("fd00:203:{n}::{h}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
                 ]);
             }
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);

@@ -6,25 +6,30 @@
 //! ever change. A writer takes the writer mutex, copies the path from the root to the changed
 //! node (each node's child map is a [`PMap`]: a short vector or a persistent hash trie, so a
 //! copy is O(8) or O(log n)), and publishes the new root with one atomic store. Every match
-//! therefore sees exactly the state after some sequence of whole writes, never half of one.
+//! therefore sees exactly the state after some sequence of whole writes (or whole
+//! [`TrieBatch`]es), never half of one. Old snapshots are freed when their last reader
+//! drops them (reference counts; no epochs, no garbage list).
 //!
 //! # Memory
 //! Level strings are interned (one `Arc<str>` per distinct level, shared by every node that
 //! uses it), each filter keeps its text once (handed to the visitor), and nodes that become
 //! empty are pruned on removal.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use crate::error::TopicError;
-use crate::hasher::LevelHasher;
 use crate::pmap::PMap;
 use crate::shared::SharedGroup;
-use crate::validate::{TopicLimits, validate_share_name};
+use crate::validate::TopicLimits;
+
+mod write;
+
+pub use write::TrieBatch;
+use write::Writer;
 
 /// One node per filter level. Immutable once published.
 #[derive(Clone)]
@@ -52,7 +57,10 @@ impl<K, V> Default for Node<K, V> {
 
 impl<K: Eq + std::hash::Hash + Clone, V: Clone> Node<K, V> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.plus.is_none() && self.hash.is_none() && self.leaf.is_none()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.leaf.is_none()
     }
 }
 
@@ -124,50 +132,6 @@ pub enum Entry<'a, K, V> {
     },
 }
 
-/// State only writers touch, behind the writer mutex.
-struct Writer {
-    /// One `Arc<str>` per distinct level in use.
-    interner: HashSet<Arc<str>, LevelHasher>,
-    /// Removals since the interner was last swept of unused levels.
-    removals_since_sweep: usize,
-}
-
-impl Writer {
-    fn intern(&mut self, level: &str) -> Arc<str> {
-        if let Some(a) = self.interner.get(level) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(level);
-        self.interner.insert(a.clone());
-        a
-    }
-
-    /// Drops interned levels nothing else refers to: the levels of a removed filter at once,
-    /// and every level once per `interner.len()` removals (levels a reader's old snapshot
-    /// still held at removal time), so the sweep costs O(1) amortised per removal.
-    fn release(&mut self, filter: &str) {
-        for level in filter.split('/') {
-            if self.interner.get(level).is_some_and(|a| Arc::strong_count(a) == 1) {
-                self.interner.remove(level);
-            }
-        }
-        self.removals_since_sweep += 1;
-        if self.removals_since_sweep > self.interner.len() {
-            self.interner.retain(|a| Arc::strong_count(a) > 1);
-            if self.interner.capacity() > 4 * self.interner.len() + 64 {
-                self.interner.shrink_to_fit();
-            }
-            self.removals_since_sweep = 0;
-        }
-    }
-}
-
-/// Where in a leaf a write goes.
-enum Target<'a, K, V> {
-    Subscriber { key: K, value: Option<V> },
-    Shared { group: &'a str, key: K, value: Option<V> },
-}
-
 /// Topic filter -> subscribers, matched by topic name. Readers never lock; writers serialise
 /// on an internal mutex (see the module documentation).
 ///
@@ -210,10 +174,7 @@ where
     pub fn new(limits: TopicLimits) -> Self {
         SubscriptionTrie {
             root: ArcSwap::from_pointee(Node::default()),
-            writer: Mutex::new(Writer {
-                interner: HashSet::with_hasher(LevelHasher),
-                removals_since_sweep: 0,
-            }),
+            writer: Mutex::new(Writer::new()),
             len: AtomicUsize::new(0),
             limits,
         }
@@ -225,7 +186,8 @@ where
     }
 
     /// Number of stored subscriptions: ordinary (filter, key) pairs plus shared-group
-    /// memberships.
+    /// memberships. Updated just after each write is published, so it may lag a concurrent
+    /// match by one write.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -240,25 +202,13 @@ where
     /// filter and key [MQTT-3.8.4-3]. The filter is checked with
     /// [`TopicLimits::validate_topic_filter`] first.
     pub fn insert(&self, filter: &str, key: K, value: V) -> Result<Option<V>, TopicError> {
-        self.limits.validate_topic_filter(filter)?;
-        let target = Target::Subscriber {
-            key,
-            value: Some(value),
-        };
-        Ok(self.write(filter, target))
+        self.batch(|b| b.insert(filter, key, value))
     }
 
     /// Unsubscribes `key` from `filter`; returns the removed value, `None` when there was no
     /// such subscription (or the filter is invalid, so there cannot be one).
     pub fn remove(&self, filter: &str, key: &K) -> Option<V> {
-        if self.limits.validate_topic_filter(filter).is_err() {
-            return None;
-        }
-        let target = Target::Subscriber {
-            key: key.clone(),
-            value: None,
-        };
-        self.write(filter, target)
+        self.batch(|b| b.remove(filter, key))
     }
 
     /// Adds `key` to the shared group `group` on `filter` (from `$share/{group}/{filter}`,
@@ -270,28 +220,13 @@ where
         key: K,
         value: V,
     ) -> Result<Option<V>, TopicError> {
-        validate_share_name(group)?;
-        self.limits.validate_topic_filter(filter)?;
-        let target = Target::Shared {
-            group,
-            key,
-            value: Some(value),
-        };
-        Ok(self.write(filter, target))
+        self.batch(|b| b.insert_shared(group, filter, key, value))
     }
 
     /// Removes `key` from the shared group `group` on `filter`; returns its value. A group
     /// left without members disappears.
     pub fn remove_shared(&self, group: &str, filter: &str, key: &K) -> Option<V> {
-        if validate_share_name(group).is_err() || self.limits.validate_topic_filter(filter).is_err() {
-            return None;
-        }
-        let target = Target::Shared {
-            group,
-            key: key.clone(),
-            value: None,
-        };
-        self.write(filter, target)
+        self.batch(|b| b.remove_shared(group, filter, key))
     }
 
     /// The value `key` has on `filter`, if subscribed.
@@ -326,135 +261,6 @@ where
         let root = self.root.load_full();
         each_entry(&root, &mut visit);
     }
-
-    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
-        // A panic while holding the lock happened before the root was stored (the store is
-        // the last step), so the published trie is intact: keep going with the inner value.
-        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The one write path: copy the path to `filter`'s leaf, apply `target`, prune, publish.
-    fn write(&self, filter: &str, target: Target<'_, K, V>) -> Option<V> {
-        let mut writer = self.lock_writer();
-        let old_root = self.root.load_full();
-        let removing = match &target {
-            Target::Subscriber { value, .. } | Target::Shared { value, .. } => value.is_none(),
-        };
-        if removing && !contains(&old_root, filter, &target) {
-            return None;
-        }
-        let levels: Vec<&str> = filter.split('/').collect();
-        let mut op = LeafOp {
-            filter,
-            target,
-            result: None,
-            added: false,
-        };
-        let new_root = update(Some(&old_root), &levels, &mut writer, &mut op)
-            .unwrap_or_else(|| Arc::new(Node::default()));
-        self.root.store(new_root);
-        drop(old_root);
-        if removing {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            writer.release(filter);
-        } else if op.added {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
-        op.result
-    }
-}
-
-/// A pending change to one leaf, and its outcome.
-struct LeafOp<'a, K, V> {
-    filter: &'a str,
-    target: Target<'a, K, V>,
-    /// The value replaced or removed.
-    result: Option<V>,
-    /// Whether a new subscription was added.
-    added: bool,
-}
-
-impl<K: Eq + std::hash::Hash + Clone, V: Clone> LeafOp<'_, K, V> {
-    /// Applies the change to a leaf slot; empties the slot when the leaf has nothing left.
-    fn apply(&mut self, slot: &mut Option<Arc<Leaf<K, V>>>) {
-        let leaf_arc = slot.get_or_insert_with(|| {
-            Arc::new(Leaf {
-                filter: Arc::from(self.filter),
-                subs: PMap::default(),
-                groups: Vec::new(),
-            })
-        });
-        let leaf = Arc::make_mut(leaf_arc);
-        match &mut self.target {
-            Target::Subscriber { key, value } => match value.take() {
-                Some(v) => self.result = leaf.subs.insert(key.clone(), v),
-                None => self.result = leaf.subs.remove(key),
-            },
-            Target::Shared { group, key, value } => {
-                let pos = leaf.groups.iter().position(|g| &*g.name == *group);
-                match (value.take(), pos) {
-                    (Some(v), Some(i)) => {
-                        self.result = Arc::make_mut(&mut leaf.groups[i]).upsert(key.clone(), v);
-                    }
-                    (Some(v), None) => {
-                        let mut g = SharedGroup::new(Arc::from(*group), leaf.filter.clone());
-                        g.upsert(key.clone(), v);
-                        leaf.groups.push(Arc::new(g));
-                    }
-                    (None, Some(i)) => {
-                        self.result = Arc::make_mut(&mut leaf.groups[i]).remove(key);
-                        if leaf.groups[i].is_empty() {
-                            leaf.groups.remove(i);
-                        }
-                    }
-                    (None, None) => {}
-                }
-            }
-        }
-        self.added = self.result.is_none();
-        if leaf.is_empty() {
-            *slot = None;
-        }
-    }
-}
-
-/// Copies `node` (or makes a new one) with the change applied under `levels`; `None` when
-/// the resulting node is empty and should be pruned.
-fn update<K, V>(
-    node: Option<&Arc<Node<K, V>>>,
-    levels: &[&str],
-    writer: &mut Writer,
-    op: &mut LeafOp<'_, K, V>,
-) -> Option<Arc<Node<K, V>>>
-where
-    K: Eq + std::hash::Hash + Clone,
-    V: Clone,
-{
-    let mut new = node.map(|n| Node::clone(n)).unwrap_or_default();
-    match levels {
-        [] => op.apply(&mut new.leaf),
-        ["#"] => op.apply(&mut new.hash),
-        [first, rest @ ..] if *first == "+" => {
-            new.plus = update(new.plus.as_ref(), rest, writer, op);
-        }
-        [first, rest @ ..] => {
-            let child = new.children.get(*first).cloned();
-            match update(child.as_ref(), rest, writer, op) {
-                Some(c) => {
-                    let level = writer.intern(first);
-                    new.children.insert(level, c);
-                }
-                None => {
-                    new.children.remove(*first);
-                }
-            }
-        }
-    }
-    if new.is_empty() {
-        None
-    } else {
-        Some(Arc::new(new))
-    }
 }
 
 /// The leaf that stores `filter`'s subscriptions, if any.
@@ -476,24 +282,6 @@ where
         };
     }
     node.leaf.as_deref()
-}
-
-/// Whether the subscription a removal targets exists.
-fn contains<K, V>(root: &Node<K, V>, filter: &str, target: &Target<'_, K, V>) -> bool
-where
-    K: Eq + std::hash::Hash + Clone,
-    V: Clone,
-{
-    let Some(leaf) = find_leaf(root, filter) else {
-        return false;
-    };
-    match target {
-        Target::Subscriber { key, .. } => leaf.subs.get(key).is_some(),
-        Target::Shared { group, key, .. } => leaf
-            .groups
-            .iter()
-            .any(|g| &*g.name == *group && g.members.iter().any(|(k, _)| k == key)),
-    }
 }
 
 /// Visits what a leaf holds.
@@ -665,7 +453,11 @@ mod tests {
         );
         assert_eq!(filters_matching(&t, "a/$SYS"), ["#", "+/#"]);
         t.insert_shared("g", "#", 9, 0).unwrap();
-        assert!(!matches(&t, "$SYS/x").iter().any(|m| m.starts_with("$share")));
+        assert!(
+            !matches(&t, "$SYS/x")
+                .iter()
+                .any(|m| m.starts_with("$share"))
+        );
     }
 
     #[test]
@@ -745,7 +537,10 @@ mod tests {
         assert_eq!(t.remove_shared("g", "s/+", &1), Some(10));
         assert_eq!(t.remove_shared("g", "s/+", &1), None);
         assert_eq!(t.remove_shared("g", "s/+", &2), Some(21));
-        assert_eq!(matches(&t, "s/x"), ["$share/g/s/#", "$share/h/s/+", "s/+@1"]);
+        assert_eq!(
+            matches(&t, "s/x"),
+            ["$share/g/s/#", "$share/h/s/+", "s/+@1"]
+        );
         assert_eq!(t.len(), 3);
     }
 
@@ -758,9 +553,7 @@ mod tests {
         t.insert_shared("g", "a/b", 4, 40).unwrap();
         let mut all = Vec::new();
         t.for_each_entry(|e| match e {
-            Entry::Subscriber { filter, key, value } => {
-                all.push(format!("{filter} {key} {value}"))
-            }
+            Entry::Subscriber { filter, key, value } => all.push(format!("{filter} {key} {value}")),
             Entry::SharedMember {
                 group,
                 filter,
@@ -770,6 +563,64 @@ mod tests {
         });
         all.sort();
         assert_eq!(all, ["$share/g/a/b 4 40", "+ 3 30", "a/# 2 20", "a/b 1 10"]);
+    }
+
+    #[test]
+    fn a_batch_is_published_whole_or_not_at_all() {
+        let t: SubscriptionTrie<u32, u32> = SubscriptionTrie::default();
+        t.insert("a/b", 1, 1).unwrap();
+        let seen_inside = t.batch(|b| {
+            b.insert("a/+", 2, 2).unwrap();
+            b.insert_shared("g", "a/#", 3, 3).unwrap();
+            assert_eq!(b.remove("a/b", &1), Some(1));
+            assert_eq!(b.get("a/+", &2), Some(2));
+            assert_eq!(
+                b.insert("a/#/x", 9, 9),
+                Err(TopicError::MultiLevelWildcardMisplaced)
+            );
+            // Not yet visible to matches.
+            matches(&t, "a/b")
+        });
+        assert_eq!(seen_inside, ["a/b@1"]);
+        assert_eq!(matches(&t, "a/b"), ["$share/g/a/#", "a/+@2"]);
+        assert_eq!(t.len(), 2);
+
+        let before = matches(&t, "a/b");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.batch(|b| {
+                b.insert("a/b", 5, 5).unwrap();
+                panic!("the caller fails half-way");
+            })
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(
+            matches(&t, "a/b"),
+            before,
+            "a failed batch publishes nothing"
+        );
+        assert_eq!(t.len(), 2);
+        t.insert("a/b", 6, 6).unwrap();
+        assert_eq!(t.len(), 3, "the trie still works after a failed batch");
+    }
+
+    #[test]
+    fn a_batch_updates_its_own_copies_in_place() {
+        let t: SubscriptionTrie<u32, u32> = SubscriptionTrie::default();
+        t.insert("x/y", 0, 0).unwrap();
+        let published = t.root.load_full();
+        t.batch(|b| {
+            b.insert("x/0", 0, 0).unwrap();
+            let root = b.root_ptr_for_test();
+            let x = b.child_ptr_for_test("x");
+            for i in 1..100 {
+                b.insert(&format!("x/{i}"), i, i).unwrap();
+            }
+            // Copied once by the first write, then updated in place.
+            assert_eq!(b.root_ptr_for_test(), root);
+            assert_eq!(b.child_ptr_for_test("x"), x);
+        });
+        assert_eq!(published.children.len(), 1);
+        assert_eq!(t.root.load().children.get("x").unwrap().children.len(), 101);
     }
 
     #[test]

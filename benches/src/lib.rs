@@ -1,0 +1,1 @@
+//! Benchmark support: the load generator and the side-by-side runner (being written).

@@ -1,0 +1,247 @@
+//! SUBSCRIBE and UNSUBSCRIBE.
+
+use halyard_codec::{
+    MqttString, Packet, ProtocolVersion, QoS, ReasonCode, RetainHandling, Subscribe,
+    SubscribeFilter, SubscribeProperties, SubscriptionOptions, Unsubscribe, UnsubscribeProperties,
+};
+
+use super::util::{Pair, VERSIONS};
+use crate::{Event, SessionConfig, SubscribeRequest};
+
+fn subscribe_event(pair: &mut Pair) -> (u16, Vec<SubscribeRequest>) {
+    match pair.event() {
+        Event::Subscribe {
+            packet_id,
+            requests,
+        } => (packet_id, requests),
+        other => panic!("expected Subscribe, got {other:?}"),
+    }
+}
+
+fn suback_codes(pair: &mut Pair) -> Vec<ReasonCode> {
+    match pair.recv_one() {
+        Packet::SubAck(a) => a.reason_codes,
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+fn subscribe_many(pair: &mut Pair, packet_id: u16, filters: &[&str], sub_id: Option<u32>) {
+    pair.send(Packet::Subscribe(Subscribe {
+        packet_id,
+        filters: filters
+            .iter()
+            .map(|f| SubscribeFilter {
+                filter: (*f).into(),
+                options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+            })
+            .collect(),
+        properties: SubscribeProperties {
+            subscription_identifier: sub_id,
+            ..SubscribeProperties::default()
+        },
+    }));
+}
+
+#[test]
+fn invalid_filters_get_0x8f_per_request_mqtt_4_7_1_2() {
+    for v in VERSIONS {
+        let mut pair = Pair::connected(v, SessionConfig::default());
+        subscribe_many(&mut pair, 1, &["ok/+", "bad#", "a/#/b"], None);
+        let (id, reqs) = subscribe_event(&mut pair);
+        assert_eq!(id, 1);
+        let status: Vec<_> = reqs.iter().map(|r| r.status).collect();
+        assert_eq!(
+            status,
+            [
+                Ok(()),
+                Err(ReasonCode::TOPIC_FILTER_INVALID),
+                Err(ReasonCode::TOPIC_FILTER_INVALID)
+            ]
+        );
+        // The server's codes for refused requests are overridden.
+        pair.conn.complete_subscribe(
+            pair.now,
+            1,
+            vec![
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::SUCCESS,
+            ],
+        );
+        let codes = suback_codes(&mut pair);
+        let expected_fail = match v {
+            // 3.1.1 failure return code 0x80 decodes as 0x80.
+            ProtocolVersion::V311 => ReasonCode::UNSPECIFIED_ERROR,
+            ProtocolVersion::V5 => ReasonCode::TOPIC_FILTER_INVALID,
+        };
+        assert_eq!(
+            codes,
+            [ReasonCode::GRANTED_QOS_1, expected_fail, expected_fail]
+        );
+        let subs = pair.conn.session().unwrap().subscriptions();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs["ok/+"].options.qos, QoS::AtLeastOnce);
+    }
+}
+
+#[test]
+fn shared_subscription_is_parsed_mqtt_4_8_2_1() {
+    let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    subscribe_many(&mut pair, 2, &["$share/g1/sensors/#", "$share//x"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    assert_eq!(reqs[0].share_group.as_deref(), Some("g1"));
+    assert_eq!(reqs[0].topic_filter, "sensors/#");
+    assert_eq!(reqs[0].filter, "$share/g1/sensors/#");
+    assert_eq!(reqs[0].status, Ok(()));
+    assert_eq!(reqs[1].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
+}
+
+#[test]
+fn v5_no_local_on_shared_subscription_is_a_protocol_error_mqtt_3_8_3_4() {
+    let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    let mut options = SubscriptionOptions::qos(QoS::AtMostOnce);
+    options.no_local = true;
+    pair.subscribe(1, "$share/g/t", options);
+    pair.expect_protocol_close(ReasonCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn v5_subscription_identifier_is_attached_and_stored() {
+    let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    subscribe_many(&mut pair, 3, &["a/b"], Some(42));
+    let (_, reqs) = subscribe_event(&mut pair);
+    assert_eq!(reqs[0].subscription_id, Some(42));
+    pair.conn
+        .complete_subscribe(pair.now, 3, vec![ReasonCode::GRANTED_QOS_1]);
+    suback_codes(&mut pair);
+    let s = pair.conn.session().unwrap().subscriptions()["a/b"];
+    assert_eq!(s.subscription_id, Some(42));
+    // Re-subscribing replaces the subscription [MQTT-3.8.4-3] and is not new.
+    subscribe_many(&mut pair, 4, &["a/b"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    assert!(!reqs[0].is_new, "Retain Handling 1 needs to know");
+    pair.conn
+        .complete_subscribe(pair.now, 4, vec![ReasonCode::GRANTED_QOS_0]);
+    suback_codes(&mut pair);
+    let s = pair.conn.session().unwrap().subscriptions()["a/b"];
+    assert_eq!(s.subscription_id, None);
+    assert_eq!(s.options.qos, QoS::AtMostOnce);
+}
+
+#[test]
+fn v5_subscription_identifiers_unavailable_is_0xa1() {
+    let cfg = SessionConfig {
+        subscription_identifiers_available: false,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
+    subscribe_many(&mut pair, 3, &["a/b"], Some(1));
+    pair.expect_protocol_close(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
+}
+
+#[test]
+fn unavailable_wildcards_and_shared_get_their_codes() {
+    let cfg = SessionConfig {
+        wildcard_subscription_available: false,
+        shared_subscription_available: false,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
+    subscribe_many(&mut pair, 1, &["a/+", "$share/g/a", "a/b"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    let status: Vec<_> = reqs.iter().map(|r| r.status).collect();
+    assert_eq!(
+        status,
+        [
+            Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED),
+            Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED),
+            Ok(())
+        ]
+    );
+}
+
+#[test]
+fn subscription_limit_gets_quota_exceeded() {
+    let cfg = SessionConfig {
+        max_subscriptions: 2,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
+    subscribe_many(&mut pair, 1, &["a", "b", "c"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    assert_eq!(reqs[2].status, Err(ReasonCode::QUOTA_EXCEEDED));
+    assert_eq!(pair.conn.stats().subscription_limit_hits, 1);
+}
+
+#[test]
+fn subscribe_qos_is_capped_at_maximum_qos() {
+    let cfg = SessionConfig {
+        maximum_qos: QoS::AtLeastOnce,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
+    let mut options = SubscriptionOptions::qos(QoS::ExactlyOnce);
+    options.retain_handling = RetainHandling::SendAtSubscribeIfNew;
+    pair.subscribe(1, "x", options);
+    let (_, reqs) = subscribe_event(&mut pair);
+    assert_eq!(reqs[0].options.qos, QoS::AtLeastOnce);
+    assert_eq!(
+        reqs[0].options.retain_handling,
+        RetainHandling::SendAtSubscribeIfNew
+    );
+    assert!(reqs[0].is_new);
+}
+
+#[test]
+fn unsubscribe_removes_and_answers_per_version() {
+    for v in VERSIONS {
+        let mut pair = Pair::connected(v, SessionConfig::default());
+        subscribe_many(&mut pair, 1, &["a"], None);
+        subscribe_event(&mut pair);
+        pair.conn
+            .complete_subscribe(pair.now, 1, vec![ReasonCode::GRANTED_QOS_1]);
+        suback_codes(&mut pair);
+        pair.send(Packet::Unsubscribe(Unsubscribe {
+            packet_id: 2,
+            filters: vec![MqttString::from("a"), MqttString::from("zzz")],
+            properties: UnsubscribeProperties::default(),
+        }));
+        match pair.event() {
+            Event::Unsubscribe { packet_id, filters } => {
+                assert_eq!(packet_id, 2);
+                assert_eq!(filters, [MqttString::from("a"), MqttString::from("zzz")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // No codes from the server: the session knows which existed.
+        pair.conn.complete_unsubscribe(pair.now, 2, Vec::new());
+        match pair.recv_one() {
+            Packet::UnsubAck(u) => {
+                assert_eq!(u.packet_id, 2);
+                let expected = match v {
+                    ProtocolVersion::V5 => {
+                        vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+                    }
+                    ProtocolVersion::V311 => Vec::new(),
+                };
+                assert_eq!(u.reason_codes, expected);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(pair.conn.session().unwrap().subscriptions().is_empty());
+    }
+}
+
+#[test]
+fn pending_subscribe_packet_id_reuse_is_a_protocol_error() {
+    let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    subscribe_many(&mut pair, 1, &["a"], None);
+    subscribe_many(&mut pair, 1, &["b"], None);
+    let events = pair.events();
+    assert!(matches!(events[0], Event::Subscribe { .. }));
+    assert!(matches!(events[1], Event::Closed { .. }));
+    match pair.recv_one() {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR),
+        other => panic!("{other:?}"),
+    }
+}
