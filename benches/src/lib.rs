@@ -1,1 +1,18 @@
-//! Benchmark support: the load generator and the side-by-side runner (being written).
+//! halyard-bench: the benchmark harness of Halyard.
+//!
+//! It owns the `halyard-load` load generator ([`load`]: MQTT clients built on the project's
+//! own codec, scenarios, latency and delivery accounting, `/proc` sampling of the broker),
+//! the `halyard-compare` side-by-side runner ([`compare`]: starts Halyard, Mosquitto and
+//! rumqttd in turn, aggregates and charts) and the criterion micro-benches in `benches/`.
+//!
+//! It must never: send traffic anywhere but loopback ([`target::resolve_loopback`] refuses
+//! other targets), run unbounded (every run has a hard time cap), or assert timings in tests.
+
+pub mod compare;
+pub mod latency;
+pub mod load;
+pub mod payload;
+pub mod procfs;
+pub mod report;
+pub mod target;
+pub mod tracker;

@@ -407,3 +407,51 @@ fn resubscribe_resends_retained() {
         );
     }
 }
+
+/// An unacknowledged QoS 1 message is sent again, with DUP 1, when a clean-session-0 client
+/// reconnects [MQTT-4.4.0-1] [MQTT-3.3.1-1]; once acknowledged it is not sent again.
+#[test]
+fn qos1_redelivered_with_dup_on_reconnect() {
+    let b = TestBroker::start();
+    let mut c = Connect::new(Version::V311, "redeliver");
+    c.clean = false;
+    let (mut s, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    s.subscribe(1, &[("redo/t", 1)], &raw::Props::new());
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "redeliver-pub");
+    p.publish(&raw::Publish::new("redo/t", b"again").qos(1, 1));
+    let first = s.recv_publish();
+    let Packet::Publish { dup, payload, .. } = &first else {
+        unreachable!()
+    };
+    assert_eq!((payload.as_slice(), *dup), (&b"again"[..], false));
+    s.drop_abruptly();
+
+    let (mut s, present, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!((code, present), (0, true));
+    let again = s.recv_publish();
+    let Packet::Publish {
+        dup, payload, qos, ..
+    } = &again
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (payload.as_slice(), *dup, *qos),
+        (&b"again"[..], true, 1),
+        "redelivered with DUP"
+    );
+    s.ack_publish(&again);
+    s.send(&raw::disconnect(Version::V311, 0, &raw::Props::new()));
+    s.expect_closed();
+
+    let (mut s, _, _, _) = RawClient::connect(b.mqtt_addr(), &c);
+    p.publish(&raw::Publish::new("redo/t", b"marker").qos(1, 2));
+    let Packet::Publish { payload, .. } = s.recv_publish() else {
+        unreachable!()
+    };
+    assert_eq!(
+        payload, b"marker",
+        "an acknowledged message is not redelivered"
+    );
+}

@@ -763,3 +763,96 @@ fn qos2_duplicate_publish_delivered_once() {
         "duplicate QoS 2 PUBLISH forwarded twice"
     );
 }
+
+/// An unacknowledged QoS 2 message is resent with DUP 1 when the session resumes
+/// [MQTT-4.4.0-1]; after PUBREC the server resends PUBREL, not the PUBLISH [MQTT-4.4.0-2].
+#[test]
+fn qos2_redelivery_on_session_resume() {
+    let b = TestBroker::start();
+    let mut c = Connect::new(Version::V5, "redo5");
+    c.props = Props::new().with(Prop::U32(prop::SESSION_EXPIRY, 300));
+    let (mut s, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    s.subscribe(1, &[("redo5/t", 2)], &Props::new());
+    let mut p = v5conn(&b, "redo5-pub");
+    p.publish(&Publish::new("redo5/t", b"one").qos(2, 1));
+    p.publish(&Publish::new("redo5/t", b"two").qos(2, 2));
+    let m1 = s.recv_publish();
+    let m2 = s.recv_publish();
+    let pid1 = match &m1 {
+        Packet::Publish {
+            pid, dup: false, ..
+        } => *pid,
+        other => panic!("first delivery: {other:?}"),
+    };
+    let pid2 = match &m2 {
+        Packet::Publish { pid, .. } => *pid,
+        other => panic!("second delivery: {other:?}"),
+    };
+    // PUBREC the first only, then drop the connection.
+    s.send(&raw::ack(0x50, pid1));
+    s.recv_until(|x| matches!(x, Packet::Ack { kind: 6, .. }));
+    s.drop_abruptly();
+
+    c.clean = false;
+    let (mut s, present, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!((code, present), (0, true));
+    let mut got_pubrel = false;
+    let mut got_publish = false;
+    for _ in 0..2 {
+        match s.recv() {
+            Ok(Packet::Ack { kind: 6, pid, .. }) => {
+                assert_eq!(pid, pid1, "PUBREL resent for the PUBREC'd message");
+                got_pubrel = true;
+                s.send(&raw::ack(0x70, pid));
+            }
+            Ok(Packet::Publish {
+                pid, dup, payload, ..
+            }) => {
+                assert_eq!((pid, dup, payload.as_slice()), (pid2, true, &b"two"[..]));
+                got_publish = true;
+                s.send(&raw::ack(0x50, pid));
+                s.recv_until(|x| matches!(x, Packet::Ack { kind: 6, .. }));
+                s.send(&raw::ack(0x70, pid));
+            }
+            other => panic!("on resume: {other:?}"),
+        }
+    }
+    assert!(got_pubrel && got_publish);
+}
+
+/// A session whose Session Expiry Interval has passed is gone: the next connection with
+/// Clean Start 0 gets Session Present 0 (MQTT 5.0 §3.1.2.11.2).
+#[test]
+fn session_expires_after_interval() {
+    let b = TestBroker::start();
+    let mut c = Connect::new(Version::V5, "expires");
+    c.props = Props::new().with(Prop::U32(prop::SESSION_EXPIRY, 1));
+    let (mut s, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    s.subscribe(1, &[("expires/t", 1)], &Props::new());
+    s.send(&raw::disconnect(Version::V5, 0, &Props::new()));
+    s.expect_closed();
+    std::thread::sleep(Duration::from_millis(2500));
+    c.clean = false;
+    let (_s, present, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!((code, present), (0, false), "the session expired");
+}
+
+/// UNSUBSCRIBE answers one reason code per filter: 0x00 for a removed subscription, 0x11
+/// (No subscription existed) otherwise (MQTT 5.0 §3.11.3).
+#[test]
+fn unsuback_reason_codes() {
+    let b = TestBroker::start();
+    let mut s = v5conn(&b, "unsub5");
+    s.subscribe(1, &[("u5/a", 1)], &Props::new());
+    s.send(&raw::unsubscribe(Version::V5, 2, &["u5/a", "u5/never"]));
+    let ack = s.recv_until(|p| matches!(p, Packet::UnsubAck { .. }));
+    assert_eq!(
+        ack,
+        Packet::UnsubAck {
+            pid: 2,
+            codes: vec![0x00, 0x11]
+        }
+    );
+}

@@ -14,3 +14,7 @@ pub mod config;
 pub mod metrics;
 pub mod admin;
 pub mod cli;
+pub mod conn;
+pub mod engine;
+pub mod io;
+pub mod run;

@@ -28,16 +28,22 @@ pub enum DropReason {
     TooLarge = 3,
     /// The destination session disappeared before the delivery arrived.
     SessionGone = 4,
+    /// A QoS 0 message met a full output backlog (slow consumer).
+    OutputFull = 5,
+    /// A QoS 0 message for an offline session (not queued).
+    Qos0Offline = 6,
 }
 
 impl DropReason {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 5] = [
+    pub const LABELS: [&'static str; 7] = [
         "queue_full",
         "inbox_full",
         "expired",
         "too_large",
         "session_gone",
+        "output_full",
+        "qos0_offline",
     ];
 }
 
@@ -87,7 +93,7 @@ pub struct ThreadStats {
     /// PUBLISH packets sent to clients, by QoS.
     pub sent: [AtomicU64; 3],
     /// Messages dropped, by [`DropReason`].
-    pub dropped: [AtomicU64; 5],
+    pub dropped: [AtomicU64; 7],
     /// Bytes read from client sockets.
     pub bytes_received: AtomicU64,
     /// Bytes written to client sockets.

@@ -151,7 +151,10 @@ pub fn repair(dir: &Path) -> Result<Report, StoreError> {
 pub fn discard_corrupt(dir: &Path) -> Result<PathBuf, StoreError> {
     let path = db::file_in(dir);
     let bytes = file_len(&path)?.ok_or_else(|| {
-        StoreError::io(&path, io::Error::new(io::ErrorKind::NotFound, "no store file"))
+        StoreError::io(
+            &path,
+            io::Error::new(io::ErrorKind::NotFound, "no store file"),
+        )
     })?;
     let _lock = lock(&path)?;
     for n in 1..=MAX_DISCARDED_FILES {
@@ -270,9 +273,8 @@ fn inspect(file: &Path, shown: &Path, file_bytes: u64) -> Result<Report, StoreEr
             other => corrupt(&other),
         });
     }
-    let integrity = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        database.check_integrity()
-    }));
+    let integrity =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| database.check_integrity()));
     let clean = match integrity {
         Ok(Ok(clean)) => clean,
         Ok(Err(e)) => return Ok(corrupt(&e)),

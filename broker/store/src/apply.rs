@@ -7,7 +7,8 @@ use redb::{Table, WriteTransaction};
 
 use crate::batch::Op;
 use crate::db::{
-    self, Accounts, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, RETAINED, SESSIONS, WILLS,
+    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, RETAINED, SESSIONS,
+    WILLS,
 };
 use crate::error::QuotaLimit;
 
@@ -32,7 +33,7 @@ pub(crate) struct Tables<'txn> {
 }
 
 impl<'txn> Tables<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> DbResult<Self> {
         Ok(Tables {
             sessions: txn.open_table(SESSIONS)?,
             inflight: txn.open_table(INFLIGHT)?,
@@ -46,11 +47,7 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Persists the counters that changed; call once before commit.
-    pub(crate) fn flush_accounts(
-        &mut self,
-        acc: &mut Accounts,
-        now_unix_ms: u64,
-    ) -> Result<(), redb::Error> {
+    pub(crate) fn flush_accounts(&mut self, acc: &mut Accounts, now_unix_ms: u64) -> DbResult<()> {
         for client in acc.dirty.drain() {
             match acc.queues.get(&client) {
                 Some(m) => {
@@ -123,7 +120,7 @@ pub(crate) fn apply(
     acc: &mut Accounts,
     limits: &Limits,
     ops: &[Op],
-) -> Result<Applied, redb::Error> {
+) -> DbResult<Applied> {
     let mut out = Applied::default();
     for op in ops {
         apply_one(t, acc, limits, op, &mut out)?;
@@ -137,7 +134,7 @@ fn apply_one(
     limits: &Limits,
     op: &Op,
     out: &mut Applied,
-) -> Result<(), redb::Error> {
+) -> DbResult<()> {
     match op {
         Op::PutSession {
             client,
@@ -213,7 +210,10 @@ fn apply_one(
             }
         }
         Op::SetIncoming { client, packet_id } => {
-            if t.incoming.insert((client.as_str(), *packet_id), ())?.is_none() {
+            if t.incoming
+                .insert((client.as_str(), *packet_id), ())?
+                .is_none()
+            {
                 acc.bytes += key_bytes(client, 2);
             }
         }
@@ -258,7 +258,7 @@ fn set_inflight(
     client: &str,
     packet_id: u16,
     value: &[u8],
-) -> Result<(), redb::Error> {
+) -> DbResult<()> {
     if let Some(old) = t.inflight.insert((client, packet_id), value)? {
         acc.bytes -= key_bytes(client, 2 + old.value().len());
     }
@@ -266,7 +266,7 @@ fn set_inflight(
     Ok(())
 }
 
-fn clear_inflight(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> Result<(), redb::Error> {
+fn clear_inflight(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> DbResult<()> {
     let mut freed = 0;
     for row in t
         .inflight
@@ -279,7 +279,7 @@ fn clear_inflight(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> Resul
     Ok(())
 }
 
-fn clear_incoming(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> Result<(), redb::Error> {
+fn clear_incoming(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> DbResult<()> {
     let mut freed = 0;
     for row in t
         .incoming
@@ -298,7 +298,7 @@ fn remove_queue_range(
     client: &str,
     from: u64,
     to: u64,
-) -> Result<(), redb::Error> {
+) -> DbResult<()> {
     if from > to {
         return Ok(());
     }
@@ -325,7 +325,7 @@ fn remove_queue_range(
     Ok(())
 }
 
-fn delete_session(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> Result<(), redb::Error> {
+fn delete_session(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> DbResult<()> {
     if let Some(old) = t.sessions.remove(client)? {
         acc.bytes -= key_bytes(client, old.value().len());
         acc.sessions -= 1;

@@ -11,13 +11,37 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::error::{StoreError, from_open};
 
+/// redb's error, boxed: `redb::Error` is 160 bytes and travels through every fallible path.
+#[derive(Debug)]
+pub(crate) struct DbError(pub Box<redb::Error>);
+
+impl<E: Into<redb::Error>> From<E> for DbError {
+    fn from(e: E) -> Self {
+        DbError(Box::new(e.into()))
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Result of a redb operation.
+pub(crate) type DbResult<T> = Result<T, DbError>;
+
 /// On-disk format version written to the `meta` table.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 
 pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 pub(crate) const INFLIGHT: TableDefinition<(&str, u16), &[u8]> = TableDefinition::new("inflight");
-pub(crate) const INCOMING: TableDefinition<(&str, u16), ()> =
-    TableDefinition::new("incoming_qos2");
+pub(crate) const INCOMING: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
 pub(crate) const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
 /// client id -> (next sequence number, entries, bytes)
 pub(crate) const QUEUE_META: TableDefinition<&str, (u64, u64, u64)> =
@@ -58,12 +82,11 @@ pub(crate) struct Accounts {
 
 impl Accounts {
     /// Reads the persisted counters.
-    pub(crate) fn load(db: &Database) -> Result<Accounts, redb::Error> {
+    pub(crate) fn load(db: &Database) -> DbResult<Accounts> {
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let get = |key: &str| -> Result<u64, redb::Error> {
-            Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
-        };
+        let get =
+            |key: &str| -> DbResult<u64> { Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0)) };
         let mut acc = Accounts {
             bytes: get(META_BYTES)?,
             sessions: get(META_SESSIONS)?,
@@ -155,14 +178,14 @@ fn create_fresh(path: &Path, cache_bytes: usize) -> Result<(), StoreError> {
         let db = builder(cache_bytes)
             .create(&tmp)
             .map_err(|e| from_open(&tmp, e))?;
-        let txn = db.begin_write().map_err(|e| write_err(e.into()))?;
+        let txn = db.begin_write().map_err(write_err)?;
+        create_tables(&txn).map_err(StoreError::from_write)?;
         {
-            let mut meta = txn.open_table(META).map_err(|e| write_err(e.into()))?;
+            let mut meta = txn.open_table(META).map_err(write_err)?;
             meta.insert(META_FORMAT, FORMAT_VERSION)
-                .map_err(|e| write_err(e.into()))?;
-            create_tables(&txn).map_err(write_err)?;
+                .map_err(write_err)?;
         }
-        txn.commit().map_err(|e| write_err(e.into()))?;
+        txn.commit().map_err(write_err)?;
     }
     fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
     if let Some(dir) = path.parent() {
@@ -172,8 +195,8 @@ fn create_fresh(path: &Path, cache_bytes: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_err(e: redb::Error) -> StoreError {
-    StoreError::from_write(e)
+fn write_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::from_write(DbError::from(e))
 }
 
 /// Makes a rename or creation inside `dir` durable.
@@ -188,7 +211,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(d, e))
 }
 
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> DbResult<()> {
     txn.open_table(SESSIONS)?;
     txn.open_table(INFLIGHT)?;
     txn.open_table(INCOMING)?;
@@ -201,12 +224,12 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Er
 }
 
 pub(crate) fn check_format(path: &Path, db: &Database) -> Result<(), StoreError> {
-    let read = || -> Result<Option<u64>, redb::Error> {
+    let read = || -> DbResult<Option<u64>> {
         let txn = db.begin_read()?;
         let meta = match txn.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(DbError::from(e)),
         };
         Ok(meta.get(META_FORMAT)?.map(|v| v.value()))
     };
@@ -238,7 +261,7 @@ impl PanicError {
         } else {
             "panic with a non-string payload".to_owned()
         };
-        PanicError(format!("redb panicked reading the file: {msg}"))
+        PanicError(format!("redb panicked: {msg}"))
     }
 }
 

@@ -89,6 +89,16 @@ fn enospc_refuses_writes_then_recovers() {
         })
     };
     let store = Store::open_with(&cfg, opener).unwrap();
+    let session = crate::SessionRecord {
+        client_id: "c".into(),
+        session_expiry_interval_secs: crate::NEVER_EXPIRES,
+        disconnected_at_unix_ms: None,
+        protocol_version: 5,
+        subscriptions: vec![],
+        inflight: vec![],
+        incoming_qos2: vec![],
+    };
+    store.put_session(&session).wait().unwrap();
     store.enqueue("c", &message(100)).wait().unwrap();
 
     // The disk fills up: the file cannot grow past its current size.

@@ -154,13 +154,13 @@ impl StoreError {
     }
 
     /// Maps an error raised while writing: a full disk becomes `QuotaExceeded { DiskFull }`.
-    pub(crate) fn from_write(err: redb::Error) -> Self {
-        if let redb::Error::Io(io) = &err {
-            if is_disk_full(io) {
-                return StoreError::QuotaExceeded {
-                    limit: QuotaLimit::DiskFull,
-                };
-            }
+    pub(crate) fn from_write(err: crate::db::DbError) -> Self {
+        if let redb::Error::Io(io) = &*err.0
+            && is_disk_full(io)
+        {
+            return StoreError::QuotaExceeded {
+                limit: QuotaLimit::DiskFull,
+            };
         }
         StoreError::Storage {
             source: Arc::new(err),
@@ -183,8 +183,12 @@ pub(crate) fn from_open(path: &Path, err: redb::DatabaseError) -> StoreError {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
             path: path.to_path_buf(),
         },
+        // redb reports a short or foreign file as an I/O error of these kinds.
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() != io::ErrorKind::UnexpectedEof =>
+            if !matches!(
+                io.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+            ) =>
         {
             StoreError::io(path, io)
         }
@@ -203,7 +207,10 @@ mod tests {
             io::Error::other("bad magic"),
         );
         let text = err.to_string();
-        assert!(text.contains("/var/lib/halyard/store/halyard.redb"), "{text}");
+        assert!(
+            text.contains("/var/lib/halyard/store/halyard.redb"),
+            "{text}"
+        );
         assert!(
             text.contains("halyard store check --dir /var/lib/halyard/store"),
             "{text}"
@@ -213,7 +220,7 @@ mod tests {
 
     #[test]
     fn enospc_is_a_quota_error() {
-        let err = StoreError::from_write(redb::Error::Io(io::Error::from_raw_os_error(28)));
+        let err = StoreError::from_write(redb::Error::Io(io::Error::from_raw_os_error(28)).into());
         assert!(err.is_quota());
         assert!(matches!(
             err,
@@ -221,7 +228,7 @@ mod tests {
                 limit: QuotaLimit::DiskFull
             }
         ));
-        let other = StoreError::from_write(redb::Error::Io(io::Error::from_raw_os_error(5)));
+        let other = StoreError::from_write(redb::Error::Io(io::Error::from_raw_os_error(5)).into());
         assert!(!other.is_quota());
     }
 }

@@ -42,8 +42,7 @@ mod store;
 mod writer;
 
 pub use admin::{
-    CheckStatus, Counts, Discarded, Report, check, discard_corrupt, open_discarding_corrupt,
-    repair,
+    CheckStatus, Counts, Discarded, Report, check, discard_corrupt, open_discarding_corrupt, repair,
 };
 pub use batch::{Batch, Commit, CommitFuture, CommitResult, Committed};
 pub use config::{STORE_FILE_NAME, StoreConfig};

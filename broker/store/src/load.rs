@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::batch::Batch;
 use crate::db::{
-    INCOMING, INFLIGHT, META, META_LAST_COMMIT, QUEUE, RETAINED, SESSIONS, WILLS,
+    DbError, INCOMING, INFLIGHT, META, META_LAST_COMMIT, QUEUE, RETAINED, SESSIONS, WILLS,
 };
 use crate::error::StoreError;
 use crate::record::{
@@ -49,7 +49,7 @@ pub(crate) fn read_all(db: &Database, path: &Path) -> Result<RawState, StoreErro
 
 enum ReadError {
     Store(StoreError),
-    Redb(redb::Error),
+    Redb(DbError),
 }
 
 impl From<StoreError> for ReadError {
@@ -60,7 +60,7 @@ impl From<StoreError> for ReadError {
 
 impl<E: Into<redb::Error>> From<E> for ReadError {
     fn from(e: E) -> Self {
-        ReadError::Redb(e.into())
+        ReadError::Redb(DbError::from(e))
     }
 }
 

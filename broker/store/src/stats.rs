@@ -109,7 +109,11 @@ impl StoreStats {
             submissions: self.submissions.load(Relaxed),
             ops: self.ops.load(Relaxed),
             bytes_committed: self.bytes_committed.load(Relaxed),
-            commit_latency: self.commit_latency.iter().map(|c| c.load(Relaxed)).collect(),
+            commit_latency: self
+                .commit_latency
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .collect(),
             commit_latency_sum_us: self.commit_latency_sum_us.load(Relaxed),
             batch_sizes: self.batch_sizes.iter().map(|c| c.load(Relaxed)).collect(),
             store_bytes: self.store_bytes.load(Relaxed),

@@ -40,10 +40,10 @@ impl Drop for Inner {
             Ok(h) => h.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         };
-        if let Some(handle) = handle {
-            if handle.join().is_err() {
-                tracing::error!(file = %self.path.display(), "store writer thread panicked");
-            }
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!(file = %self.path.display(), "store writer thread panicked");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The writer thread: gathers submissions, applies them in one write transaction with
 //! `Durability::Immediate`, then completes every handle.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,7 +12,7 @@ use redb::{Database, Durability};
 
 use crate::apply::{self, Limits, Tables};
 use crate::batch::{Batch, CommitResult, Committed};
-use crate::db::Accounts;
+use crate::db::{Accounts, DbResult, PanicError};
 use crate::error::{QuotaLimit, StoreError};
 use crate::record::LoadedState;
 use crate::stats::StoreStats;
@@ -117,116 +118,85 @@ impl Writer {
             return;
         }
         let started = Instant::now();
+        let (replies, batches): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|s| (s.reply, s.batch)).unzip();
         if let Err(err) = self.ensure_open() {
-            fail_all(group.into_iter().map(|s| s.reply), &err);
+            fail_all(replies.into_iter(), &err);
             return;
         }
-        let Some(db) = self.db.as_ref() else {
-            return;
-        };
-        let mut txn = match db.begin_write() {
-            Ok(txn) => txn,
-            Err(e) => {
-                let err = StoreError::from_write(e.into());
-                fail_all(group.into_iter().map(|s| s.reply), &err);
-                self.after_failure(&err);
+        // redb asserts on some states after an I/O failure; a panic must not kill the
+        // writer (every later submission would fail with `Closed`).
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.transact(&batches)));
+        let err = match outcome {
+            Ok(Ok(done)) => {
+                if done.committed {
+                    let accepted = done.results.iter().filter(|r| r.is_ok()).count() as u64;
+                    self.stats
+                        .record_commit(started.elapsed(), accepted, done.ops, done.bytes);
+                    self.stats
+                        .queue_drops_limit
+                        .fetch_add(done.dropped_full, Relaxed);
+                    self.publish_gauges();
+                }
+                // Counters first, so that a woken caller sees them.
+                for limit in done.results.iter().filter_map(|r| r.as_ref().err()) {
+                    self.stats.record_rejection(*limit);
+                }
+                for (reply, result) in replies.into_iter().zip(done.results) {
+                    let _ = reply.send(result.map_err(|limit| StoreError::QuotaExceeded { limit }));
+                }
                 return;
             }
+            Ok(Err(e)) => StoreError::from_write(e),
+            Err(panic) => StoreError::Storage {
+                source: Arc::new(PanicError::from_payload(panic)),
+            },
         };
-        txn.set_durability(Durability::Immediate);
-        let mut done: Vec<(oneshot::Sender<CommitResult>, Committed)> =
-            Vec::with_capacity(group.len());
-        let (mut ops, mut bytes, mut dropped_full) = (0u64, 0u64, 0u64);
-        let mut failure: Option<redb::Error> = None;
-        match Tables::open(&txn) {
-            Err(e) => {
-                failure = Some(e);
-                done.extend(group.into_iter().map(|s| (s.reply, Committed::default())));
-            }
-            Ok(mut tables) => {
-                for sub in group {
-                    if failure.is_some() {
-                        done.push((sub.reply, Committed::default()));
-                        continue;
-                    }
-                    if let Err(limit) = apply::precheck(&sub.batch.ops, &self.acc, &self.limits) {
-                        self.stats.record_rejection(limit);
-                        let _ = sub.reply.send(Err(StoreError::QuotaExceeded { limit }));
-                        continue;
-                    }
-                    match apply::apply(&mut tables, &mut self.acc, &self.limits, &sub.batch.ops) {
-                        Ok(applied) => {
-                            ops += sub.batch.ops.len() as u64;
-                            bytes += sub.batch.cost as u64;
-                            dropped_full += applied.dropped_full;
-                            done.push((
-                                sub.reply,
-                                Committed {
-                                    seqs: applied.seqs,
-                                },
-                            ));
-                        }
-                        Err(e) => {
-                            failure = Some(e);
-                            done.push((sub.reply, Committed::default()));
-                        }
-                    }
-                }
-                if failure.is_none() && !done.is_empty() {
-                    if let Err(e) = tables.flush_accounts(&mut self.acc, now_unix_ms()) {
-                        failure = Some(e);
-                    }
-                }
-            }
-        }
-        if done.is_empty() {
-            // Everything was refused by a quota: nothing to write.
-            let _ = txn.abort();
-            return;
-        }
-        let outcome = match failure {
-            Some(e) => {
-                let _ = txn.abort();
-                Err(e)
-            }
-            None => txn.commit().map_err(redb::Error::from),
-        };
-        match outcome {
-            Ok(()) => {
-                let submissions = done.len() as u64;
-                self.stats
-                    .record_commit(started.elapsed(), submissions, ops, bytes);
-                self.stats.queue_drops_limit.fetch_add(dropped_full, Relaxed);
-                self.publish_gauges();
-                for (reply, committed) in done {
-                    let _ = reply.send(Ok(committed));
-                }
-            }
-            Err(e) => {
-                let err = StoreError::from_write(e);
-                tracing::warn!(file = %self.path.display(), error = %err, "group commit failed");
-                fail_all(done.into_iter().map(|(r, _)| r), &err);
-                self.after_failure(&err);
-            }
-        }
-    }
-
-    /// After a failed transaction the in-memory counters are stale; an I/O failure also
-    /// poisons redb's handle (it must be reopened).
-    fn after_failure(&mut self, err: &StoreError) {
+        tracing::warn!(file = %self.path.display(), error = %err, "group commit failed");
         self.stats.commit_failures.fetch_add(1, Relaxed);
-        if let StoreError::QuotaExceeded { limit } = err {
-            debug_assert_eq!(*limit, QuotaLimit::DiskFull);
+        if let StoreError::QuotaExceeded { limit } = &err {
             self.stats.record_rejection(*limit);
         }
-        let reload = self.db.as_ref().map(Accounts::load);
-        match reload {
-            Some(Ok(acc)) if !matches!(err, StoreError::QuotaExceeded { .. }) => self.acc = acc,
-            _ => {
-                // Drop the handle; the next group reopens the file (recovering it).
-                self.db = None;
+        // The in-memory counters are stale and, after an I/O error, redb's handle is
+        // poisoned: drop it; the next group reopens the file (redb recovers it).
+        self.db = None;
+        fail_all(replies.into_iter(), &err);
+    }
+
+    /// One write transaction over `batches`; refused batches leave no trace in it.
+    fn transact(&mut self, batches: &[Batch]) -> DbResult<Transacted> {
+        let db = self.db.as_ref().ok_or(redb::Error::PreviousIo)?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let mut done = Transacted {
+            results: Vec::with_capacity(batches.len()),
+            ..Transacted::default()
+        };
+        {
+            let mut tables = Tables::open(&txn)?;
+            for batch in batches {
+                if let Err(limit) = apply::precheck(&batch.ops, &self.acc, &self.limits) {
+                    done.results.push(Err(limit));
+                    continue;
+                }
+                let applied = apply::apply(&mut tables, &mut self.acc, &self.limits, &batch.ops)?;
+                done.ops += batch.ops.len() as u64;
+                done.bytes += batch.cost as u64;
+                done.dropped_full += applied.dropped_full;
+                done.results.push(Ok(Committed { seqs: applied.seqs }));
+            }
+            if done.results.iter().any(|r| r.is_ok()) {
+                tables.flush_accounts(&mut self.acc, now_unix_ms())?;
             }
         }
+        if done.results.iter().any(|r| r.is_ok()) {
+            txn.commit()?;
+            done.committed = true;
+        }
+        // Otherwise (everything refused) dropping `txn` aborts it; it wrote nothing.
+        // On an error above, dropping it is also the safe way out: redb's explicit abort
+        // asserts after a storage failure, its Drop does not.
+        Ok(done)
     }
 
     pub(crate) fn publish_gauges(&self) {
@@ -250,6 +220,18 @@ impl Writer {
         self.commit_group(vec![Submission { batch, reply: tx }]);
         rx.try_recv().unwrap_or(Err(StoreError::Closed))
     }
+}
+
+/// Outcome of one successful `transact`.
+#[derive(Debug, Default)]
+struct Transacted {
+    /// Per batch: committed, or refused by a quota.
+    results: Vec<Result<Committed, QuotaLimit>>,
+    ops: u64,
+    bytes: u64,
+    dropped_full: u64,
+    /// False when every batch was refused (no transaction was committed).
+    committed: bool,
 }
 
 fn fail_all(replies: impl Iterator<Item = oneshot::Sender<CommitResult>>, err: &StoreError) {

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use common::{config, msg, now_ms, session};
 use halyard_store::{
-    Batch, CheckStatus, NEVER_EXPIRES, STORE_FILE_NAME, Store, StoreError, check,
-    discard_corrupt, open_discarding_corrupt, repair,
+    Batch, CheckStatus, NEVER_EXPIRES, STORE_FILE_NAME, Store, StoreError, check, discard_corrupt,
+    open_discarding_corrupt, repair,
 };
 
 fn populate(dir: &Path) {
@@ -58,7 +58,11 @@ fn assert_way_out(dir: &Path) {
     let file = dir.join(STORE_FILE_NAME);
     let bad = fs::read(&file).unwrap();
     let moved = discard_corrupt(dir).unwrap();
-    assert_eq!(fs::read(&moved).unwrap(), bad, "the bad file is kept, not deleted");
+    assert_eq!(
+        fs::read(&moved).unwrap(),
+        bad,
+        "the bad file is kept, not deleted"
+    );
     assert!(!file.exists());
     let store = Store::open(&config(dir)).unwrap();
     let state = store.load_all(now_ms()).unwrap();
@@ -124,7 +128,10 @@ fn check_reports_clean_files_counts_and_locks() {
     let report = check(dir.path()).unwrap();
     assert_eq!(report.status, CheckStatus::Clean, "{report}");
     let counts = report.counts.unwrap();
-    assert_eq!((counts.sessions, counts.queued, counts.retained), (1, 200, 1));
+    assert_eq!(
+        (counts.sessions, counts.queued, counts.retained),
+        (1, 200, 1)
+    );
     assert_eq!(
         fs::read(dir.path().join(STORE_FILE_NAME)).unwrap(),
         before,
@@ -134,7 +141,11 @@ fn check_reports_clean_files_counts_and_locks() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers.len(), 1, "check leaves no scratch file: {leftovers:?}");
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "check leaves no scratch file: {leftovers:?}"
+    );
 
     let store = Store::open(&config(dir.path())).unwrap();
     assert!(matches!(

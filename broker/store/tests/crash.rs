@@ -72,7 +72,7 @@ fn writer(
             n,
             store.enqueue(&c, &msg("q", &n.to_le_bytes())),
         ));
-        if t == 0 && i % 5 == 0 {
+        if t == 0 && i.is_multiple_of(5) {
             let topic = format!("r/{}", i % 3);
             let commit = store.set_retained(&msg(&topic, &n.to_le_bytes()));
             window.push_back(Pending::Ret(topic, n, commit));
@@ -85,7 +85,7 @@ fn writer(
                     let seq = commit.wait().unwrap().seqs[0].unwrap();
                     out(format!("ACK-ENQ {c} {seq} {n}"));
                     acked_enq += 1;
-                    if acked_enq % 16 == 0 && seq >= 8 {
+                    if acked_enq.is_multiple_of(16) && seq >= 8 {
                         let upto = seq - 8;
                         out(format!("ISSUE-DEQ {c} {upto}"));
                         window.push_back(Pending::Deq(upto, store.dequeue_upto(&c, upto)));
@@ -222,12 +222,17 @@ fn crash_workload() {
     }
     let dir = tempfile::tempdir().unwrap();
     let lines = Mutex::new(Vec::new());
-    workload(dir.path(), Some(60), &|line| lines.lock().unwrap().push(line));
+    workload(dir.path(), Some(60), &|line| {
+        lines.lock().unwrap().push(line)
+    });
     let mut promises = Promises::default();
     for line in lines.into_inner().unwrap() {
         promises.absorb(&line);
     }
-    assert_eq!(promises.enqueued.values().map(BTreeMap::len).sum::<usize>(), 240);
+    assert_eq!(
+        promises.enqueued.values().map(BTreeMap::len).sum::<usize>(),
+        240
+    );
     promises.verify(dir.path());
 }
 
@@ -248,7 +253,12 @@ fn acknowledged_writes_survive_sigkill() {
     let mut promises = Promises::default();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_workload", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_workload",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

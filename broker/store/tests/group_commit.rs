@@ -4,8 +4,8 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 
-use common::{config, msg, now_ms};
-use halyard_store::{BATCH_SIZE_BUCKETS, Batch, Store, StoreConfig};
+use common::{config, msg, now_ms, session};
+use halyard_store::{BATCH_SIZE_BUCKETS, Batch, NEVER_EXPIRES, Store, StoreConfig};
 
 const THREADS: usize = 4;
 const PER_THREAD: usize = 25;
@@ -28,8 +28,18 @@ fn batches_close_on_the_size_threshold() {
         commit_max_bytes: cost * PER_COMMIT,
         ..config(dir.path())
     };
-    assert!(cfg.commit_max_bytes >= 4096, "payload too small for the config minimum");
+    assert!(
+        cfg.commit_max_bytes >= 4096,
+        "payload too small for the config minimum"
+    );
     let store = Store::open(&cfg).unwrap();
+    for t in 0..THREADS {
+        store
+            .put_session(&session(&format!("c{t}"), NEVER_EXPIRES, None))
+            .wait()
+            .unwrap();
+    }
+    let before = store.stats().snapshot();
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -52,13 +62,20 @@ fn batches_close_on_the_size_threshold() {
         assert_eq!(seqs, (0..PER_THREAD as u64).collect::<Vec<_>>());
     }
     let snap = store.stats().snapshot();
-    assert_eq!(snap.submissions, (THREADS * PER_THREAD) as u64);
-    assert_eq!(snap.commits, (THREADS * PER_THREAD / PER_COMMIT) as u64);
+    assert_eq!(
+        snap.submissions - before.submissions,
+        (THREADS * PER_THREAD) as u64
+    );
+    let commits = snap.commits - before.commits;
+    assert_eq!(commits, (THREADS * PER_THREAD / PER_COMMIT) as u64);
     let bucket = BATCH_SIZE_BUCKETS
         .iter()
         .position(|&b| PER_COMMIT as u64 <= b)
         .unwrap();
-    assert_eq!(snap.batch_sizes[bucket], snap.commits);
+    assert_eq!(
+        snap.batch_sizes[bucket] - before.batch_sizes[bucket],
+        commits
+    );
     let state = store.load_all(now_ms()).unwrap();
     assert_eq!(
         state.queues.values().map(Vec::len).sum::<usize>(),

@@ -4,8 +4,8 @@ mod common;
 
 use common::{block_on, config, expiring, msg, now_ms, session};
 use halyard_store::{
-    Batch, InflightEntry, InflightStage, NEVER_EXPIRES, QuotaLimit, Store, StoreConfig,
-    StoreError, WillRecord,
+    Batch, InflightEntry, InflightStage, NEVER_EXPIRES, QuotaLimit, Store, StoreConfig, StoreError,
+    WillRecord,
 };
 
 #[test]
@@ -79,10 +79,13 @@ fn removals_and_replacements_are_durable() {
         }
         b.set_retained(&msg("r/keep", b"old"))
             .set_retained(&msg("r/drop", b"x"));
-        b.put_will("c1", &WillRecord {
-            message: msg("w", b"w"),
-            fire_at_unix_ms: 1,
-        });
+        b.put_will(
+            "c1",
+            &WillRecord {
+                message: msg("w", b"w"),
+                fire_at_unix_ms: 1,
+            },
+        );
         store.submit(b).wait().unwrap();
 
         let mut b = Batch::new();
@@ -143,14 +146,21 @@ fn removals_and_replacements_are_durable() {
     store.put_session(&replaced).wait().unwrap();
     let state = store.load_all(now_ms()).unwrap();
     assert_eq!(state.sessions, vec![replaced]);
-    assert_eq!(state.queues["c1"].len(), 2, "put_session leaves the queue alone");
+    assert_eq!(
+        state.queues["c1"].len(),
+        2,
+        "put_session leaves the queue alone"
+    );
 }
 
 #[test]
 fn commit_handle_works_as_a_future_and_by_polling() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&config(dir.path())).unwrap();
-    store.put_session(&session("c", NEVER_EXPIRES, None)).wait().unwrap();
+    store
+        .put_session(&session("c", NEVER_EXPIRES, None))
+        .wait()
+        .unwrap();
     let committed = block_on(async { store.enqueue("c", &msg("t", b"x")).await }).unwrap();
     assert_eq!(committed.seqs, vec![Some(0)]);
 
@@ -177,6 +187,12 @@ fn small_limits(dir: &std::path::Path) -> StoreConfig {
 fn per_session_message_limit_refuses_whole_batch_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&small_limits(dir.path())).unwrap();
+    for c in ["c", "other"] {
+        store
+            .put_session(&session(c, NEVER_EXPIRES, None))
+            .wait()
+            .unwrap();
+    }
     for i in 0..3u8 {
         store.enqueue("c", &msg("t", &[i])).wait().unwrap();
     }
@@ -190,7 +206,8 @@ fn per_session_message_limit_refuses_whole_batch_and_counts() {
     ));
     // A batch is all or nothing: the allowed enqueue to "other" is not written either.
     let mut b = Batch::new();
-    b.enqueue("other", &msg("t", b"ok")).enqueue("c", &msg("t", b"no"));
+    b.enqueue("other", &msg("t", b"ok"))
+        .enqueue("c", &msg("t", b"no"));
     assert!(store.submit(b).wait().unwrap_err().is_quota());
     let snap = store.stats().snapshot();
     assert_eq!(snap.rejected_session_messages, 2);
@@ -223,7 +240,10 @@ fn per_session_byte_limit_and_store_limit() {
     };
     let store = Store::open(&cfg).unwrap();
     store.enqueue("c", &msg("t", &[0; 2000])).wait().unwrap();
-    let err = store.enqueue("c", &msg("t", &[0; 2000])).wait().unwrap_err();
+    let err = store
+        .enqueue("c", &msg("t", &[0; 2000]))
+        .wait()
+        .unwrap_err();
     assert!(matches!(
         err,
         StoreError::QuotaExceeded {
@@ -271,10 +291,13 @@ fn expiry_is_by_wall_clock_across_downtime() {
         b.enqueue("forever", &msg("t", b"keeps"));
         b.set_retained(&expiring("r/x", b"r", t0 + 5_000));
         b.set_retained(&msg("r/y", b"r"));
-        b.put_will("short", &WillRecord {
-            message: expiring("w", b"w", t0 + 20_000),
-            fire_at_unix_ms: t0 + 1_000,
-        });
+        b.put_will(
+            "short",
+            &WillRecord {
+                message: expiring("w", b"w", t0 + 20_000),
+                fire_at_unix_ms: t0 + 1_000,
+            },
+        );
         store.submit(b).wait().unwrap();
     }
     // Restart one second later: nothing expired.
@@ -283,7 +306,11 @@ fn expiry_is_by_wall_clock_across_downtime() {
     assert_eq!(state.sessions.len(), 2);
     assert_eq!(state.queues["forever"].len(), 2);
     assert_eq!(state.retained.len(), 2);
-    assert_eq!(state.wills.len(), 1, "a will whose delay passed is still returned");
+    assert_eq!(
+        state.wills.len(),
+        1,
+        "a will whose delay passed is still returned"
+    );
     assert_eq!(state.dropped, Default::default());
     drop(store);
 
@@ -304,7 +331,11 @@ fn expiry_is_by_wall_clock_across_downtime() {
     // 100 s after the disconnect the 60 s session is gone with its queue; the rest stays.
     let store = Store::open(&cfg).unwrap();
     let state = store.load_all(t0 + 100_000).unwrap();
-    let names: Vec<_> = state.sessions.iter().map(|s| s.client_id.as_str()).collect();
+    let names: Vec<_> = state
+        .sessions
+        .iter()
+        .map(|s| s.client_id.as_str())
+        .collect();
     assert_eq!(names, vec!["forever"]);
     assert!(!state.queues.contains_key("short"));
     assert_eq!(state.dropped.sessions, 1);

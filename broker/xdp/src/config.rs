@@ -41,14 +41,18 @@ pub enum XdpMode {
 pub struct XdpConfig {
     /// Load and attach the program at all (default false).
     pub enabled: bool,
-    /// Interfaces to attach to (names such as `eth0`); required when enabled.
+    /// Interfaces to attach to (names such as `eth0`); required when enabled. A TOML array
+    /// or one comma-separated string (the form environment overrides use).
+    #[serde(deserialize_with = "string_list")]
     pub interfaces: Vec<String>,
     /// Attach mode (default `auto`).
     pub mode: XdpMode,
     /// SYNs per second allowed per source address; above it SYNs are dropped (0 = off, default).
     pub syn_rate_limit: u32,
     /// Source prefixes exempt from the SYN limit, in CIDR form (`10.0.0.0/8`, `fd00::/8`);
-    /// a bare address means a single host. At most [`MAX_ALLOW_PREFIXES`].
+    /// a bare address means a single host. At most [`MAX_ALLOW_PREFIXES`]. A TOML array or
+    /// one comma-separated string.
+    #[serde(deserialize_with = "string_list")]
     pub allow: Vec<String>,
     /// Sources exported per scrape, busiest first (default 20, at most [`MAX_TOP_K`]).
     pub top_k: usize,
@@ -137,6 +141,25 @@ impl XdpConfig {
     }
 }
 
+/// A list of strings given as an array or as one comma-separated string.
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match List::deserialize(d)? {
+        List::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(String::from)
+            .collect(),
+        List::Many(v) => v,
+    })
+}
+
 fn config_err(field: &'static str, message: impl Into<String>) -> XdpError {
     XdpError::Config {
         field,
@@ -215,6 +238,15 @@ mod tests {
         assert_eq!(p[2].len, 128);
         let text = toml::to_string(&cfg).unwrap();
         assert_eq!(toml::from_str::<XdpConfig>(&text).unwrap(), cfg);
+    }
+
+    #[test]
+    fn lists_accept_a_comma_separated_string() {
+        let cfg: XdpConfig =
+            toml::from_str("interfaces = \"eth0, eth1\"\nallow = \"10.0.0.0/8,fd00::/8\"").unwrap();
+        assert_eq!(cfg.interfaces, ["eth0", "eth1"]);
+        assert_eq!(cfg.allow, ["10.0.0.0/8", "fd00::/8"]);
+        assert!(toml::from_str::<XdpConfig>("interfaces = 3").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use serde::Serialize;
 

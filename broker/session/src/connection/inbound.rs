@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use halyard_codec::{
-    Disconnect, MqttString, Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
-    Subscribe, UnsubAck, Unsubscribe,
+    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
-use super::{Connection, Incoming, State};
+use super::{Connection, Incoming, State, allowed_or_unspecified};
 use crate::error::{CloseReason, ProtocolError};
 use crate::event::{Event, SubscribeRequest};
 use crate::message::{Message, MessageProperties};
@@ -161,6 +161,11 @@ impl Connection {
                 return;
             };
             self.incoming.pop_front();
+            let kind = match i.qos {
+                QoS::ExactlyOnce => PacketType::PubRec,
+                _ => PacketType::PubAck,
+            };
+            let reason = allowed_or_unspecified(reason, kind);
             let ack = PubResponse {
                 reason_code: reason,
                 ..PubResponse::new(i.packet_id)
@@ -298,8 +303,9 @@ impl Connection {
             let code = match r.status {
                 Err(code) => code,
                 Ok(()) => match granted.get(i).copied() {
-                    Some(c) if c.0 <= 2 || !c.is_success() => c,
-                    _ => ReasonCode::UNSPECIFIED_ERROR,
+                    Some(c) if c.0 <= 2 => c,
+                    Some(c) => allowed_or_unspecified(c, PacketType::SubAck),
+                    None => ReasonCode::UNSPECIFIED_ERROR,
                 },
             };
             if let Some(qos) = QoS::from_u8(code.0)
@@ -357,11 +363,14 @@ impl Connection {
                 .session
                 .as_ref()
                 .is_some_and(|s| s.subscriptions().contains_key(f.as_str()));
-            let code = codes.get(i).copied().unwrap_or(if existed {
-                ReasonCode::SUCCESS
-            } else {
-                ReasonCode::NO_SUBSCRIPTION_EXISTED
-            });
+            let code = codes.get(i).copied().map_or(
+                if existed {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                },
+                |c| allowed_or_unspecified(c, PacketType::UnsubAck),
+            );
             if code == ReasonCode::SUCCESS
                 && let Some(s) = self.session.as_mut()
             {

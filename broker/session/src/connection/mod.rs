@@ -36,6 +36,16 @@ use crate::stats::ConnectionStats;
 
 pub use outbound::DeliverOutcome;
 
+/// `code` if MQTT 5.0 allows it in `packet`, else 0x80 (unspecified error), so that a
+/// server-chosen code can never make an acknowledgement unencodable.
+fn allowed_or_unspecified(code: ReasonCode, packet: PacketType) -> ReasonCode {
+    if code.allowed_in(packet) {
+        code
+    } else {
+        ReasonCode::UNSPECIFIED_ERROR
+    }
+}
+
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -438,7 +448,7 @@ impl Connection {
     fn send_disconnect(&mut self, reason: ReasonCode) {
         if self.is_v5() && self.state == State::Connected {
             self.send(&Packet::Disconnect(Disconnect {
-                reason_code: reason,
+                reason_code: allowed_or_unspecified(reason, PacketType::Disconnect),
                 ..Disconnect::default()
             }));
         }

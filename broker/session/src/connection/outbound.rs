@@ -98,6 +98,11 @@ impl Connection {
                 Err(d) => DeliverOutcome::Dropped(d),
             };
         }
+        if self.session.as_ref().is_some_and(|s| s.has_pending()) {
+            // Older messages first (normally a no-op: the queue is pumped whenever the
+            // window or the output frees).
+            self.pump(now);
+        }
         let Some(has_pending) = self.session.as_ref().map(|s| s.has_pending()) else {
             return DeliverOutcome::Dropped(Dropped::NotConnected);
         };

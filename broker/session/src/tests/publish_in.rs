@@ -381,3 +381,44 @@ fn complete_publish_for_an_unknown_id_is_ignored() {
     assert!(pair.recv().is_empty());
     assert!(!pair.conn.is_closed());
 }
+
+#[test]
+fn v5_server_codes_not_allowed_in_puback_become_0x80() {
+    let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    pair.publish("a", QoS::AtLeastOnce, 1);
+    pair.events();
+    pair.conn
+        .complete_publish(pair.now, 1, ReasonCode::PACKET_TOO_LARGE);
+    match pair.recv_one() {
+        Packet::PubAck(a) => assert_eq!(a.reason_code, ReasonCode::UNSPECIFIED_ERROR),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn qos2_completed_after_close_still_filters_the_resend() {
+    // A durable store may answer after the socket died: the id must still be recorded so
+    // the client's resend after reconnect is not routed twice.
+    let cfg = SessionConfig::default();
+    let mut pair = Pair::new(cfg.clone(), ProtocolVersion::V311);
+    let mut c = connect(ProtocolVersion::V311, "late");
+    c.clean_start = false;
+    pair.establish(c.clone(), None);
+    pair.publish("t", QoS::ExactlyOnce, 8);
+    pair.events();
+    pair.conn.socket_closed(pair.now);
+    pair.conn.complete_publish(pair.now, 8, ReasonCode::SUCCESS);
+    assert!(pair.recv().is_empty(), "nothing is sent once closed");
+    let conn = std::mem::replace(
+        &mut pair.conn,
+        crate::Connection::new(std::sync::Arc::new(cfg.clone()), pair.now),
+    );
+    let session = conn.into_session().unwrap();
+    assert_eq!(session.incoming_qos2_len(), 1);
+    let mut next = Pair::new(cfg, ProtocolVersion::V311);
+    next.establish(c, Some(session));
+    let mut p = publish("t", QoS::ExactlyOnce, 8);
+    p.dup = true;
+    next.send(Packet::Publish(p));
+    assert!(next.events().is_empty());
+}

@@ -1,0 +1,588 @@
+//! One task per client connection: socket bytes into the sans-IO `Connection`, its events
+//! answered by the engine, its output written back in one batched write.
+//!
+//! Memory per idle connection: one read buffer of `io.read_buffer_bytes` (4 KiB by default,
+//! held by the pending read), the `Connection` and `Session` state, a mailbox entry in the
+//! thread tables and an empty write buffer (allocated only while writing).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use compio::BufResult;
+use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_util::future::{Either, select};
+use halyard_codec::{QoS, ReasonCode, RetainHandling};
+use halyard_session::{
+    ClientId, ConnectRequest, Connection, ConnectionStats, DeliverOutcome, Delivery, Event,
+    Message, Session, SubscribeRequest, Will,
+};
+
+use crate::engine::publish::{self, Outbox};
+use crate::engine::thread::{ConnHandle, ConnMsg, ThreadCtx, count_drop};
+use crate::engine::{Claim, ConnRef, Route, SessionKey, SubValue, ThreadMsg};
+use crate::metrics::{DropReason, Limit};
+
+/// Largest write buffer capacity kept between writes; larger ones are freed after use.
+const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(ctx: Rc<ThreadCtx>, stream: TcpStream) {
+    let me = ConnRef {
+        thread: ctx.index,
+        conn: ctx.broker.next_conn_id(),
+    };
+    let handle = ConnHandle::new(me);
+    ctx.add_conn(handle.clone());
+    let stats = ctx.stats();
+    stats.connections.fetch_add(1, Relaxed);
+    stats.connections_accepted.fetch_add(1, Relaxed);
+    let now = Instant::now();
+    let mut task = ConnTask {
+        conn: Connection::new(ctx.broker.session_config.clone(), now),
+        outbox: Outbox::new(ctx.broker.inboxes.len()),
+        ctx: ctx.clone(),
+        handle,
+        stream,
+        me,
+        key: None,
+        route: None,
+        client_id: None,
+        accepted: false,
+        awaiting: None,
+        held: Vec::new(),
+        orphan: None,
+        closed_will: None,
+        last_stats: ConnectionStats::default(),
+    };
+    task.run().await;
+    task.finish().await;
+    ctx.remove_conn(me.conn);
+    ctx.stats().connections.fetch_sub(1, Relaxed);
+}
+
+/// Why the connection task woke up.
+enum Wake {
+    Read(BufResult<usize, Vec<u8>>),
+    Mail,
+    Timer,
+}
+
+struct ConnTask {
+    ctx: Rc<ThreadCtx>,
+    handle: Rc<ConnHandle>,
+    stream: TcpStream,
+    me: ConnRef,
+    conn: Connection,
+    outbox: Outbox,
+    key: Option<SessionKey>,
+    route: Option<Arc<Route>>,
+    client_id: Option<ClientId>,
+    /// `accept_connect` was called.
+    accepted: bool,
+    /// Waiting for a session handover until this deadline.
+    awaiting: Option<Instant>,
+    /// Deliveries that arrived while waiting for the handover.
+    held: Vec<Delivery>,
+    /// A session handed over when no longer waiting (kept for `finish`).
+    orphan: Option<Box<Session>>,
+    /// The will from `Event::Closed` (outer `Some` once closed).
+    closed_will: Option<Option<Will>>,
+    last_stats: ConnectionStats,
+}
+
+async fn read_some(stream: TcpStream, buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
+    let mut stream = stream;
+    stream.read(buf).await
+}
+
+impl ConnTask {
+    async fn run(&mut self) {
+        let cap = self.ctx.broker.config.io.read_buffer_bytes;
+        let mut read_fut = Some(Box::pin(read_some(
+            self.stream.clone(),
+            Vec::with_capacity(cap),
+        )));
+        let mut wbuf = BytesMut::new();
+        loop {
+            let wake = self.wait(&mut read_fut).await;
+            let now = Instant::now();
+            match wake {
+                Wake::Read(BufResult(Ok(n), buf)) if n > 0 => {
+                    self.conn.handle_bytes(now, &buf[..n]);
+                    if self.conn.is_closed() {
+                        read_fut = None;
+                    } else {
+                        read_fut = Some(Box::pin(read_some(self.stream.clone(), buf)));
+                    }
+                }
+                Wake::Read(_) => {
+                    read_fut = None;
+                    self.conn.socket_closed(now);
+                }
+                Wake::Mail => self.drain_mailbox(now),
+                Wake::Timer => {
+                    self.conn.handle_timeout(now);
+                    if self.awaiting.is_some_and(|d| d <= now) {
+                        tracing::warn!("session handover timed out");
+                        self.awaiting = None;
+                        self.conn.reject_connect(ReasonCode::SERVER_UNAVAILABLE);
+                    }
+                }
+            }
+            self.process_events(now).await;
+            self.flush_outbox().await;
+            if !self.write_output(&mut wbuf).await {
+                self.conn.socket_closed(Instant::now());
+                self.process_events(Instant::now()).await;
+            }
+            self.sync_stats();
+            if self.conn.is_closed() {
+                // Flush the final CONNACK/DISCONNECT, then close the socket.
+                let _ = self.write_output(&mut wbuf).await;
+                break;
+            }
+        }
+        drop(read_fut);
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Waits for input, a mailbox message or the next deadline.
+    async fn wait(
+        &self,
+        read_fut: &mut Option<
+            std::pin::Pin<Box<impl Future<Output = BufResult<usize, Vec<u8>>>>>,
+        >,
+    ) -> Wake {
+        let deadline = match (self.conn.poll_timeout(), self.awaiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timer = std::pin::pin!(async move {
+            match deadline {
+                Some(d) => compio::time::sleep_until(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        });
+        let mail = std::pin::pin!(self.handle.ready());
+        let other = select(mail, timer);
+        match read_fut {
+            Some(rf) => match select(rf.as_mut(), other).await {
+                Either::Left((r, _)) => Wake::Read(r),
+                Either::Right((Either::Left(_), _)) => Wake::Mail,
+                Either::Right((Either::Right(_), _)) => Wake::Timer,
+            },
+            None => match other.await {
+                Either::Left(_) => Wake::Mail,
+                Either::Right(_) => Wake::Timer,
+            },
+        }
+    }
+
+    fn drain_mailbox(&mut self, now: Instant) {
+        for msg in self.handle.take_all() {
+            match msg {
+                ConnMsg::Deliver(d) => self.deliver(now, d),
+                ConnMsg::Release | ConnMsg::Discard => {
+                    self.conn.disconnect(ReasonCode::SESSION_TAKEN_OVER);
+                }
+                ConnMsg::Shutdown => self.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN),
+                ConnMsg::Handover(session) => {
+                    if self.awaiting.take().is_some() && !self.conn.is_closed() {
+                        self.conn.accept_connect(now, Some(*session), true);
+                        self.accepted = true;
+                        for d in std::mem::take(&mut self.held) {
+                            self.deliver(now, d);
+                        }
+                    } else {
+                        self.orphan = Some(session);
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, now: Instant, d: Delivery) {
+        if self.awaiting.is_some() {
+            self.held.push(d);
+            return;
+        }
+        if let DeliverOutcome::Dropped(reason) = self.conn.deliver(now, d) {
+            // Connection-level drops are counted from ConnectionStats in `sync_stats`;
+            // queue drops are the session's and counted here.
+            if matches!(
+                reason,
+                halyard_session::Dropped::QueueFull
+                    | halyard_session::Dropped::Qos0Offline
+                    | halyard_session::Dropped::Expired
+            ) {
+                count_drop(self.ctx.stats(), reason);
+            }
+        }
+    }
+
+    async fn process_events(&mut self, now: Instant) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Connect(req) => self.on_connect(*req, now).await,
+                Event::Publish { packet_id, message } => {
+                    self.on_publish(&message);
+                    if let Some(id) = packet_id {
+                        self.conn.complete_publish(now, id, ReasonCode::SUCCESS);
+                    }
+                }
+                Event::Subscribe {
+                    packet_id,
+                    requests,
+                } => self.on_subscribe(now, packet_id, &requests),
+                Event::Unsubscribe { packet_id, filters } => {
+                    let codes = filters
+                        .iter()
+                        .map(|f| match self.key {
+                            Some(key) if self.ctx.broker.remove_subscription(key, f) => {
+                                ReasonCode::SUCCESS
+                            }
+                            _ => ReasonCode::NO_SUBSCRIPTION_EXISTED,
+                        })
+                        .collect();
+                    self.ctx.broker.update_subscription_gauge();
+                    self.conn.complete_unsubscribe(now, packet_id, codes);
+                }
+                Event::Closed { will, reason } => {
+                    tracing::debug!(client_id = ?self.client_id, ?reason, "connection closed");
+                    self.closed_will = Some(will);
+                }
+            }
+        }
+    }
+
+    async fn on_connect(&mut self, req: ConnectRequest, now: Instant) {
+        if self.ctx.shutting_down.get() {
+            self.conn.reject_connect(ReasonCode::SERVER_UNAVAILABLE);
+            return;
+        }
+        let broker = self.ctx.broker.clone();
+        self.client_id = Some(req.client_id.clone());
+        match broker.claim(&req.client_id, req.clean_start, self.me) {
+            Err(e) => {
+                tracing::warn!(client_id = %req.client_id, error = %e, "connect refused");
+                self.ctx.stats().hit_limit(Limit::MaxSessions);
+                self.conn.reject_connect(ReasonCode::QUOTA_EXCEEDED);
+            }
+            Ok(Claim::New { key, route }) => {
+                self.start(key, route);
+                self.conn.accept_connect(now, None, false);
+                self.accepted = true;
+            }
+            Ok(Claim::Replaced {
+                key,
+                route,
+                old_key,
+                old_thread,
+            }) => {
+                self.start(key, route);
+                self.conn.accept_connect(now, None, false);
+                self.accepted = true;
+                broker
+                    .send_to(old_thread, ThreadMsg::Discard { key: old_key })
+                    .await;
+            }
+            Ok(Claim::Resume {
+                key,
+                route,
+                from_thread,
+            }) => {
+                self.awaiting = Some(now + broker.session_config.connect_timeout);
+                if from_thread == self.ctx.index {
+                    self.ctx.release(key).await;
+                    self.start(key, route);
+                } else {
+                    self.start(key, route);
+                    broker
+                        .send_to(from_thread, ThreadMsg::Release { key })
+                        .await;
+                }
+                // A local release may have handed the session over already.
+                if !self.handle.is_empty() {
+                    self.drain_mailbox(now);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, key: SessionKey, route: Arc<Route>) {
+        self.key = Some(key);
+        self.route = Some(route);
+        self.ctx.set_conn_session(key, self.me.conn);
+    }
+
+    fn on_publish(&mut self, message: &Arc<Message>) {
+        let broker = &self.ctx.broker;
+        if message.retain {
+            publish::update_retained(broker, self.ctx.stats(), message);
+        }
+        publish::route(broker, message, &mut self.outbox);
+    }
+
+    fn on_subscribe(&mut self, now: Instant, packet_id: u16, requests: &[SubscribeRequest]) {
+        let (Some(key), Some(route), Some(client_id)) =
+            (self.key, self.route.clone(), self.client_id.clone())
+        else {
+            return;
+        };
+        let broker = self.ctx.broker.clone();
+        let mut granted = Vec::with_capacity(requests.len());
+        let mut retained: Vec<Delivery> = Vec::new();
+        for r in requests {
+            if let Err(code) = r.status {
+                granted.push(code);
+                continue;
+            }
+            let value = SubValue {
+                route: route.clone(),
+                client_id: client_id.clone(),
+                options: r.options,
+                subscription_id: r.subscription_id,
+            };
+            let inserted = match &r.share_group {
+                Some(group) => broker.trie.insert_shared(group, &r.topic_filter, key, value),
+                None => broker.trie.insert(&r.topic_filter, key, value),
+            };
+            if inserted.is_err() {
+                granted.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            granted.push(ReasonCode::granted(r.options.qos));
+            let send_retained = match r.options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendAtSubscribeIfNew => r.is_new,
+                RetainHandling::DoNotSend => false,
+            };
+            // Retained messages are not sent for shared subscriptions [MQTT-3.8.4-?].
+            if send_retained && r.share_group.is_none() {
+                broker.retained.for_each_match(&r.topic_filter, |_, m| {
+                    retained.push(Delivery {
+                        message: m.clone(),
+                        qos: min_qos(r.options.qos, m.qos),
+                        retain: true,
+                        subscription_ids: r.subscription_id.into_iter().collect(),
+                    });
+                });
+            }
+        }
+        broker.update_subscription_gauge();
+        self.conn.complete_subscribe(now, packet_id, granted);
+        for d in retained {
+            self.deliver(now, d);
+        }
+    }
+
+    /// Sends collected deliveries: local ones straight to the thread's tables, others as one
+    /// batch per destination thread. A full inbox drops QoS 0 deliveries (counted) and waits
+    /// for room for QoS 1/2 ones (back-pressure on this publisher).
+    async fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let batches: Vec<(usize, Vec<crate::engine::Routed>)> = self.outbox.drain().collect();
+        for (thread, batch) in batches {
+            if thread == self.ctx.index {
+                self.ctx.deliver_local(batch).await;
+                continue;
+            }
+            let Some(tx) = self.ctx.broker.inboxes.get(thread) else {
+                continue;
+            };
+            match tx.try_send(ThreadMsg::Deliver(batch)) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(ThreadMsg::Deliver(batch))) => {
+                    let stats = self.ctx.stats();
+                    stats.hit_limit(Limit::InboxCapacity);
+                    let (reliable, best_effort): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .partition(|r| r.delivery.qos != QoS::AtMostOnce);
+                    for _ in &best_effort {
+                        stats.drop_message(DropReason::InboxFull);
+                    }
+                    if !reliable.is_empty() {
+                        let _ = tx.send_async(ThreadMsg::Deliver(reliable)).await;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Moves the connection's output to the socket; false when the socket failed.
+    async fn write_output(&mut self, wbuf: &mut BytesMut) -> bool {
+        let max = self.ctx.broker.config.limits.max_write_buffer_bytes;
+        loop {
+            while wbuf.len() < max && self.conn.poll_transmit(wbuf) {}
+            if wbuf.is_empty() {
+                return true;
+            }
+            let buf = std::mem::take(wbuf);
+            let BufResult(res, mut buf) = self.stream.write_all(buf).await;
+            buf.clear();
+            if buf.capacity() <= KEEP_WRITE_CAPACITY {
+                *wbuf = buf;
+            }
+            if res.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Adds the connection's counter deltas to the thread's metrics.
+    fn sync_stats(&mut self) {
+        let s = *self.conn.stats();
+        let l = self.last_stats;
+        let t = self.ctx.stats();
+        t.bytes_received.fetch_add(s.bytes_in - l.bytes_in, Relaxed);
+        t.bytes_sent.fetch_add(s.bytes_out - l.bytes_out, Relaxed);
+        for q in 0..3 {
+            t.received[q].fetch_add(s.publish_in[q] - l.publish_in[q], Relaxed);
+            t.sent[q].fetch_add(s.publish_out[q] - l.publish_out[q], Relaxed);
+        }
+        let (d, ld) = (s.dropped, l.dropped);
+        let add = |reason: DropReason, n: u64| {
+            if n > 0 {
+                t.dropped[reason as usize].fetch_add(n, Relaxed);
+            }
+        };
+        add(DropReason::TooLarge, d.too_large - ld.too_large);
+        add(DropReason::TooLarge, d.unencodable - ld.unencodable);
+        add(DropReason::OutputFull, d.output_full - ld.output_full);
+        add(DropReason::Expired, d.expired - ld.expired);
+        add(DropReason::SessionGone, d.not_connected - ld.not_connected);
+        self.last_stats = s;
+    }
+
+    /// After close: decide the session's fate (park offline, hand over, or end) and the
+    /// will's (publish now, after its delay, or never).
+    async fn finish(&mut self) {
+        let now = Instant::now();
+        if !self.conn.is_closed() {
+            self.conn.socket_closed(now);
+        }
+        self.process_events(now).await;
+        self.flush_outbox().await;
+        for msg in self.handle.take_all() {
+            if let ConnMsg::Handover(s) = msg {
+                self.orphan = Some(s);
+            }
+        }
+        let (Some(key), Some(client_id)) = (self.key, self.client_id.clone()) else {
+            return;
+        };
+        let will = self.closed_will.take().flatten();
+        let filters: Vec<String> = self
+            .conn
+            .session()
+            .map(|s| s.subscriptions().keys().cloned().collect())
+            .unwrap_or_default();
+        let conn = std::mem::replace(
+            &mut self.conn,
+            Connection::new(self.ctx.broker.session_config.clone(), now),
+        );
+        let session = conn.into_session().map(Box::new).or(self.orphan.take());
+        let fate = self.decide(&client_id, key, session.is_some());
+        self.ctx.clear_conn_session(key, self.me.conn);
+        let ctx = self.ctx.clone();
+        match fate {
+            Fate::Park => {
+                if let Some(s) = session {
+                    let will = self.will_now_or_later(&client_id, will, true);
+                    ctx.park_offline(key, s, will, now);
+                }
+            }
+            Fate::Wait => {}
+            Fate::HandTo(to) => {
+                if let Some(s) = session {
+                    ctx.send_handover(to, key, s).await;
+                }
+                // The session continues on a new connection: a delayed will is cancelled.
+                let _ = self.will_now_or_later(&client_id, will, false);
+            }
+            Fate::End => {
+                let extra: Vec<String> = session
+                    .map(|s| s.subscriptions().keys().cloned().collect())
+                    .unwrap_or_default();
+                ctx.broker.remove_subscriptions(
+                    key,
+                    filters.iter().chain(extra.iter()).map(String::as_str),
+                );
+                if let Some(w) = will {
+                    ctx.publish_will(&client_id, &w);
+                }
+            }
+        }
+    }
+
+    /// Publishes a will with no delay now; returns a delayed one when `keep_delayed`.
+    fn will_now_or_later(
+        &self,
+        client_id: &ClientId,
+        will: Option<Will>,
+        keep_delayed: bool,
+    ) -> Option<Will> {
+        let w = will?;
+        if w.delay() == Duration::ZERO {
+            self.ctx.publish_will(client_id, &w);
+            None
+        } else if keep_delayed {
+            Some(w)
+        } else {
+            None
+        }
+    }
+
+    /// Updates the registry for a closing connection and says what happens to the session.
+    fn decide(&self, client_id: &ClientId, key: SessionKey, have_session: bool) -> Fate {
+        let broker = &self.ctx.broker;
+        let mut reg = broker.registry();
+        let fate = match reg.get_mut(client_id) {
+            Some(e) if e.key == key && e.conn == Some(self.me) => {
+                if have_session {
+                    e.conn = None;
+                    Fate::Park
+                } else if self.accepted {
+                    reg.remove(client_id);
+                    Fate::End
+                } else {
+                    // Still waiting for a handover: the session will be parked on arrival.
+                    e.conn = None;
+                    Fate::Wait
+                }
+            }
+            Some(e) if e.key == key => match e.conn {
+                Some(to) => Fate::HandTo(to),
+                None => Fate::Park,
+            },
+            _ => Fate::End,
+        };
+        let len = reg.len();
+        drop(reg);
+        broker.update_session_gauge(len);
+        fate
+    }
+}
+
+/// What happens to a closing connection's session.
+enum Fate {
+    /// Kept offline on this thread.
+    Park,
+    /// Handed to the connection that claimed it.
+    HandTo(ConnRef),
+    /// Ended: subscriptions removed, will published.
+    End,
+    /// Not here yet (in transit); parked when it arrives.
+    Wait,
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if a.as_u8() <= b.as_u8() { a } else { b }
+}

@@ -1,0 +1,344 @@
+//! The broker engine: state shared by every I/O thread ([`Broker`]) and the messages the
+//! threads exchange ([`ThreadMsg`]).
+//!
+//! Ownership model: a connection and the [`Session`] it owns live on the thread that accepted
+//! the socket. A session outlives its connection on that thread ("offline") until it expires
+//! or a new connection claims it. The registry (client id -> [`RegEntry`]) is the single
+//! arbiter of who owns a session; it is locked only on CONNECT and on close, never on the
+//! publish path. Publishers find subscribers in the lock-free [`SubscriptionTrie`], whose
+//! values carry an [`Route`] (the session's current thread, an atomic that moves with the
+//! session), and hand deliveries to that thread in batches through its bounded inbox.
+//!
+//! Takeover protocol (client id X, old owner thread A, new connection on thread B):
+//! 1. B locks the registry, records itself as X's connection (`RegEntry::conn`), points the
+//!    route at B, unlocks, and sends [`ThreadMsg::Release`] to A.
+//! 2. A disconnects X's old connection with 0x8E (or takes the offline session out of its
+//!    table), then reads the registry's *current* claimant and sends it the session with
+//!    [`ThreadMsg::Handover`]. A claimant that vanished meanwhile gets it forwarded or
+//!    parked offline, so a session is never lost in a race.
+//! 3. B resumes it with `accept_connect(Some(session), true)`.
+//!
+//! Deliveries that reach a thread after the session left are forwarded once along the route.
+
+pub mod publish;
+pub mod thread;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use halyard_codec::SubscriptionOptions;
+use halyard_session::{ClientId, Delivery, Message, Session, SessionConfig};
+use halyard_topics::{RetainedIndex, SubscriptionTrie};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Identifies one session incarnation; a clean start creates a new key for the same client id.
+pub type SessionKey = u64;
+
+/// Where a session currently lives. Shared by all its trie entries; updated on takeover.
+#[derive(Debug)]
+pub struct Route {
+    thread: AtomicUsize,
+}
+
+impl Route {
+    /// A route to `thread`.
+    pub fn new(thread: usize) -> Arc<Self> {
+        Arc::new(Route {
+            thread: AtomicUsize::new(thread),
+        })
+    }
+
+    /// The owning thread.
+    pub fn thread(&self) -> usize {
+        self.thread.load(Ordering::Acquire)
+    }
+
+    /// Moves the session to `thread`.
+    pub fn set_thread(&self, thread: usize) {
+        self.thread.store(thread, Ordering::Release);
+    }
+}
+
+/// The value stored in the subscription trie for one subscription.
+#[derive(Debug, Clone)]
+pub struct SubValue {
+    /// Where the subscribing session lives.
+    pub route: Arc<Route>,
+    /// The subscriber's client id (for No Local).
+    pub client_id: ClientId,
+    /// Options with the granted QoS.
+    pub options: SubscriptionOptions,
+    /// Subscription Identifier (5.0).
+    pub subscription_id: Option<u32>,
+}
+
+/// A connection somewhere in the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    /// The I/O thread owning it.
+    pub thread: usize,
+    /// Its id, unique in the process.
+    pub conn: u64,
+}
+
+/// The registry's record of one client id.
+#[derive(Debug)]
+pub struct RegEntry {
+    /// The current session incarnation.
+    pub key: SessionKey,
+    /// Its route.
+    pub route: Arc<Route>,
+    /// The connection that owns or is claiming the session; `None` while offline.
+    pub conn: Option<ConnRef>,
+}
+
+/// What a CONNECT got from the registry.
+#[derive(Debug)]
+pub enum Claim {
+    /// No session existed: start a new one.
+    New {
+        /// The new session key.
+        key: SessionKey,
+        /// Its route (already pointing at the claiming thread).
+        route: Arc<Route>,
+    },
+    /// Clean start replaced an existing session, which must be discarded on `old_thread`.
+    Replaced {
+        /// The new session key.
+        key: SessionKey,
+        /// Its route.
+        route: Arc<Route>,
+        /// The discarded session.
+        old_key: SessionKey,
+        /// Where the discarded session lives.
+        old_thread: usize,
+    },
+    /// The existing session must be released by `from_thread` and handed over.
+    Resume {
+        /// The session key.
+        key: SessionKey,
+        /// Its route (now pointing at the claiming thread).
+        route: Arc<Route>,
+        /// Where the session was.
+        from_thread: usize,
+    },
+}
+
+/// Messages between I/O threads (through each thread's bounded inbox).
+#[derive(Debug)]
+pub enum ThreadMsg {
+    /// Deliveries for sessions owned by the receiving thread.
+    Deliver(Vec<Routed>),
+    /// Give session `key` to the registry's current claimant (disconnecting its connection
+    /// with 0x8E first).
+    Release {
+        /// The session.
+        key: SessionKey,
+    },
+    /// End session `key` (replaced by a clean start): disconnect with 0x8E and drop it.
+    Discard {
+        /// The session.
+        key: SessionKey,
+    },
+    /// A session for connection `to`.
+    Handover {
+        /// The claiming connection.
+        to: ConnRef,
+        /// The session's key.
+        key: SessionKey,
+        /// The session (boxed: it is large and moves between threads).
+        session: Box<Session>,
+    },
+    /// Stop accepting and disconnect every client (0x8B).
+    Shutdown,
+}
+
+/// One delivery on its way to a session.
+#[derive(Debug)]
+pub struct Routed {
+    /// The target session.
+    pub key: SessionKey,
+    /// Its route (to forward when the session moved).
+    pub route: Arc<Route>,
+    /// The delivery.
+    pub delivery: Delivery,
+}
+
+/// Why a CONNECT was refused by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// `limits.max_sessions` sessions exist already.
+    #[error("session limit reached")]
+    TooManySessions,
+}
+
+/// State shared by all I/O threads.
+#[derive(Debug)]
+pub struct Broker {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The session layer's configuration (built from `[mqtt]`).
+    pub session_config: Arc<SessionConfig>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Topic filter -> subscriptions.
+    pub trie: SubscriptionTrie<SessionKey, SubValue>,
+    /// Retained messages by topic.
+    pub retained: RetainedIndex<Arc<Message>>,
+    registry: Mutex<HashMap<ClientId, RegEntry>>,
+    /// One inbox sender per I/O thread.
+    pub inboxes: Vec<flume::Sender<ThreadMsg>>,
+    next_key: AtomicU64,
+    next_conn: AtomicU64,
+}
+
+impl Broker {
+    /// A broker for `inboxes.len()` threads.
+    pub fn new(
+        config: Arc<Config>,
+        session_config: Arc<SessionConfig>,
+        metrics: Arc<Metrics>,
+        inboxes: Vec<flume::Sender<ThreadMsg>>,
+    ) -> Self {
+        let limits = session_config.topic_limits;
+        Broker {
+            config,
+            session_config,
+            metrics,
+            trie: SubscriptionTrie::new(limits),
+            retained: RetainedIndex::new(limits),
+            registry: Mutex::new(HashMap::new()),
+            inboxes,
+            next_key: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn new_key(&self) -> SessionKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Locks the registry (CONNECT / close paths only).
+    pub fn registry(&self) -> MutexGuard<'_, HashMap<ClientId, RegEntry>> {
+        // A panic while holding this lock leaves the map itself consistent (every update is
+        // a single insert/remove/field store), so continuing with the inner value is safe.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the registry size as the `halyard_sessions` gauge.
+    pub fn update_session_gauge(&self, len: usize) {
+        self.metrics
+            .sessions
+            .store(i64::try_from(len).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Records `me` as the connection of `client_id` and says what to do with any existing
+    /// session (see the module documentation).
+    pub fn claim(
+        &self,
+        client_id: &ClientId,
+        clean_start: bool,
+        me: ConnRef,
+    ) -> Result<Claim, ClaimError> {
+        let mut reg = self.registry();
+        let claim = match reg.get_mut(client_id) {
+            None => {
+                if reg.len() >= self.config.limits.max_sessions {
+                    return Err(ClaimError::TooManySessions);
+                }
+                let key = self.new_key();
+                let route = Route::new(me.thread);
+                reg.insert(
+                    client_id.clone(),
+                    RegEntry {
+                        key,
+                        route: route.clone(),
+                        conn: Some(me),
+                    },
+                );
+                Claim::New { key, route }
+            }
+            Some(entry) if clean_start => {
+                let old_key = entry.key;
+                let old_thread = entry.route.thread();
+                let key = self.new_key();
+                let route = Route::new(me.thread);
+                *entry = RegEntry {
+                    key,
+                    route: route.clone(),
+                    conn: Some(me),
+                };
+                Claim::Replaced {
+                    key,
+                    route,
+                    old_key,
+                    old_thread,
+                }
+            }
+            Some(entry) => {
+                let from_thread = entry.route.thread();
+                entry.conn = Some(me);
+                entry.route.set_thread(me.thread);
+                Claim::Resume {
+                    key: entry.key,
+                    route: entry.route.clone(),
+                    from_thread,
+                }
+            }
+        };
+        self.update_session_gauge(reg.len());
+        Ok(claim)
+    }
+
+    /// Sends `msg` to `thread`'s inbox, waiting while it is full (used for control messages
+    /// and QoS 1/2 batches: back-pressure instead of loss).
+    pub async fn send_to(&self, thread: usize, msg: ThreadMsg) {
+        if let Some(tx) = self.inboxes.get(thread) {
+            if let Err(flume::TrySendError::Full(msg)) = tx.try_send(msg) {
+                if let Some(stats) = self.metrics.threads.get(thread) {
+                    stats.hit_limit(crate::metrics::Limit::InboxCapacity);
+                }
+                // The receiver lives as long as the thread; an error means it has exited.
+                let _ = tx.send_async(msg).await;
+            }
+        }
+    }
+
+    /// Removes every subscription of session `key` given its full filters.
+    pub fn remove_subscriptions<'a>(
+        &self,
+        key: SessionKey,
+        filters: impl IntoIterator<Item = &'a str>,
+    ) {
+        for filter in filters {
+            self.remove_subscription(key, filter);
+        }
+        self.update_subscription_gauge();
+    }
+
+    /// Removes one subscription by its full filter (with any `$share/` prefix); returns
+    /// whether it existed.
+    pub fn remove_subscription(&self, key: SessionKey, filter: &str) -> bool {
+        match self.session_config.topic_limits.parse_shared_subscription(filter) {
+            Ok(Some(shared)) => self
+                .trie
+                .remove_shared(shared.group, shared.filter, &key)
+                .is_some(),
+            _ => self.trie.remove(filter, &key).is_some(),
+        }
+    }
+
+    /// Publishes the trie size as the `halyard_subscriptions` gauge.
+    pub fn update_subscription_gauge(&self) {
+        let n = i64::try_from(self.trie.len()).unwrap_or(i64::MAX);
+        self.metrics.subscriptions.store(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,133 @@
+//! The publish path: retained update, trie match, per-session merge, per-thread batching.
+//! Takes no lock except the retained index's (only for RETAIN=1 messages).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use halyard_codec::QoS;
+use halyard_session::{Delivery, Message};
+use halyard_topics::Match;
+use smallvec::SmallVec;
+
+use super::{Broker, Routed, SessionKey, SubValue};
+use crate::metrics::{Limit, ThreadStats};
+
+/// Deliveries collected during one batch of input, grouped by destination thread.
+#[derive(Debug)]
+pub struct Outbox {
+    per_thread: Vec<Vec<Routed>>,
+}
+
+impl Outbox {
+    /// An empty outbox for `threads` threads.
+    pub fn new(threads: usize) -> Self {
+        Outbox {
+            per_thread: (0..threads).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.per_thread.iter().all(Vec::is_empty)
+    }
+
+    /// Adds one delivery for the thread in its route.
+    pub fn push(&mut self, routed: Routed) {
+        let t = routed.route.thread();
+        if let Some(batch) = self.per_thread.get_mut(t) {
+            batch.push(routed);
+        }
+    }
+
+    /// Takes the non-empty batches as (thread, batch).
+    pub fn drain(&mut self) -> impl Iterator<Item = (usize, Vec<Routed>)> + '_ {
+        self.per_thread
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(t, b)| (t, std::mem::take(b)))
+    }
+}
+
+/// One session's merged view of the subscriptions a topic matched.
+struct Target {
+    value: SubValue,
+    qos: QoS,
+    retain_as_published: bool,
+    ids: SmallVec<[u32; 2]>,
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if a.as_u8() <= b.as_u8() { a } else { b }
+}
+
+/// Stores or deletes the retained message for `message.topic` [MQTT-3.3.1-5]
+/// [MQTT-3.3.1-6] [MQTT-3.3.1-7].
+pub fn update_retained(broker: &Broker, stats: &ThreadStats, message: &Arc<Message>) {
+    if message.payload.is_empty() {
+        broker.retained.remove(&message.topic);
+    } else {
+        let exists = broker.retained.get_with(&message.topic, |_| ()).is_some();
+        if !exists && broker.retained.len() >= broker.config.limits.max_retained_messages {
+            stats.hit_limit(Limit::MaxRetainedMessages);
+            return;
+        }
+        if let Err(e) = broker.retained.set(&message.topic, message.clone()) {
+            tracing::debug!(error = %e, "retained message not stored");
+        }
+    }
+    let n = i64::try_from(broker.retained.len()).unwrap_or(i64::MAX);
+    broker
+        .metrics
+        .retained
+        .store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Matches `message` and pushes one delivery per matching session into `outbox`:
+/// No Local applied [MQTT-3.8.3-3]; overlapping subscriptions of a session merged into one
+/// copy at the highest granted QoS carrying every subscription identifier [MQTT-3.3.4-2]
+/// [MQTT-3.3.4-3]; one member per shared group, round robin. Returns the number of sessions.
+pub fn route(broker: &Broker, message: &Arc<Message>, outbox: &mut Outbox) -> usize {
+    let mut targets: HashMap<SessionKey, Target> = HashMap::new();
+    let publisher = message.publisher.as_deref();
+    let mut add = |key: SessionKey, value: &SubValue, no_local_applies: bool| {
+        if no_local_applies && value.options.no_local && publisher == Some(&*value.client_id) {
+            return;
+        }
+        let t = targets.entry(key).or_insert_with(|| Target {
+            value: value.clone(),
+            qos: value.options.qos,
+            retain_as_published: false,
+            ids: SmallVec::new(),
+        });
+        if value.options.qos.as_u8() > t.qos.as_u8() {
+            t.qos = value.options.qos;
+        }
+        t.retain_as_published |= value.options.retain_as_published;
+        if let Some(id) = value.subscription_id {
+            t.ids.push(id);
+        }
+    };
+    broker.trie.for_each_match(&message.topic, |m| match m {
+        Match::Subscriber { key, value, .. } => add(*key, value, true),
+        Match::Shared(group) => {
+            if let Some((key, value)) = group.pick_round_robin() {
+                add(*key, value, false);
+            }
+        }
+    });
+    let n = targets.len();
+    for (key, t) in targets {
+        outbox.push(Routed {
+            key,
+            route: t.value.route.clone(),
+            delivery: Delivery {
+                message: message.clone(),
+                qos: min_qos(t.qos, message.qos),
+                retain: t.retain_as_published && message.retain,
+                subscription_ids: t.ids,
+            },
+        });
+    }
+    n
+}

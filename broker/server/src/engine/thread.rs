@@ -1,0 +1,516 @@
+//! Per-I/O-thread state: the sessions and connections the thread owns, its inbox, offline
+//! session timers (session expiry, delayed wills).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use halyard_session::{ClientId, Delivery, Dropped, SESSION_NEVER_EXPIRES, Session, Will};
+
+use super::publish::{self, Outbox};
+use super::{Broker, ConnRef, Routed, SessionKey, ThreadMsg};
+use crate::metrics::{DropReason, Limit, ThreadStats};
+
+/// How often the thread checks offline-session deadlines (session expiry, will delay).
+pub const TIMER_TICK: Duration = Duration::from_millis(100);
+
+/// Commands for one connection task, queued in its mailbox.
+#[derive(Debug)]
+pub enum ConnMsg {
+    /// A message to deliver.
+    Deliver(Delivery),
+    /// Another connection claimed the session: disconnect with 0x8E and hand it over.
+    Release,
+    /// A clean start replaced the session: disconnect with 0x8E and end it.
+    Discard,
+    /// The session this (claiming) connection waits for.
+    Handover(Box<Session>),
+    /// The broker is stopping: disconnect with 0x8B.
+    Shutdown,
+}
+
+/// The part of a connection the thread can reach: its mailbox and waker.
+#[derive(Debug)]
+pub struct ConnHandle {
+    /// The connection's identity.
+    pub me: ConnRef,
+    mailbox: RefCell<VecDeque<ConnMsg>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ConnHandle {
+    /// A handle for connection `me`.
+    pub fn new(me: ConnRef) -> Rc<Self> {
+        Rc::new(ConnHandle {
+            me,
+            mailbox: RefCell::new(VecDeque::new()),
+            waker: RefCell::new(None),
+        })
+    }
+
+    /// Queues a command and wakes the connection task.
+    pub fn push(&self, msg: ConnMsg) {
+        self.mailbox.borrow_mut().push_back(msg);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.mailbox.borrow().len()
+    }
+
+    /// Whether the mailbox is empty.
+    pub fn is_empty(&self) -> bool {
+        self.mailbox.borrow().is_empty()
+    }
+
+    /// Takes every queued command.
+    pub fn take_all(&self) -> VecDeque<ConnMsg> {
+        std::mem::take(&mut *self.mailbox.borrow_mut())
+    }
+
+    /// Resolves when the mailbox is non-empty.
+    pub async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            if self.mailbox.borrow().is_empty() {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await
+    }
+}
+
+/// A session the thread holds while no connection owns it.
+#[derive(Debug)]
+struct Offline {
+    session: Box<Session>,
+    client_id: ClientId,
+    expires_at: Option<Instant>,
+    will: Option<(Will, Instant)>,
+}
+
+/// Who holds a session on this thread.
+#[derive(Debug)]
+enum Local {
+    /// A connection (connected, or claiming and waiting for a handover).
+    Conn(u64),
+    /// Nobody: the thread keeps it.
+    Offline(Offline),
+}
+
+/// What a timer deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Will,
+    Expiry,
+}
+
+/// State of one I/O thread. Lives in an `Rc`: only that thread's tasks touch it.
+#[derive(Debug)]
+pub struct ThreadCtx {
+    /// Thread number.
+    pub index: usize,
+    /// Shared broker state.
+    pub broker: Arc<Broker>,
+    conns: RefCell<HashMap<u64, Rc<ConnHandle>>>,
+    sessions: RefCell<HashMap<SessionKey, Local>>,
+    timers: RefCell<BTreeMap<(Instant, SessionKey, TimerKind), ()>>,
+    /// Set when the broker is stopping.
+    pub shutting_down: Cell<bool>,
+    /// Notified (woken) when shutdown starts, for the accept loop.
+    shutdown_waker: RefCell<Option<Waker>>,
+}
+
+impl ThreadCtx {
+    /// Context of thread `index`.
+    pub fn new(index: usize, broker: Arc<Broker>) -> Rc<Self> {
+        Rc::new(ThreadCtx {
+            index,
+            broker,
+            conns: RefCell::new(HashMap::new()),
+            sessions: RefCell::new(HashMap::new()),
+            timers: RefCell::new(BTreeMap::new()),
+            shutting_down: Cell::new(false),
+            shutdown_waker: RefCell::new(None),
+        })
+    }
+
+    /// This thread's counters.
+    pub fn stats(&self) -> &ThreadStats {
+        &self.broker.metrics.threads[self.index]
+    }
+
+    /// Registers a new connection.
+    pub fn add_conn(&self, handle: Rc<ConnHandle>) {
+        self.conns.borrow_mut().insert(handle.me.conn, handle);
+    }
+
+    /// Forgets a finished connection.
+    pub fn remove_conn(&self, conn: u64) {
+        self.conns.borrow_mut().remove(&conn);
+    }
+
+    /// Open connections on this thread.
+    pub fn conn_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Records that connection `conn` holds session `key`.
+    pub fn set_conn_session(&self, key: SessionKey, conn: u64) {
+        self.sessions.borrow_mut().insert(key, Local::Conn(conn));
+    }
+
+    /// Forgets `key` if connection `conn` still holds it.
+    pub fn clear_conn_session(&self, key: SessionKey, conn: u64) {
+        let mut sessions = self.sessions.borrow_mut();
+        if matches!(sessions.get(&key), Some(Local::Conn(c)) if *c == conn) {
+            sessions.remove(&key);
+        }
+    }
+
+    /// Resolves once shutdown has started.
+    pub async fn shutdown_started(&self) {
+        std::future::poll_fn(|cx| {
+            if self.shutting_down.get() {
+                std::task::Poll::Ready(())
+            } else {
+                *self.shutdown_waker.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Drains the thread's inbox until every sender is gone.
+    pub async fn run_inbox(self: Rc<Self>, inbox: flume::Receiver<ThreadMsg>) {
+        while let Ok(msg) = inbox.recv_async().await {
+            self.handle_msg(msg).await;
+            // Drain what else is there without yielding per message.
+            while let Ok(msg) = inbox.try_recv() {
+                self.handle_msg(msg).await;
+            }
+        }
+    }
+
+    async fn handle_msg(&self, msg: ThreadMsg) {
+        match msg {
+            ThreadMsg::Deliver(batch) => self.deliver_local(batch).await,
+            ThreadMsg::Release { key } => self.release(key).await,
+            ThreadMsg::Discard { key } => self.discard(key).await,
+            ThreadMsg::Handover { to, key, session } => self.handover(to, key, session).await,
+            ThreadMsg::Shutdown => self.start_shutdown(),
+        }
+    }
+
+    fn start_shutdown(&self) {
+        self.shutting_down.set(true);
+        if let Some(w) = self.shutdown_waker.borrow_mut().take() {
+            w.wake();
+        }
+        for handle in self.conns.borrow().values() {
+            handle.push(ConnMsg::Shutdown);
+        }
+    }
+
+    /// Hands deliveries to local connections and offline sessions; forwards those whose
+    /// session moved to another thread.
+    pub async fn deliver_local(&self, batch: Vec<Routed>) {
+        let now = Instant::now();
+        let mut forward = Outbox::new(self.broker.inboxes.len());
+        {
+            let cap = self.mailbox_cap();
+            let conns = self.conns.borrow();
+            let mut sessions = self.sessions.borrow_mut();
+            for routed in batch {
+                match sessions.get_mut(&routed.key) {
+                    Some(Local::Conn(id)) => match conns.get(id) {
+                        Some(h) if h.len() < cap => h.push(ConnMsg::Deliver(routed.delivery)),
+                        Some(_) => {
+                            self.stats().drop_message(DropReason::QueueFull);
+                            self.stats().hit_limit(Limit::MaxQueuedMessages);
+                        }
+                        None => self.stats().drop_message(DropReason::SessionGone),
+                    },
+                    Some(Local::Offline(off)) => {
+                        if let Err(d) = off.session.enqueue(now, routed.delivery) {
+                            count_drop(self.stats(), d);
+                        }
+                    }
+                    None if routed.route.thread() != self.index => forward.push(routed),
+                    None => self.stats().drop_message(DropReason::SessionGone),
+                }
+            }
+        }
+        for (thread, batch) in forward.drain() {
+            if let Some(tx) = self.broker.inboxes.get(thread)
+                && tx.try_send(ThreadMsg::Deliver(batch)).is_err()
+            {
+                self.stats().drop_message(DropReason::InboxFull);
+            }
+        }
+    }
+
+    /// Mailbox limit per connection: what the session could queue plus its window.
+    fn mailbox_cap(&self) -> usize {
+        let m = &self.broker.config.mqtt;
+        m.max_queued_messages + usize::from(m.max_inflight)
+    }
+
+    /// Releases session `key` to the registry's current claimant.
+    pub async fn release(&self, key: SessionKey) {
+        let local = self.sessions.borrow_mut().remove(&key);
+        match local {
+            Some(Local::Conn(id)) => {
+                // The connection hands the session over when it has closed.
+                self.sessions.borrow_mut().insert(key, Local::Conn(id));
+                if let Some(h) = self.conns.borrow().get(&id) {
+                    h.push(ConnMsg::Release);
+                }
+            }
+            Some(Local::Offline(off)) => {
+                let claimant = {
+                    let reg = self.broker.registry();
+                    reg.get(&off.client_id)
+                        .filter(|e| e.key == key)
+                        .and_then(|e| e.conn)
+                };
+                match claimant {
+                    Some(to) => self.send_handover(to, key, off.session).await,
+                    None => self.end_offline(key, off),
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Sends a session to a claiming connection, on this thread or another.
+    pub async fn send_handover(&self, to: ConnRef, key: SessionKey, session: Box<Session>) {
+        if to.thread == self.index {
+            Box::pin(self.handover(to, key, session)).await;
+        } else {
+            let msg = ThreadMsg::Handover { to, key, session };
+            self.broker.send_to(to.thread, msg).await;
+        }
+    }
+
+    /// A session arrives for connection `to` (on this thread).
+    async fn handover(&self, to: ConnRef, key: SessionKey, session: Box<Session>) {
+        if let Some(h) = self.conns.borrow().get(&to.conn) {
+            h.push(ConnMsg::Handover(session));
+            return;
+        }
+        // The claimant is gone: forward to a newer claimant, or keep the session offline.
+        let client_id = session.client_id().clone();
+        let claimant = {
+            let reg = self.broker.registry();
+            match reg.get(&client_id) {
+                Some(e) if e.key == key => Ok(e.conn),
+                _ => Err(()),
+            }
+        };
+        match claimant {
+            Ok(Some(next)) if next != to => Box::pin(self.send_handover(next, key, session)).await,
+            Ok(_) => {
+                if let Some(route) = self.route_of(&client_id, key) {
+                    route.set_thread(self.index);
+                }
+                let now = Instant::now();
+                self.park_offline(key, session, None, now);
+            }
+            Err(()) => {
+                let filters: Vec<String> = session.subscriptions().keys().cloned().collect();
+                self.broker
+                    .remove_subscriptions(key, filters.iter().map(String::as_str));
+            }
+        }
+    }
+
+    fn route_of(&self, client_id: &ClientId, key: SessionKey) -> Option<Arc<super::Route>> {
+        let reg = self.broker.registry();
+        reg.get(client_id)
+            .filter(|e| e.key == key)
+            .map(|e| e.route.clone())
+    }
+
+    /// Ends session `key` because a clean start replaced it.
+    async fn discard(&self, key: SessionKey) {
+        let local = self.sessions.borrow_mut().remove(&key);
+        match local {
+            Some(Local::Conn(id)) => {
+                self.sessions.borrow_mut().insert(key, Local::Conn(id));
+                if let Some(h) = self.conns.borrow().get(&id) {
+                    h.push(ConnMsg::Discard);
+                }
+            }
+            Some(Local::Offline(off)) => self.end_offline(key, off),
+            None => {}
+        }
+    }
+
+    /// Keeps a session whose connection closed, with its expiry and delayed will.
+    pub fn park_offline(
+        &self,
+        key: SessionKey,
+        session: Box<Session>,
+        will: Option<Will>,
+        now: Instant,
+    ) {
+        let expiry = session.expiry_interval();
+        let expires_at = (expiry != SESSION_NEVER_EXPIRES)
+            .then(|| now + Duration::from_secs(u64::from(expiry)));
+        let will = will.map(|w| {
+            let delay = w.delay().min(Duration::from_secs(u64::from(expiry)));
+            let at = now + delay;
+            (w, at)
+        });
+        let mut timers = self.timers.borrow_mut();
+        if let Some(at) = expires_at {
+            timers.insert((at, key, TimerKind::Expiry), ());
+        }
+        if let Some((_, at)) = &will {
+            timers.insert((*at, key, TimerKind::Will), ());
+        }
+        let client_id = session.client_id().clone();
+        self.sessions.borrow_mut().insert(
+            key,
+            Local::Offline(Offline {
+                session,
+                client_id,
+                expires_at,
+                will,
+            }),
+        );
+    }
+
+    /// Drops an offline session: its subscriptions go, its pending will is published now
+    /// (the session ended [MQTT-3.1.3-9]).
+    fn end_offline(&self, key: SessionKey, off: Offline) {
+        let filters: Vec<String> = off.session.subscriptions().keys().cloned().collect();
+        self.broker
+            .remove_subscriptions(key, filters.iter().map(String::as_str));
+        if let Some((will, _)) = off.will {
+            self.publish_will(&off.client_id, &will);
+        }
+    }
+
+    /// Publishes a will message now (routes it like a PUBLISH from `client_id`).
+    pub fn publish_will(&self, client_id: &ClientId, will: &Will) {
+        let now = Instant::now();
+        let msg = Arc::new(will.to_message(now, Some(client_id.clone())));
+        let stats = self.stats();
+        if msg.retain {
+            publish::update_retained(&self.broker, stats, &msg);
+        }
+        let mut outbox = Outbox::new(self.broker.inboxes.len());
+        publish::route(&self.broker, &msg, &mut outbox);
+        let broker = self.broker.clone();
+        // Flush from a task: the caller may hold borrows of this context.
+        compio::runtime::spawn(async move {
+            for (thread, batch) in outbox.drain() {
+                broker.send_to(thread, ThreadMsg::Deliver(batch)).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Fires due offline-session timers; runs forever (one task per thread).
+    pub async fn run_timers(self: Rc<Self>) {
+        loop {
+            compio::time::sleep(TIMER_TICK).await;
+            self.fire_due(Instant::now());
+        }
+    }
+
+    fn fire_due(&self, now: Instant) {
+        loop {
+            let due = {
+                let mut timers = self.timers.borrow_mut();
+                match timers.first_key_value() {
+                    Some((&(at, key, kind), _)) if at <= now => {
+                        timers.remove(&(at, key, kind));
+                        Some((at, key, kind))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((at, key, kind)) = due else { return };
+            match kind {
+                TimerKind::Will => self.fire_will(key, at),
+                TimerKind::Expiry => self.fire_expiry(key, at),
+            }
+        }
+    }
+
+    fn fire_will(&self, key: SessionKey, at: Instant) {
+        let will = {
+            let mut sessions = self.sessions.borrow_mut();
+            match sessions.get_mut(&key) {
+                Some(Local::Offline(off)) if off.will.as_ref().is_some_and(|(_, t)| *t == at) => {
+                    off.will.take().map(|(w, _)| (off.client_id.clone(), w))
+                }
+                _ => None,
+            }
+        };
+        if let Some((client_id, will)) = will {
+            self.publish_will(&client_id, &will);
+        }
+    }
+
+    fn fire_expiry(&self, key: SessionKey, at: Instant) {
+        let off = {
+            let mut sessions = self.sessions.borrow_mut();
+            match sessions.get(&key) {
+                Some(Local::Offline(off)) if off.expires_at == Some(at) => {}
+                _ => return,
+            }
+            let Some(Local::Offline(off)) = sessions.remove(&key) else {
+                return;
+            };
+            off
+        };
+        // Expire only if nobody is claiming the session right now.
+        let mut reg = self.broker.registry();
+        let claimed = match reg.get(&off.client_id) {
+            Some(e) if e.key == key && e.conn.is_some() => true,
+            Some(e) if e.key == key => {
+                reg.remove(&off.client_id);
+                false
+            }
+            _ => false,
+        };
+        let len = reg.len();
+        drop(reg);
+        self.broker.update_session_gauge(len);
+        if claimed {
+            // A Release is on its way; keep the session until it arrives.
+            self.sessions.borrow_mut().insert(key, Local::Offline(off));
+        } else {
+            self.end_offline(key, off);
+        }
+    }
+}
+
+/// Counts a session-layer drop in the thread's metrics.
+pub fn count_drop(stats: &ThreadStats, d: Dropped) {
+    let reason = match d {
+        Dropped::QueueFull => {
+            stats.queue_limit_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.hit_limit(Limit::MaxQueuedMessages);
+            DropReason::QueueFull
+        }
+        Dropped::Expired => DropReason::Expired,
+        Dropped::TooLarge | Dropped::Unencodable => DropReason::TooLarge,
+        Dropped::OutputFull => DropReason::OutputFull,
+        Dropped::Qos0Offline => DropReason::Qos0Offline,
+        Dropped::NotConnected => DropReason::SessionGone,
+    };
+    stats.drop_message(reason);
+}

@@ -1,0 +1,171 @@
+//! I/O plumbing: choosing the compio driver (io_uring or epoll) and building the per-thread
+//! SO_REUSEPORT listeners.
+
+use std::io;
+use std::net::SocketAddr;
+
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::runtime::{Runtime, RuntimeBuilder};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Backend;
+
+/// Why the I/O layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// `io.backend = "uring"` but the kernel refused io_uring.
+    #[error("io.backend = \"uring\" but io_uring is unavailable: {0}")]
+    UringUnavailable(io::Error),
+    /// The compio runtime could not be built.
+    #[error("cannot start the {backend} runtime: {source}")]
+    Runtime {
+        /// The backend being built.
+        backend: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// The name used in metrics and `/status` for a driver.
+pub fn driver_name(t: DriverType) -> &'static str {
+    match t {
+        DriverType::IoUring => "uring",
+        _ => "epoll",
+    }
+}
+
+/// Checks whether the kernel lets this process create an io_uring (seccomp filters in
+/// containers often refuse it with EPERM; old kernels answer ENOSYS).
+pub fn probe_io_uring() -> io::Result<()> {
+    // struct io_uring_params is 120 bytes; zeroed means "no flags".
+    let mut params = [0u64; 15];
+    // SAFETY: io_uring_setup reads and writes exactly one io_uring_params struct at the
+    // pointer, which points at 120 writable, zeroed bytes that outlive the call.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor the kernel just returned to us and nothing else owns.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
+/// Builds a compio runtime for `backend`: `Epoll` forces polling, `Uring` forces io_uring
+/// (failing if refused), `Auto` uses io_uring when the probe succeeds and the kernel
+/// supports the operations compio needs, else epoll (logged once by the caller).
+pub fn build_runtime(backend: Backend, entries: u32) -> Result<Runtime, IoError> {
+    let mut proactor = ProactorBuilder::new();
+    proactor.capacity(entries);
+    match backend {
+        Backend::Epoll => {
+            proactor.driver_type(DriverType::Poll);
+        }
+        Backend::Uring => {
+            probe_io_uring().map_err(IoError::UringUnavailable)?;
+            proactor.driver_type(DriverType::IoUring);
+        }
+        Backend::Auto => {
+            if probe_io_uring().is_err() {
+                proactor.driver_type(DriverType::Poll);
+            }
+        }
+    }
+    let rt = RuntimeBuilder::new()
+        .with_proactor(proactor)
+        .build()
+        .map_err(|source| IoError::Runtime {
+            backend: backend.as_str(),
+            source,
+        })?;
+    if backend == Backend::Uring && !rt.driver_type().is_iouring() {
+        return Err(IoError::UringUnavailable(io::Error::other(
+            "the runtime fell back to polling",
+        )));
+    }
+    Ok(rt)
+}
+
+/// Binds `count` listening sockets on `addr` with SO_REUSEPORT, so the kernel spreads
+/// incoming connections across the I/O threads. With port 0 the first socket picks the port
+/// and the others bind to the same one.
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+) -> Result<Vec<std::net::TcpListener>, IoError> {
+    let mut out = Vec::with_capacity(count);
+    let mut bind_addr = addr;
+    for _ in 0..count {
+        let sock = reuseport_socket(bind_addr, backlog).map_err(|source| IoError::Bind {
+            addr: bind_addr,
+            source,
+        })?;
+        let listener: std::net::TcpListener = sock.into();
+        if bind_addr.port() == 0 {
+            bind_addr = listener.local_addr().map_err(|source| IoError::Bind {
+                addr: bind_addr,
+                source,
+            })?;
+        }
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+fn reuseport_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(sock)
+}
+
+/// Binds a plain listener (the admin server).
+pub fn bind_plain(addr: SocketAddr) -> Result<std::net::TcpListener, IoError> {
+    let sock = (|| {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(128)?;
+        Ok::<_, io::Error>(sock)
+    })()
+    .map_err(|source| IoError::Bind { addr, source })?;
+    Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuseport_listeners_share_one_port() {
+        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 3, 16).unwrap();
+        let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
+    }
+
+    #[test]
+    fn epoll_runtime_is_polling() {
+        let rt = build_runtime(Backend::Epoll, 64).unwrap();
+        assert_eq!(driver_name(rt.driver_type()), "epoll");
+    }
+
+    #[test]
+    fn auto_runtime_matches_the_probe() {
+        let rt = build_runtime(Backend::Auto, 64).unwrap();
+        if probe_io_uring().is_err() {
+            assert_eq!(driver_name(rt.driver_type()), "epoll");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `halyard run`: start the I/O threads, the admin server, wait for SIGTERM/SIGINT, stop.
+
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::{Either, select};
+use halyard_codec::QoS;
+use halyard_session::SessionConfig;
+
+use crate::admin::{Admin, ListenerInfo, NodeInfo};
+use crate::config::{Backend, Config, QueuePolicy};
+use crate::engine::thread::ThreadCtx;
+use crate::engine::{Broker, ThreadMsg};
+use crate::io;
+use crate::metrics::{Limit, Metrics};
+
+/// Time the I/O threads get to disconnect their clients on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Maps the `[mqtt]` and `[limits]` sections onto the session layer's configuration.
+pub fn session_config(config: &Config) -> SessionConfig {
+    let m = &config.mqtt;
+    SessionConfig {
+        connect_timeout: Duration::from_secs(m.connect_timeout_secs),
+        max_keepalive: if m.max_keepalive_secs == 0 {
+            u16::MAX
+        } else {
+            m.max_keepalive_secs
+        },
+        receive_maximum: m.receive_maximum,
+        max_packet_size: m.max_packet_size,
+        topic_alias_maximum: m.topic_alias_max,
+        max_inflight: m.max_inflight,
+        max_queued_messages: m.max_queued_messages,
+        queue_policy: match m.queue_policy {
+            QueuePolicy::DropNew => halyard_session::QueuePolicy::DropNewest,
+            QueuePolicy::DropOldest => halyard_session::QueuePolicy::DropOldest,
+        },
+        max_pending_output: config.limits.max_write_buffer_bytes,
+        retain_available: m.retain_available,
+        wildcard_subscription_available: m.wildcard_subscriptions,
+        shared_subscription_available: m.shared_subscriptions,
+        subscription_identifiers_available: m.subscription_identifiers,
+        maximum_qos: QoS::from_u8(m.maximum_qos).unwrap_or(QoS::ExactlyOnce),
+        max_client_id_len: m.max_client_id_len,
+        max_subscriptions: m.max_subscriptions_per_client,
+        ..SessionConfig::default()
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs the broker until SIGTERM/SIGINT; exit code 0 after a clean stop.
+pub fn run(config: Config) -> ExitCode {
+    init_logging(&config.log.level);
+    // Signals are registered before anything listens, so an early SIGTERM is not fatal.
+    let signal_rt = match io::build_runtime(Backend::Epoll, 64) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    signal_rt.block_on(async move {
+        let term = compio::signal::unix::signal(libc::SIGTERM);
+        let int = compio::signal::unix::signal(libc::SIGINT);
+        let mut signals = Box::pin(select(Box::pin(term), Box::pin(int)));
+        // First poll registers the handlers.
+        let _ = (&mut signals).now_or_never();
+        let running = match start(config) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let which = match signals.await {
+            Either::Left(_) => "SIGTERM",
+            Either::Right(_) => "SIGINT",
+        };
+        tracing::info!(signal = which, "shutting down");
+        running.stop();
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// A started broker.
+pub struct Running {
+    broker: Arc<Broker>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks every I/O thread to disconnect its clients and waits for them.
+    pub fn stop(self) {
+        for tx in &self.broker.inboxes {
+            let _ = tx.send_timeout(ThreadMsg::Shutdown, Duration::from_secs(1));
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Sockets or runtimes.
+    #[error(transparent)]
+    Io(#[from] io::IoError),
+    /// An I/O thread failed to start.
+    #[error("I/O thread {0} failed to start: {1}")]
+    Thread(usize, String),
+}
+
+/// Binds the listeners and starts the I/O and admin threads.
+pub fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let n = config.io.effective_threads();
+    let metrics = Arc::new(Metrics::new(n));
+    let listeners = io::bind_reuseport(
+        config.listeners.tcp.bind.0,
+        n,
+        config.listeners.tcp.backlog,
+    )?;
+    let mqtt_addr = listeners[0]
+        .local_addr()
+        .map_or_else(|_| config.listeners.tcp.bind.to_string(), |a| a.to_string());
+    let admin_listener = io::bind_plain(config.admin.bind.0)?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_or_else(|_| config.admin.bind.to_string(), |a| a.to_string());
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| flume::bounded(config.limits.inbox_capacity))
+        .unzip();
+    let broker = Arc::new(Broker::new(
+        config.clone(),
+        Arc::new(session_config(&config)),
+        metrics.clone(),
+        txs,
+    ));
+    let mut threads = Vec::with_capacity(n + 1);
+    let mut backend = "epoll";
+    for (i, (listener, rx)) in listeners.into_iter().zip(rxs).enumerate() {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let broker = broker.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("halyard-io-{i}"))
+            .spawn(move || io_thread(i, broker, listener, rx, ready_tx))
+            .map_err(|e| StartError::Thread(i, e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(name)) => backend = name,
+            Ok(Err(e)) => return Err(StartError::Thread(i, e)),
+            Err(_) => return Err(StartError::Thread(i, "exited".into())),
+        }
+        threads.push(handle);
+    }
+    let _ = metrics.backend.set(backend);
+    if config.io.backend == Backend::Auto && backend == "epoll" {
+        let why = io::probe_io_uring().err().map_or_else(
+            || "the kernel lacks io_uring operations compio needs".to_string(),
+            |e| e.to_string(),
+        );
+        tracing::warn!(reason = %why, "io_uring unavailable, using epoll");
+    }
+    let admin = Arc::new(Admin {
+        info: NodeInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            name: config.node_name(),
+            role: config.node.role.to_string(),
+            listeners: vec![ListenerInfo {
+                kind: "tcp",
+                bind: mqtt_addr.clone(),
+            }],
+            io_threads: n,
+            io_backend_configured: config.io.backend.to_string(),
+        },
+        metrics,
+        max_request_bytes: config.admin.max_request_bytes,
+        request_timeout: Duration::from_secs(config.admin.request_timeout_secs),
+    });
+    std::thread::Builder::new()
+        .name("halyard-admin".into())
+        .spawn(move || admin_thread(admin_listener, admin))
+        .map_err(|e| StartError::Thread(n, e.to_string()))?;
+    tracing::info!(
+        mqtt = %mqtt_addr,
+        admin = %admin_addr,
+        backend,
+        threads = n,
+        "halyard listening"
+    );
+    Ok(Running { broker, threads })
+}
+
+fn admin_thread(listener: std::net::TcpListener, admin: Arc<Admin>) {
+    let rt = match io::build_runtime(Backend::Epoll, 64) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "admin server failed to start");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        match compio::net::TcpListener::from_std(listener) {
+            Ok(l) => crate::admin::serve(l, admin).await,
+            Err(e) => tracing::error!(error = %e, "admin listener failed"),
+        }
+    });
+}
+
+fn io_thread(
+    index: usize,
+    broker: Arc<Broker>,
+    listener: std::net::TcpListener,
+    inbox: flume::Receiver<ThreadMsg>,
+    ready: std::sync::mpsc::Sender<Result<&'static str, String>>,
+) {
+    let cfg = &broker.config.io;
+    let rt = match io::build_runtime(cfg.backend, cfg.uring_entries) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let name = io::driver_name(rt.driver_type());
+    rt.block_on(async move {
+        let listener = match compio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(name));
+        let ctx = ThreadCtx::new(index, broker);
+        compio::runtime::spawn(ctx.clone().run_inbox(inbox)).detach();
+        compio::runtime::spawn(ctx.clone().run_timers()).detach();
+        accept_loop(&ctx, &listener).await;
+        drop(listener);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while ctx.conn_count() > 0 && Instant::now() < deadline {
+            compio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+async fn accept_loop(ctx: &Rc<ThreadCtx>, listener: &compio::net::TcpListener) {
+    let max = ctx.broker.config.limits.max_connections;
+    loop {
+        let accept = std::pin::pin!(listener.accept());
+        let stop = std::pin::pin!(ctx.shutdown_started());
+        match select(accept, stop).await {
+            Either::Left((Ok((stream, _peer)), _)) => {
+                if ctx.broker.metrics.connections() >= i64::try_from(max).unwrap_or(i64::MAX) {
+                    ctx.stats().hit_limit(Limit::MaxConnections);
+                    drop(stream);
+                    continue;
+                }
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY failed");
+                }
+                compio::runtime::spawn(crate::conn::serve(ctx.clone(), stream)).detach();
+            }
+            Either::Left((Err(e), _)) => {
+                tracing::warn!(error = %e, "accept failed");
+                compio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Either::Right(_) => return,
+        }
+    }
+}
