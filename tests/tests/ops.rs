@@ -72,7 +72,18 @@ fn metrics_documented_names() {
 #[test]
 fn metrics_count_traffic() {
     let b = start();
-    let before = b.metrics();
+    // The harness's readiness probe opened (and closed) one TCP connection: wait until the
+    // broker has noticed, so that the baseline has no transient connection in it.
+    let mut before = Metrics::default();
+    let idle = wait_for(Duration::from_secs(5), || {
+        before = b.metrics();
+        (before.sum("halyard_connections") == 0.0).then_some(())
+    });
+    assert!(
+        idle.is_some(),
+        "a closed TCP connection is still counted: {:?}",
+        before.samples
+    );
     let mut s = RawClient::connected(b.mqtt_addr(), Version::V5, "m-sub");
     s.subscribe(1, &[("met/t", 1)], &Props::new());
     let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "m-pub");

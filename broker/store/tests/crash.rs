@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{config, msg, now_ms, session};
-use halyard_store::{Commit, NEVER_EXPIRES, Store};
+use halyard_store::{CheckStatus, Commit, NEVER_EXPIRES, Store, check};
 
 const CHILD_ENV: &str = "HALYARD_STORE_CRASH_CHILD_DIR";
 const WRITERS: usize = 4;
@@ -300,6 +300,9 @@ fn acknowledged_writes_survive_sigkill() {
             promises.acks - before
         );
         assert!(promises.acks > before, "round {round}: no acknowledgement");
+        // The operator tool sees an unclean shutdown that the next open recovers.
+        let report = check(dir.path()).unwrap();
+        assert_eq!(report.status, CheckStatus::Recovered, "{report}");
         promises.verify(dir.path());
     }
 }

@@ -372,8 +372,9 @@ impl Connection {
     /// Gives the session back after close. `Some` only when it must outlive the connection
     /// (Session Expiry Interval > 0, which includes 3.1.1 Clean Session 0): the server keeps
     /// it (calling [`Session::enqueue`] for offline messages) until a new connection resumes
-    /// it or it expires. `None` when the session ends with the connection (then the server
-    /// removes its subscriptions) or the CONNECT was never accepted.
+    /// it or it expires. `None` when the session ends with the connection or the CONNECT
+    /// was never accepted; to remove the ended session's subscriptions from the routing
+    /// table, read them through [`Self::session`] before calling this.
     pub fn into_session(self) -> Option<Session> {
         self.session.filter(|s| s.expiry_interval() > 0)
     }

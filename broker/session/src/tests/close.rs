@@ -178,3 +178,13 @@ fn connection_and_session_are_send() {
     assert_send::<crate::Session>();
     assert_send::<crate::Event>();
 }
+
+#[test]
+fn v5_server_disconnect_code_not_allowed_in_disconnect_becomes_0x80() {
+    let mut pair = with_will(ProtocolVersion::V5, None);
+    pair.conn.disconnect(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    match pair.recv_one() {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::UNSPECIFIED_ERROR),
+        other => panic!("{other:?}"),
+    }
+}

@@ -459,3 +459,21 @@ fn input_while_the_connect_awaits_its_answer_is_bounded() {
         CloseReason::Protocol(ProtocolError::InputBeforeConnack)
     );
 }
+
+#[test]
+fn v5_will_retain_when_retain_unavailable_is_refused_mqtt_3_2_2_13() {
+    let cfg = SessionConfig {
+        retain_available: false,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::new(cfg, ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, "c");
+    let mut w = wire_will("w");
+    w.retain = true;
+    c.will = Some(w);
+    pair.send(Packet::Connect(Box::new(c)));
+    match pair.recv_one() {
+        Packet::ConnAck(a) => assert_eq!(a.reason_code, ReasonCode::RETAIN_NOT_SUPPORTED),
+        other => panic!("{other:?}"),
+    }
+}

@@ -507,3 +507,58 @@ fn deliver_before_accept_is_refused_and_after_close_is_queued() {
     );
     assert_eq!(pair.conn.session().unwrap().queued_len(), 1);
 }
+
+#[test]
+fn qos0_queued_offline_when_configured_is_sent_on_resume() {
+    let cfg = SessionConfig {
+        queue_qos0_offline: true,
+        ..SessionConfig::default()
+    };
+    let now = std::time::Instant::now();
+    let mut s = Session::new("c".into(), 10, &cfg);
+    s.enqueue(now, delivery("zero", QoS::AtMostOnce)).unwrap();
+    let mut pair = Pair::new(cfg, ProtocolVersion::V311);
+    let mut c = connect(ProtocolVersion::V311, "c");
+    c.clean_start = false;
+    pair.connect_request(c);
+    pair.conn.accept_connect(pair.now, Some(s), true);
+    let packets = pair.recv();
+    let p = publishes(&packets);
+    assert_eq!((p[0].topic.as_str(), p[0].qos), ("zero", QoS::AtMostOnce));
+}
+
+#[test]
+fn v5_inflight_too_large_for_the_new_connection_is_discarded_mqtt_3_1_2_25() {
+    let cfg = SessionConfig::default();
+    let now = std::time::Instant::now();
+    // A session with one in-flight message sent on an earlier connection.
+    let mut first = Pair::new(cfg.clone(), ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, "big");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    first.establish(c.clone(), None);
+    let mut m = message("big", QoS::AtLeastOnce);
+    m.payload = Bytes::from(vec![7u8; 100]);
+    let d = Delivery {
+        message: Arc::new(m),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: smallvec![],
+    };
+    assert_eq!(first.conn.deliver(now, d), DeliverOutcome::Sent);
+    first.conn.socket_closed(now);
+    let conn = std::mem::replace(
+        &mut first.conn,
+        crate::Connection::new(Arc::new(cfg.clone()), now),
+    );
+    let session = conn.into_session().unwrap();
+    // The client comes back with a smaller Maximum Packet Size.
+    let mut next = Pair::new(cfg, ProtocolVersion::V5);
+    c.properties.maximum_packet_size = Some(50);
+    next.connect_request(c);
+    next.conn.accept_connect(next.now, Some(session), true);
+    let packets = next.recv();
+    assert!(publishes(&packets).is_empty());
+    assert_eq!(next.conn.stats().dropped.too_large, 1);
+    assert_eq!(next.conn.session().unwrap().inflight_len(), 0);
+}

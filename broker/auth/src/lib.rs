@@ -1,0 +1,1 @@
+//! halyard-auth (skeleton; being written).
