@@ -145,7 +145,9 @@ cp /bin/busybox "$IRD/bin/busybox"
 ln -s busybox "$IRD/bin/sh"
 install -m 0755 "$IMAGES/init/init" "$IRD/init"
 install -m 0755 "$IMAGES/init/udhcpc.script" "$IRD/etc/udhcpc.script"
-install -m 0755 "$BROKER_BIN" "$IRD/usr/bin/halyard"
+# Debug sections (line tables) are dropped; the symbol table stays for readable backtraces.
+objcopy --strip-debug "$BROKER_BIN" "$IRD/usr/bin/halyard"
+chmod 0755 "$IRD/usr/bin/halyard"
 install -m 0644 "$IMAGES/config/$ROLE.toml" "$IRD/etc/halyard/halyard.toml"
 install -m 0644 "$ROOT/kernel-tuning/$ROLE.conf" "$IRD/etc/halyard/sysctl.conf"
 echo "$ROLE" >"$IRD/etc/halyard/role"
@@ -227,7 +229,7 @@ for sec in osrel:os-release cmdline:cmdline uname:uname linux:vmlinuz initrd:ini
     next=$(align "$next + $(stat -Lc%s "$file")")
 done
 UKI="$STAGE/BOOTX64.EFI"
-faketime "$FAKETIME_AT" objcopy "${args[@]}" "$STUB" "$UKI"
+faketime -f "$FAKETIME_AT" objcopy "${args[@]}" "$STUB" "$UKI"
 step_done "$(du -h "$UKI" | cut -f1)"
 
 # ----------------------------------------------------------------------------------------------
@@ -235,12 +237,12 @@ step "EFI system partition (mkfs.vfat + mcopy under faketime)"
 ESP="$STAGE/esp.img"
 rm -f "$ESP"
 ESP_VOLID=$(uuid_for esp-volid | tr -d '-' | cut -c1-8)
-faketime "$FAKETIME_AT" mkfs.vfat -F 32 -S 512 -s 1 --invariant -i "$ESP_VOLID" -n HALYARD-ESP \
+faketime -f "$FAKETIME_AT" mkfs.vfat -F 32 -S 512 -s 1 --invariant -i "$ESP_VOLID" -n HALYARD-ESP \
     -C "$ESP" $((ESP_MIB * 1024)) >/dev/null
 (( $(stat -c%s "$UKI") < (ESP_MIB - 2) * 1024 * 1024 )) || die "UKI does not fit the ${ESP_MIB} MiB ESP"
 touch -d "@$SOURCE_DATE_EPOCH" "$UKI"
-faketime "$FAKETIME_AT" mmd -i "$ESP" ::/EFI ::/EFI/BOOT
-faketime "$FAKETIME_AT" mcopy -m -i "$ESP" "$UKI" ::/EFI/BOOT/BOOTX64.EFI
+faketime -f "$FAKETIME_AT" mmd -i "$ESP" ::/EFI ::/EFI/BOOT
+faketime -f "$FAKETIME_AT" mcopy -m -i "$ESP" "$UKI" ::/EFI/BOOT/BOOTX64.EFI
 step_done "$ESP_MIB MiB"
 
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ if [[ "$ROLE" == core ]]; then
     DATA="$STAGE/data.img"
     rm -f "$DATA"
     FS_UUID=$(uuid_for data-fs)
-    E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH faketime "$FAKETIME_AT" mkfs.ext4 -q -F \
+    E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH faketime -f "$FAKETIME_AT" mkfs.ext4 -q -F \
         -L halyard-data -U "$FS_UUID" -m 0 -b 4096 -N 1024 \
         -E "root_owner=0:0,hash_seed=$(uuid_for data-hash-seed),lazy_itable_init=0,lazy_journal_init=0,nodiscard" \
         "$DATA" "${DATA_MIB}M" >/dev/null

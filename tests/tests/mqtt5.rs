@@ -859,3 +859,74 @@ fn unsuback_reason_codes() {
         }
     );
 }
+
+/// Will Properties (content type, user properties, response topic, correlation data) are sent
+/// with the will message (MQTT 5.0 §3.1.3.2).
+#[test]
+fn will_properties_forwarded() {
+    let b = TestBroker::start();
+    let mut w = watcher(&b);
+    let mut c = will_connect("props-will", None, 0);
+    if let Some(will) = c.will.as_mut() {
+        will.props = Props::new()
+            .with(Prop::Str(prop::CONTENT_TYPE, "text/plain".into()))
+            .with(Prop::Str(prop::RESPONSE_TOPIC, "will5/reply".into()))
+            .with(Prop::Bin(prop::CORRELATION_DATA, b"cd".to_vec()))
+            .with(Prop::Pair(prop::USER_PROPERTY, "k".into(), "v".into()));
+    }
+    let (cl, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    cl.drop_abruptly();
+    let m = w.recv_publish();
+    let (topic, _, _, _, props) = publish_parts(&m);
+    assert_eq!(topic, "will5/props-will");
+    assert_eq!(props.str(prop::CONTENT_TYPE), Some("text/plain"));
+    assert_eq!(props.str(prop::RESPONSE_TOPIC), Some("will5/reply"));
+    assert_eq!(props.bin(prop::CORRELATION_DATA), Some(&b"cd"[..]));
+    assert_eq!(props.user(), vec![("k".to_string(), "v".to_string())]);
+}
+
+/// A retained message whose Message Expiry Interval has passed is not sent to a new
+/// subscriber [MQTT-3.3.2-5].
+#[test]
+fn expired_retained_not_delivered() {
+    let b = TestBroker::start();
+    let mut p = v5conn(&b, "rexp-pub");
+    let exp = Props::new().with(Prop::U32(prop::MESSAGE_EXPIRY, 1));
+    p.publish(&Publish::new("rexp/t", b"old").qos(1, 1).retain().props(exp));
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut s = v5conn(&b, "rexp-sub");
+    s.subscribe(1, &[("rexp/t", 1)], &Props::new());
+    p.publish(&Publish::new("rexp/t", b"live").qos(1, 2));
+    let m = s.recv_publish();
+    assert_eq!(
+        publish_parts(&m).1,
+        b"live",
+        "expired retained message delivered"
+    );
+}
+
+/// rumqttc v5 with Topic Alias Maximum 10 receives a stream on one topic intact whatever
+/// aliases the broker assigns (interop of server-assigned aliases with a real client).
+#[tokio::test]
+async fn rumqttc_receives_aliased_topics() {
+    let b = TestBroker::start();
+    let mut o = v5::opts(b.mqtt_addr(), "alias-rx");
+    o.set_topic_alias_max(Some(10));
+    let (mut s, _) = Client::connect(o).await;
+    s.subscribe("arx/#", QoS::AtLeastOnce).await;
+    let (mut p, _) = Client::connect(v5::opts(b.mqtt_addr(), "alias-tx")).await;
+    for i in 0..5 {
+        let topic = if i % 2 == 0 { "arx/even" } else { "arx/odd" };
+        p.publish(topic, QoS::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+    for i in 0..5 {
+        let m = s.next_publish().await;
+        let want = if i % 2 == 0 { "arx/even" } else { "arx/odd" };
+        assert_eq!(
+            (&m.topic[..], &m.payload[..]),
+            (want.as_bytes(), format!("{i}").as_bytes())
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use halyard_tests::broker::{free_port, keys, run_halyard};
 use halyard_tests::http::Metrics;
-use halyard_tests::raw::{Packet, Props, Publish, RawClient, Version};
+use halyard_tests::raw::{self, Packet, Props, Publish, RawClient, Version};
 use halyard_tests::{TestBroker, require_halyard, wait_for};
 
 fn start() -> TestBroker {
@@ -306,4 +306,96 @@ fn sigterm_disconnects_0x8b_and_exits_0() {
     let seen = c4.expect_closed();
     assert!(seen.is_empty(), "3.1.1 clients are just closed: {seen:?}");
     assert!(st.success(), "exit status after SIGTERM: {st}");
+}
+
+/// The offline queue is bounded by `mqtt.max_queued_messages` with the `drop_new` policy: of
+/// 10 QoS 1 messages published while a persistent session is offline, the first 3 are kept
+/// and delivered, the rest are dropped and counted in
+/// `halyard_messages_dropped_total{reason="queue_full"}` (issue 2: bounded queue, drop policy,
+/// counter).
+#[test]
+fn offline_queue_bounded_and_counted() {
+    require_halyard();
+    let b = TestBroker::start_with(&[
+        ("HALYARD_MQTT__MAX_QUEUED_MESSAGES", "3"),
+        ("HALYARD_MQTT__QUEUE_POLICY", "drop_new"),
+    ]);
+    let mut c = raw::Connect::new(Version::V5, "bounded");
+    c.props = Props::new().with(raw::Prop::U32(raw::prop::SESSION_EXPIRY, 300));
+    let (mut s, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    s.subscribe(1, &[("bq/t", 1)], &Props::new());
+    s.send(&raw::disconnect(Version::V5, 0, &Props::new()));
+    s.expect_closed();
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V5, "bq-pub");
+    for i in 0..10u16 {
+        p.publish(&Publish::new("bq/t", format!("{i}").as_bytes()).qos(1, 1 + i));
+    }
+    c.clean = false;
+    let (mut s, present, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!((code, present), (0, true));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = s.recv_publish();
+        s.ack_publish(&m);
+        if let Packet::Publish { payload, .. } = m {
+            got.push(String::from_utf8_lossy(&payload).into_owned());
+        }
+    }
+    assert_eq!(
+        got,
+        vec!["0", "1", "2"],
+        "drop_new keeps the oldest messages"
+    );
+    p.publish(&Publish::new("bq/t", b"marker").qos(1, 50));
+    let Packet::Publish { payload, .. } = s.recv_publish() else {
+        unreachable!()
+    };
+    assert_eq!(
+        payload, b"marker",
+        "no more than 3 queued messages delivered"
+    );
+    let dropped = b.metrics().sum("halyard_messages_dropped_total");
+    assert!(dropped >= 7.0, "7 drops counted, metrics say {dropped}");
+    let m = b.metrics();
+    assert!(
+        m.get("halyard_messages_dropped_total{reason=\"queue_full\"}")
+            .unwrap_or(0.0)
+            >= 7.0,
+        "{:?}",
+        m.samples
+    );
+}
+
+/// A message larger than a client's Maximum Packet Size is dropped for that client
+/// [MQTT-3.1.2-25] and counted as `halyard_messages_dropped_total{reason="too_large"}`.
+#[test]
+fn too_large_for_client_counted() {
+    let b = start();
+    let mut c = raw::Connect::new(Version::V5, "small-client");
+    c.props = Props::new().with(raw::Prop::U32(raw::prop::MAXIMUM_PACKET_SIZE, 128));
+    let (mut s, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    s.subscribe(1, &[("tl/t", 1)], &Props::new());
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V5, "tl-pub");
+    p.publish(&Publish::new("tl/t", &[b'x'; 1000]).qos(1, 1));
+    p.publish(&Publish::new("tl/t", b"small").qos(1, 2));
+    let Packet::Publish { payload, .. } = s.recv_publish() else {
+        unreachable!()
+    };
+    assert_eq!(payload, b"small");
+    let mut last = Metrics::default();
+    let counted = wait_for(Duration::from_secs(5), || {
+        last = b.metrics();
+        (last
+            .get("halyard_messages_dropped_total{reason=\"too_large\"}")
+            .unwrap_or(0.0)
+            >= 1.0)
+            .then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "too_large drop not counted: {:?}",
+        last.samples
+    );
 }

@@ -57,8 +57,9 @@ struct Args {
     /// MQTT protocol level: 4 (3.1.1) or 5.
     #[arg(long, default_value_t = 4)]
     protocol: u8,
-    /// Keep Alive sent in CONNECT, seconds (0 = off).
-    #[arg(long, default_value_t = 0)]
+    /// Keep Alive sent in CONNECT, seconds. The generator sends no PINGREQ, so this must
+    /// exceed the run time; the default (the maximum, ~18 h) does. rumqttd refuses 0.
+    #[arg(long, default_value_t = u16::MAX)]
     keep_alive: u16,
     /// Broker pid to sample (CPU, RSS, peak RSS).
     #[arg(long)]

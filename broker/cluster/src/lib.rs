@@ -1,0 +1,1 @@
+//! halyard-cluster (skeleton; being written).
