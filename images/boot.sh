@@ -35,7 +35,7 @@ export HALYARD_VM_ADMIN_PORT=${HALYARD_VM_ADMIN_PORT:-18081}
 trap 'vm_stop 30' EXIT
 trap 'exit 130' INT TERM
 vm_start "$ROLE" "$RUN" "$@"
-if vm_wait_mqtt 120; then
+if vm_wait_mqtt "${HALYARD_VM_READY_TIMEOUT:-120}"; then
     echo "MQTT:    mosquitto_sub -h 127.0.0.1 -p $VM_MQTT_PORT -t '#' -v"
     echo "metrics: curl http://127.0.0.1:$VM_ADMIN_PORT/metrics"
     echo "console: tail -f $VM_SERIAL"

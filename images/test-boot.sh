@@ -137,7 +137,7 @@ check_retained_after_reboot() {
     grep -q 'halyard-init: powering off' "$VM_SERIAL" || fail "no clean shutdown on ACPI power button"
     pass "clean shutdown on the ACPI power button"
     vm_start "$ROLE" "$RUN"
-    vm_wait_mqtt 120 || fail "MQTT not ready after reboot"
+    vm_wait_mqtt "${HALYARD_VM_READY_TIMEOUT:-120}" || fail "MQTT not ready after reboot"
     grep -q 'data partition .* mounted' "$VM_SERIAL" || fail "data partition not mounted after reboot"
     got=$(timeout 15 mosquitto_sub -h 127.0.0.1 -p "$VM_MQTT_PORT" -i "sub-retain2-$$" -t "$topic" \
         -C 1 -W 10 || true)
@@ -151,7 +151,7 @@ check_retained_after_reboot() {
 }
 
 vm_start "$ROLE" "$RUN"
-vm_wait_mqtt 120 || fail "MQTT not ready within 120 s"
+vm_wait_mqtt "${HALYARD_VM_READY_TIMEOUT:-120}" || fail "MQTT not ready within ${HALYARD_VM_READY_TIMEOUT:-120} s"
 pass "boot to MQTT ready in ${VM_READY_SECONDS}s (TCG)"
 check_pubsub first
 check_metrics

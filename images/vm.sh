@@ -41,7 +41,7 @@ vm_start() {
     rm -f "$VM_MONITOR"
     VM_T0=$(date +%s.%N)
     qemu-system-x86_64 \
-        -machine q35 -accel tcg -cpu max -smp 2 -m 1024 \
+        -nodefaults -machine q35 -accel tcg -cpu max -smp 2 -m 1024 \
         -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
         -drive if=pflash,format=raw,unit=1,file="$run/OVMF_VARS.fd" \
         -drive if=virtio,format=qcow2,file="$run/disk.qcow2" \

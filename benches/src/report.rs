@@ -76,9 +76,12 @@ pub struct RunResult {
     pub latency: LatencySummary,
     /// Whole-run accounting (warm-up, window and drain).
     pub counts: DeliveryCounts,
-    /// Times a closed-loop publisher waited longer than the stall timeout and wrote its
-    /// outstanding deliveries off (they show up as lost).
+    /// Times a closed-loop publisher waited four stall timeouts and wrote its outstanding
+    /// deliveries off (they show up as lost unless they still arrive).
     pub stalls: u64,
+    /// PINGREQs a closed-loop publisher sent because nothing came back for a stall timeout
+    /// (a broker leaving received bytes unread); see `--stall-timeout`.
+    pub nudges: u64,
     /// Messages received whose payload was not ours or came from an unexpected publisher.
     pub foreign: u64,
     /// Broker figures (when `--broker-pid` was given).

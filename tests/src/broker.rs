@@ -31,6 +31,10 @@ pub mod keys {
     pub const MAX_PACKET_SIZE: &str = "HALYARD_MQTT__MAX_PACKET_SIZE";
     /// Receive Maximum announced by the server (QoS 1/2 in flight from one client).
     pub const RECEIVE_MAXIMUM: &str = "HALYARD_MQTT__RECEIVE_MAXIMUM";
+    /// Maximum QoS accepted from publishers (announced as Maximum QoS).
+    pub const MAXIMUM_QOS: &str = "HALYARD_MQTT__MAXIMUM_QOS";
+    /// Whether retained messages are supported (announced as Retain Available).
+    pub const RETAIN_AVAILABLE: &str = "HALYARD_MQTT__RETAIN_AVAILABLE";
 }
 
 /// Which broker the tests talk to.
@@ -87,6 +91,7 @@ pub fn halyard_bin() -> PathBuf {
     candidates.push(workspace.join("target").join("debug").join("halyard"));
     for c in &candidates {
         if c.is_file() {
+            check_fresh(c);
             return c.clone();
         }
     }
@@ -94,6 +99,45 @@ pub fn halyard_bin() -> PathBuf {
         "halyard binary not found (looked at {candidates:?}); build it first with \
          `cargo build -p halyard-server` or set HALYARD_BIN"
     );
+}
+
+/// Fails the test when the found binary is older than one of the source files it was built
+/// from (listed by Cargo in `<binary>.d`): testing a stale build would report results for code
+/// that is no longer there. An explicit `HALYARD_BIN` is taken as is.
+fn check_fresh(bin: &Path) {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let r = CHECKED.get_or_init(|| {
+        let Ok(dep_info) = fs::read_to_string(bin.with_extension("d")) else {
+            return Ok(());
+        };
+        let built = fs::metadata(bin)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("stat {}: {e}", bin.display()))?;
+        // "target: dep dep ..." with spaces inside paths escaped as "\ ".
+        let deps = dep_info
+            .lines()
+            .next()
+            .unwrap_or("")
+            .replace("\\ ", "\u{0}");
+        let deps = deps.split_once(": ").map_or("", |(_, d)| d);
+        for dep in deps.split_whitespace() {
+            let path = PathBuf::from(dep.replace('\u{0}', " "));
+            if let Ok(t) = fs::metadata(&path).and_then(|m| m.modified())
+                && t > built
+            {
+                return Err(format!(
+                    "{} is older than its source {}: rebuild it with `cargo build -p \
+                     halyard-server` (or set HALYARD_BIN to test a specific binary)",
+                    bin.display(),
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
 }
 
 static PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
@@ -148,6 +192,23 @@ impl TestBroker {
         panic!("broker did not start: {last_err}");
     }
 
+    /// Starts halyard with `--config FILE` holding `toml`, plus environment overrides (the
+    /// listener addresses are still set through the environment, which wins over the file).
+    pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> TestBroker {
+        require_halyard();
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            let dir = Self::new_dir();
+            let file = dir.join("halyard.toml");
+            fs::write(&file, toml).expect("write the test's config file");
+            match Self::try_start_halyard_in(dir, Some(&file), env) {
+                Ok(b) => return b,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("broker did not start: {last_err}");
+    }
+
     fn new_dir() -> PathBuf {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir()
@@ -159,13 +220,23 @@ impl TestBroker {
     }
 
     fn try_start_halyard(env: &[(&str, &str)]) -> Result<TestBroker, String> {
-        let dir = Self::new_dir();
+        Self::try_start_halyard_in(Self::new_dir(), None, env)
+    }
+
+    fn try_start_halyard_in(
+        dir: PathBuf,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Result<TestBroker, String> {
         let log = dir.join("broker.log");
         let mqtt: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut cmd = Command::new(halyard_bin());
-        cmd.arg("run")
-            .env(keys::TCP_BIND, mqtt.to_string())
+        cmd.arg("run");
+        if let Some(file) = config {
+            cmd.arg("--config").arg(file);
+        }
+        cmd.env(keys::TCP_BIND, mqtt.to_string())
             .env(keys::ADMIN_BIND, admin.to_string());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
@@ -205,6 +276,8 @@ impl TestBroker {
                 keys::MAX_KEEPALIVE => "max_keepalive",
                 keys::MAX_PACKET_SIZE => "max_packet_size",
                 keys::RECEIVE_MAXIMUM => "max_inflight_messages",
+                keys::MAXIMUM_QOS => "max_qos",
+                keys::RETAIN_AVAILABLE => "retain_available",
                 keys::IO_BACKEND => continue,
                 other => panic!("no mosquitto equivalent for {other}: this test needs halyard"),
             };

@@ -27,7 +27,7 @@ pub use broker::{Target, TestBroker, halyard_bin, require_halyard, target};
 use std::time::{Duration, Instant};
 
 /// Generous bound for anything that should happen "promptly" (a reply, a delivery).
-pub const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Polls `f` every 20 ms until it returns `Some`, or gives up after `limit`.
 pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

@@ -399,3 +399,92 @@ fn too_large_for_client_counted() {
         last.samples
     );
 }
+
+/// A connected slow consumer is bounded too: with Receive Maximum 1 and no PUBACK, further
+/// messages wait in the session queue (`mqtt.max_queued_messages` = 5) and the excess is
+/// dropped and counted (issue 2: slow consumers never take unbounded memory).
+#[test]
+fn slow_consumer_queue_bounded() {
+    require_halyard();
+    let b = TestBroker::start_with(&[
+        ("HALYARD_MQTT__MAX_QUEUED_MESSAGES", "5"),
+        ("HALYARD_MQTT__QUEUE_POLICY", "drop_new"),
+    ]);
+    let mut c = raw::Connect::new(Version::V5, "slow");
+    c.props = Props::new().with(raw::Prop::U16(raw::prop::RECEIVE_MAXIMUM, 1));
+    let (mut s, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    s.subscribe(1, &[("slow/t", 1)], &Props::new());
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V5, "slow-pub");
+    for i in 0..30u16 {
+        p.publish(&Publish::new("slow/t", format!("{i}").as_bytes()).qos(1, 1 + i));
+    }
+    let mut got = 0;
+    while let Ok(m @ Packet::Publish { .. }) = s.recv_within(Duration::from_secs(1)) {
+        s.ack_publish(&m);
+        got += 1;
+        assert!(got <= 30);
+    }
+    assert!(
+        (1..30).contains(&got),
+        "a bounded queue delivers some but not all of 30 messages, got {got}"
+    );
+    let m = b.metrics();
+    let dropped = m
+        .get("halyard_messages_dropped_total{reason=\"queue_full\"}")
+        .unwrap_or(0.0);
+    assert_eq!(
+        dropped as usize,
+        30 - got,
+        "every undelivered message counted: {:?}",
+        m.samples
+    );
+}
+
+/// With no file and no environment, the embedded default configuration listens for MQTT on
+/// 127.0.0.1:1883 and serves admin HTTP on 127.0.0.1:8081 (issue 2 §6), as printed by
+/// `halyard config check` (which does not bind).
+#[test]
+fn default_config_addresses() {
+    require_halyard();
+    let out = run_halyard(&["config", "check"], &[], Duration::from_secs(20))
+        .expect("config check finished");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("127.0.0.1:1883"),
+        "default MQTT listener: {text}"
+    );
+    assert!(
+        text.contains("127.0.0.1:8081"),
+        "default admin address: {text}"
+    );
+}
+
+/// A TOML file given with `--config` is applied, and an environment variable overrides the
+/// same key of the file (issue 2 §6): the file sets `mqtt.max_keepalive_secs = 20`, the
+/// environment 10, and CONNACK announces Server Keep Alive 10; a key only in the file (the
+/// Topic Alias Maximum, 7) is applied as written.
+#[test]
+fn config_file_then_env_override() {
+    let toml = "[mqtt]\nmax_keepalive_secs = 20\ntopic_alias_max = 7\n";
+    let b = TestBroker::start_with_config(toml, &[(keys::MAX_KEEPALIVE, "10")]);
+    let mut c = raw::Connect::new(Version::V5, "cfg");
+    c.keepalive = 300;
+    let (_cl, _, code, props) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    assert_eq!(
+        props.int(raw::prop::SERVER_KEEP_ALIVE),
+        Some(10),
+        "{props:?}"
+    );
+    assert_eq!(
+        props.int(raw::prop::TOPIC_ALIAS_MAXIMUM),
+        Some(7),
+        "{props:?}"
+    );
+}

@@ -7,6 +7,8 @@
 //! - `v5_exceeding_receive_maximum_0x93`: Mosquitto answers the excess PUBLISH with PUBREC
 //!   0x97 (Quota exceeded) and keeps the connection (listed as a Mosquitto failure in issue 2).
 //! - `v5_invalid_fixed_header_flags`: Mosquitto closes without DISCONNECT 0x81.
+//! - `v5_no_local_on_shared_subscription`: Mosquitto grants the subscription instead of
+//!   treating it as a Protocol Error [MQTT-3.8.3-4].
 
 use std::io::Write;
 use std::time::Duration;
@@ -499,5 +501,104 @@ fn truncated_connect_then_close() {
         };
         cl.drop_abruptly();
     }
+    assert_serves(&b);
+}
+
+/// With the server's Maximum QoS set to 1, CONNACK announces Maximum QoS 1
+/// (MQTT 5.0 §3.2.2.3.4), a QoS 2 subscription is granted QoS 1 (MQTT 5.0 §3.8.4), and a
+/// QoS 2 PUBLISH is refused with DISCONNECT 0x9B (QoS not supported) [MQTT-3.2.2-11].
+#[test]
+fn v5_maximum_qos_enforced() {
+    let b = TestBroker::start_with(&[(keys::MAXIMUM_QOS, "1")]);
+    let (mut cl, _, code, props) =
+        RawClient::connect(b.mqtt_addr(), &Connect::new(Version::V5, "maxqos"));
+    assert_eq!(code, 0);
+    assert_eq!(props.int(prop::MAXIMUM_QOS), Some(1), "CONNACK: {props:?}");
+    assert_eq!(cl.subscribe(1, &[("mq/t", 2)], &Props::new()), vec![1]);
+    cl.send(&Publish::new("mq/t", b"x").qos(2, 1).encode(Version::V5));
+    cl.expect_disconnect(0x9B);
+    assert_serves(&b);
+}
+
+/// With Retain Available 0, a retained PUBLISH is refused with DISCONNECT 0x9A (Retain not
+/// supported) [MQTT-3.2.2-14].
+#[test]
+fn v5_retain_not_available() {
+    let b = TestBroker::start_with(&[(keys::RETAIN_AVAILABLE, "false")]);
+    let (mut cl, _, code, props) =
+        RawClient::connect(b.mqtt_addr(), &Connect::new(Version::V5, "noretain"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        props.int(prop::RETAIN_AVAILABLE),
+        Some(0),
+        "CONNACK: {props:?}"
+    );
+    cl.send(
+        &Publish::new("nr/t", b"x")
+            .qos(1, 1)
+            .retain()
+            .encode(Version::V5),
+    );
+    cl.expect_disconnect(0x9A);
+}
+
+/// Topic Alias 0 is not permitted [MQTT-3.3.2-8]: the server treats it as a protocol
+/// violation, DISCONNECT 0x81, 0x82 or 0x94 then close (the specification names no single
+/// code for the value 0; Mosquitto sends 0x81).
+#[test]
+fn v5_topic_alias_zero() {
+    let b = TestBroker::start();
+    let alias = Props::new().with(Prop::U16(prop::TOPIC_ALIAS, 0));
+    let mut cl = RawClient::connected(b.mqtt_addr(), Version::V5, "alias0");
+    cl.send(
+        &Publish::new("a/b", b"x")
+            .qos(1, 1)
+            .props(alias)
+            .encode(Version::V5),
+    );
+    let seen = cl.expect_closed();
+    assert!(
+        matches!(
+            seen.as_slice(),
+            [Packet::Disconnect {
+                reason: 0x81 | 0x82 | 0x94,
+                ..
+            }]
+        ),
+        "expected DISCONNECT 0x81/0x82/0x94 then close, got {seen:?}"
+    );
+    assert_serves(&b);
+}
+
+/// An empty topic name with a Topic Alias that has no mapping is a Protocol Error: DISCONNECT
+/// 0x82 (MQTT 5.0 §3.3.2.3.4).
+#[test]
+fn v5_topic_alias_unset() {
+    let b = TestBroker::start();
+    let alias = Props::new().with(Prop::U16(prop::TOPIC_ALIAS, 1));
+    let mut cl = RawClient::connected(b.mqtt_addr(), Version::V5, "alias-unset");
+    cl.send(
+        &Publish::new("", b"x")
+            .qos(1, 1)
+            .props(alias)
+            .encode(Version::V5),
+    );
+    cl.expect_disconnect(0x82);
+    assert_serves(&b);
+}
+
+/// No Local on a Shared Subscription is a Protocol Error [MQTT-3.8.3-4]: DISCONNECT 0x82.
+#[test]
+fn v5_no_local_on_shared_subscription() {
+    let b = TestBroker::start();
+    let mut cl = RawClient::connected(b.mqtt_addr(), Version::V5, "nl-shared");
+    let opts = raw::sub_opts(1, true, false, 0);
+    cl.send(&raw::subscribe(
+        Version::V5,
+        1,
+        &[("$share/g/t", opts)],
+        &Props::new(),
+    ));
+    cl.expect_disconnect(0x82);
     assert_serves(&b);
 }

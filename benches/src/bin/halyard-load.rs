@@ -48,8 +48,9 @@ struct Args {
     /// Longest wait for outstanding deliveries after publishing stops, seconds.
     #[arg(long, default_value_t = 3.0)]
     drain: f64,
-    /// A closed-loop publisher that hears nothing for this long writes its window off, seconds.
-    #[arg(long, default_value_t = 1.0)]
+    /// A closed-loop publisher that hears nothing for this long sends a PINGREQ (some brokers
+    /// leave bytes unread until more arrive); after four in a row it writes its window off.
+    #[arg(long, default_value_t = 0.25)]
     stall_timeout: f64,
     /// Worker threads (each a tokio current-thread runtime).
     #[arg(long, default_value_t = 1)]
@@ -136,9 +137,9 @@ fn human(r: &RunResult) -> String {
     } else {
         let l = &r.latency;
         s += &format!(
-            "delivered {} in {:.2} s = {:.0} msg/s (published {})\nlatency p50 {:.0} us  p99 {:.0} us  p999 {:.0} us  max {:.0} us\nlost {} duplicated {} reordered {} stalls {} foreign {}\n",
+            "delivered {} in {:.2} s = {:.0} msg/s (published {})\nlatency p50 {:.0} us  p99 {:.0} us  p999 {:.0} us  max {:.0} us\nlost {} duplicated {} reordered {} stalls {} nudges {} foreign {}\n",
             r.delivered, r.window_s, r.msgs_per_s, r.published, l.p50_us, l.p99_us, l.p999_us, l.max_us,
-            r.counts.lost, r.counts.duplicated, r.counts.reordered, r.stalls, r.foreign
+            r.counts.lost, r.counts.duplicated, r.counts.reordered, r.stalls, r.nudges, r.foreign
         );
     }
     if let Some(b) = &r.broker {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use halyard_codec::{DecodeError, EncodeError, ProtocolVersion, QoS};
+use halyard_codec::{DecodeError, EncodeError, QoS};
 use tokio::sync::{Notify, watch};
 
 pub use mqtt::{ClientParams, PublishTemplate};
@@ -121,7 +121,8 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Longest wait for outstanding deliveries after publishing stops.
     pub drain: Duration,
-    /// A closed-loop publisher waiting this long writes its outstanding deliveries off.
+    /// A closed-loop publisher that hears nothing this long sends a PINGREQ; after four in a
+    /// row it writes its outstanding deliveries off.
     pub stall_timeout: Duration,
     /// Worker threads.
     pub workers: usize,
@@ -263,6 +264,8 @@ pub struct PubState {
     pub notify: Notify,
     /// Stall write-offs.
     pub stalls: AtomicU64,
+    /// PINGREQs sent because nothing came back for a stall timeout.
+    pub nudges: AtomicU64,
 }
 
 /// State shared by the controller and every client task.
@@ -490,6 +493,7 @@ fn summarise(
     }
     let published = shared.pubs.iter().map(|p| p.sent_measured.load(Ordering::Acquire)).sum();
     let stalls = shared.pubs.iter().map(|p| p.stalls.load(Ordering::Acquire)).sum();
+    let nudges = shared.pubs.iter().map(|p| p.nudges.load(Ordering::Acquire)).sum();
     let broker = broker_stats(broker, window_s);
     let errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
     RunResult {
@@ -509,6 +513,7 @@ fn summarise(
         latency: latency.summary(),
         counts,
         stalls,
+        nudges,
         foreign,
         deliveries_per_broker_cpu_s: broker.filter(|b| b.cpu_s > 0.0).map(|b| delivered as f64 / b.cpu_s),
         broker,

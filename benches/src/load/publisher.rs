@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use halyard_codec::{MAX_PACKET_SIZE, Packet, ProtocolVersion, QoS, decode};
+use halyard_codec::{MAX_PACKET_SIZE, Packet, ProtocolVersion, QoS, decode, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
@@ -16,6 +16,9 @@ use tokio::time::Instant as TokioInstant;
 use super::mqtt::{self, READ_CHUNK};
 use super::{LoadConfig, LoadError, MAX_BATCH, PubSpec, PubState, PublishTemplate, Shared, phase};
 use crate::payload::Stamp;
+
+/// Stall timeouts (each answered with a PINGREQ) before a closed-loop window is written off.
+const STALL_NUDGES: u32 = 4;
 
 /// Runs one publisher until the run is DONE; failures before DRAIN are recorded in `shared`.
 pub(super) async fn run(cfg: LoadConfig, shared: Arc<Shared>, spec: PubSpec) {
@@ -160,11 +163,23 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Sends a PINGREQ: some brokers leave bytes unread in a socket until more arrive (seen
+    /// with Mosquitto 2.0.11 and a full window sent in one write), which would deadlock a
+    /// closed loop; a ping is what an idle real client would send.
+    async fn nudge(&mut self) -> Result<(), LoadError> {
+        self.buf.clear();
+        encode(&Packet::PingReq, self.cfg.client.version, &mut self.buf)?;
+        self.st.nudges.fetch_add(1, Ordering::Relaxed);
+        self.wr.write_all(&self.buf).await?;
+        Ok(())
+    }
+
     /// Sends whenever the window has room: at most `window * fan` deliveries outstanding.
     async fn closed_loop(&mut self, phase_rx: &mut watch::Receiver<u8>) -> Result<(), LoadError> {
         let limit = self.cfg.window as i64 * self.fan;
         let stall = tokio::time::sleep(self.cfg.stall_timeout);
         tokio::pin!(stall);
+        let mut idle = 0;
         loop {
             let ph = self.shared.phase();
             if ph >= phase::DRAIN {
@@ -178,12 +193,18 @@ impl Writer<'_> {
                     _ = self.st.notify.notified() => {}
                     _ = phase_rx.changed() => {}
                     _ = &mut stall => {
-                        // Nothing came back for a whole stall timeout: the outstanding
-                        // deliveries are taken as lost so the run can go on (they are
-                        // counted as lost at the end unless they still arrive).
                         if room == 0 {
-                            self.st.outstanding.store(0, Ordering::Release);
-                            self.st.stalls.fetch_add(1, Ordering::Relaxed);
+                            idle += 1;
+                            if idle >= STALL_NUDGES {
+                                // Nothing came back after several nudges: the outstanding
+                                // deliveries are written off so the run can go on (they are
+                                // counted as lost unless they still arrive).
+                                self.st.outstanding.store(0, Ordering::Release);
+                                self.st.stalls.fetch_add(1, Ordering::Relaxed);
+                                idle = 0;
+                            } else {
+                                self.nudge().await?;
+                            }
                         }
                         stall.as_mut().reset(TokioInstant::now() + self.cfg.stall_timeout);
                     }
@@ -192,6 +213,7 @@ impl Writer<'_> {
             }
             let now = self.shared.clock.now_ns();
             self.send(n, ph, |_| now).await?;
+            idle = 0;
             stall.as_mut().reset(TokioInstant::now() + self.cfg.stall_timeout);
         }
     }

@@ -1,1 +1,55 @@
-//! halyard-cluster (skeleton; being written).
+//! halyard-cluster: the core/replicant cluster layer of Halyard.
+//!
+//! This crate owns:
+//! - the replicated vocabulary ([`NodeId`], [`Member`], [`RouteOp`], [`Command`]) and the
+//!   deterministic state machine ([`ClusterState`]: route rows filter -> owner nodes, and
+//!   members), with its compact snapshot encoding;
+//! - the lock-free route view the data plane matches against ([`RouteTable`], shared as
+//!   `Arc`): "which nodes have subscribers for topic T" without taking a lock;
+//! - the core group on openraft 0.9 (module [`raft`]: storage-v2 log store and state
+//!   machine, TCP network), its forming from `cluster.initial_cores` (exactly once), batched
+//!   route writes forwarded to the leader;
+//! - the replicant stream (`subscribe(from_index)` on every core; replicants bootstrap,
+//!   replay, follow, and resume on another core from their applied index);
+//! - node-to-node forwarding links (bounded queues, batched frames, back-pressure);
+//! - [`ClusterStatus`], the figures `halyard ctl status` and `/metrics` show.
+//!
+//! Everything runs on one control-plane thread with its own tokio runtime, started by
+//! [`ClusterNode::start`]; the data plane only reads [`RouteTable`] and calls the
+//! runtime-agnostic async methods of [`ClusterNode`].
+//!
+//! It must never: implement consensus itself (openraft does), block or lock on the data
+//! plane's publish path, panic on network input (every frame is size-checked before it is
+//! buffered and decoding errors close the connection), or keep unbounded queues (every
+//! limit is a [`ClusterConfig`] field, counted when hit).
+//!
+//! # Not yet
+//! The Raft log is in memory ([`raft::MemLogStore`]): the durable redb store plugs in behind
+//! openraft's `RaftLogStorage` (see [`raft`]); until then a restarted core comes back empty
+//! and must be re-added. Core membership changes (join/leave through joint consensus) and
+//! the removal of departed nodes' routes after a timeout are not wired yet.
+
+mod config;
+mod error;
+mod hub;
+mod links;
+mod node;
+pub mod raft;
+mod replicant;
+mod server;
+mod state;
+mod status;
+mod types;
+mod wire;
+mod writes;
+
+pub use config::ClusterConfig;
+pub use error::ClusterError;
+pub use node::ClusterNode;
+pub use replicant::MAX_SNAPSHOT_BYTES;
+pub use server::MAX_CLUSTER_CONNECTIONS;
+pub use state::{ClusterState, Replica, RouteDelta, RouteTable, valid_route_filter};
+pub use status::{ClusterStatus, StreamState};
+pub use types::{
+    ApplyOutcome, Command, LogIndex, Member, NodeId, NodeRole, RouteOp, node_id_for_name,
+};

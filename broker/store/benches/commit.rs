@@ -12,6 +12,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use halyard_store::{Commit, Store, StoreConfig, StoredMessage};
 
 const PAYLOAD: usize = 64;
+/// Offline sessions the messages are spread over (round robin): many sessions dirty many
+/// B-tree leaves per commit, few sessions append to few leaves.
+const CLIENT_COUNTS: [usize; 2] = [1000, 10];
+/// Sessions for the one-commit-per-message baseline.
 const CLIENTS: usize = 1000;
 /// Submitting threads (like the broker's runtime threads).
 const SUBMITTERS: usize = 2;
@@ -45,7 +49,7 @@ fn open(commit_interval_ms: u64) -> (tempfile::TempDir, Store) {
 
 /// Enqueues `n` messages from `SUBMITTERS` threads, each keeping up to `WINDOW` submissions
 /// outstanding, and waits until all are durable.
-fn run_grouped(store: &Store, n: u64) -> Duration {
+fn run_grouped(store: &Store, clients: usize, n: u64) -> Duration {
     let msg = message();
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -56,7 +60,7 @@ fn run_grouped(store: &Store, n: u64) -> Duration {
                 let mut window: VecDeque<Commit> = VecDeque::with_capacity(WINDOW);
                 let mine = n / SUBMITTERS as u64 + u64::from((t as u64) < n % SUBMITTERS as u64);
                 for i in 0..mine {
-                    let client = format!("client-{}", (i as usize * SUBMITTERS + t) % CLIENTS);
+                    let client = format!("client-{}", (i as usize * SUBMITTERS + t) % clients);
                     window.push_back(store.enqueue(&client, &msg));
                     if window.len() >= WINDOW
                         && let Some(c) = window.pop_front()
@@ -94,12 +98,14 @@ fn bench(c: &mut Criterion) {
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(8));
 
-    let (_dir, store) = open(2);
-    g.bench_function("group_commit", |b| {
-        b.iter_custom(|iters| run_grouped(&store, iters))
-    });
-    print_stats("group_commit", &store);
-    drop(store);
+    for clients in CLIENT_COUNTS {
+        let (_dir, store) = open(2);
+        let name = format!("group_commit_{clients}_sessions");
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| run_grouped(&store, clients, iters))
+        });
+        print_stats(&name, &store);
+    }
 
     let (_dir, store) = open(0);
     g.bench_function("commit_per_message", |b| {

@@ -315,11 +315,12 @@ fn parse_value(value: toml::Value) -> Result<Config, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let key = err.path().to_string();
         let inner = err.into_inner().to_string();
-        // serde reports an unknown field at the parent path; name the field itself.
-        let (key, message) = match unknown_field_name(&inner) {
-            Some(field) if key == "." => (field.to_string(), "unknown key".to_string()),
-            Some(field) => (format!("{key}.{field}"), "unknown key".to_string()),
-            None => (key, inner),
+        // The toml deserializer appends "\nin `key`\n" to messages; the key is shown already.
+        let inner = inner.split("\nin `").next().unwrap_or_default().trim().to_string();
+        let message = if unknown_field_name(&inner).is_some() {
+            "unknown key".to_string()
+        } else {
+            inner
         };
         ConfigError::Invalid { key, message }
     })

@@ -97,3 +97,42 @@ impl Drop for Broker {
         }
     }
 }
+
+/// Connects with a hand-built MQTT 5.0 CONNECT (clean start, keep alive 60 s) and reads the
+/// CONNACK; panics unless it is a success.
+pub fn raw_v5_connect(port: u16, client_id: &str) -> TcpStream {
+    use std::io::{Read, Write};
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
+    body.extend_from_slice(&u16::try_from(client_id.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
+    packet.extend_from_slice(&body);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&packet).unwrap();
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x20, "expected CONNACK");
+    let mut rest = vec![0u8; usize::from(head[1])];
+    s.read_exact(&mut rest).unwrap();
+    assert_eq!(rest[1], 0x00, "CONNACK reason");
+    s
+}
+
+/// Reads packets until EOF and returns the reason code of the first DISCONNECT
+/// (0x00 when it has no body).
+pub fn read_disconnect_reason(mut s: TcpStream) -> Option<u8> {
+    use std::io::Read;
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let mut i = 0;
+    while i + 1 < all.len() {
+        let kind = all[i];
+        let len = usize::from(all[i + 1]);
+        if kind == 0xE0 {
+            return Some(if len == 0 { 0 } else { *all.get(i + 2)? });
+        }
+        i += 2 + len;
+    }
+    None
+}

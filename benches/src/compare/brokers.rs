@@ -1,0 +1,203 @@
+//! Starting and stopping the brokers under comparison, each fresh, pinned with `taskset`,
+//! on its own loopback port, with a minimal configuration meant to be fair (same in-flight
+//! and queue limits, TCP_NODELAY where the broker has the option, no persistence).
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::CompareError;
+
+/// QoS 1 messages in flight per client, the same for every broker.
+pub const INFLIGHT: u32 = 1000;
+/// Queued messages per client, the same for every broker.
+pub const QUEUED: u32 = 10_000;
+/// How long a broker may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a broker may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A broker under comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// Halyard with one I/O thread on the given backend (`uring` or `epoll`).
+    Halyard {
+        /// `io.backend`.
+        backend: String,
+    },
+    /// Eclipse Mosquitto.
+    Mosquitto,
+    /// rumqttd.
+    Rumqttd,
+}
+
+impl Broker {
+    /// Parses `halyard-uring`, `halyard-epoll`, `halyard` (= uring), `mosquitto`, `rumqttd`.
+    pub fn parse(s: &str) -> Option<Broker> {
+        match s {
+            "halyard" | "halyard-uring" => Some(Broker::Halyard { backend: "uring".into() }),
+            "halyard-epoll" => Some(Broker::Halyard { backend: "epoll".into() }),
+            "mosquitto" => Some(Broker::Mosquitto),
+            "rumqttd" => Some(Broker::Rumqttd),
+            _ => None,
+        }
+    }
+
+    /// Display name, e.g. `halyard-uring`.
+    pub fn name(&self) -> String {
+        match self {
+            Broker::Halyard { backend } => format!("halyard-{backend}"),
+            Broker::Mosquitto => "mosquitto".into(),
+            Broker::Rumqttd => "rumqttd".into(),
+        }
+    }
+
+    /// Whether this is one of Halyard's variants.
+    pub fn is_halyard(&self) -> bool {
+        matches!(self, Broker::Halyard { .. })
+    }
+}
+
+/// Where the broker executables are.
+#[derive(Debug, Clone)]
+pub struct BrokerBins {
+    /// The `halyard` release binary.
+    pub halyard: PathBuf,
+    /// `mosquitto`.
+    pub mosquitto: PathBuf,
+    /// `rumqttd`.
+    pub rumqttd: PathBuf,
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    /// Its pid (taskset execs the broker, so this is the broker itself).
+    pub pid: u32,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+fn mosquitto_conf(port: u16) -> String {
+    // max_queued_messages stays unlimited (0): with both it and max_inflight_messages set,
+    // Mosquitto 2.0.11 was seen here to hold back QoS 1 fan-in deliveries for seconds (lost
+    // at the end of a run); with either alone it delivers everything. The closed-loop window
+    // keeps every queue far below QUEUED anyway.
+    format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n\
+         max_inflight_messages {INFLIGHT}\nmax_queued_messages 0\nmax_keepalive 65535\n\
+         log_dest none\n"
+    )
+}
+
+fn rumqttd_conf(port: u16) -> String {
+    // Small commit-log segments (100 KiB x 10 per filter) so that memory reflects the
+    // broker, not its default 100 MiB segments; no delay between accepts; high limits.
+    format!(
+        "id = 0\n\n[router]\nid = 0\nmax_connections = 20010\nmax_outgoing_packet_count = 200\n\
+         max_segment_size = 102400\nmax_segment_count = 10\n\n[v4.1]\nname = \"v4-1\"\n\
+         listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\n[v4.1.connections]\n\
+         connection_timeout_ms = 60000\nmax_payload_size = 1048576\nmax_inflight_count = {INFLIGHT}\n\
+         dynamic_filters = true\n"
+    )
+}
+
+/// Starts `broker` on 127.0.0.1:`port`, pinned to `cpus` (taskset list), with its config
+/// files in `work`; returns once it accepts TCP connections.
+pub fn start(broker: &Broker, bins: &BrokerBins, port: u16, cpus: &str, work: &Path) -> Result<Running, CompareError> {
+    fs::create_dir_all(work)?;
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(cpus);
+    match broker {
+        Broker::Halyard { backend } => {
+            cmd.arg(&bins.halyard)
+                .arg("run")
+                .env("HALYARD_LISTENERS__TCP__BIND", format!("127.0.0.1:{port}"))
+                .env("HALYARD_ADMIN__BIND", format!("127.0.0.1:{}", port.wrapping_add(1000)))
+                .env("HALYARD_IO__THREADS", "1")
+                .env("HALYARD_IO__BACKEND", backend)
+                .env("HALYARD_LOG__LEVEL", "warn")
+                .env("HALYARD_MQTT__MAX_INFLIGHT", INFLIGHT.to_string())
+                .env("HALYARD_MQTT__MAX_QUEUED_MESSAGES", QUEUED.to_string());
+        }
+        Broker::Mosquitto => {
+            let conf = work.join(format!("mosquitto-{port}.conf"));
+            fs::write(&conf, mosquitto_conf(port))?;
+            cmd.arg(&bins.mosquitto).arg("-c").arg(conf);
+        }
+        Broker::Rumqttd => {
+            let conf = work.join(format!("rumqttd-{port}.toml"));
+            fs::write(&conf, rumqttd_conf(port))?;
+            cmd.arg(&bins.rumqttd).arg("--config").arg(conf);
+        }
+    }
+    let log = fs::File::create(work.join(format!("{}-{port}.log", broker.name())))?;
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    let child = cmd
+        .spawn()
+        .map_err(|e| CompareError::Broker(broker.name(), format!("cannot start: {e}")))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut running = Running { pid: child.id(), child, addr };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // Let it finish starting (threads, allocator) before the baseline is sampled.
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(running);
+        }
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(CompareError::Broker(broker.name(), format!("exited at start: {status}")));
+        }
+        if Instant::now() > deadline {
+            stop(&mut running);
+            return Err(CompareError::Broker(broker.name(), "did not listen within 20 s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops a broker: SIGTERM, then SIGKILL after a grace period.
+pub fn stop(r: &mut Running) {
+    if let Ok(pid) = i32::try_from(r.pid) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid
+        // signal number has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = r.child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for n in ["halyard-uring", "halyard-epoll", "mosquitto", "rumqttd"] {
+            assert_eq!(Broker::parse(n).unwrap().name(), n);
+        }
+        assert_eq!(Broker::parse("halyard").unwrap().name(), "halyard-uring");
+        assert!(Broker::parse("emqx").is_none());
+    }
+
+    #[test]
+    fn configs_bind_loopback_with_shared_limits() {
+        let m = mosquitto_conf(21001);
+        assert!(m.contains("listener 21001 127.0.0.1\n"));
+        assert!(m.contains("set_tcp_nodelay true") && m.contains("persistence false"));
+        assert!(m.contains(&format!("max_inflight_messages {INFLIGHT}")));
+        let r = rumqttd_conf(21002);
+        assert!(r.contains("listen = \"127.0.0.1:21002\""));
+        assert!(r.contains(&format!("max_inflight_count = {INFLIGHT}")));
+    }
+}

@@ -1,0 +1,335 @@
+//! Aggregation of the samples (median and min-max per case and broker), Halyard/peer ratios,
+//! and the markdown report.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{Case, CaseKind, Sample};
+use crate::report::RunResult;
+
+/// Median and range of one metric over the repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stat {
+    /// Median (mean of the two middle values for an even count).
+    pub median: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Number of values.
+    pub n: usize,
+}
+
+/// Median and range of `values`; `None` when empty.
+pub fn stat(values: &[f64]) -> Option<Stat> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some(Stat { median, min: v[0], max: v[n - 1], n })
+}
+
+/// Everything known about one case on one broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// Case name.
+    pub case: String,
+    /// Broker name.
+    pub broker: String,
+    /// Case kind.
+    pub kind: CaseKind,
+    /// Runs that produced a result.
+    pub runs: usize,
+    /// Runs without a result.
+    pub failed_runs: usize,
+    /// Delivered msgs/s.
+    pub msgs_per_s: Option<Stat>,
+    /// Deliveries per broker CPU-second.
+    pub per_cpu_s: Option<Stat>,
+    /// Broker CPU share (1.0 = one core).
+    pub broker_cpu: Option<Stat>,
+    /// Generator CPU share.
+    pub load_cpu: Option<Stat>,
+    /// Latency percentiles, microseconds.
+    pub p50_us: Option<Stat>,
+    /// 99th percentile.
+    pub p99_us: Option<Stat>,
+    /// 99.9th percentile.
+    pub p999_us: Option<Stat>,
+    /// Broker peak RSS, MiB.
+    pub peak_rss_mib: Option<Stat>,
+    /// Lost, duplicated and reordered deliveries summed over the runs.
+    pub lost: u64,
+    /// Duplicated deliveries.
+    pub duplicated: u64,
+    /// Reordered deliveries.
+    pub reordered: u64,
+    /// Connections per second.
+    pub connect_rate: Option<Stat>,
+    /// Broker RSS growth per connection, bytes.
+    pub bytes_per_conn: Option<Stat>,
+    /// Errors reported (first few).
+    pub errors: Vec<String>,
+}
+
+impl Cell {
+    /// The case's headline metric and whether higher is better.
+    pub fn primary(&self) -> (Option<Stat>, bool) {
+        match self.kind {
+            CaseKind::Throughput => (self.per_cpu_s, true),
+            CaseKind::Latency => (self.p99_us, false),
+            CaseKind::Connections => (self.bytes_per_conn, false),
+        }
+    }
+}
+
+fn collect(rs: &[&RunResult], f: impl Fn(&RunResult) -> Option<f64>) -> Option<Stat> {
+    stat(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+}
+
+/// One cell per (case, broker), in case order then broker order.
+pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for c in cases {
+        for b in brokers {
+            let mine: Vec<&Sample> = samples.iter().filter(|s| s.case == c.name && &s.broker == b).collect();
+            let rs: Vec<&RunResult> = mine.iter().filter_map(|s| s.result.as_ref()).collect();
+            let traffic = c.kind != CaseKind::Connections;
+            let t = |f: fn(&RunResult) -> Option<f64>| if traffic { collect(&rs, f) } else { None };
+            let k = |f: fn(&RunResult) -> Option<f64>| if traffic { None } else { collect(&rs, f) };
+            let mut errors: Vec<String> = mine.iter().filter_map(|s| s.error.clone()).collect();
+            errors.dedup();
+            errors.truncate(3);
+            cells.push(Cell {
+                case: c.name.clone(),
+                broker: b.clone(),
+                kind: c.kind,
+                runs: rs.len(),
+                failed_runs: mine.len() - rs.len(),
+                msgs_per_s: t(|r| Some(r.msgs_per_s)),
+                per_cpu_s: t(|r| r.deliveries_per_broker_cpu_s),
+                broker_cpu: collect(&rs, |r| r.broker.map(|b| b.cpu_share)),
+                load_cpu: collect(&rs, |r| Some(r.own_cpu_share)),
+                p50_us: t(|r| Some(r.latency.p50_us)),
+                p99_us: t(|r| Some(r.latency.p99_us)),
+                p999_us: t(|r| Some(r.latency.p999_us)),
+                peak_rss_mib: collect(&rs, |r| r.broker.map(|b| b.peak_rss_kib as f64 / 1024.0)),
+                lost: rs.iter().map(|r| r.counts.lost).sum(),
+                duplicated: rs.iter().map(|r| r.counts.duplicated).sum(),
+                reordered: rs.iter().map(|r| r.counts.reordered).sum(),
+                connect_rate: k(|r| r.conn.map(|c| c.connect_rate)),
+                bytes_per_conn: k(|r| r.conn.map(|c| c.rss_per_conn_bytes)),
+                errors,
+            });
+        }
+    }
+    cells
+}
+
+/// Halyard's headline metric over a peer's, per case.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// Case name.
+    pub case: String,
+    /// Halyard variant.
+    pub halyard: String,
+    /// Peer broker.
+    pub peer: String,
+    /// Halyard median / peer median of the case's headline metric.
+    pub value: f64,
+    /// Whether a ratio above 1 means Halyard is better.
+    pub higher_is_better: bool,
+}
+
+/// Ratios of every Halyard variant against every peer, per case.
+pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for h in cells.iter().filter(|c| c.broker.starts_with("halyard")) {
+        for p in cells.iter().filter(|c| c.case == h.case && !c.broker.starts_with("halyard")) {
+            let ((Some(hs), better), (Some(ps), _)) = (h.primary(), p.primary()) else { continue };
+            if ps.median > 0.0 {
+                out.push(Ratio {
+                    case: h.case.clone(),
+                    halyard: h.broker.clone(),
+                    peer: p.broker.clone(),
+                    value: hs.median / ps.median,
+                    higher_is_better: better,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn cell(s: &Option<Stat>) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!("{} ({}-{})", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max)),
+        Some(s) => fmt_num(s.median),
+        None => "-".into(),
+    }
+}
+
+fn pct(s: &Option<Stat>) -> String {
+    s.map_or("-".into(), |s| format!("{:.0} %", s.median * 100.0))
+}
+
+/// Facts about the run printed at the top of the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunInfo {
+    /// The command that produced the report.
+    pub command: String,
+    /// `nproc`.
+    pub nproc: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Broker versions, one line each.
+    pub versions: Vec<String>,
+    /// Repeats, window and warm-up, CPU pinning.
+    pub settings: String,
+    /// UTC time the run finished.
+    pub finished: String,
+}
+
+/// The markdown report: tables, ratios, chart links, errors.
+pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[String]) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "# Halyard vs Mosquitto vs rumqttd\n");
+    let _ = writeln!(m, "- command: `{}`", info.command);
+    let _ = writeln!(m, "- machine: nproc {}, kernel {}", info.nproc, info.kernel);
+    let _ = writeln!(m, "- settings: {}", info.settings);
+    for v in &info.versions {
+        let _ = writeln!(m, "- {v}");
+    }
+    let _ = writeln!(m, "- finished: {}\n", info.finished);
+    let _ = writeln!(m, "Medians over the repeats, (min-max) when more than one run. \"per broker CPU-s\" = deliveries / broker CPU seconds (utime+stime) in the window.\n");
+    let _ = writeln!(m, "## Closed loop (throughput ceiling)\n");
+    let _ = writeln!(m, "| case | broker | msgs/s | per broker CPU-s | broker CPU | generator CPU | p50 us | p99 us | peak RSS MiB | lost / dup / reord | runs |");
+    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for c in cells.iter().filter(|c| c.kind == CaseKind::Throughput) {
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {}{} |",
+            c.case, c.broker, cell(&c.msgs_per_s), cell(&c.per_cpu_s), pct(&c.broker_cpu), pct(&c.load_cpu),
+            cell(&c.p50_us), cell(&c.p99_us), cell(&c.peak_rss_mib), c.lost, c.duplicated, c.reordered, c.runs,
+            if c.failed_runs > 0 { format!(" ({} failed)", c.failed_runs) } else { String::new() }
+        );
+    }
+    if cells.iter().any(|c| c.kind == CaseKind::Latency) {
+        let _ = writeln!(m, "\n## Open loop (latency at a fixed offered rate)\n");
+        let _ = writeln!(m, "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | broker CPU | peak RSS MiB | lost / dup / reord | runs |");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|");
+        for c in cells.iter().filter(|c| c.kind == CaseKind::Latency) {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                c.case, c.broker, cell(&c.msgs_per_s), cell(&c.p50_us), cell(&c.p99_us), cell(&c.p999_us),
+                pct(&c.broker_cpu), cell(&c.peak_rss_mib), c.lost, c.duplicated, c.reordered, c.runs
+            );
+        }
+    }
+    if cells.iter().any(|c| c.kind == CaseKind::Connections) {
+        let _ = writeln!(m, "\n## Idle connections\n");
+        let _ = writeln!(m, "| case | broker | connect rate /s | RSS per connection, bytes | peak RSS MiB | runs |");
+        let _ = writeln!(m, "|---|---|---|---|---|---|");
+        for c in cells.iter().filter(|c| c.kind == CaseKind::Connections) {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} |",
+                c.case, c.broker, cell(&c.connect_rate), cell(&c.bytes_per_conn), cell(&c.peak_rss_mib), c.runs
+            );
+        }
+    }
+    if !ratios.is_empty() {
+        let _ = writeln!(m, "\n## Halyard / peer (headline metric of each case)\n");
+        let _ = writeln!(m, "Throughput cases: deliveries per broker CPU-s (higher is better); latency: p99 (lower is better); connections: RSS per connection (lower is better).\n");
+        let _ = writeln!(m, "| case | halyard | peer | ratio |");
+        let _ = writeln!(m, "|---|---|---|---|");
+        for r in ratios {
+            let dir = if r.higher_is_better { "higher is better" } else { "lower is better" };
+            let _ = writeln!(m, "| {} | {} | {} | {:.2}x ({dir}) |", r.case, r.halyard, r.peer, r.value);
+        }
+    }
+    if !charts.is_empty() {
+        let _ = writeln!(m, "\n## Charts\n");
+        for c in charts {
+            let _ = writeln!(m, "![{c}]({c})");
+        }
+    }
+    let errs: Vec<&Cell> = cells.iter().filter(|c| !c.errors.is_empty()).collect();
+    if !errs.is_empty() {
+        let _ = writeln!(m, "\n## Errors\n");
+        for c in errs {
+            let _ = writeln!(m, "- {} / {}: {}", c.case, c.broker, c.errors.join(" | "));
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_median_and_range() {
+        assert_eq!(stat(&[]), None);
+        let s = stat(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        let s = stat(&[4.0, 1.0, f64::NAN, 2.0, 3.0]).unwrap();
+        assert_eq!((s.median, s.n), (2.5, 4));
+    }
+
+    fn sample(case: &str, broker: &str, per_cpu: f64) -> Sample {
+        Sample {
+            case: case.into(),
+            broker: broker.into(),
+            repeat: 0,
+            result: Some(RunResult {
+                msgs_per_s: per_cpu / 2.0,
+                deliveries_per_broker_cpu_s: Some(per_cpu),
+                ..RunResult::default()
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn ratios_use_medians_of_the_headline_metric() {
+        let cases = vec![super::super::case("p2p-q0", CaseKind::Throughput, "--scenario p2p")];
+        let brokers = vec!["halyard-uring".to_string(), "mosquitto".to_string()];
+        let samples = vec![
+            sample("p2p-q0", "halyard-uring", 400.0),
+            sample("p2p-q0", "halyard-uring", 600.0),
+            sample("p2p-q0", "halyard-uring", 500.0),
+            sample("p2p-q0", "mosquitto", 100.0),
+            Sample { result: None, error: Some("boom".into()), ..sample("p2p-q0", "mosquitto", 0.0) },
+        ];
+        let cells = summarise(&cases, &brokers, &samples);
+        assert_eq!(cells.len(), 2);
+        assert_eq!(cells[0].per_cpu_s.unwrap().median, 500.0);
+        assert_eq!((cells[1].runs, cells[1].failed_runs), (1, 1));
+        let r = ratios(&cells);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].value, r[0].higher_is_better), (5.0, true));
+        let md = markdown(&RunInfo::default(), &cells, &r, &[]);
+        assert!(md.contains("| p2p-q0 | halyard-uring | 250 (200-300) | 500 (400-600) |"), "{md}");
+        assert!(md.contains("5.00x"));
+        assert!(md.contains("boom"));
+    }
+}

@@ -1,0 +1,385 @@
+//! [`ClusterConfig`]: every limit and timing of the cluster layer, with defaults and
+//! validation that names the offending field.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::ClusterError;
+use crate::types::{NodeRole, node_id_for_name};
+
+/// Configuration of one cluster node. In TOML the node identity sits in `[node]`
+/// (`name`, `role`) and the rest in `[cluster]`; the server assembles both into this struct
+/// (see [`ClusterConfig::apply_env`] for the environment contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `node.name`: unique name of this node (`HALYARD_NODE__NAME`).
+    pub node_name: String,
+    /// `node.role`: `core` or `replicant` (`HALYARD_NODE__ROLE`). Default `core`.
+    pub role: NodeRole,
+    /// `cluster.listen`: the cluster listener (Raft, replicant stream, writes, links).
+    pub listen: SocketAddr,
+    /// `cluster.advertise`: the address other nodes use to reach this one; default `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// `cluster.seeds`: the cores' cluster listeners (`host:port`); a list, or one
+    /// comma-separated string (`HALYARD_CLUSTER__SEEDS=a:1,b:2`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub seeds: Vec<String>,
+    /// `cluster.initial_cores`: names of the cores that form the first Raft group; only the
+    /// first of them ever forms it (see [`crate::ClusterNode`]).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub initial_cores: Vec<String>,
+    /// Most route operations in one log entry. Default 1000.
+    pub route_batch_max: usize,
+    /// How long a batch collects route operations before it is proposed, in ms. Default 1.
+    pub route_batch_interval_ms: u64,
+    /// Most route operations waiting to be batched; proposing more fails with
+    /// [`ClusterError::QueueFull`] (counted). Default 100 000.
+    pub route_queue_max: usize,
+    /// Raft heartbeat interval in ms. Default 100.
+    pub heartbeat_interval_ms: u64,
+    /// Raft election timeout lower bound in ms. Default 400.
+    pub election_timeout_min_ms: u64,
+    /// Raft election timeout upper bound in ms. Default 800.
+    pub election_timeout_max_ms: u64,
+    /// Take a Raft snapshot after this many applied entries. Default 5000.
+    pub snapshot_every_entries: u64,
+    /// Largest frame accepted on any cluster connection, in bytes (checked before the frame
+    /// is buffered). Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Snapshot bytes per frame on the replicant stream. Default 1 MiB.
+    pub snapshot_chunk_bytes: usize,
+    /// Committed entries each core keeps in memory for replicants that resume; a replicant
+    /// asking for an older index gets a snapshot. Default 20 000.
+    pub stream_backlog_entries: usize,
+    /// Entries queued per replicant stream before that stream is cut (the replicant then
+    /// resumes from its index). Default 8192.
+    pub stream_queue_max: usize,
+    /// Messages queued per destination node on a forwarding link. Default 10 000.
+    pub link_queue_max: usize,
+    /// Most messages per link frame. Default 256.
+    pub link_batch_max: usize,
+    /// Received messages queued for the server before links stop reading (back-pressure
+    /// to the senders). Default 10 000.
+    pub inbound_queue_max: usize,
+    /// Bound on one connect attempt, in ms. Default 1000.
+    pub connect_timeout_ms: u64,
+    /// Pause between reconnect attempts, in ms. Default 200.
+    pub reconnect_backoff_ms: u64,
+    /// Bound on one forwarded write (proposal) end to end, in ms. Default 5000.
+    pub write_timeout_ms: u64,
+    /// Bound on the first core's wait for all `initial_cores` to answer, in ms. Default 60 000.
+    pub form_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_name: String::new(),
+            role: NodeRole::Core,
+            listen: SocketAddr::from(([127, 0, 0, 1], 29901)),
+            advertise: None,
+            seeds: Vec::new(),
+            initial_cores: Vec::new(),
+            route_batch_max: 1000,
+            route_batch_interval_ms: 1,
+            route_queue_max: 100_000,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 5000,
+            max_frame_bytes: 16 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            stream_backlog_entries: 20_000,
+            stream_queue_max: 8192,
+            link_queue_max: 10_000,
+            link_batch_max: 256,
+            inbound_queue_max: 10_000,
+            connect_timeout_ms: 1000,
+            reconnect_backoff_ms: 200,
+            write_timeout_ms: 5000,
+            form_timeout_ms: 60_000,
+        }
+    }
+}
+
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(v) => v,
+        Either::Csv(s) => split_csv(&s),
+    })
+}
+
+fn split_csv(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> ClusterError {
+    ClusterError::Config {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(field: &'static str, v: &str) -> Result<T, ClusterError> {
+    v.trim().parse().map_err(|_| bad(field, format!("not a number: {v:?}")))
+}
+
+impl ClusterConfig {
+    /// The address other nodes reach this node at.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+
+    /// Applies environment overrides: `HALYARD_NODE__NAME`, `HALYARD_NODE__ROLE`, and
+    /// `HALYARD_CLUSTER__<FIELD>` for every field (upper case, e.g.
+    /// `HALYARD_CLUSTER__LISTEN`, `HALYARD_CLUSTER__SEEDS=a:1,b:2`,
+    /// `HALYARD_CLUSTER__INITIAL_CORES=c1,c2,c3`). Other variables are ignored; an unknown
+    /// `HALYARD_CLUSTER__` key is an error naming it.
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ClusterError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        for (k, v) in vars {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            if let Some(field) = k.strip_prefix("HALYARD_NODE__") {
+                match field {
+                    "NAME" => self.node_name = v.to_owned(),
+                    "ROLE" => {
+                        self.role = match v.trim() {
+                            "core" => NodeRole::Core,
+                            "replicant" => NodeRole::Replicant,
+                            other => {
+                                return Err(bad("node.role", format!("{other:?} is not core|replicant")));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            } else if let Some(field) = k.strip_prefix("HALYARD_CLUSTER__") {
+                self.set_cluster_field(field, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_cluster_field(&mut self, field: &str, v: &str) -> Result<(), ClusterError> {
+        match field {
+            "LISTEN" => {
+                self.listen = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("cluster.listen", format!("not ip:port: {v:?}")))?;
+            }
+            "ADVERTISE" => {
+                self.advertise = Some(
+                    v.trim()
+                        .parse()
+                        .map_err(|_| bad("cluster.advertise", format!("not ip:port: {v:?}")))?,
+                );
+            }
+            "SEEDS" => self.seeds = split_csv(v),
+            "INITIAL_CORES" => self.initial_cores = split_csv(v),
+            "ROUTE_BATCH_MAX" => self.route_batch_max = parse_num("cluster.route_batch_max", v)?,
+            "ROUTE_BATCH_INTERVAL_MS" => {
+                self.route_batch_interval_ms = parse_num("cluster.route_batch_interval_ms", v)?;
+            }
+            "ROUTE_QUEUE_MAX" => self.route_queue_max = parse_num("cluster.route_queue_max", v)?,
+            "HEARTBEAT_INTERVAL_MS" => {
+                self.heartbeat_interval_ms = parse_num("cluster.heartbeat_interval_ms", v)?;
+            }
+            "ELECTION_TIMEOUT_MIN_MS" => {
+                self.election_timeout_min_ms = parse_num("cluster.election_timeout_min_ms", v)?;
+            }
+            "ELECTION_TIMEOUT_MAX_MS" => {
+                self.election_timeout_max_ms = parse_num("cluster.election_timeout_max_ms", v)?;
+            }
+            "SNAPSHOT_EVERY_ENTRIES" => {
+                self.snapshot_every_entries = parse_num("cluster.snapshot_every_entries", v)?;
+            }
+            "MAX_FRAME_BYTES" => self.max_frame_bytes = parse_num("cluster.max_frame_bytes", v)?,
+            "SNAPSHOT_CHUNK_BYTES" => {
+                self.snapshot_chunk_bytes = parse_num("cluster.snapshot_chunk_bytes", v)?;
+            }
+            "STREAM_BACKLOG_ENTRIES" => {
+                self.stream_backlog_entries = parse_num("cluster.stream_backlog_entries", v)?;
+            }
+            "STREAM_QUEUE_MAX" => self.stream_queue_max = parse_num("cluster.stream_queue_max", v)?,
+            "LINK_QUEUE_MAX" => self.link_queue_max = parse_num("cluster.link_queue_max", v)?,
+            "LINK_BATCH_MAX" => self.link_batch_max = parse_num("cluster.link_batch_max", v)?,
+            "INBOUND_QUEUE_MAX" => {
+                self.inbound_queue_max = parse_num("cluster.inbound_queue_max", v)?;
+            }
+            "CONNECT_TIMEOUT_MS" => {
+                self.connect_timeout_ms = parse_num("cluster.connect_timeout_ms", v)?;
+            }
+            "RECONNECT_BACKOFF_MS" => {
+                self.reconnect_backoff_ms = parse_num("cluster.reconnect_backoff_ms", v)?;
+            }
+            "WRITE_TIMEOUT_MS" => self.write_timeout_ms = parse_num("cluster.write_timeout_ms", v)?,
+            "FORM_TIMEOUT_MS" => self.form_timeout_ms = parse_num("cluster.form_timeout_ms", v)?,
+            _ => {
+                return Err(bad("cluster", format!("unknown key HALYARD_CLUSTER__{field}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every field; the error names the first invalid one.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        if self.node_name.trim().is_empty() {
+            return Err(bad("node.name", "must not be empty"));
+        }
+        if self.seeds.is_empty() {
+            return Err(bad("cluster.seeds", "at least one core address is required"));
+        }
+        if self.role == NodeRole::Core {
+            if self.initial_cores.is_empty() {
+                return Err(bad("cluster.initial_cores", "a core needs the initial core names"));
+            }
+            let mut ids = HashSet::new();
+            for name in &self.initial_cores {
+                if !ids.insert(node_id_for_name(name)) {
+                    return Err(bad("cluster.initial_cores", format!("duplicate name {name:?}")));
+                }
+            }
+        }
+        let positive: [(&'static str, u64); 12] = [
+            ("cluster.route_batch_max", self.route_batch_max as u64),
+            ("cluster.route_queue_max", self.route_queue_max as u64),
+            ("cluster.heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("cluster.snapshot_every_entries", self.snapshot_every_entries),
+            ("cluster.snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
+            ("cluster.stream_backlog_entries", self.stream_backlog_entries as u64),
+            ("cluster.stream_queue_max", self.stream_queue_max as u64),
+            ("cluster.link_queue_max", self.link_queue_max as u64),
+            ("cluster.link_batch_max", self.link_batch_max as u64),
+            ("cluster.inbound_queue_max", self.inbound_queue_max as u64),
+            ("cluster.connect_timeout_ms", self.connect_timeout_ms),
+            ("cluster.write_timeout_ms", self.write_timeout_ms),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(bad(field, "must be greater than 0"));
+            }
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms {
+            return Err(bad(
+                "cluster.election_timeout_min_ms",
+                "must be greater than cluster.heartbeat_interval_ms",
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(bad(
+                "cluster.election_timeout_max_ms",
+                "must be greater than cluster.election_timeout_min_ms",
+            ));
+        }
+        if self.max_frame_bytes < 64 * 1024 {
+            return Err(bad("cluster.max_frame_bytes", "must be at least 65536"));
+        }
+        if self.snapshot_chunk_bytes + 1024 > self.max_frame_bytes {
+            return Err(bad(
+                "cluster.snapshot_chunk_bytes",
+                "must be at least 1 KiB below cluster.max_frame_bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> ClusterConfig {
+        ClusterConfig {
+            node_name: "c1".into(),
+            seeds: vec!["127.0.0.1:1".into()],
+            initial_cores: vec!["c1".into()],
+            ..ClusterConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_need_identity() {
+        assert!(matches!(
+            ClusterConfig::default().validate(),
+            Err(ClusterError::Config { field: "node.name", .. })
+        ));
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn env_contract_keys() {
+        let mut c = ClusterConfig::default();
+        c.apply_env([
+            ("HALYARD_NODE__NAME", "r1"),
+            ("HALYARD_NODE__ROLE", "replicant"),
+            ("HALYARD_CLUSTER__LISTEN", "127.0.0.2:29901"),
+            ("HALYARD_CLUSTER__SEEDS", "127.0.0.1:29901, 127.0.0.3:29901"),
+            ("HALYARD_CLUSTER__INITIAL_CORES", "c1,c2,c3"),
+            ("HALYARD_CLUSTER__ROUTE_BATCH_MAX", "50"),
+            ("HALYARD_STORE__DIR", "/tmp/x"),
+        ])
+        .unwrap();
+        assert_eq!(c.node_name, "r1");
+        assert_eq!(c.role, NodeRole::Replicant);
+        assert_eq!(c.listen, "127.0.0.2:29901".parse().unwrap());
+        assert_eq!(c.seeds, vec!["127.0.0.1:29901", "127.0.0.3:29901"]);
+        assert_eq!(c.initial_cores, vec!["c1", "c2", "c3"]);
+        assert_eq!(c.route_batch_max, 50);
+        c.validate().unwrap();
+        let err = c.apply_env([("HALYARD_CLUSTER__NOPE", "1")]).unwrap_err();
+        assert!(err.to_string().contains("HALYARD_CLUSTER__NOPE"), "{err}");
+        let err = c.apply_env([("HALYARD_NODE__ROLE", "boss")]).unwrap_err();
+        assert!(matches!(err, ClusterError::Config { field: "node.role", .. }));
+    }
+
+    #[test]
+    fn toml_accepts_lists_or_csv_and_denies_unknown_fields() {
+        let c: ClusterConfig = toml::from_str(
+            "node_name = \"c1\"\nrole = \"core\"\nseeds = \"a:1,b:2\"\ninitial_cores = [\"c1\", \"c2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.seeds, vec!["a:1", "b:2"]);
+        assert_eq!(c.initial_cores, vec!["c1", "c2"]);
+        assert!(toml::from_str::<ClusterConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = valid();
+        c.election_timeout_max_ms = c.election_timeout_min_ms;
+        assert!(matches!(
+            c.validate(),
+            Err(ClusterError::Config { field: "cluster.election_timeout_max_ms", .. })
+        ));
+        let mut c = valid();
+        c.initial_cores = vec!["c1".into(), "c1".into()];
+        assert!(matches!(
+            c.validate(),
+            Err(ClusterError::Config { field: "cluster.initial_cores", .. })
+        ));
+        let mut c = valid();
+        c.link_queue_max = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ClusterError::Config { field: "cluster.link_queue_max", .. })
+        ));
+    }
+}

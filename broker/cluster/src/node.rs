@@ -1,0 +1,388 @@
+//! [`ClusterNode`]: starts the control plane on its own thread and tokio runtime and is the
+//! handle the server calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ClusterConfig;
+use crate::error::ClusterError;
+use crate::hub::Hub;
+use crate::links::Links;
+use crate::raft::{MemLogStore, NetworkFactory, Raft, StateMachine, raft_config};
+use crate::state::{RouteTable, valid_route_filter};
+use crate::status::{ClusterStatus, Counters, StreamState};
+use crate::types::{Command, LogIndex, Member, NodeId, NodeRole, RouteOp, node_id_for_name};
+use crate::wire::{Hello, Identity, read_frame, write_frame};
+use crate::writes::{BatchItem, WritePool};
+
+/// The Raft parts of a core.
+pub(crate) struct Core {
+    pub raft: Raft,
+    pub log: MemLogStore,
+}
+
+/// State shared by the handle and every control-plane task.
+pub(crate) struct Shared {
+    pub cfg: ClusterConfig,
+    pub id: NodeId,
+    pub me: Member,
+    pub hub: Arc<Hub>,
+    pub routes: Arc<RouteTable>,
+    pub core: Option<Core>,
+    pub counters: Counters,
+    pub links: Links,
+    pub writes: WritePool,
+    pub upstream: std::sync::Mutex<Option<String>>,
+    pub rt: tokio::runtime::Handle,
+}
+
+impl Shared {
+    pub fn max_frame(&self) -> usize {
+        self.cfg.max_frame_bytes
+    }
+
+    pub fn set_stream_state(&self, s: StreamState) {
+        self.counters.stream_state.store(s.as_u8(), Ordering::Relaxed);
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.connect_timeout_ms)
+    }
+
+    pub fn backoff(&self) -> Duration {
+        Duration::from_millis(self.cfg.reconnect_backoff_ms)
+    }
+
+    /// The cluster address of `node` from the member table.
+    pub fn member_addr(&self, node: NodeId) -> Option<String> {
+        let g = self.hub.lock();
+        g.replica.state().members().get(&node).map(|m| m.cluster_addr.clone())
+    }
+}
+
+/// A running cluster node. Dropping it (or [`ClusterNode::shutdown`]) stops the control
+/// plane at once: its runtime and every socket are dropped, as if the process died.
+pub struct ClusterNode {
+    shared: Arc<Shared>,
+    batch_tx: mpsc::UnboundedSender<BatchItem>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("id", &self.shared.id)
+            .field("name", &self.shared.cfg.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterNode {
+    /// Validates `cfg`, binds `cluster.listen` and starts the control plane on a new thread
+    /// (`halyard-cluster`) with its own tokio runtime. Returns once the listener is bound and
+    /// (on cores) the Raft node is created; forming, joining and streaming go on in the
+    /// background (watch [`ClusterNode::status`]).
+    pub fn start(cfg: ClusterConfig) -> Result<ClusterNode, ClusterError> {
+        cfg.validate()?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("halyard-cluster".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ClusterError::Io(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match boot(cfg).await {
+                        Ok(parts) => {
+                            let _ = ready_tx.send(Ok(parts));
+                            // Runs until the handle is dropped or shut down.
+                            let _ = stop_rx.await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Dropping the runtime cancels every task and closes every socket.
+                drop(rt);
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok((shared, batch_tx))) => Ok(ClusterNode {
+                shared,
+                batch_tx,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(ClusterError::Stopped)
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// The route table the data plane matches against (lock-free reads).
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.shared.routes.clone()
+    }
+
+    /// Queues route operations for the next batch (about `route_batch_interval_ms` or
+    /// `route_batch_max` operations per log entry) and resolves to the log index of the entry
+    /// that committed them. Works on cores (forwarded to the leader if needed) and replicants
+    /// (sent to a core). The future needs no particular runtime. Fails fast with
+    /// [`ClusterError::InvalidFilter`] or [`ClusterError::QueueFull`]; otherwise resolves
+    /// within `cluster.write_timeout_ms`.
+    pub async fn propose_routes(&self, ops: Vec<RouteOp>) -> Result<LogIndex, ClusterError> {
+        for op in &ops {
+            if let RouteOp::Add { filter, .. } = op
+                && !valid_route_filter(filter)
+            {
+                return Err(ClusterError::InvalidFilter(filter.clone()));
+            }
+        }
+        if ops.is_empty() {
+            return Ok(self.shared.hub.applied());
+        }
+        let n = ops.len() as u64;
+        let c = &self.shared.counters;
+        let queued = c.route_queue_len.fetch_add(n, Ordering::Relaxed);
+        if queued + n > self.shared.cfg.route_queue_max as u64 {
+            c.route_queue_len.fetch_sub(n, Ordering::Relaxed);
+            c.route_queue_full.fetch_add(1, Ordering::Relaxed);
+            return Err(ClusterError::QueueFull);
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.batch_tx.send(BatchItem { ops, reply }).is_err() {
+            c.route_queue_len.fetch_sub(n, Ordering::Relaxed);
+            return Err(ClusterError::Stopped);
+        }
+        rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Resolves once this node applied `index` (read-your-writes after
+    /// [`ClusterNode::propose_routes`]), or fails after `cluster.write_timeout_ms`.
+    pub async fn wait_applied(&self, index: LogIndex) -> Result<(), ClusterError> {
+        let mut watch = self.shared.hub.applied_watch();
+        let bound = self.shared.cfg.write_timeout_ms;
+        let task = self.shared.rt.spawn(async move {
+            let wait = watch.wait_for(|v| *v >= index);
+            match tokio::time::timeout(Duration::from_millis(bound), wait).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(ClusterError::Stopped),
+                Err(_) => Err(ClusterError::NotApplied(index)),
+            }
+        });
+        task.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Queues `message` for `node` without waiting: one copy per call. Fails with
+    /// [`ClusterError::QueueFull`] (counted in `link_dropped`) when that node's link queue
+    /// is full, [`ClusterError::UnknownNode`] when no member record names its address.
+    /// Messages to one node keep the order of the calls.
+    pub fn send(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
+        self.shared.links.send(&self.shared, node, message)
+    }
+
+    /// Like [`ClusterNode::send`] but waits for queue space (back-pressure; counted in
+    /// `link_blocked` when it had to wait). Needs no particular runtime.
+    pub async fn send_wait(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
+        self.shared.links.send_wait(&self.shared, node, message).await
+    }
+
+    /// The receiver of messages other nodes sent here, `(sender, message)`; `None` after
+    /// the first call. When nobody drains it, links stop reading (back-pressure).
+    pub fn take_inbound(&self) -> Option<mpsc::Receiver<(NodeId, Bytes)>> {
+        self.shared.links.take_inbound()
+    }
+
+    /// The member table as applied here.
+    pub fn members(&self) -> BTreeMap<NodeId, Member> {
+        self.shared.hub.lock().replica.state().members().clone()
+    }
+
+    /// A snapshot of the status figures.
+    pub fn status(&self) -> ClusterStatus {
+        crate::writes::status(&self.shared)
+    }
+
+    /// Stops the control plane (as [`Drop`] does) and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+type BootParts = (Arc<Shared>, mpsc::UnboundedSender<BatchItem>);
+
+/// Everything that happens on the control-plane runtime at start.
+async fn boot(cfg: ClusterConfig) -> Result<BootParts, ClusterError> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let id = node_id_for_name(&cfg.node_name);
+    let me = Member {
+        id,
+        name: cfg.node_name.clone(),
+        role: cfg.role,
+        cluster_addr: cfg.advertised().to_string(),
+        incarnation: now_ms(),
+    };
+    let routes = Arc::new(RouteTable::new());
+    let hub = Arc::new(Hub::new(
+        routes.clone(),
+        cfg.stream_backlog_entries,
+        cfg.stream_queue_max,
+    ));
+    let core = if cfg.role == NodeRole::Core {
+        let log = MemLogStore::default();
+        let net = NetworkFactory {
+            me: id,
+            max_frame: cfg.max_frame_bytes,
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        };
+        let sm = StateMachine::new(hub.clone());
+        let raft = Raft::new(id, raft_config(&cfg)?, net, log.clone(), sm)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Some(Core { raft, log })
+    } else {
+        None
+    };
+    let links = Links::new(cfg.inbound_queue_max);
+    let shared = Arc::new(Shared {
+        writes: WritePool::default(),
+        upstream: std::sync::Mutex::new(None),
+        rt: tokio::runtime::Handle::current(),
+        counters: Counters::default(),
+        cfg,
+        id,
+        me,
+        hub,
+        routes,
+        core,
+        links,
+    });
+    shared.set_stream_state(if shared.core.is_some() {
+        StreamState::Core
+    } else {
+        StreamState::Disconnected
+    });
+    tokio::spawn(crate::server::serve(shared.clone(), listener));
+    let (batch_tx, batch_rx) = mpsc::unbounded_channel();
+    tokio::spawn(crate::writes::batcher(shared.clone(), batch_rx));
+    if shared.core.is_some() {
+        tokio::spawn(form_if_first(shared.clone()));
+    } else {
+        tokio::spawn(crate::replicant::run(shared.clone()));
+    }
+    tokio::spawn(join_loop(shared.clone()));
+    Ok((shared, batch_tx))
+}
+
+/// Records this node in the member table (retried until it commits).
+async fn join_loop(shared: Arc<Shared>) {
+    let cmd = Command::Join(shared.me.clone());
+    loop {
+        match crate::writes::submit(&shared, cmd.clone(), 0).await {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(error = %e, "join not committed yet"),
+        }
+        tokio::time::sleep(shared.backoff()).await;
+    }
+}
+
+/// Asks `addr` who it is.
+pub(crate) async fn identify(shared: &Shared, addr: &str) -> Result<Identity, ClusterError> {
+    let max = shared.max_frame();
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        write_frame(&mut s, &Hello::Identify, max).await?;
+        read_frame::<_, Identity>(&mut s, max).await
+    };
+    let bound = shared.connect_timeout();
+    tokio::time::timeout(bound, io)
+        .await
+        .map_err(|_| ClusterError::Timeout(bound.as_millis() as u64))?
+}
+
+/// Forms the Raft group, exactly once, from the first core named in `initial_cores`.
+///
+/// Forming twice is prevented three ways: only the node whose name is
+/// `initial_cores[0]` ever calls `initialize`; it does so only when its own Raft state is
+/// pristine (openraft also refuses `initialize` on a node with any log or vote); and only
+/// when none of the other initial cores reports Raft state (a formed group exists, e.g. this
+/// node restarted without its disk), in which case it waits to be added back instead.
+async fn form_if_first(shared: Arc<Shared>) {
+    let Some(core) = &shared.core else { return };
+    if shared.cfg.initial_cores.first() != Some(&shared.cfg.node_name) {
+        return;
+    }
+    if core.raft.is_initialized().await.unwrap_or(true) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(shared.cfg.form_timeout_ms);
+    let mut found: BTreeMap<NodeId, BasicNode> = BTreeMap::new();
+    found.insert(shared.id, BasicNode::new(shared.me.cluster_addr.clone()));
+    let wanted: Vec<NodeId> = shared.cfg.initial_cores.iter().map(|n| node_id_for_name(n)).collect();
+    while tokio::time::Instant::now() < deadline {
+        for seed in &shared.cfg.seeds {
+            let Ok(who) = identify(&shared, seed).await else { continue };
+            if who.role != NodeRole::Core || !wanted.contains(&who.id) || who.id == shared.id {
+                continue;
+            }
+            if who.initialized {
+                tracing::warn!(peer = %who.name, "a core group already exists: not forming");
+                return;
+            }
+            found.insert(who.id, BasicNode::new(who.addr));
+        }
+        if wanted.iter().all(|id| found.contains_key(id)) {
+            match core.raft.initialize(found.clone()).await {
+                Ok(()) => tracing::info!(cores = found.len(), "core group formed"),
+                Err(e) => tracing::warn!(error = %e, "not forming the core group"),
+            }
+            return;
+        }
+        tokio::time::sleep(shared.backoff()).await;
+    }
+    tracing::error!("initial cores did not all answer within cluster.form_timeout_ms");
+}

@@ -1,0 +1,155 @@
+//! The Raft state machine: applies committed entries to the node's [`Hub`] and builds /
+//! installs snapshots in the [`ClusterState`] encoding.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StoredMembership,
+};
+
+use super::TypeConfig;
+use crate::hub::Hub;
+use crate::state::ClusterState;
+use crate::types::{ApplyOutcome, NodeId};
+
+/// The latest snapshot built or installed (kept for followers that need it).
+#[derive(Debug, Clone)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine adaptor over a [`Hub`]; clones share everything.
+#[derive(Clone)]
+pub struct StateMachine {
+    hub: Arc<Hub>,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl StateMachine {
+    pub(crate) fn new(hub: Arc<Hub>) -> Self {
+        StateMachine {
+            hub,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn store_current(&self, snap: StoredSnapshot) {
+        // Only assignments happen under this lock.
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (data, last, membership) = {
+            let g = self.hub.lock();
+            (
+                g.replica.state().snapshot(),
+                g.raft_applied,
+                g.raft_membership.clone(),
+            )
+        };
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}", l.leader_id, l.index),
+            None => "empty".to_owned(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.store_current(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let g = self.hub.lock();
+        Ok((g.raft_applied, g.raft_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyOutcome>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let (cmd, membership) = match entry.payload {
+                EntryPayload::Blank => (None, None),
+                EntryPayload::Normal(cmd) => (Some(cmd), None),
+                EntryPayload::Membership(m) => (None, Some(StoredMembership::new(Some(log_id), m))),
+            };
+            out.push(self.hub.apply_with(log_id.index, cmd, |g| {
+                g.raft_applied = Some(log_id);
+                if let Some(m) = membership {
+                    g.raft_membership = m;
+                }
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let state = ClusterState::restore(&data).map_err(|e| {
+            StorageError::from_io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let (last, membership) = (meta.last_log_id, meta.last_membership.clone());
+        self.hub.install_with(index, state, |g| {
+            g.raft_applied = last;
+            g.raft_membership = membership;
+        });
+        self.store_current(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(cur.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

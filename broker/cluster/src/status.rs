@@ -1,0 +1,173 @@
+//! [`ClusterStatus`]: what `halyard ctl status` prints and `/metrics` exports, as plain
+//! numbers. Metric names mirror EMQX's Mria (prefix `halyard_cluster_`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::types::{LogIndex, NodeId, NodeRole};
+
+/// Where a node's copy of the replicated state stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// A replicant with no upstream core right now (it keeps its applied index).
+    Disconnected,
+    /// Receiving a snapshot.
+    Bootstrap,
+    /// Applying entries committed before the stream went live.
+    LocalReplay,
+    /// Following every commit as it happens.
+    Normal,
+    /// A core: applies through Raft, has no stream.
+    Core,
+}
+
+impl StreamState {
+    pub(crate) fn from_u8(v: u8) -> StreamState {
+        match v {
+            1 => StreamState::Bootstrap,
+            2 => StreamState::LocalReplay,
+            3 => StreamState::Normal,
+            4 => StreamState::Core,
+            _ => StreamState::Disconnected,
+        }
+    }
+
+    pub(crate) fn as_u8(self) -> u8 {
+        match self {
+            StreamState::Disconnected => 0,
+            StreamState::Bootstrap => 1,
+            StreamState::LocalReplay => 2,
+            StreamState::Normal => 3,
+            StreamState::Core => 4,
+        }
+    }
+}
+
+/// Counters kept by the cluster tasks (monotonic unless named `_len`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub route_queue_len: AtomicU64,
+    pub route_queue_full: AtomicU64,
+    pub route_ops_proposed: AtomicU64,
+    pub route_entries_proposed: AtomicU64,
+    pub link_dropped: AtomicU64,
+    pub link_blocked: AtomicU64,
+    pub link_lost: AtomicU64,
+    pub link_sent: AtomicU64,
+    pub link_received: AtomicU64,
+    pub bootstraps: AtomicU64,
+    pub bootstrap_time_us: AtomicU64,
+    pub bootstrap_keys: AtomicU64,
+    pub stream_state: std::sync::atomic::AtomicU8,
+    pub upstream_committed: AtomicU64,
+    pub apply_queue_len: AtomicU64,
+    pub stream_reconnects: AtomicU64,
+    pub connections_refused: AtomicU64,
+}
+
+impl Counters {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// A point-in-time view of one node's cluster layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// This node's name.
+    pub node_name: String,
+    /// Core or replicant.
+    pub role: NodeRole,
+    /// Cores: the current Raft term.
+    pub raft_term: Option<u64>,
+    /// Cores: the leader this core knows of.
+    pub raft_leader: Option<NodeId>,
+    /// Cores: `Leader`, `Follower`, `Candidate` or `Learner`.
+    pub raft_state: Option<String>,
+    /// Cores: per peer, how many log entries it is behind the leader (leader only).
+    pub raft_peer_lag: Vec<(NodeId, u64)>,
+    /// Stream state (cores report [`StreamState::Core`]).
+    pub stream_state: StreamState,
+    /// Replicants: the core streamed from.
+    pub upstream_core: Option<String>,
+    /// The last index applied to the local route table.
+    pub applied_index: LogIndex,
+    /// The last committed index known here (cores: Raft's; replicants: the upstream's).
+    pub committed_index: LogIndex,
+    /// `committed_index - applied_index`.
+    pub lag: u64,
+    /// Cores: replicant streams served now.
+    pub replicants: u64,
+    /// Cores: entries waiting to be sent to the slowest replicant stream.
+    pub stream_queue_len: u64,
+    /// Replicants: received entries not yet applied.
+    pub apply_queue_len: u64,
+    /// Route operations waiting to be batched.
+    pub route_queue_len: u64,
+    /// Proposals refused because the route queue was full.
+    pub route_queue_full: u64,
+    /// Messages queued on forwarding links (all destinations).
+    pub link_queue_len: u64,
+    /// Messages refused by `send` because a link queue was full.
+    pub link_dropped: u64,
+    /// `send_wait` calls that had to wait for queue space.
+    pub link_blocked: u64,
+    /// Messages lost because a link broke while they were being written.
+    pub link_lost: u64,
+    /// Messages sent on links.
+    pub link_sent: u64,
+    /// Messages received on links.
+    pub link_received: u64,
+    /// Replicants: snapshots installed since start.
+    pub bootstraps: u64,
+    /// Replicants: duration of the last bootstrap.
+    pub bootstrap_time_seconds: f64,
+    /// Replicants: route rows in the last bootstrap snapshot.
+    pub bootstrap_keys: u64,
+    /// Replicants: stream reconnects since start.
+    pub stream_reconnects: u64,
+    /// Known members.
+    pub members: u64,
+    /// Route rows (filter, node) in the replicated table.
+    pub route_rows: u64,
+}
+
+impl ClusterStatus {
+    /// The numbers under their Prometheus names (the server adds labels and exports them).
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        let mut m = vec![
+            ("halyard_cluster_lag", self.lag as f64),
+            ("halyard_cluster_last_committed_index", self.committed_index as f64),
+            ("halyard_cluster_last_applied_index", self.applied_index as f64),
+            ("halyard_cluster_bootstrap_time_seconds", self.bootstrap_time_seconds),
+            ("halyard_cluster_bootstrap_keys", self.bootstrap_keys as f64),
+            ("halyard_cluster_bootstraps_total", self.bootstraps as f64),
+            ("halyard_cluster_replicants", self.replicants as f64),
+            ("halyard_cluster_stream_queue_len", self.stream_queue_len as f64),
+            ("halyard_cluster_apply_queue_len", self.apply_queue_len as f64),
+            ("halyard_cluster_stream_state", f64::from(self.stream_state.as_u8())),
+            ("halyard_cluster_stream_reconnects_total", self.stream_reconnects as f64),
+            ("halyard_cluster_route_queue_len", self.route_queue_len as f64),
+            ("halyard_cluster_route_queue_full_total", self.route_queue_full as f64),
+            ("halyard_cluster_link_queue_len", self.link_queue_len as f64),
+            ("halyard_cluster_link_dropped_total", self.link_dropped as f64),
+            ("halyard_cluster_link_blocked_total", self.link_blocked as f64),
+            ("halyard_cluster_link_lost_total", self.link_lost as f64),
+            ("halyard_cluster_link_sent_total", self.link_sent as f64),
+            ("halyard_cluster_link_received_total", self.link_received as f64),
+            ("halyard_cluster_members", self.members as f64),
+            ("halyard_cluster_route_rows", self.route_rows as f64),
+        ];
+        if let Some(term) = self.raft_term {
+            m.push(("halyard_cluster_raft_term", term as f64));
+        }
+        if let Some(leader) = self.raft_leader {
+            m.push(("halyard_cluster_raft_leader", leader as f64));
+        }
+        m
+    }
+}

@@ -1,0 +1,249 @@
+//! The write path: route batching, proposing on the leader, forwarding to the leader or to
+//! a core, and the status snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::error::ClusterError;
+use crate::node::Shared;
+use crate::status::{ClusterStatus, Counters, StreamState};
+use crate::types::{Command, LogIndex, RouteOp};
+use crate::wire::{Hello, WriteRequest, WriteResponse, read_frame, write_frame};
+
+/// Most cores a write may pass through before it must reach the leader.
+const MAX_HOPS: u8 = 3;
+
+/// Idle forwarding connections kept per destination.
+const POOL_IDLE_MAX: usize = 8;
+
+/// Route operations waiting for the batcher, with the proposer's reply channel.
+pub(crate) struct BatchItem {
+    pub ops: Vec<RouteOp>,
+    pub reply: oneshot::Sender<Result<LogIndex, ClusterError>>,
+}
+
+/// Collects route operations for `route_batch_interval_ms` (or until `route_batch_max`)
+/// and proposes each batch as one entry. Batches are proposed one after the other, so this
+/// node's route changes commit in the order they were proposed.
+pub(crate) async fn batcher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<BatchItem>) {
+    let interval = Duration::from_millis(shared.cfg.route_batch_interval_ms);
+    let max = shared.cfg.route_batch_max;
+    while let Some(first) = rx.recv().await {
+        let mut n = first.ops.len();
+        let mut items = vec![first];
+        let deadline = Instant::now() + interval;
+        while n < max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(item)) => {
+                    n += item.ops.len();
+                    items.push(item);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut ops = Vec::with_capacity(n);
+        let mut replies = Vec::with_capacity(items.len());
+        for item in items {
+            ops.extend(item.ops);
+            replies.push(item.reply);
+        }
+        let c = &shared.counters;
+        c.route_queue_len.fetch_sub(n as u64, Ordering::Relaxed);
+        c.route_ops_proposed.fetch_add(n as u64, Ordering::Relaxed);
+        c.route_entries_proposed.fetch_add(1, Ordering::Relaxed);
+        let res = submit(&shared, Command::Routes(ops), 0).await;
+        for reply in replies {
+            let _ = reply.send(match &res {
+                Ok(i) => Ok(*i),
+                Err(e) => Err(duplicate(e)),
+            });
+        }
+    }
+}
+
+fn duplicate(e: &ClusterError) -> ClusterError {
+    match e {
+        ClusterError::Timeout(ms) => ClusterError::Timeout(*ms),
+        ClusterError::Stopped => ClusterError::Stopped,
+        ClusterError::NoLeader(s) => ClusterError::NoLeader(s.clone()),
+        other => ClusterError::Raft(other.to_string()),
+    }
+}
+
+/// Replicates `cmd` and returns its log index. On a core: proposes on the local Raft node,
+/// or forwards to the leader it names; on a replicant: sends to a core from the seeds.
+/// Retries until `write_timeout_ms` (halved per hop so the caller's bound expires last).
+/// A retried write may commit twice; every command is idempotent (set semantics, and
+/// batches of one node are sequential), so a duplicate changes nothing.
+pub(crate) async fn submit(
+    shared: &Arc<Shared>,
+    cmd: Command,
+    hops: u8,
+) -> Result<LogIndex, ClusterError> {
+    let bound = shared.cfg.write_timeout_ms >> hops.min(8);
+    let deadline = Instant::now() + Duration::from_millis(bound.max(1));
+    let mut last = ClusterError::NoLeader("no core answered".into());
+    let mut seed_ix = 0usize;
+    loop {
+        let attempt = match &shared.core {
+            Some(core) => match core.raft.client_write(cmd.clone()).await {
+                Ok(r) => return Ok(r.log_id.index),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    match f.leader_node {
+                        Some(node) if hops < MAX_HOPS && f.leader_id != Some(shared.id) => {
+                            forward(shared, &node.addr, &cmd, hops, deadline).await
+                        }
+                        _ => Err(ClusterError::NoLeader("election in progress".into())),
+                    }
+                }
+                Err(e) => Err(ClusterError::Raft(e.to_string())),
+            },
+            None => {
+                let seeds = &shared.cfg.seeds;
+                let addr = &seeds[seed_ix % seeds.len()];
+                let r = forward(shared, addr, &cmd, hops, deadline).await;
+                if r.is_err() {
+                    seed_ix += 1;
+                }
+                r
+            }
+        };
+        match attempt {
+            Ok(i) => return Ok(i),
+            Err(e) => last = e,
+        }
+        if Instant::now() + shared.backoff() / 4 >= deadline {
+            return Err(match last {
+                ClusterError::NoLeader(_) | ClusterError::Raft(_) => last,
+                _ => ClusterError::Timeout(bound),
+            });
+        }
+        tokio::time::sleep(shared.backoff() / 4).await;
+    }
+}
+
+/// Pooled connections for forwarded writes (one request in flight per connection).
+#[derive(Default)]
+pub(crate) struct WritePool {
+    idle: std::sync::Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+impl WritePool {
+    fn take(&self, addr: &str) -> Option<TcpStream> {
+        // Only map operations happen under this lock.
+        let mut g = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_mut(addr).and_then(Vec::pop)
+    }
+
+    fn give(&self, addr: &str, s: TcpStream) {
+        let mut g = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let v = g.entry(addr.to_owned()).or_default();
+        if v.len() < POOL_IDLE_MAX {
+            v.push(s);
+        }
+    }
+}
+
+async fn forward(
+    shared: &Arc<Shared>,
+    addr: &str,
+    cmd: &Command,
+    hops: u8,
+    deadline: Instant,
+) -> Result<LogIndex, ClusterError> {
+    let max = shared.max_frame();
+    let req = WriteRequest {
+        cmd: cmd.clone(),
+        hops,
+    };
+    let io = async {
+        let mut s = match shared.writes.take(addr) {
+            Some(s) => s,
+            None => {
+                let mut s = tokio::time::timeout(shared.connect_timeout(), TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| ClusterError::Timeout(shared.cfg.connect_timeout_ms))??;
+                let _ = s.set_nodelay(true);
+                write_frame(&mut s, &Hello::Write, max).await?;
+                s
+            }
+        };
+        write_frame(&mut s, &req, max).await?;
+        let WriteResponse(r) = read_frame(&mut s, max).await?;
+        shared.writes.give(addr, s);
+        r.map_err(ClusterError::NoLeader)
+    };
+    tokio::time::timeout_at(deadline, io)
+        .await
+        .map_err(|_| ClusterError::Timeout(shared.cfg.write_timeout_ms))?
+}
+
+/// Builds a [`ClusterStatus`] from the shared state.
+pub(crate) fn status(shared: &Shared) -> ClusterStatus {
+    let c = &shared.counters;
+    let (applied, members, route_rows) = {
+        let g = shared.hub.lock();
+        let s = g.replica.state();
+        (g.replica.applied(), s.members().len() as u64, s.route_rows() as u64)
+    };
+    let mut st = ClusterStatus {
+        node_id: shared.id,
+        node_name: shared.cfg.node_name.clone(),
+        role: shared.cfg.role,
+        raft_term: None,
+        raft_leader: None,
+        raft_state: None,
+        raft_peer_lag: Vec::new(),
+        stream_state: StreamState::from_u8(c.stream_state.load(Ordering::Relaxed)),
+        upstream_core: shared.upstream.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        applied_index: applied,
+        committed_index: applied,
+        lag: 0,
+        replicants: shared.hub.streams.load(Ordering::Relaxed),
+        stream_queue_len: shared.hub.stream_queue_len(),
+        apply_queue_len: Counters::get(&c.apply_queue_len),
+        route_queue_len: Counters::get(&c.route_queue_len),
+        route_queue_full: Counters::get(&c.route_queue_full),
+        link_queue_len: shared.links.queued(),
+        link_dropped: Counters::get(&c.link_dropped),
+        link_blocked: Counters::get(&c.link_blocked),
+        link_lost: Counters::get(&c.link_lost),
+        link_sent: Counters::get(&c.link_sent),
+        link_received: Counters::get(&c.link_received),
+        bootstraps: Counters::get(&c.bootstraps),
+        bootstrap_time_seconds: Counters::get(&c.bootstrap_time_us) as f64 / 1e6,
+        bootstrap_keys: Counters::get(&c.bootstrap_keys),
+        stream_reconnects: Counters::get(&c.stream_reconnects),
+        members,
+        route_rows,
+    };
+    match &shared.core {
+        Some(core) => {
+            let m = core.raft.metrics().borrow().clone();
+            st.raft_term = Some(m.current_term);
+            st.raft_leader = m.current_leader;
+            st.raft_state = Some(format!("{:?}", m.state));
+            let last = m.last_log_index.unwrap_or(0);
+            if let Some(repl) = &m.replication {
+                st.raft_peer_lag = repl
+                    .iter()
+                    .filter(|(id, _)| **id != shared.id)
+                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+                    .collect();
+            }
+            st.committed_index = core.log.committed_index().max(applied);
+        }
+        None => {
+            st.committed_index = Counters::get(&c.upstream_committed).max(applied);
+        }
+    }
+    st.lag = st.committed_index - st.applied_index;
+    st
+}
