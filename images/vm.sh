@@ -67,9 +67,16 @@ vm_mqtt_ok() {
 # vm_wait_mqtt SECONDS: waits until MQTT answers; prints the boot-to-ready time. Fails when
 # the time is up, QEMU exited or the kernel panicked.
 vm_wait_mqtt() {
-    local limit=$1 deadline now
+    local limit=$1 deadline now t_fw="" t_kernel="" t_init=""
     deadline=$(($(date +%s) + limit))
+    # Seconds since QEMU start.
+    since() { awk -v a="$VM_T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }'; }
     while :; do
+        # Phase marks (to within the 2 s poll): firmware handed over to the kernel, the kernel
+        # started /init, /init started the broker.
+        [[ -z "$t_fw" ]] && grep -q 'EFI stub' "$VM_SERIAL" 2>/dev/null && t_fw=$(since)
+        [[ -z "$t_kernel" ]] && grep -q 'halyard-init: role=' "$VM_SERIAL" 2>/dev/null && t_kernel=$(since)
+        [[ -z "$t_init" ]] && grep -q 'halyard-init: starting broker' "$VM_SERIAL" 2>/dev/null && t_init=$(since)
         if ! vm_running; then
             vm_log "QEMU exited before MQTT was ready"
             return 1
@@ -81,11 +88,11 @@ vm_wait_mqtt() {
         if vm_mqtt_ok; then
             now=$(date +%s.%N)
             VM_READY_SECONDS=$(awk -v a="$VM_T0" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
-            vm_log "MQTT ready ${VM_READY_SECONDS}s after QEMU start"
+            vm_log "MQTT ready ${VM_READY_SECONDS}s after QEMU start (kernel started at ~${t_fw:-?}s, /init at ~${t_kernel:-?}s, broker at ~${t_init:-?}s; load average $(cut -d' ' -f1 /proc/loadavg))"
             return 0
         fi
         if (($(date +%s) >= deadline)); then
-            vm_log "MQTT not ready after ${limit}s (see $VM_SERIAL)"
+            vm_log "MQTT not ready after ${limit}s (kernel started at ~${t_fw:-?}s, /init at ~${t_kernel:-?}s, broker at ~${t_init:-?}s; load average $(cut -d' ' -f1 /proc/loadavg); see $VM_SERIAL)"
             return 1
         fi
         sleep 2

@@ -189,7 +189,7 @@ fn will_abnormal_normal_and_0x04() {
 fn will_delay_cancelled_by_reconnect() {
     let b = TestBroker::start();
     let mut w = watcher(&b);
-    let c0 = will_connect("delayed", Some(2), 300);
+    let c0 = will_connect("delayed", Some(3), 300);
     let (c, _, code, _) = RawClient::connect(b.mqtt_addr(), &c0);
     assert_eq!(code, 0);
     c.drop_abruptly();
@@ -198,7 +198,7 @@ fn will_delay_cancelled_by_reconnect() {
     again.will = None;
     let (mut c, present, code, _) = RawClient::connect(b.mqtt_addr(), &again);
     assert_eq!((code, present), (0, true));
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(4000));
     assert_next_is_marker(
         &b,
         &mut w,
@@ -208,7 +208,7 @@ fn will_delay_cancelled_by_reconnect() {
 }
 
 /// The will is sent at min(Will Delay Interval, Session Expiry Interval) [MQTT-3.1.3-9]
-/// (MQTT 5.0 §3.1.3.2.2): a 1 s session expiry sends a will whose delay is one hour; a 2 s
+/// (MQTT 5.0 §3.1.3.2.2): a 1 s session expiry sends a will whose delay is one hour; a 3 s
 /// will delay with a long session sends it after the delay, not at once.
 #[test]
 fn will_delay_min_of_session_expiry() {
@@ -226,7 +226,7 @@ fn will_delay_min_of_session_expiry() {
         "sent when the session ends"
     );
 
-    let (c, _, _, _) = RawClient::connect(b.mqtt_addr(), &will_connect("delay2", Some(2), 300));
+    let (c, _, _, _) = RawClient::connect(b.mqtt_addr(), &will_connect("delay3", Some(3), 300));
     c.drop_abruptly();
     // Not at once: a marker published right after the drop comes first.
     assert_next_is_marker(&b, &mut w, "the will waits for its delay");
@@ -234,7 +234,7 @@ fn will_delay_min_of_session_expiry() {
     w.ack_publish(&m);
     assert_eq!(
         publish_parts(&m).0,
-        "will5/delay2",
+        "will5/delay3",
         "sent once the delay has passed"
     );
 }

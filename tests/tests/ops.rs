@@ -420,7 +420,7 @@ fn slow_consumer_queue_bounded() {
         p.publish(&Publish::new("slow/t", format!("{i}").as_bytes()).qos(1, 1 + i));
     }
     let mut got = 0;
-    while let Ok(m @ Packet::Publish { .. }) = s.recv_within(Duration::from_secs(1)) {
+    while let Ok(m @ Packet::Publish { .. }) = s.recv_within(Duration::from_secs(3)) {
         s.ack_publish(&m);
         got += 1;
         assert!(got <= 30);

@@ -131,7 +131,11 @@ impl Acl {
     }
 
     /// Parses ACL text; `path` names the file in errors.
-    pub fn parse(text: &str, path: impl AsRef<Path>, default: AclDefault) -> Result<Self, AuthError> {
+    pub fn parse(
+        text: &str,
+        path: impl AsRef<Path>,
+        default: AclDefault,
+    ) -> Result<Self, AuthError> {
         let mut acl = Acl {
             config: AclConfig {
                 file: Some(path.as_ref().to_path_buf()),
@@ -326,7 +330,11 @@ fn parse_rule(rest: &str) -> Result<Rule, String> {
 /// Replaces `%c` and `%u` in a pattern (in one pass, so a substituted value is never
 /// substituted again); `None` when the pattern cannot match this client (`%u` without a user
 /// name, or a substituted value containing a wildcard).
-fn substitute<'a>(pattern: &'a str, client_id: &str, username: Option<&str>) -> Option<Cow<'a, str>> {
+fn substitute<'a>(
+    pattern: &'a str,
+    client_id: &str,
+    username: Option<&str>,
+) -> Option<Cow<'a, str>> {
     if !pattern.contains('%') {
         return Some(Cow::Borrowed(pattern));
     }

@@ -148,8 +148,11 @@ mod tests {
 
     fn file() -> PasswordFile {
         let mut f = PasswordFile::empty("/etc/halyard/passwd");
-        f.set("alice", PasswordHash::with_salt(b"wonderland", 20, vec![7; 16]))
-            .unwrap();
+        f.set(
+            "alice",
+            PasswordHash::with_salt(b"wonderland", 20, vec![7; 16]),
+        )
+        .unwrap();
         f
     }
 
@@ -171,16 +174,28 @@ mod tests {
         assert_eq!(a.check(Some("u"), Some(b"p")), AuthDecision::NotAuthorized);
         let a = Authenticator::with_passwords(false, file());
         assert_eq!(a.check(None, None), AuthDecision::NotAuthorized);
-        assert_eq!(a.check(Some("alice"), Some(b"wonderland")), AuthDecision::Allow);
+        assert_eq!(
+            a.check(Some("alice"), Some(b"wonderland")),
+            AuthDecision::Allow
+        );
     }
 
     #[test]
     fn password_file_is_enforced_for_named_users() {
         let a = Authenticator::with_passwords(true, file());
-        assert_eq!(a.check(Some("alice"), Some(b"wonderland")), AuthDecision::Allow);
-        assert_eq!(a.check(Some("alice"), Some(b"Wonderland")), AuthDecision::BadCredentials);
+        assert_eq!(
+            a.check(Some("alice"), Some(b"wonderland")),
+            AuthDecision::Allow
+        );
+        assert_eq!(
+            a.check(Some("alice"), Some(b"Wonderland")),
+            AuthDecision::BadCredentials
+        );
         assert_eq!(a.check(Some("alice"), None), AuthDecision::BadCredentials);
-        assert_eq!(a.check(Some("mallory"), Some(b"wonderland")), AuthDecision::BadCredentials);
+        assert_eq!(
+            a.check(Some("mallory"), Some(b"wonderland")),
+            AuthDecision::BadCredentials
+        );
         // Anonymous clients are still let in when allowed.
         assert_eq!(a.check(None, None), AuthDecision::Allow);
     }
@@ -201,7 +216,10 @@ mod tests {
         let c: AuthConfig =
             toml::from_str("allow_anonymous = false\npassword_file = \"/etc/pw\"").unwrap();
         assert!(!c.allow_anonymous);
-        assert_eq!(c.password_file.as_deref(), Some(std::path::Path::new("/etc/pw")));
+        assert_eq!(
+            c.password_file.as_deref(),
+            Some(std::path::Path::new("/etc/pw"))
+        );
         assert!(toml::from_str::<AuthConfig>("allow_anon = true").is_err());
     }
 
@@ -211,7 +229,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pw");
         let mut f = PasswordFile::empty(&path);
-        f.set("u", PasswordHash::with_salt(b"one", 5, vec![1; 16])).unwrap();
+        f.set("u", PasswordHash::with_salt(b"one", 5, vec![1; 16]))
+            .unwrap();
         f.save().unwrap();
         let a = Authenticator::new(AuthConfig {
             allow_anonymous: false,
@@ -219,9 +238,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(a.check(Some("u"), Some(b"one")), AuthDecision::Allow);
-        f.set("u", PasswordHash::with_salt(b"two", 5, vec![1; 16])).unwrap();
+        f.set("u", PasswordHash::with_salt(b"two", 5, vec![1; 16]))
+            .unwrap();
         f.save().unwrap();
-        assert_eq!(a.check(Some("u"), Some(b"two")), AuthDecision::BadCredentials, "old value unchanged");
+        assert_eq!(
+            a.check(Some("u"), Some(b"two")),
+            AuthDecision::BadCredentials,
+            "old value unchanged"
+        );
         let b = a.reload().unwrap();
         assert_eq!(b.check(Some("u"), Some(b"two")), AuthDecision::Allow);
         std::fs::write(&path, "broken line\n").unwrap();

@@ -77,12 +77,16 @@ pub(crate) fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
             IpAddr::V6((bits & m).into())
         }
     }
@@ -100,7 +104,12 @@ impl FromStr for IpNet {
         let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
         let width = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= width).ok_or_else(bad)?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= width)
+                .ok_or_else(bad)?,
             None => width,
         };
         Ok(IpNet::new(addr, prefix))
@@ -310,14 +319,19 @@ mod tests {
     fn bans_by_each_kind_with_expiry() {
         let mut l = BanList::new(10);
         l.add(ban(BanKind::ClientId, "dev-1", None), 0).unwrap();
-        l.add(ban(BanKind::Username, "eve", Some(1_000)), 0).unwrap();
-        l.add(ban(BanKind::Address, "10.1.0.0/16", Some(5_000)), 0).unwrap();
+        l.add(ban(BanKind::Username, "eve", Some(1_000)), 0)
+            .unwrap();
+        l.add(ban(BanKind::Address, "10.1.0.0/16", Some(5_000)), 0)
+            .unwrap();
         assert!(l.is_banned("dev-1", None, None, 0));
         assert!(!l.is_banned("dev-2", None, None, 0));
         assert!(l.is_banned("x", Some("eve"), None, 999));
         assert!(!l.is_banned("x", Some("eve"), None, 1_000), "expired");
         assert!(l.is_banned("x", None, ip("10.1.200.3"), 10));
-        assert!(l.is_banned("x", None, ip("::ffff:10.1.200.3"), 10), "v4-mapped");
+        assert!(
+            l.is_banned("x", None, ip("::ffff:10.1.200.3"), 10),
+            "v4-mapped"
+        );
         assert!(!l.is_banned("x", None, ip("10.2.0.1"), 10));
         assert!(!l.is_banned("x", None, ip("10.1.0.1"), 5_000));
         assert!(l.is_address_banned("10.1.0.1".parse().unwrap(), 10));
@@ -331,18 +345,28 @@ mod tests {
     #[test]
     fn add_remove_list() {
         let mut l = BanList::new(10);
-        l.add(ban(BanKind::Address, "2001:db8::/32", None), 0).unwrap();
+        l.add(ban(BanKind::Address, "2001:db8::/32", None), 0)
+            .unwrap();
         l.add(ban(BanKind::Address, "192.0.2.7", None), 0).unwrap();
         l.add(ban(BanKind::Username, "b", None), 0).unwrap();
         l.add(ban(BanKind::ClientId, "a", None), 0).unwrap();
         // Same network in another spelling replaces, not duplicates.
-        l.add(ban(BanKind::Address, "2001:db8:ffff::/32", Some(9)), 0).unwrap();
+        l.add(ban(BanKind::Address, "2001:db8:ffff::/32", Some(9)), 0)
+            .unwrap();
         assert_eq!(l.len(), 4);
         assert!(l.is_banned("z", None, ip("2001:db8::42"), 0));
         assert!(l.is_banned("z", None, ip("192.0.2.7"), 0));
         assert!(!l.is_banned("z", None, ip("192.0.2.8"), 0));
         let kinds: Vec<BanKind> = l.list().iter().map(|b| b.kind).collect();
-        assert_eq!(kinds, [BanKind::ClientId, BanKind::Username, BanKind::Address, BanKind::Address]);
+        assert_eq!(
+            kinds,
+            [
+                BanKind::ClientId,
+                BanKind::Username,
+                BanKind::Address,
+                BanKind::Address
+            ]
+        );
         assert!(l.remove(BanKind::Address, "2001:db8::1/32"));
         assert!(!l.remove(BanKind::Address, "2001:db8::/32"));
         assert!(l.remove(BanKind::ClientId, "a"));
@@ -372,7 +396,7 @@ mod tests {
         ));
         assert_eq!(l.full_hits(), 1);
         // Replacing an existing ban needs no room.
-        l.add(ban(BanKind::ClientId, "b", Some(7)), 50).unwrap();
+        l.add(ban(BanKind::ClientId, "b", Some(1_000)), 50).unwrap();
         // Once "a" has expired it is dropped to make room.
         l.add(ban(BanKind::ClientId, "c", None), 100).unwrap();
         assert_eq!(l.len(), 2);
@@ -390,9 +414,14 @@ mod tests {
         let b: Ban = serde_json::from_str(r#"{"kind":"client_id","value":"dev"}"#).unwrap();
         assert_eq!((b.until_ms, b.reason.as_str()), (None, ""));
         let text = serde_json::to_string(&b).unwrap();
-        assert_eq!(text, r#"{"kind":"client_id","value":"dev","until_ms":null,"reason":""}"#);
+        assert_eq!(
+            text,
+            r#"{"kind":"client_id","value":"dev","until_ms":null,"reason":""}"#
+        );
         assert!(serde_json::from_str::<Ban>(r#"{"kind":"ip","value":"x"}"#).is_err());
-        assert!(serde_json::from_str::<Ban>(r#"{"kind":"username","value":"x","extra":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Ban>(r#"{"kind":"username","value":"x","extra":1}"#).is_err()
+        );
     }
 
     #[test]
@@ -401,7 +430,10 @@ mod tests {
         assert_eq!(n.to_string(), "10.0.0.0/8");
         assert!(n.contains("10.255.0.1".parse().unwrap()));
         assert!(!n.contains("11.0.0.1".parse().unwrap()));
-        assert!(!n.contains("::a01:203".parse().unwrap()), "families do not mix");
+        assert!(
+            !n.contains("::a01:203".parse().unwrap()),
+            "families do not mix"
+        );
         let all: IpNet = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("1.2.3.4".parse().unwrap()));
         let one: IpNet = "::1".parse().unwrap();

@@ -191,13 +191,10 @@ impl FlapDetector {
             }
             self.order.push_back(client_id.to_string());
         }
-        let track = self
-            .table
-            .entry(client_id.to_string())
-            .or_insert(Track {
-                window_start: now_ms,
-                count: 0,
-            });
+        let track = self.table.entry(client_id.to_string()).or_insert(Track {
+            window_start: now_ms,
+            count: 0,
+        });
         if now_ms.saturating_sub(track.window_start) >= self.window_ms {
             *track = Track {
                 window_start: now_ms,
@@ -272,7 +269,11 @@ impl SourceLimiter {
     /// The key a source is counted under: the IPv4 address, or the IPv6 prefix.
     pub fn source_key(&self, ip: IpAddr) -> IpAddr {
         let ip = ip.to_canonical();
-        if ip.is_ipv4() { ip } else { mask(ip, self.ipv6_prefix) }
+        if ip.is_ipv4() {
+            ip
+        } else {
+            mask(ip, self.ipv6_prefix)
+        }
     }
 
     /// Admits a new connection from `ip` or says why not. When admitted, it counts as open

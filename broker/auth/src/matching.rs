@@ -22,16 +22,25 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
 
 /// Whether every topic name matched by the subscription filter `sub` is also matched by the
 /// filter `acl` (pattern-vs-pattern inclusion). `a/+` covers `a/b` and `a/+` but not `a/#`
-/// or `+/b`; `a/#` covers `a`, `a/#` and `a/+/c`; `#` does not cover `$SYS/#`.
+/// or `+/b`; `a/#` covers `a`, `a/#` and `a/+/c`; `+/#` covers `#`; `#` does not cover
+/// `$SYS/#`.
 pub fn filter_covers(acl: &str, sub: &str) -> bool {
     if sub.starts_with('$') && starts_with_wildcard(acl) {
         return false;
     }
+    // A subscription's `#` also matches its parent (the levels before it), which a rule's
+    // `+/#` does not, unless that parent is no topic at all (the empty string): so `+/#`
+    // covers `#`, and `/+/#` covers `/#`.
+    let parent_is_empty = |depth: usize| depth == 0 || (depth == 1 && sub.starts_with('/'));
     let mut a = acl.split('/');
     let mut s = sub.split('/');
+    let mut depth = 0;
     loop {
         match (a.next(), s.next()) {
             (Some("#"), _) => return true,
+            (Some("+"), Some("#")) => {
+                return parent_is_empty(depth) && a.next() == Some("#") && a.next().is_none();
+            }
             (Some(_), Some("#")) => return false,
             (Some("+"), Some(_)) => {}
             (Some(_), Some("+")) => return false,
@@ -39,6 +48,7 @@ pub fn filter_covers(acl: &str, sub: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+        depth += 1;
     }
 }
 
@@ -55,13 +65,20 @@ mod tests {
     #[test]
     fn examples_from_the_spec() {
         // [MQTT-4.7.1-2] "sport/tennis/player1/#" matches the parent and any child.
-        for t in ["sport/tennis/player1", "sport/tennis/player1/ranking", "sport/tennis/player1/score/wimbledon"] {
+        for t in [
+            "sport/tennis/player1",
+            "sport/tennis/player1/ranking",
+            "sport/tennis/player1/score/wimbledon",
+        ] {
             assert!(topic_matches("sport/tennis/player1/#", t), "{t}");
         }
         assert!(topic_matches("sport/#", "sport"));
         // [MQTT-4.7.1-3] "+" matches exactly one level.
         assert!(topic_matches("sport/tennis/+", "sport/tennis/player1"));
-        assert!(!topic_matches("sport/tennis/+", "sport/tennis/player1/ranking"));
+        assert!(!topic_matches(
+            "sport/tennis/+",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(!topic_matches("sport/+", "sport"));
         assert!(topic_matches("sport/+", "sport/"));
         assert!(topic_matches("+/+", "/finance"));
@@ -84,6 +101,13 @@ mod tests {
         assert!(filter_covers("a/#", "a/#"));
         assert!(filter_covers("a/#", "a/+/c"));
         assert!(!filter_covers("a/+/#", "a/#"), "a/# also matches a itself");
+        assert!(filter_covers("+/#", "#"), "every topic has a first level");
+        assert!(!filter_covers("+", "#"));
+        assert!(
+            filter_covers("/+/#", "/#"),
+            "the parent of /# is the empty topic"
+        );
+        assert!(!filter_covers("a/+/#", "a/#"));
         assert!(filter_covers("#", "#"));
         assert!(!filter_covers("#", "$SYS/#"));
         assert!(filter_covers("$SYS/#", "$SYS/broker/+"));
@@ -101,22 +125,20 @@ mod tests {
     }
 
     fn topic() -> impl Strategy<Value = String> {
-        prop::collection::vec(level(), 1..5).prop_map(|v| v.join("/"))
+        prop::collection::vec(level(), 1..5)
+            .prop_filter_map("non-empty", |v| Some(v.join("/")).filter(|t| !t.is_empty()))
     }
 
     fn filter() -> impl Strategy<Value = String> {
         (
-            prop::collection::vec(
-                prop_oneof![3 => level(), 2 => Just("+".to_string())],
-                0..4,
-            ),
+            prop::collection::vec(prop_oneof![3 => level(), 2 => Just("+".to_string())], 0..4),
             any::<bool>(),
         )
             .prop_filter_map("non-empty", |(mut v, hash)| {
                 if hash {
                     v.push("#".into());
                 }
-                (!v.is_empty()).then(|| v.join("/"))
+                Some(v.join("/")).filter(|f| !f.is_empty())
             })
     }
 
@@ -129,10 +151,14 @@ mod tests {
             let mut next = Vec::new();
             for prefix in &layer {
                 for l in alphabet {
-                    next.push(if depth == 1 { l.to_string() } else { format!("{prefix}/{l}") });
+                    next.push(if depth == 1 {
+                        l.to_string()
+                    } else {
+                        format!("{prefix}/{l}")
+                    });
                 }
             }
-            out.extend(next.iter().cloned());
+            out.extend(next.iter().filter(|t| !t.is_empty()).cloned());
             layer = next;
         }
         out

@@ -76,7 +76,10 @@ fn passwd_with_input(
     } else {
         PasswordFile::load(&args.file)?
     };
-    file.set(&args.user, PasswordHash::new(password.as_bytes(), args.iterations)?)?;
+    file.set(
+        &args.user,
+        PasswordHash::new(password.as_bytes(), args.iterations)?,
+    )?;
     file.save()
 }
 
@@ -123,7 +126,10 @@ mod tests {
     fn command_line_is_parsed_like_mosquitto_passwd() {
         let a = parse(&["-c", "-b", "f", "alice", "pw"]).unwrap();
         assert!(a.create && a.batch && !a.delete);
-        assert_eq!((a.user.as_str(), a.password.as_deref()), ("alice", Some("pw")));
+        assert_eq!(
+            (a.user.as_str(), a.password.as_deref()),
+            ("alice", Some("pw"))
+        );
         assert_eq!(a.iterations, DEFAULT_ITERATIONS);
         let a = parse(&["-D", "f", "alice"]).unwrap();
         assert!(a.delete && a.password.is_none());
@@ -141,7 +147,10 @@ mod tests {
         let run = |argv: &[&str]| passwd_with_input(parse(argv).unwrap(), no_prompt);
 
         // Adding to a file that does not exist needs -c.
-        assert!(matches!(run(&["-b", "-I", "3", f, "alice", "a1"]), Err(AuthError::Io { .. })));
+        assert!(matches!(
+            run(&["-b", "-I", "3", f, "alice", "a1"]),
+            Err(AuthError::Io { .. })
+        ));
         run(&["-c", "-b", "-I", "3", f, "alice", "a1"]).unwrap();
         run(&["-b", "-I", "3", f, "bob", "b1"]).unwrap();
         let pw = PasswordFile::load(&file).unwrap();
@@ -159,7 +168,10 @@ mod tests {
         run(&["-D", f, "alice"]).unwrap();
         let pw = PasswordFile::load(&file).unwrap();
         assert!(!pw.contains("alice") && pw.verify("bob", b"b1"));
-        assert!(matches!(run(&["-D", f, "alice"]), Err(AuthError::UnknownUser { .. })));
+        assert!(matches!(
+            run(&["-D", f, "alice"]),
+            Err(AuthError::UnknownUser { .. })
+        ));
 
         // -c replaces the whole file.
         run(&["-c", "-b", "-I", "3", f, "carol", "c1"]).unwrap();
@@ -173,8 +185,17 @@ mod tests {
         let run = |argv: &[&str]| passwd_with_input(parse(argv).unwrap(), no_prompt);
         assert!(matches!(run(&["-b", "f", "u"]), Err(AuthError::Usage(_))));
         assert!(matches!(run(&["f", "u", "pw"]), Err(AuthError::Usage(_))));
-        assert!(matches!(run(&["-b", "f", "u", ""]), Err(AuthError::EmptyPassword)));
-        assert!(matches!(run(&["-b", "f", "a:b", "x"]), Err(AuthError::InvalidUsername(_))));
-        assert!(matches!(run(&["-D", "f", "u", "x"]), Err(AuthError::Usage(_))));
+        assert!(matches!(
+            run(&["-b", "f", "u", ""]),
+            Err(AuthError::EmptyPassword)
+        ));
+        assert!(matches!(
+            run(&["-b", "f", "a:b", "x"]),
+            Err(AuthError::InvalidUsername(_))
+        ));
+        assert!(matches!(
+            run(&["-D", "f", "u", "x"]),
+            Err(AuthError::Usage(_))
+        ));
     }
 }

@@ -75,7 +75,9 @@ impl std::fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the hash itself.
         match &self.0 {
-            Scheme::Pbkdf2 { iterations, .. } => write!(f, "PasswordHash(pbkdf2-sha512, {iterations} iterations)"),
+            Scheme::Pbkdf2 { iterations, .. } => {
+                write!(f, "PasswordHash(pbkdf2-sha512, {iterations} iterations)")
+            }
             Scheme::Sha512Salted { .. } => write!(f, "PasswordHash(salted sha512)"),
         }
     }
@@ -195,7 +197,12 @@ impl std::fmt::Display for PasswordHash {
                     Style::Halyard => "pbkdf2-sha512",
                     Style::Mosquitto => "7",
                 };
-                write!(f, "${id}${iterations}${}${}", B64.encode(salt), B64.encode(hash))
+                write!(
+                    f,
+                    "${id}${iterations}${}${}",
+                    B64.encode(salt),
+                    B64.encode(hash)
+                )
             }
             Scheme::Sha512Salted { salt, hash } => {
                 write!(f, "$6${}${}", B64.encode(salt), B64.encode(hash))

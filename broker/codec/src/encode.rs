@@ -111,10 +111,12 @@ fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
             }
         }
         Packet::PingReq | Packet::PingResp => 0,
+        // A non-success DISCONNECT always carries its Property Length (even 0), as Mosquitto
+        // sends it: some clients (rumqttc 0.25) cannot parse the reason code alone.
         Packet::Disconnect(d) if v5 => reason_and_props_len(
             d.reason_code,
             d.properties.encoded_len(),
-            d.properties.is_empty(),
+            d.properties.is_empty() && d.reason_code == ReasonCode::SUCCESS,
         ),
         Packet::Disconnect(_) => 0,
         Packet::Auth(a) => reason_and_props_len(
@@ -341,8 +343,6 @@ fn write_disconnect(d: &Disconnect, v5: bool, out: &mut BytesMut) -> Result<(), 
     check_reason(d.reason_code, PacketType::Disconnect)?;
     if d.reason_code != ReasonCode::SUCCESS || !d.properties.is_empty() {
         out.put_u8(d.reason_code.0);
-    }
-    if !d.properties.is_empty() {
         d.properties.write(out)?;
     }
     Ok(())

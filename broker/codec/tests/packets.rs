@@ -462,7 +462,11 @@ fn ping_disconnect_auth() {
         reason_code: ReasonCode::SESSION_TAKEN_OVER,
         properties: DisconnectProperties::default(),
     };
-    check(V5, &[0xE0, 1, 0x8E], Packet::Disconnect(d));
+    // The encoder always writes the Property Length after a non-success reason code (what
+    // Mosquitto sends; rumqttc 0.25 cannot parse the reason code alone), and the decoder
+    // accepts both forms [MQTT-3.14.2.1].
+    check(V5, &[0xE0, 2, 0x8E, 0], Packet::Disconnect(d.clone()));
+    assert_eq!(decode_one(V5, &[0xE0, 1, 0x8E]), Packet::Disconnect(d));
     let mut d = Disconnect {
         reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
         ..Default::default()

@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn parses_the_documented_forms() {
         let cli = Cli::try_parse_from(["halyard", "run", "--config", "x.toml"]).unwrap();
-        assert!(matches!(cli.command, Command::Run(ConfigArgs { config: Some(_) })));
+        assert!(matches!(
+            cli.command,
+            Command::Run(ConfigArgs { config: Some(_) })
+        ));
         let cli =
             Cli::try_parse_from(["halyard", "ctl", "status", "--admin", "1.2.3.4:5", "--json"])
                 .unwrap();

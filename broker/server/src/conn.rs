@@ -127,9 +127,15 @@ impl ConnTask {
                 Wake::Timer => {
                     self.conn.handle_timeout(now);
                     if self.awaiting.is_some_and(|d| d <= now) {
-                        tracing::warn!("session handover timed out");
+                        // The previous holder never answered: start afresh rather than
+                        // refuse the client forever.
+                        tracing::warn!(client_id = ?self.client_id, "session handover timed out");
                         self.awaiting = None;
-                        self.conn.reject_connect(ReasonCode::SERVER_UNAVAILABLE);
+                        self.conn.accept_connect(now, None, false);
+                        self.accepted = true;
+                        for d in std::mem::take(&mut self.held) {
+                            self.deliver(now, d);
+                        }
                     }
                 }
             }
@@ -153,9 +159,7 @@ impl ConnTask {
     /// Waits for input, a mailbox message or the next deadline.
     async fn wait(
         &self,
-        read_fut: &mut Option<
-            std::pin::Pin<Box<impl Future<Output = BufResult<usize, Vec<u8>>>>>,
-        >,
+        read_fut: &mut Option<std::pin::Pin<Box<impl Future<Output = BufResult<usize, Vec<u8>>>>>>,
     ) -> Wake {
         let deadline = match (self.conn.poll_timeout(), self.awaiting) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -207,7 +211,11 @@ impl ConnTask {
 
     fn deliver(&mut self, now: Instant, d: Delivery) {
         if self.awaiting.is_some() {
-            self.held.push(d);
+            if self.held.len() < self.ctx.broker.config.mqtt.max_queued_messages {
+                self.held.push(d);
+            } else {
+                count_drop(self.ctx.stats(), halyard_session::Dropped::QueueFull);
+            }
             return;
         }
         if let DeliverOutcome::Dropped(reason) = self.conn.deliver(now, d) {
@@ -348,7 +356,9 @@ impl ConnTask {
                 subscription_id: r.subscription_id,
             };
             let inserted = match &r.share_group {
-                Some(group) => broker.trie.insert_shared(group, &r.topic_filter, key, value),
+                Some(group) => broker
+                    .trie
+                    .insert_shared(group, &r.topic_filter, key, value),
                 None => broker.trie.insert(&r.topic_filter, key, value),
             };
             if inserted.is_err() {

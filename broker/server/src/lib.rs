@@ -10,11 +10,11 @@
 //! never take a global lock on the publish path, and never hold unbounded queues: every buffer
 //! and queue has a named limit in [`config::Config`] and a counter when hit.
 
-pub mod config;
-pub mod metrics;
 pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod conn;
 pub mod engine;
 pub mod io;
+pub mod metrics;
 pub mod run;

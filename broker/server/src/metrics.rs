@@ -157,7 +157,10 @@ impl Metrics {
 
     /// Open connections on all threads.
     pub fn connections(&self) -> i64 {
-        self.threads.iter().map(|t| t.connections.load(Relaxed)).sum()
+        self.threads
+            .iter()
+            .map(|t| t.connections.load(Relaxed))
+            .sum()
     }
 
     fn sum(&self, f: impl Fn(&ThreadStats) -> u64) -> u64 {
@@ -228,11 +231,7 @@ impl Metrics {
                 .get_or_create(&vec![("backend".into(), name.into())])
                 .set(i64::from(name == active));
         }
-        reg.register(
-            "halyard_io_backend",
-            "1 for the io driver in use",
-            backend,
-        );
+        reg.register("halyard_io_backend", "1 for the io driver in use", backend);
     }
 
     fn register_counters(&self, reg: &mut Registry) {
@@ -272,7 +271,9 @@ impl Metrics {
         reg.register(
             "halyard_limit_hits",
             "Times a configured limit was hit, by limit",
-            labelled("limit", &Limit::LABELS, &|t, i| t.limit_hits[i].load(Relaxed)),
+            labelled("limit", &Limit::LABELS, &|t, i| {
+                t.limit_hits[i].load(Relaxed)
+            }),
         );
         let counter = |v: u64| {
             let c = Counter::<u64>::default();

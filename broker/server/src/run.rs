@@ -132,11 +132,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let n = config.io.effective_threads();
     let metrics = Arc::new(Metrics::new(n));
-    let listeners = io::bind_reuseport(
-        config.listeners.tcp.bind.0,
-        n,
-        config.listeners.tcp.backlog,
-    )?;
+    let listeners =
+        io::bind_reuseport(config.listeners.tcp.bind.0, n, config.listeners.tcp.backlog)?;
     let mqtt_addr = listeners[0]
         .local_addr()
         .map_or_else(|_| config.listeners.tcp.bind.to_string(), |a| a.to_string());

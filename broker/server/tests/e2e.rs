@@ -6,9 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::Broker;
-use rumqttc::v5::mqttbytes::v5::{
-    LastWill as LastWill5, Packet as Packet5, Publish as Publish5,
-};
+use rumqttc::v5::mqttbytes::v5::{LastWill as LastWill5, Packet as Packet5, Publish as Publish5};
 use rumqttc::v5::{
     AsyncClient as Client5, Event as Event5, EventLoop as EventLoop5, MqttOptions as Options5,
 };
@@ -84,15 +82,11 @@ fn publish5(p: Packet5) -> Option<Publish5> {
 
 /// Drives a client's event loop in the background (for publishers).
 fn drive4(mut el: EventLoop) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while el.poll().await.is_ok() {}
-    })
+    tokio::spawn(async move { while el.poll().await.is_ok() {} })
 }
 
 fn drive5(mut el: EventLoop5) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while el.poll().await.is_ok() {}
-    })
+    tokio::spawn(async move { while el.poll().await.is_ok() {} })
 }
 
 macro_rules! on_both_backends {
@@ -118,6 +112,10 @@ on_both_backends!(
     persistent_session_v311,
     takeover_sends_0x8e_v5,
     fan_out_across_threads_v311,
+    persistent_takeover_keeps_subscriptions_v311,
+    shared_group_round_robin_v5,
+    no_local_and_subscription_ids_v5,
+    tiny_inboxes_back_pressure_qos1_v311,
 );
 
 /// QoS 0/1/2 end to end: the subscriber (granted QoS 2) gets each message at its published
@@ -126,7 +124,10 @@ async fn qos_levels_v311(backend: &str) {
     let b = Broker::start(backend, &[]);
     let (sub, mut sub_el) = v4(&b, "q-sub", true);
     sub.subscribe("q/#", QoS::ExactlyOnce).await.unwrap();
-    until4(&mut sub_el, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+    until4(&mut sub_el, |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
     let (publ, pub_el) = v4(&b, "q-pub", true);
     let _driver = drive4(pub_el);
     for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
@@ -158,7 +159,10 @@ async fn qos_levels_v5(backend: &str) {
     let b = Broker::start(backend, &[]);
     let (sub, mut sub_el) = v5(&b, "q5-sub");
     sub.subscribe("q5/#", Q5::ExactlyOnce).await.unwrap();
-    until5(&mut sub_el, |p| matches!(p, Packet5::SubAck(_)).then_some(())).await;
+    until5(&mut sub_el, |p| {
+        matches!(p, Packet5::SubAck(_)).then_some(())
+    })
+    .await;
     let (publ, pub_el) = v5(&b, "q5-pub");
     let _driver = drive5(pub_el);
     for (i, qos) in [Q5::AtMostOnce, Q5::AtLeastOnce, Q5::ExactlyOnce]
@@ -191,8 +195,13 @@ async fn retained_set_deliver_delete_v5(backend: &str) {
     use rumqttc::v5::mqttbytes::QoS as Q5;
     let b = Broker::start(backend, &[]);
     let (publ, mut pub_el) = v5(&b, "r-pub");
-    publ.publish("r/1", Q5::AtLeastOnce, true, "kept").await.unwrap();
-    until5(&mut pub_el, |p| matches!(p, Packet5::PubAck(_)).then_some(())).await;
+    publ.publish("r/1", Q5::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    until5(&mut pub_el, |p| {
+        matches!(p, Packet5::PubAck(_)).then_some(())
+    })
+    .await;
 
     let (sub, mut sub_el) = v5(&b, "r-sub");
     sub.subscribe("r/#", Q5::AtLeastOnce).await.unwrap();
@@ -201,15 +210,29 @@ async fn retained_set_deliver_delete_v5(backend: &str) {
     assert_eq!(&p.payload[..], b"kept");
     assert!(p.retain, "retained delivery on subscribe has RETAIN=1");
 
-    publ.publish("r/1", Q5::AtLeastOnce, true, "").await.unwrap();
-    until5(&mut pub_el, |p| matches!(p, Packet5::PubAck(_)).then_some(())).await;
+    publ.publish("r/1", Q5::AtLeastOnce, true, "")
+        .await
+        .unwrap();
+    until5(&mut pub_el, |p| {
+        matches!(p, Packet5::PubAck(_)).then_some(())
+    })
+    .await;
     let (sub2, mut sub2_el) = v5(&b, "r-sub2");
     sub2.subscribe("r/#", Q5::AtLeastOnce).await.unwrap();
-    until5(&mut sub2_el, |p| matches!(p, Packet5::SubAck(_)).then_some(())).await;
-    publ.publish("r/marker", Q5::AtLeastOnce, false, "live").await.unwrap();
+    until5(&mut sub2_el, |p| {
+        matches!(p, Packet5::SubAck(_)).then_some(())
+    })
+    .await;
+    publ.publish("r/marker", Q5::AtLeastOnce, false, "live")
+        .await
+        .unwrap();
     let _driver = drive5(pub_el);
     let first = until5(&mut sub2_el, publish5).await;
-    assert_eq!(&first.topic[..], b"r/marker", "deleted retained message was delivered");
+    assert_eq!(
+        &first.topic[..],
+        b"r/marker",
+        "deleted retained message was delivered"
+    );
     assert!(!first.retain);
 }
 
@@ -218,10 +241,18 @@ async fn will_on_abrupt_close_v311(backend: &str) {
     let b = Broker::start(backend, &[]);
     let (sub, mut sub_el) = v4(&b, "w-sub", true);
     sub.subscribe("will/#", QoS::AtLeastOnce).await.unwrap();
-    until4(&mut sub_el, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+    until4(&mut sub_el, |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
 
     let mut o = MqttOptions::new("w-client", "127.0.0.1", b.port);
-    o.set_last_will(LastWill::new("will/w-client", "gone", QoS::AtLeastOnce, false));
+    o.set_last_will(LastWill::new(
+        "will/w-client",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let (_c, mut el) = AsyncClient::new(o, 8);
     until4(&mut el, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
     drop(el); // closes the socket without DISCONNECT
@@ -246,7 +277,10 @@ async fn persistent_session_v311(backend: &str) {
     publ.publish("ps/t", QoS::AtLeastOnce, false, "while away")
         .await
         .unwrap();
-    until4(&mut pub_el, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    until4(&mut pub_el, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
 
     let (_c, mut el) = v4(&b, "persist", false);
     let present = until4(&mut el, |p| match p {
@@ -288,7 +322,9 @@ async fn fan_out_across_threads_v311(backend: &str) {
     }
     let (publ, pub_el) = v4(&b, "fan-pub", true);
     let _driver = drive4(pub_el);
-    publ.publish("fan/x", QoS::AtLeastOnce, false, "all").await.unwrap();
+    publ.publish("fan/x", QoS::AtLeastOnce, false, "all")
+        .await
+        .unwrap();
     for (_c, el) in &mut subs {
         let p = until4(el, publish4).await;
         assert_eq!(&p.payload[..], b"all");
@@ -319,7 +355,10 @@ async fn delayed_will_v5_is_published() {
     let b = Broker::start("epoll", &[]);
     let (sub, mut sub_el) = v5(&b, "dw-sub");
     sub.subscribe("dw/#", Q5::AtLeastOnce).await.unwrap();
-    until5(&mut sub_el, |p| matches!(p, Packet5::SubAck(_)).then_some(())).await;
+    until5(&mut sub_el, |p| {
+        matches!(p, Packet5::SubAck(_)).then_some(())
+    })
+    .await;
     let mut o = Options5::new("dw-client", "127.0.0.1", b.port);
     o.set_session_expiry_interval(Some(60));
     let props = LastWillProperties {
@@ -331,7 +370,13 @@ async fn delayed_will_v5_is_published() {
         correlation_data: None,
         user_properties: Vec::new(),
     };
-    o.set_last_will(LastWill5::new("dw/x", "late", Q5::AtLeastOnce, false, Some(props)));
+    o.set_last_will(LastWill5::new(
+        "dw/x",
+        "late",
+        Q5::AtLeastOnce,
+        false,
+        Some(props),
+    ));
     let (_c, mut el) = Client5::new(o, 8);
     until5(&mut el, |p| matches!(p, Packet5::ConnAck(_)).then_some(())).await;
     drop(el);
@@ -358,4 +403,205 @@ async fn admin_endpoints() {
     .await
     .unwrap();
     drop(b);
+}
+
+/// Clean Session 0 reconnects (each a takeover of the offline or live session, landing on
+/// whichever I/O thread the kernel picks) keep the subscription and report Session Present.
+async fn persistent_takeover_keeps_subscriptions_v311(backend: &str) {
+    let b = Broker::start(backend, &[]);
+    let (c, mut el) = v4(&b, "roam", false);
+    c.subscribe("roam/t", QoS::AtLeastOnce).await.unwrap();
+    until4(&mut el, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+    let (publ, pub_el) = v4(&b, "roam-pub", true);
+    let _driver = drive4(pub_el);
+    let mut live = Some((c, el));
+    for round in 0..6u8 {
+        // Even rounds take over the live connection; odd rounds resume an offline session.
+        if round % 2 == 1
+            && let Some((c, mut el)) = live.take()
+        {
+            c.disconnect().await.unwrap();
+            let _ = timeout(WAIT, async { while el.poll().await.is_ok() {} }).await;
+        }
+        let (c2, mut el2) = v4(&b, "roam", false);
+        let present = until4(&mut el2, |p| match p {
+            Packet::ConnAck(a) => Some(a.session_present),
+            _ => None,
+        })
+        .await;
+        assert!(present, "round {round}: session present");
+        publ.publish("roam/t", QoS::AtLeastOnce, false, vec![round])
+            .await
+            .unwrap();
+        let p = until4(&mut el2, publish4).await;
+        assert_eq!(p.payload[..], [round], "round {round}");
+        live = Some((c2, el2));
+    }
+}
+
+/// Each message to a shared group goes to exactly one member; two members both get some.
+async fn shared_group_round_robin_v5(backend: &str) {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let b = Broker::start(backend, &[]);
+    let mut members = Vec::new();
+    for i in 0..2 {
+        let (c, mut el) = v5(&b, &format!("share-{i}"));
+        c.subscribe("$share/g/sh/t", Q5::AtLeastOnce).await.unwrap();
+        until5(&mut el, |p| matches!(p, Packet5::SubAck(_)).then_some(())).await;
+        members.push((c, el));
+    }
+    let (publ, pub_el) = v5(&b, "share-pub");
+    let _driver = drive5(pub_el);
+    for i in 0..10u8 {
+        publ.publish("sh/t", Q5::AtLeastOnce, false, vec![i]).await.unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (i, (_c, mut el)) in members.into_iter().enumerate() {
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(ev) = el.poll().await {
+                if let Event5::Incoming(Packet5::Publish(p)) = ev {
+                    let _ = tx.send((i, p.payload[0]));
+                }
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let got = timeout(WAIT, rx.recv()).await.expect("shared deliveries");
+        seen.push(got.unwrap());
+    }
+    let mut payloads: Vec<u8> = seen.iter().map(|(_, p)| *p).collect();
+    payloads.sort_unstable();
+    assert_eq!(payloads, (0..10).collect::<Vec<u8>>(), "each message exactly once");
+    assert!(seen.iter().any(|(m, _)| *m == 0) && seen.iter().any(|(m, _)| *m == 1));
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// No Local suppresses a client's own messages [MQTT-3.8.3-3]; overlapping subscriptions
+/// give one copy carrying every matching subscription identifier [MQTT-3.3.4-3].
+async fn no_local_and_subscription_ids_v5(backend: &str) {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeProperties};
+    let b = Broker::start(backend, &[]);
+    let (c, mut el) = v5(&b, "nl");
+    let props = |id| SubscribeProperties {
+        id: Some(id),
+        user_properties: Vec::new(),
+    };
+    let mut own = Filter::new("nl/own", Q5::AtLeastOnce);
+    own.nolocal = true;
+    c.subscribe_many_with_properties([own], props(1)).await.unwrap();
+    c.subscribe_with_properties("ov/#", Q5::AtLeastOnce, props(2))
+        .await
+        .unwrap();
+    c.subscribe_with_properties("ov/+", Q5::AtMostOnce, props(3))
+        .await
+        .unwrap();
+    let mut acks = 0;
+    while acks < 3 {
+        until5(&mut el, |p| matches!(p, Packet5::SubAck(_)).then_some(())).await;
+        acks += 1;
+    }
+    c.publish("nl/own", Q5::AtLeastOnce, false, "mine").await.unwrap();
+    c.publish("ov/x", Q5::AtLeastOnce, false, "overlap").await.unwrap();
+    let p = until5(&mut el, publish5).await;
+    assert_eq!(&p.topic[..], b"ov/x", "own message was not suppressed by No Local");
+    let mut ids = p.properties.map(|pr| pr.subscription_identifiers).unwrap_or_default();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(p.qos, Q5::AtLeastOnce, "highest granted QoS");
+    c.publish("ov/end", Q5::AtLeastOnce, false, "end").await.unwrap();
+    let p = until5(&mut el, publish5).await;
+    assert_eq!(&p.topic[..], b"ov/end", "only one copy of the overlapping message");
+}
+
+/// With one-batch inboxes, QoS 1 traffic across threads waits for room instead of being
+/// lost: every subscriber gets every message.
+async fn tiny_inboxes_back_pressure_qos1_v311(backend: &str) {
+    const N: usize = 300;
+    let b = Broker::start(backend, &[("HALYARD_LIMITS__INBOX_CAPACITY", "1")]);
+    let mut subs = Vec::new();
+    for i in 0..4 {
+        let (c, mut el) = v4(&b, &format!("bp-{i}"), true);
+        c.subscribe("bp/t", QoS::AtLeastOnce).await.unwrap();
+        until4(&mut el, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+        subs.push((c, el));
+    }
+    let mut publishers = Vec::new();
+    for i in 0..2 {
+        let (publ, pub_el) = v4(&b, &format!("bp-pub-{i}"), true);
+        publishers.push((publ, drive4(pub_el)));
+    }
+    let counts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for (_c, mut el) in subs {
+        let counts = counts.clone();
+        readers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while n < N {
+                match timeout(WAIT, el.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                        n += 1;
+                        counts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            n
+        }));
+    }
+    for i in 0..N {
+        let (publ, _) = &publishers[i % 2];
+        publ.publish("bp/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    for r in readers {
+        assert_eq!(r.await.unwrap(), N, "a subscriber missed QoS 1 messages");
+    }
+}
+
+/// A 5.0 session with a 1 s expiry is gone after it expires: reconnecting with Clean Start 0
+/// finds no session [MQTT-3.1.2-23].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expires_v5() {
+    let b = Broker::start("epoll", &[]);
+    let connect = |expiry: u32| {
+        let mut o = Options5::new("exp", "127.0.0.1", b.port);
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(expiry));
+        Client5::new(o, 8)
+    };
+    let (c, mut el) = connect(1);
+    until5(&mut el, |p| matches!(p, Packet5::ConnAck(_)).then_some(())).await;
+    c.disconnect().await.unwrap();
+    let _ = timeout(WAIT, async { while el.poll().await.is_ok() {} }).await;
+    // Wait (bounded) until the registry no longer holds the session.
+    let admin = format!("127.0.0.1:{}", b.admin_port);
+    let gone = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            let body = halyard_server::admin::ctl::get(&admin, "/status").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if v["counts"]["sessions"] == 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(gone, "session did not expire");
+    let (_c, mut el) = connect(60);
+    let present = until5(&mut el, |p| match p {
+        Packet5::ConnAck(a) => Some(a.session_present),
+        _ => None,
+    })
+    .await;
+    assert!(!present, "expired session must not be present");
 }

@@ -32,6 +32,11 @@ pub struct SessionConfig {
     /// [MQTT-3.2.2-21]. MQTT 3.1.1 has no way to tell the client, so such a CONNECT is
     /// refused with return code 0x02 (identifier rejected), as Mosquitto does.
     pub max_keepalive: u16,
+    /// Largest Session Expiry Interval (seconds) the server grants. A larger request (or a
+    /// 3.1.1 Clean Session 0, which never expires) is capped to this; a 5.0 client is told the
+    /// granted value in the CONNACK Session Expiry Interval [MQTT-3.2.2.3.2]. A DISCONNECT that
+    /// raises the interval is capped the same way. Default `u32::MAX` (no cap).
+    pub max_session_expiry: u32,
     /// Refuse a keep alive of 0 (no keep alive): 5.0 clients get Server Keep Alive =
     /// [`Self::max_keepalive`], 3.1.1 clients are refused as above. Default false.
     pub require_keepalive: bool,
@@ -132,6 +137,7 @@ impl Default for SessionConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             max_keepalive: u16::MAX,
             require_keepalive: false,
+            max_session_expiry: u32::MAX,
             receive_maximum: Self::DEFAULT_RECEIVE_MAXIMUM,
             max_packet_size: Self::DEFAULT_MAX_PACKET_SIZE,
             topic_alias_maximum: Self::DEFAULT_TOPIC_ALIAS_MAXIMUM,

@@ -7,8 +7,8 @@ use redb::{Table, WriteTransaction};
 
 use crate::batch::Op;
 use crate::db::{
-    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, RETAINED, SESSIONS,
-    WILLS,
+    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, QueueMeta, RETAINED,
+    SESSIONS, WILLS,
 };
 use crate::error::QuotaLimit;
 
@@ -76,6 +76,27 @@ pub(crate) fn precheck(ops: &[Op], acc: &Accounts, limits: &Limits) -> Result<()
     if acc.bytes.saturating_add(added) > limits.max_store_bytes {
         return Err(QuotaLimit::StoreBytes);
     }
+    let within = |client: &str, count: u64, bytes: u64| {
+        let m = acc.queues.get(client).copied().unwrap_or_default();
+        if m.count + count > limits.max_messages_per_session {
+            Err(QuotaLimit::SessionMessages)
+        } else if m.bytes + bytes > limits.max_bytes_per_session {
+            Err(QuotaLimit::SessionBytes)
+        } else {
+            Ok(())
+        }
+    };
+    // Fast path: a batch with a single strict enqueue (the common publish) needs no map.
+    if let [
+        op @ Op::Enqueue {
+            client,
+            drop_if_full: false,
+            ..
+        },
+    ] = ops
+    {
+        return within(client, 1, op.added_bytes());
+    }
     let mut per_client: HashMap<&str, (u64, u64)> = HashMap::new();
     for op in ops {
         if let Op::Enqueue {
@@ -90,13 +111,7 @@ pub(crate) fn precheck(ops: &[Op], acc: &Accounts, limits: &Limits) -> Result<()
         }
     }
     for (client, (count, bytes)) in per_client {
-        let m = acc.queues.get(client).copied().unwrap_or_default();
-        if m.count + count > limits.max_messages_per_session {
-            return Err(QuotaLimit::SessionMessages);
-        }
-        if m.bytes + bytes > limits.max_bytes_per_session {
-            return Err(QuotaLimit::SessionBytes);
-        }
+        within(client, count, bytes)?;
     }
     Ok(())
 }
@@ -167,7 +182,11 @@ fn apply_one(
         } => {
             let c = client.as_str();
             let size = key_bytes(c, 8 + value.len());
-            let m = acc.queues.entry(client.clone()).or_default();
+            if !acc.queues.contains_key(c) {
+                acc.queues.insert(client.clone(), QueueMeta::default());
+            }
+            // Cannot fail: the entry was inserted just above when missing.
+            let m = acc.queues.get_mut(c).expect("queue meta present");
             if *drop_if_full
                 && (m.count >= limits.max_messages_per_session
                     || m.bytes + size > limits.max_bytes_per_session)
@@ -190,7 +209,9 @@ fn apply_one(
             m.bytes += size;
             acc.queued += 1;
             acc.bytes += size;
-            acc.dirty.insert(client.clone());
+            if !acc.dirty.contains(c) {
+                acc.dirty.insert(client.clone());
+            }
             out.seqs.push(Some(seq));
         }
         Op::DequeueUpto { client, seq } => {

@@ -34,7 +34,10 @@ fn user_sections_scope_topic_rules() {
     assert!(!a.check_topic("c1", Some("bob smith"), "alice/notes", R));
     // A user name may contain spaces: the rest of the `user` line is the name.
     assert!(a.check_topic("c2", Some("bob smith"), "inbox/bob", W));
-    assert!(!a.check_topic("c2", Some("bob smith"), "inbox/bob", R), "write-only");
+    assert!(
+        !a.check_topic("c2", Some("bob smith"), "inbox/bob", R),
+        "write-only"
+    );
     // An access word may be omitted: readwrite.
     assert!(a.check_topic("c1", Some("alice"), "sensors/k/temp", W));
     assert!(a.check_topic("c1", Some("alice"), "sensors/k/temp", R));
@@ -45,7 +48,10 @@ fn rules_before_any_user_are_for_anonymous_clients() {
     let a = acl(AclDefault::Deny);
     assert!(a.check_topic("anon", None, "public/news", R));
     assert!(!a.check_topic("anon", None, "public/news", W));
-    assert!(!a.check_topic("c1", Some("alice"), "public/news", R), "not alice's rule");
+    assert!(
+        !a.check_topic("c1", Some("alice"), "public/news", R),
+        "not alice's rule"
+    );
 }
 
 #[test]
@@ -53,7 +59,10 @@ fn deny_overrides_grants() {
     let a = acl(AclDefault::Allow);
     assert!(!a.check_topic("c1", Some("alice"), "alice/secret", R));
     assert!(!a.check_topic("c1", Some("alice"), "alice/secret", W));
-    assert!(a.check_topic("c1", Some("alice"), "alice/secret/x", R), "deny is exact here");
+    assert!(
+        a.check_topic("c1", Some("alice"), "alice/secret/x", R),
+        "deny is exact here"
+    );
 }
 
 #[test]
@@ -117,8 +126,14 @@ fn subscriptions_must_be_covered_by_a_read_rule() {
 #[test]
 fn subscriptions_under_default_allow() {
     let a = acl(AclDefault::Allow);
-    assert!(a.check_subscribe("c1", Some("alice"), "news/#"), "no rule covers it");
-    assert!(!a.check_subscribe("c2", Some("bob smith"), "inbox/bob"), "covered, write-only");
+    assert!(
+        a.check_subscribe("c1", Some("alice"), "news/#"),
+        "no rule covers it"
+    );
+    assert!(
+        !a.check_subscribe("c2", Some("bob smith"), "inbox/bob"),
+        "covered, write-only"
+    );
     assert!(!a.check_subscribe("c1", Some("alice"), "alice/secret"));
 }
 
@@ -144,7 +159,10 @@ fn check_dispatches_on_wildcards() {
 fn comments_blank_lines_and_spaces() {
     let text = "\n   # indented comment\n\t\ntopic   read   a b/#  \n";
     let a = Acl::parse(text, "acl", AclDefault::Deny).unwrap();
-    assert!(a.check_topic("c", None, "a b/x", R), "the filter may contain spaces");
+    assert!(
+        a.check_topic("c", None, "a b/x", R),
+        "the filter may contain spaces"
+    );
     // `topic #` is a rule on "#", not a comment.
     let a = Acl::parse("topic #\n", "acl", AclDefault::Deny).unwrap();
     assert!(a.check_topic("c", None, "x/y", W));
@@ -164,7 +182,10 @@ fn parse_errors_name_the_file_and_line() {
             matches!(err, AuthError::Parse { line: l, .. } if l == line),
             "{text:?}: {err}"
         );
-        assert!(err.to_string().starts_with(&format!("/etc/acl:{line}: ")), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("/etc/acl:{line}: ")),
+            "{err}"
+        );
     }
 }
 
@@ -181,7 +202,11 @@ fn config_and_loading() {
     let open = Acl::new(AclConfig::default()).unwrap();
     assert!(open.allows_everything());
     assert!(open.check_topic("c", None, "x", W));
-    let closed = Acl::new(AclConfig { file: None, default: AclDefault::Deny }).unwrap();
+    let closed = Acl::new(AclConfig {
+        file: None,
+        default: AclDefault::Deny,
+    })
+    .unwrap();
     assert!(!closed.allows_everything());
     assert!(!closed.check_topic("c", None, "x", W));
 
@@ -189,7 +214,10 @@ fn config_and_loading() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("acl");
     std::fs::write(&path, "topic read a\n").unwrap();
-    let cfg = AclConfig { file: Some(path.clone()), default: AclDefault::Deny };
+    let cfg = AclConfig {
+        file: Some(path.clone()),
+        default: AclDefault::Deny,
+    };
     let a = Acl::new(cfg).unwrap();
     assert!(!a.allows_everything());
     assert!(!a.check_topic("c", None, "b", R));

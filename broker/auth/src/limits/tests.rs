@@ -28,8 +28,14 @@ fn config_defaults_and_keys() {
     let c: LimitsConfig = toml::from_str("").unwrap();
     assert_eq!(c, LimitsConfig::default());
     assert_eq!(c.max_connections_per_source, 1000);
-    assert_eq!((c.connect_rate_per_source, c.connect_burst_per_source), (200, 500));
-    assert_eq!((c.flap_max_connects, c.flap_window_secs, c.flap_ban_secs), (30, 60, 300));
+    assert_eq!(
+        (c.connect_rate_per_source, c.connect_burst_per_source),
+        (200, 500)
+    );
+    assert_eq!(
+        (c.flap_max_connects, c.flap_window_secs, c.flap_ban_secs),
+        (30, 60, 300)
+    );
     let c: LimitsConfig = toml::from_str("flap_max_connects = 0\nmax_bans = 5").unwrap();
     assert_eq!((c.flap_max_connects, c.max_bans), (0, 5));
     assert!(toml::from_str::<LimitsConfig>("max_connections = 1").is_err());
@@ -46,7 +52,10 @@ fn connections_per_source_are_capped_and_released() {
         l.try_open(a, 0).unwrap();
     }
     assert_eq!(l.try_open(a, 0), Err(Refusal::SourceConnections));
-    assert_eq!(l.try_open(ip("::ffff:192.0.2.1"), 0), Err(Refusal::SourceConnections));
+    assert_eq!(
+        l.try_open(ip("::ffff:192.0.2.1"), 0),
+        Err(Refusal::SourceConnections)
+    );
     l.try_open(ip("192.0.2.2"), 0).unwrap();
     l.close(a);
     assert_eq!(l.open_connections(a), 2);
@@ -63,7 +72,10 @@ fn ipv6_sources_are_grouped_by_prefix() {
     for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
         l.try_open(ip(host), 0).unwrap();
     }
-    assert_eq!(l.try_open(ip("2001:db8:1:2::77"), 0), Err(Refusal::SourceConnections));
+    assert_eq!(
+        l.try_open(ip("2001:db8:1:2::77"), 0),
+        Err(Refusal::SourceConnections)
+    );
     l.try_open(ip("2001:db8:1:3::1"), 0).unwrap();
 }
 
@@ -135,7 +147,11 @@ fn flapping_client_ids_get_banned() {
     for i in 0..30 {
         assert_eq!(g.record("slow", i * 4_000), None, "connect {i}");
     }
-    assert_eq!(FlapDetector::new(0, 1, 1, 1).record("x", 0), None, "disabled");
+    assert_eq!(
+        FlapDetector::new(0, 1, 1, 1).record("x", 0),
+        None,
+        "disabled"
+    );
     assert_eq!(f.bans(), 1);
 }
 
@@ -163,7 +179,10 @@ fn guard_checks_bans_then_flapping() {
     assert_eq!(g.on_connect("dev", None, a, 4), Err(Refusal::Banned));
     let bans = g.bans().list();
     assert_eq!(bans.len(), 1);
-    assert_eq!((bans[0].until_ms, bans[0].reason.as_str()), (Some(60_003), "flapping"));
+    assert_eq!(
+        (bans[0].until_ms, bans[0].reason.as_str()),
+        (Some(60_003), "flapping")
+    );
     assert!(g.on_connect("dev", None, a, 60_003).is_ok(), "ban expired");
 
     g.bans_mut()
@@ -177,7 +196,10 @@ fn guard_checks_bans_then_flapping() {
             0,
         )
         .unwrap();
-    assert_eq!(g.on_connect("other", Some("u"), a, 70_000), Err(Refusal::Banned));
+    assert_eq!(
+        g.on_connect("other", Some("u"), a, 70_000),
+        Err(Refusal::Banned)
+    );
     assert!(g.on_connect("other", Some("u"), None, 70_000).is_ok());
     let c = g.counters();
     assert_eq!((c.banned, c.flap_bans), (2, 1));

@@ -78,7 +78,10 @@ mod tests {
 
     #[test]
     fn parses_complete_heads_only() {
-        assert_eq!(parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n", 100), Ok(None));
+        assert_eq!(
+            parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n", 100),
+            Ok(None)
+        );
         let r = parse_head(b"GET /status?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", 100)
             .unwrap()
             .unwrap();
@@ -88,10 +91,7 @@ mod tests {
 
     #[test]
     fn rejects_oversized_and_malformed_heads() {
-        assert_eq!(
-            parse_head(&[b'a'; 64], 64),
-            Err(HttpError::TooLarge(64))
-        );
+        assert_eq!(parse_head(&[b'a'; 64], 64), Err(HttpError::TooLarge(64)));
         assert_eq!(
             parse_head(b"GARBAGE\r\n\r\n", 64),
             Err(HttpError::Malformed)

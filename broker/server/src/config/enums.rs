@@ -64,7 +64,11 @@ macro_rules! word_enum {
 
 /// `"a", "b", "c"` for error messages.
 fn quoted_list(words: &[&str]) -> String {
-    words.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(", ")
+    words
+        .iter()
+        .map(|w| format!("{w:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 word_enum! {

@@ -316,7 +316,12 @@ fn parse_value(value: toml::Value) -> Result<Config, ConfigError> {
         let key = err.path().to_string();
         let inner = err.into_inner().to_string();
         // The toml deserializer appends "\nin `key`\n" to messages; the key is shown already.
-        let inner = inner.split("\nin `").next().unwrap_or_default().trim().to_string();
+        let inner = inner
+            .split("\nin `")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let message = if unknown_field_name(&inner).is_some() {
             "unknown key".to_string()
         } else {

@@ -24,8 +24,9 @@ fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[test]
@@ -76,12 +77,17 @@ fn bad_address_names_key_and_form() {
     let err = Config::load(None, env(&[("HALYARD_ADMIN__BIND", "localhost")]))
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("config error: admin.bind: expected an address like"), "{err}");
+    assert!(
+        err.starts_with("config error: admin.bind: expected an address like"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_keys_and_sections_fail_naming_them() {
-    let err = load_str("[io]\nthreadz = 2\n", &[]).unwrap_err().to_string();
+    let err = load_str("[io]\nthreadz = 2\n", &[])
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "config error: io.threadz: unknown key");
     let err = load_str("[nope]\n", &[]).unwrap_err().to_string();
     assert_eq!(err, "config error: nope: unknown key");
@@ -108,7 +114,10 @@ fn file_overrides_only_the_keys_it_names_and_env_wins() {
     .unwrap();
     assert_eq!(c.io.threads, 6);
     assert_eq!(c.mqtt.max_inflight, 5);
-    assert_eq!(c.mqtt.max_queued_messages, Config::default().mqtt.max_queued_messages);
+    assert_eq!(
+        c.mqtt.max_queued_messages,
+        Config::default().mqtt.max_queued_messages
+    );
     assert!(c.listeners.tls.is_some());
 }
 

@@ -301,14 +301,14 @@ impl Broker {
     /// Sends `msg` to `thread`'s inbox, waiting while it is full (used for control messages
     /// and QoS 1/2 batches: back-pressure instead of loss).
     pub async fn send_to(&self, thread: usize, msg: ThreadMsg) {
-        if let Some(tx) = self.inboxes.get(thread) {
-            if let Err(flume::TrySendError::Full(msg)) = tx.try_send(msg) {
-                if let Some(stats) = self.metrics.threads.get(thread) {
-                    stats.hit_limit(crate::metrics::Limit::InboxCapacity);
-                }
-                // The receiver lives as long as the thread; an error means it has exited.
-                let _ = tx.send_async(msg).await;
+        if let Some(tx) = self.inboxes.get(thread)
+            && let Err(flume::TrySendError::Full(msg)) = tx.try_send(msg)
+        {
+            if let Some(stats) = self.metrics.threads.get(thread) {
+                stats.hit_limit(crate::metrics::Limit::InboxCapacity);
             }
+            // The receiver lives as long as the thread; an error means it has exited.
+            let _ = tx.send_async(msg).await;
         }
     }
 
@@ -327,7 +327,11 @@ impl Broker {
     /// Removes one subscription by its full filter (with any `$share/` prefix); returns
     /// whether it existed.
     pub fn remove_subscription(&self, key: SessionKey, filter: &str) -> bool {
-        match self.session_config.topic_limits.parse_shared_subscription(filter) {
+        match self
+            .session_config
+            .topic_limits
+            .parse_shared_subscription(filter)
+        {
             Ok(Some(shared)) => self
                 .trie
                 .remove_shared(shared.group, shared.filter, &key)

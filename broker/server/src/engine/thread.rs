@@ -103,7 +103,7 @@ enum Local {
     /// A connection (connected, or claiming and waiting for a handover).
     Conn(u64),
     /// Nobody: the thread keeps it.
-    Offline(Offline),
+    Offline(Box<Offline>),
 }
 
 /// What a timer deadline is for.
@@ -364,8 +364,8 @@ impl ThreadCtx {
         now: Instant,
     ) {
         let expiry = session.expiry_interval();
-        let expires_at = (expiry != SESSION_NEVER_EXPIRES)
-            .then(|| now + Duration::from_secs(u64::from(expiry)));
+        let expires_at =
+            (expiry != SESSION_NEVER_EXPIRES).then(|| now + Duration::from_secs(u64::from(expiry)));
         let will = will.map(|w| {
             let delay = w.delay().min(Duration::from_secs(u64::from(expiry)));
             let at = now + delay;
@@ -381,18 +381,18 @@ impl ThreadCtx {
         let client_id = session.client_id().clone();
         self.sessions.borrow_mut().insert(
             key,
-            Local::Offline(Offline {
+            Local::Offline(Box::new(Offline {
                 session,
                 client_id,
                 expires_at,
                 will,
-            }),
+            })),
         );
     }
 
     /// Drops an offline session: its subscriptions go, its pending will is published now
     /// (the session ended [MQTT-3.1.3-9]).
-    fn end_offline(&self, key: SessionKey, off: Offline) {
+    fn end_offline(&self, key: SessionKey, off: Box<Offline>) {
         let filters: Vec<String> = off.session.subscriptions().keys().cloned().collect();
         self.broker
             .remove_subscriptions(key, filters.iter().map(String::as_str));
@@ -502,7 +502,9 @@ impl ThreadCtx {
 pub fn count_drop(stats: &ThreadStats, d: Dropped) {
     let reason = match d {
         Dropped::QueueFull => {
-            stats.queue_limit_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .queue_limit_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             stats.hit_limit(Limit::MaxQueuedMessages);
             DropReason::QueueFull
         }

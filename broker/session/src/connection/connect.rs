@@ -104,13 +104,14 @@ impl Connection {
                 Err(code) => return self.refuse_connect(code),
             },
         };
-        let session_expiry_interval = if v5 {
+        let requested_expiry = if v5 {
             props.session_expiry_interval.unwrap_or(0)
         } else if c.clean_start {
             0
         } else {
             SESSION_NEVER_EXPIRES
         };
+        let session_expiry_interval = requested_expiry.min(self.cfg.max_session_expiry);
         self.peer = if v5 {
             PeerLimits {
                 receive_maximum: props.receive_maximum.unwrap_or(u16::MAX).max(1),
@@ -130,6 +131,7 @@ impl Connection {
             client_id_assigned,
             clean_start: c.clean_start,
             session_expiry_interval,
+            session_expiry_capped: session_expiry_interval != requested_expiry,
             will: will.clone(),
             server_keep_alive,
         });
@@ -262,6 +264,9 @@ impl Connection {
                 .then_some(false),
             shared_subscription_available: (!cfg.shared_subscription_available).then_some(false),
             server_keep_alive: p.server_keep_alive,
+            session_expiry_interval: p
+                .session_expiry_capped
+                .then_some(p.session_expiry_interval),
             ..ConnAckProperties::default()
         }
     }

@@ -393,6 +393,7 @@ impl Connection {
             if self.connect_expiry_interval == 0 && expiry != 0 {
                 return self.protocol_error(ProtocolError::SessionExpiryFromZero);
             }
+            let expiry = expiry.min(self.cfg.max_session_expiry);
             if let Some(s) = self.session.as_mut() {
                 s.set_expiry_interval(expiry);
             }

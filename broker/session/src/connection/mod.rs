@@ -66,6 +66,9 @@ struct PendingConnect {
     client_id_assigned: bool,
     clean_start: bool,
     session_expiry_interval: u32,
+    /// The granted interval is below the requested one ([`SessionConfig::max_session_expiry`]):
+    /// the 5.0 CONNACK announces it.
+    session_expiry_capped: bool,
     will: Option<Will>,
     server_keep_alive: Option<u16>,
 }

@@ -477,3 +477,41 @@ fn v5_will_retain_when_retain_unavailable_is_refused_mqtt_3_2_2_13() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn v5_session_expiry_is_capped_and_announced_mqtt_3_2_2_3_2() {
+    let cfg = SessionConfig {
+        max_session_expiry: 600,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::new(cfg.clone(), ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, "exp");
+    c.properties = ConnectProperties {
+        session_expiry_interval: Some(3600),
+        ..ConnectProperties::default()
+    };
+    assert_eq!(pair.connect_request(c).session_expiry_interval, 600);
+    pair.conn.accept_connect(pair.now, None, false);
+    match pair.recv_one() {
+        Packet::ConnAck(a) => assert_eq!(a.properties.session_expiry_interval, Some(600)),
+        other => panic!("{other:?}"),
+    }
+    // Below the cap: nothing to announce, the client's value stands.
+    let mut pair = Pair::new(cfg.clone(), ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, "exp");
+    c.properties = ConnectProperties {
+        session_expiry_interval: Some(60),
+        ..ConnectProperties::default()
+    };
+    assert_eq!(pair.connect_request(c).session_expiry_interval, 60);
+    pair.conn.accept_connect(pair.now, None, false);
+    match pair.recv_one() {
+        Packet::ConnAck(a) => assert_eq!(a.properties.session_expiry_interval, None),
+        other => panic!("{other:?}"),
+    }
+    // 3.1.1 Clean Session 0 (never expires) is capped too.
+    let mut pair = Pair::new(cfg, ProtocolVersion::V311);
+    let mut c = connect(ProtocolVersion::V311, "exp");
+    c.clean_start = false;
+    assert_eq!(pair.connect_request(c).session_expiry_interval, 600);
+}
