@@ -264,9 +264,7 @@ impl Connection {
                 .then_some(false),
             shared_subscription_available: (!cfg.shared_subscription_available).then_some(false),
             server_keep_alive: p.server_keep_alive,
-            session_expiry_interval: p
-                .session_expiry_capped
-                .then_some(p.session_expiry_interval),
+            session_expiry_interval: p.session_expiry_capped.then_some(p.session_expiry_interval),
             ..ConnAckProperties::default()
         }
     }
