@@ -34,6 +34,11 @@
 //! `a/#` (the broker still filters `a/secret` at delivery with [`Acl::check_topic`], as
 //! Mosquitto does). The server must therefore check both: the filter on SUBSCRIBE and each
 //! message's topic when delivering.
+//!
+//! Mosquitto 2.0.11's `acl_file` (observed here) grants every SUBSCRIBE and relies on the
+//! delivery check alone; Halyard also refuses subscriptions no rule lets through, as issue 5
+//! asks (0x87 / 0x80 in the SUBACK). Deliveries are decided the same way as Mosquitto's
+//! (see the `deliveries_agree_with_mosquitto` test).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -60,6 +65,7 @@ pub enum AclDefault {
 #[serde(default, deny_unknown_fields)]
 pub struct AclConfig {
     /// ACL file in Mosquitto's `acl_file` syntax. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// Decision when no rule mentions the topic: `"allow"` (default) or `"deny"`.
     pub default: AclDefault,
@@ -158,6 +164,14 @@ impl Acl {
     /// The configuration in force.
     pub fn config(&self) -> &AclConfig {
         &self.config
+    }
+
+    /// Number of rules: `topic` lines of all sections plus `pattern` lines (for the log line
+    /// after a load or reload).
+    pub fn rule_count(&self) -> usize {
+        self.anonymous.len()
+            + self.users.values().map(Vec::len).sum::<usize>()
+            + self.patterns.len()
     }
 
     /// Whether every check allows (no rule at all and `default = "allow"`): the server may

@@ -15,6 +15,7 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// Password file (`user:hash` lines, see `halyard passwd`). When set, a client that gives
     /// a user name must give that user's password. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
 }
 
@@ -221,6 +222,12 @@ mod tests {
             Some(std::path::Path::new("/etc/pw"))
         );
         assert!(toml::from_str::<AuthConfig>("allow_anon = true").is_err());
+        // `halyard config check` prints the effective configuration as TOML.
+        let text = toml::to_string(&AuthConfig::default()).unwrap();
+        assert_eq!(
+            toml::from_str::<AuthConfig>(&text).unwrap(),
+            AuthConfig::default()
+        );
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub struct LimitsConfig {
     pub flap_max_tracked: usize,
     /// Bans stored (admin API and flapping); adding beyond it fails. Default 100000.
     pub max_bans: usize,
+    /// After this many failed logins (bad user name or password) from one source within
+    /// `auth_failure_window_secs`, further CONNECTs with a user name from it are refused
+    /// until the window ends, before any password hash is computed. 0 = no limit.
+    /// Default 20.
+    pub auth_failures_per_source: u32,
+    /// Window of `auth_failures_per_source`, seconds. Default 60.
+    pub auth_failure_window_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -57,6 +64,8 @@ impl Default for LimitsConfig {
             flap_ban_secs: 300,
             flap_max_tracked: 65_536,
             max_bans: 100_000,
+            auth_failures_per_source: 20,
+            auth_failure_window_secs: 60,
         }
     }
 }
@@ -81,11 +90,13 @@ pub struct Counters {
     pub source_table_full: u64,
     /// Rate buckets forgotten to stay within `max_tracked_sources`.
     pub rate_evictions: u64,
+    /// CONNECTs refused because their source failed to log in too often.
+    pub auth_failures: u64,
 }
 
 impl Counters {
     /// Each counter with a stable metric label.
-    pub fn named(&self) -> [(&'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         [
             ("banned", self.banned),
             ("ban_table_full", self.ban_table_full),
@@ -95,6 +106,7 @@ impl Counters {
             ("source_rate", self.source_rate),
             ("source_table_full", self.source_table_full),
             ("rate_evictions", self.rate_evictions),
+            ("auth_failures", self.auth_failures),
         ]
     }
 }
@@ -112,6 +124,8 @@ pub enum Refusal {
     SourceRate,
     /// Too many distinct sources have connections open (`max_tracked_sources`).
     SourceTableFull,
+    /// The source failed to log in `auth_failures_per_source` times in the window.
+    AuthFailures,
 }
 
 impl Refusal {
@@ -121,7 +135,7 @@ impl Refusal {
         match self {
             Refusal::Banned | Refusal::Flapping => 0x8A,
             Refusal::SourceConnections => 0x97,
-            Refusal::SourceRate => 0x9F,
+            Refusal::SourceRate | Refusal::AuthFailures => 0x9F,
             Refusal::SourceTableFull => 0x89,
         }
     }
@@ -136,21 +150,15 @@ impl Refusal {
     }
 }
 
-/// Bans client ids that connect too often ("flapping").
-///
-/// A fixed window opens at a client id's first CONNECT; the CONNECT that brings the count
-/// above `max_connects` before the window ends returns the ban's end, and the count restarts.
-/// The table holds at most `max_tracked` ids; beyond, the id tracked the longest is forgotten.
+/// Counts hits per key in a fixed window that opens at the key's first hit; holds at most
+/// `max_tracked` keys and forgets the one tracked the longest beyond that.
 #[derive(Debug, Clone)]
-pub struct FlapDetector {
-    max_connects: u32,
+struct WindowCounter<K> {
     window_ms: u64,
-    ban_ms: u64,
     max_tracked: usize,
-    table: HashMap<String, Track>,
-    order: VecDeque<String>,
+    table: HashMap<K, Track>,
+    order: VecDeque<K>,
     evictions: u64,
-    bans: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,28 +167,23 @@ struct Track {
     count: u32,
 }
 
-impl FlapDetector {
-    /// A detector with `max_connects` per `window_ms`, banning for `ban_ms`, tracking at most
-    /// `max_tracked` client ids. `max_connects == 0` disables it.
-    pub fn new(max_connects: u32, window_ms: u64, ban_ms: u64, max_tracked: usize) -> Self {
-        FlapDetector {
-            max_connects,
+impl<K: std::hash::Hash + Eq + Clone> WindowCounter<K> {
+    fn new(window_ms: u64, max_tracked: usize) -> Self {
+        WindowCounter {
             window_ms,
-            ban_ms,
             max_tracked,
             table: HashMap::new(),
             order: VecDeque::new(),
             evictions: 0,
-            bans: 0,
         }
     }
 
-    /// Records a CONNECT of `client_id`; returns `Some(until_ms)` when it should be banned.
-    pub fn record(&mut self, client_id: &str, now_ms: u64) -> Option<u64> {
-        if self.max_connects == 0 || self.max_tracked == 0 {
-            return None;
+    /// Counts one hit; returns the count in the current window (0 when nothing is tracked).
+    fn hit(&mut self, key: &K, now_ms: u64) -> u32 {
+        if self.max_tracked == 0 {
+            return 0;
         }
-        if !self.table.contains_key(client_id) {
+        if !self.table.contains_key(key) {
             while self.table.len() >= self.max_tracked {
                 let Some(old) = self.order.pop_front() else {
                     break;
@@ -189,9 +192,9 @@ impl FlapDetector {
                     self.evictions += 1;
                 }
             }
-            self.order.push_back(client_id.to_string());
+            self.order.push_back(key.clone());
         }
-        let track = self.table.entry(client_id.to_string()).or_insert(Track {
+        let track = self.table.entry(key.clone()).or_insert(Track {
             window_start: now_ms,
             count: 0,
         });
@@ -201,12 +204,62 @@ impl FlapDetector {
                 count: 0,
             };
         }
-        track.count += 1;
-        if track.count > self.max_connects {
-            *track = Track {
+        track.count = track.count.saturating_add(1);
+        track.count
+    }
+
+    /// The count in the window running at `now_ms`.
+    fn count(&self, key: &K, now_ms: u64) -> u32 {
+        match self.table.get(key) {
+            Some(t) if now_ms.saturating_sub(t.window_start) < self.window_ms => t.count,
+            _ => 0,
+        }
+    }
+
+    /// Starts a new, empty window for `key`.
+    fn reset(&mut self, key: &K, now_ms: u64) {
+        if let Some(t) = self.table.get_mut(key) {
+            *t = Track {
                 window_start: now_ms,
                 count: 0,
             };
+        }
+    }
+}
+
+/// Bans client ids that connect too often ("flapping").
+///
+/// A fixed window opens at a client id's first CONNECT; the CONNECT that brings the count
+/// above `max_connects` before the window ends returns the ban's end, and the count restarts.
+/// The table holds at most `max_tracked` ids; beyond, the id tracked the longest is forgotten.
+#[derive(Debug, Clone)]
+pub struct FlapDetector {
+    max_connects: u32,
+    ban_ms: u64,
+    counter: WindowCounter<String>,
+    bans: u64,
+}
+
+impl FlapDetector {
+    /// A detector with `max_connects` per `window_ms`, banning for `ban_ms`, tracking at most
+    /// `max_tracked` client ids. `max_connects == 0` disables it.
+    pub fn new(max_connects: u32, window_ms: u64, ban_ms: u64, max_tracked: usize) -> Self {
+        FlapDetector {
+            max_connects,
+            ban_ms,
+            counter: WindowCounter::new(window_ms, max_tracked),
+            bans: 0,
+        }
+    }
+
+    /// Records a CONNECT of `client_id`; returns `Some(until_ms)` when it should be banned.
+    pub fn record(&mut self, client_id: &str, now_ms: u64) -> Option<u64> {
+        if self.max_connects == 0 {
+            return None;
+        }
+        let key = client_id.to_string();
+        if self.counter.hit(&key, now_ms) > self.max_connects {
+            self.counter.reset(&key, now_ms);
             self.bans += 1;
             return Some(now_ms.saturating_add(self.ban_ms));
         }
@@ -215,12 +268,12 @@ impl FlapDetector {
 
     /// Client ids tracked now.
     pub fn tracked(&self) -> usize {
-        self.table.len()
+        self.counter.table.len()
     }
 
     /// Ids forgotten to respect the table bound.
     pub fn evictions(&self) -> u64 {
-        self.evictions
+        self.counter.evictions
     }
 
     /// Bans decided.
@@ -362,6 +415,9 @@ pub struct ConnectGuard {
     bans: BanList,
     flap: FlapDetector,
     sources: SourceLimiter,
+    max_auth_failures: u32,
+    auth_failures: WindowCounter<IpAddr>,
+    auth_refused: u64,
 }
 
 impl ConnectGuard {
@@ -376,6 +432,12 @@ impl ConnectGuard {
                 cfg.flap_max_tracked,
             ),
             sources: SourceLimiter::new(cfg),
+            max_auth_failures: cfg.auth_failures_per_source,
+            auth_failures: WindowCounter::new(
+                cfg.auth_failure_window_secs.saturating_mul(1000),
+                cfg.max_tracked_sources,
+            ),
+            auth_refused: 0,
         }
     }
 
@@ -392,8 +454,9 @@ impl ConnectGuard {
     }
 
     /// At CONNECT, before authentication: bans (client id, user name, address), then the
-    /// flapping detector, which bans the client id when it connects too often. On `Err`
-    /// answer with [`Refusal::reason_code_v5`] / [`Refusal::return_code_v311`] and close.
+    /// flapping detector, which bans the client id when it connects too often, then (for a
+    /// CONNECT with a user name) the source's recent login failures. On `Err` answer with
+    /// [`Refusal::reason_code_v5`] / [`Refusal::return_code_v311`] and close.
     pub fn on_connect(
         &mut self,
         client_id: &str,
@@ -403,6 +466,13 @@ impl ConnectGuard {
     ) -> Result<(), Refusal> {
         if self.bans.check(client_id, username, ip, now_ms) {
             return Err(Refusal::Banned);
+        }
+        if let Some(ip) = ip.filter(|_| username.is_some() && self.max_auth_failures > 0) {
+            let key = self.sources.source_key(ip);
+            if self.auth_failures.count(&key, now_ms) >= self.max_auth_failures {
+                self.auth_refused += 1;
+                return Err(Refusal::AuthFailures);
+            }
         }
         if client_id.is_empty() {
             return Ok(());
@@ -419,6 +489,15 @@ impl ConnectGuard {
             return Err(Refusal::Flapping);
         }
         Ok(())
+    }
+
+    /// After [`crate::Authenticator::check`] answered [`crate::AuthDecision::BadCredentials`]
+    /// for a client from `ip`: counts the failure towards `auth_failures_per_source`.
+    pub fn on_auth_failure(&mut self, ip: IpAddr, now_ms: u64) {
+        if self.max_auth_failures > 0 {
+            let key = self.sources.source_key(ip);
+            self.auth_failures.hit(&key, now_ms);
+        }
     }
 
     /// The ban list (admin API: list).
@@ -443,6 +522,7 @@ impl ConnectGuard {
             ban_table_full: self.bans.full_hits(),
             flap_bans: self.flap.bans(),
             flap_evictions: self.flap.evictions(),
+            auth_failures: self.auth_refused,
             ..self.sources.counters()
         }
     }

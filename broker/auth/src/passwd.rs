@@ -1,7 +1,7 @@
 //! `halyard passwd [-c] [-b] [-D] FILE USER [PASSWORD]`: manage a password file the way
 //! `mosquitto_passwd` does.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use crate::error::AuthError;
@@ -94,13 +94,15 @@ fn read_password_interactive() -> Result<String, AuthError> {
         }
         Ok(first)
     } else {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(AuthError::Terminal)?;
-        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+        read_password_line(std::io::stdin().lock())
     }
+}
+
+/// One password from a pipe: the first line without its line ending.
+fn read_password_line(mut input: impl std::io::BufRead) -> Result<String, AuthError> {
+    let mut line = String::new();
+    input.read_line(&mut line).map_err(AuthError::Terminal)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 #[cfg(test)]
@@ -178,6 +180,17 @@ mod tests {
         let pw = PasswordFile::load(&file).unwrap();
         assert_eq!(pw.users().collect::<Vec<_>>(), ["carol"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn piped_password_is_the_first_line() {
+        let read = |s: &str| read_password_line(std::io::Cursor::new(s.as_bytes().to_vec()));
+        assert_eq!(
+            read("pw with spaces\r\nsecond\n").unwrap(),
+            "pw with spaces"
+        );
+        assert_eq!(read("last").unwrap(), "last");
+        assert_eq!(read("").unwrap(), "");
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl ClusterState {
                 .collect(),
             members: self.members.values().cloned().collect(),
         };
-        let mut out = vec![SNAPSHOT_VERSION];
+        let out = vec![SNAPSHOT_VERSION];
         // Serialising plain strings, integers and vectors into a Vec cannot fail.
         match postcard::to_extend(&snap, out) {
             Ok(v) => v,

@@ -110,6 +110,10 @@ pub struct ClusterStatus {
     pub route_queue_len: u64,
     /// Proposals refused because the route queue was full.
     pub route_queue_full: u64,
+    /// Route operations this node proposed.
+    pub route_ops_proposed: u64,
+    /// Log entries (batches) those operations went into.
+    pub route_entries_proposed: u64,
     /// Messages queued on forwarding links (all destinations).
     pub link_queue_len: u64,
     /// Messages refused by `send` because a link queue was full.
@@ -153,6 +157,8 @@ impl ClusterStatus {
             ("halyard_cluster_stream_reconnects_total", self.stream_reconnects as f64),
             ("halyard_cluster_route_queue_len", self.route_queue_len as f64),
             ("halyard_cluster_route_queue_full_total", self.route_queue_full as f64),
+            ("halyard_cluster_route_ops_proposed_total", self.route_ops_proposed as f64),
+            ("halyard_cluster_route_entries_proposed_total", self.route_entries_proposed as f64),
             ("halyard_cluster_link_queue_len", self.link_queue_len as f64),
             ("halyard_cluster_link_dropped_total", self.link_dropped as f64),
             ("halyard_cluster_link_blocked_total", self.link_blocked as f64),

@@ -101,10 +101,6 @@ pub(crate) enum StreamMsg {
     Heartbeat { committed: LogIndex },
 }
 
-/// Messages on a forwarding link, in send order.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct LinkBatch(pub Vec<Vec<u8>>);
-
 /// Writes one frame.
 pub(crate) async fn write_frame<W, T>(w: &mut W, msg: &T, max: usize) -> Result<(), ClusterError>
 where
@@ -192,9 +188,9 @@ mod tests {
         let mut buf = Vec::new();
         buf.extend_from_slice(&(10_000_000u32).to_be_bytes());
         let mut r = &buf[..];
-        let err = read_frame::<_, LinkBatch>(&mut r, 1024).await.unwrap_err();
+        let err = read_frame::<_, WriteResponse>(&mut r, 1024).await.unwrap_err();
         assert!(matches!(err, ClusterError::FrameTooLarge { len: 10_000_000, max: 1024 }));
-        let big = LinkBatch(vec![vec![0u8; 2048]]);
+        let big = WriteResponse(Err("x".repeat(2048)));
         let err = write_frame(&mut Vec::new(), &big, 1024).await.unwrap_err();
         assert!(matches!(err, ClusterError::FrameTooLarge { .. }));
     }

@@ -89,7 +89,6 @@ pub(crate) async fn submit(
 ) -> Result<LogIndex, ClusterError> {
     let bound = shared.cfg.write_timeout_ms >> hops.min(8);
     let deadline = Instant::now() + Duration::from_millis(bound.max(1));
-    let mut last = ClusterError::NoLeader("no core answered".into());
     let mut seed_ix = 0usize;
     loop {
         let attempt = match &shared.core {
@@ -115,10 +114,10 @@ pub(crate) async fn submit(
                 r
             }
         };
-        match attempt {
+        let last = match attempt {
             Ok(i) => return Ok(i),
-            Err(e) => last = e,
-        }
+            Err(e) => e,
+        };
         if Instant::now() + shared.backoff() / 4 >= deadline {
             return Err(match last {
                 ClusterError::NoLeader(_) | ClusterError::Raft(_) => last,
@@ -211,6 +210,8 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         apply_queue_len: Counters::get(&c.apply_queue_len),
         route_queue_len: Counters::get(&c.route_queue_len),
         route_queue_full: Counters::get(&c.route_queue_full),
+        route_ops_proposed: Counters::get(&c.route_ops_proposed),
+        route_entries_proposed: Counters::get(&c.route_entries_proposed),
         link_queue_len: shared.links.queued(),
         link_dropped: Counters::get(&c.link_dropped),
         link_blocked: Counters::get(&c.link_blocked),

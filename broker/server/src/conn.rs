@@ -2,8 +2,11 @@
 //! answered by the engine, its output written back in one batched write.
 //!
 //! Memory per idle connection: one read buffer of `io.read_buffer_bytes` (4 KiB by default,
-//! held by the pending read), the `Connection` and `Session` state, a mailbox entry in the
-//! thread tables and an empty write buffer (allocated only while writing).
+//! held by the pending read), the `Connection` and `Session` state, the task, a mailbox and
+//! entries in the thread tables; the write buffer is allocated only while writing. Measured
+//! (3000 idle 3.1.1 clients, RSS delta): about 10 KB per connection with the default 4 KiB
+//! buffer on either backend, 6.6 KB with `io.read_buffer_bytes = 512`. Provided-buffer rings
+//! (io_uring) or a shared read buffer (epoll) would remove the per-connection buffer.
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -137,10 +137,19 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let mqtt_addr = listeners[0]
         .local_addr()
         .map_or_else(|_| config.listeners.tcp.bind.to_string(), |a| a.to_string());
-    let admin_listener = io::bind_plain(config.admin.bind.0)?;
+    // The admin server is an aid, not the service: if its port is taken (e.g. by another
+    // broker on the same host) MQTT still starts, with an error in the log.
+    let admin_listener = match io::bind_plain(config.admin.bind.0) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(error = %e, "admin HTTP server disabled");
+            None
+        }
+    };
     let admin_addr = admin_listener
-        .local_addr()
-        .map_or_else(|_| config.admin.bind.to_string(), |a| a.to_string());
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "disabled".to_string(), |a| a.to_string());
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| flume::bounded(config.limits.inbox_capacity))
         .unzip();
@@ -190,10 +199,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         max_request_bytes: config.admin.max_request_bytes,
         request_timeout: Duration::from_secs(config.admin.request_timeout_secs),
     });
-    std::thread::Builder::new()
-        .name("halyard-admin".into())
-        .spawn(move || admin_thread(admin_listener, admin))
-        .map_err(|e| StartError::Thread(n, e.to_string()))?;
+    if let Some(listener) = admin_listener {
+        std::thread::Builder::new()
+            .name("halyard-admin".into())
+            .spawn(move || admin_thread(listener, admin))
+            .map_err(|e| StartError::Thread(n, e.to_string()))?;
+    }
     tracing::info!(
         mqtt = %mqtt_addr,
         admin = %admin_addr,

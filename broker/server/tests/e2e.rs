@@ -453,7 +453,9 @@ async fn shared_group_round_robin_v5(backend: &str) {
     let (publ, pub_el) = v5(&b, "share-pub");
     let _driver = drive5(pub_el);
     for i in 0..10u8 {
-        publ.publish("sh/t", Q5::AtLeastOnce, false, vec![i]).await.unwrap();
+        publ.publish("sh/t", Q5::AtLeastOnce, false, vec![i])
+            .await
+            .unwrap();
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
@@ -474,7 +476,11 @@ async fn shared_group_round_robin_v5(backend: &str) {
     }
     let mut payloads: Vec<u8> = seen.iter().map(|(_, p)| *p).collect();
     payloads.sort_unstable();
-    assert_eq!(payloads, (0..10).collect::<Vec<u8>>(), "each message exactly once");
+    assert_eq!(
+        payloads,
+        (0..10).collect::<Vec<u8>>(),
+        "each message exactly once"
+    );
     assert!(seen.iter().any(|(m, _)| *m == 0) && seen.iter().any(|(m, _)| *m == 1));
     for t in tasks {
         t.abort();
@@ -494,7 +500,9 @@ async fn no_local_and_subscription_ids_v5(backend: &str) {
     };
     let mut own = Filter::new("nl/own", Q5::AtLeastOnce);
     own.nolocal = true;
-    c.subscribe_many_with_properties([own], props(1)).await.unwrap();
+    c.subscribe_many_with_properties([own], props(1))
+        .await
+        .unwrap();
     c.subscribe_with_properties("ov/#", Q5::AtLeastOnce, props(2))
         .await
         .unwrap();
@@ -506,17 +514,34 @@ async fn no_local_and_subscription_ids_v5(backend: &str) {
         until5(&mut el, |p| matches!(p, Packet5::SubAck(_)).then_some(())).await;
         acks += 1;
     }
-    c.publish("nl/own", Q5::AtLeastOnce, false, "mine").await.unwrap();
-    c.publish("ov/x", Q5::AtLeastOnce, false, "overlap").await.unwrap();
+    c.publish("nl/own", Q5::AtLeastOnce, false, "mine")
+        .await
+        .unwrap();
+    c.publish("ov/x", Q5::AtLeastOnce, false, "overlap")
+        .await
+        .unwrap();
     let p = until5(&mut el, publish5).await;
-    assert_eq!(&p.topic[..], b"ov/x", "own message was not suppressed by No Local");
-    let mut ids = p.properties.map(|pr| pr.subscription_identifiers).unwrap_or_default();
+    assert_eq!(
+        &p.topic[..],
+        b"ov/x",
+        "own message was not suppressed by No Local"
+    );
+    let mut ids = p
+        .properties
+        .map(|pr| pr.subscription_identifiers)
+        .unwrap_or_default();
     ids.sort_unstable();
     assert_eq!(ids, vec![2, 3]);
     assert_eq!(p.qos, Q5::AtLeastOnce, "highest granted QoS");
-    c.publish("ov/end", Q5::AtLeastOnce, false, "end").await.unwrap();
+    c.publish("ov/end", Q5::AtLeastOnce, false, "end")
+        .await
+        .unwrap();
     let p = until5(&mut el, publish5).await;
-    assert_eq!(&p.topic[..], b"ov/end", "only one copy of the overlapping message");
+    assert_eq!(
+        &p.topic[..],
+        b"ov/end",
+        "only one copy of the overlapping message"
+    );
 }
 
 /// With one-batch inboxes, QoS 1 traffic across threads waits for room instead of being
@@ -604,4 +629,14 @@ async fn session_expires_v5() {
     })
     .await;
     assert!(!present, "expired session must not be present");
+}
+
+/// A taken admin port does not stop MQTT service (the admin server is disabled and logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_admin_port_does_not_block_mqtt() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = squatter.local_addr().unwrap().to_string();
+    let b = Broker::start("epoll", &[("HALYARD_ADMIN__BIND", &addr)]);
+    let (_c, mut el) = v4(&b, "no-admin", true);
+    until4(&mut el, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
 }

@@ -125,6 +125,33 @@ fn print_stats(name: &str, store: &Store) {
         s.commits,
         s.file_bytes >> 20
     );
+    if let Some(cpu) = writer_cpu_seconds() {
+        println!(
+            "{name}: writer thread used {cpu:.2} CPU-s: {:.0} messages per writer CPU-second",
+            s.submissions as f64 / cpu
+        );
+    }
+}
+
+/// CPU time (user + system) of the live `halyard-store` writer thread, from /proc (Linux).
+fn writer_cpu_seconds() -> Option<f64> {
+    // Clock ticks per second; 100 on every Linux configuration this runs on.
+    const TICKS: f64 = 100.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        if comm.trim() != "halyard-store" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        return Some((utime + stime) / TICKS);
+    }
+    None
 }
 
 criterion_group!(benches, bench);

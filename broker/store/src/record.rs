@@ -131,7 +131,8 @@ pub struct WillRecord {
 /// One entry of a session's offline queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
-    /// Sequence number, assigned by the store, increasing per session.
+    /// Sequence number, assigned by the store, increasing per session (it starts again at 0
+    /// after `delete_session`).
     pub seq: u64,
     /// The message.
     pub message: StoredMessage,

@@ -18,8 +18,9 @@ use crate::stats::StoreStats;
 use crate::writer::{Opener, Request, Submission, Writer};
 
 /// Handle to an open store. Cheap to clone; every clone feeds the same writer thread. The
-/// file is closed (and its lock released) when the last clone is dropped, after the writer
-/// has committed everything already submitted.
+/// file is closed (and its lock released) when the last clone is dropped: that drop blocks
+/// until the writer has committed everything already submitted, so drop the last clone at
+/// shutdown, not on a runtime thread in the middle of serving.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,

@@ -29,6 +29,7 @@ const W: Access = Access::Write;
 #[test]
 fn user_sections_scope_topic_rules() {
     let a = acl(AclDefault::Deny);
+    assert_eq!(a.rule_count(), 7);
     assert!(a.check_topic("c1", Some("alice"), "alice/notes", W));
     assert!(a.check_topic("c1", Some("alice"), "alice/notes", R));
     assert!(!a.check_topic("c1", Some("bob smith"), "alice/notes", R));
@@ -198,6 +199,8 @@ fn config_and_loading() {
     assert_eq!(c.default, AclDefault::Deny);
     assert!(toml::from_str::<AclConfig>("default = \"maybe\"").is_err());
     assert!(toml::from_str::<AclConfig>("fil = \"x\"").is_err());
+    let text = toml::to_string(&AclConfig::default()).unwrap();
+    assert_eq!(text.trim(), "default = \"allow\"");
 
     let open = Acl::new(AclConfig::default()).unwrap();
     assert!(open.allows_everything());
@@ -230,4 +233,36 @@ fn config_and_loading() {
     let err = b.reload().unwrap_err();
     assert!(err.to_string().contains("acl"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The delivery decisions Mosquitto 2.0.11 made for this file (observed with mosquitto_sub
+/// and mosquitto_pub on loopback): who received which of the published topics.
+#[test]
+fn deliveries_agree_with_mosquitto() {
+    let text = "topic read pub/+\nuser alice\ntopic readwrite alice/#\ntopic deny alice/secret\n\
+                pattern read dev/%u/#\nuser w\ntopic write #\n";
+    let a = Acl::parse(text, "acl", AclDefault::Deny).unwrap();
+    let published = [
+        "alice/x",
+        "alice/secret",
+        "dev//x",
+        "dev/bob/x",
+        "dev/alice/x",
+        "pub/x",
+        "pub/x/y",
+    ];
+    for t in published {
+        assert!(a.check_topic("w1", Some("w"), t, W), "w may publish {t}");
+    }
+    let received = |user: Option<&str>, subs: &[&str]| -> Vec<&str> {
+        published
+            .iter()
+            .copied()
+            .filter(|t| subs.iter().any(|s| topic_matches(s, t)))
+            .filter(|t| a.check_topic("c", user, t, R))
+            .collect()
+    };
+    assert_eq!(received(Some("alice"), &["alice/#"]), ["alice/x"]);
+    assert_eq!(received(None, &["dev/#", "pub/#"]), ["pub/x"]);
+    assert_eq!(received(Some("bob"), &["dev/#"]), ["dev/bob/x"]);
 }

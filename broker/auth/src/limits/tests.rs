@@ -225,6 +225,33 @@ fn guard_counts_accepts() {
 }
 
 #[test]
+fn repeated_login_failures_throttle_the_source() {
+    let mut g = ConnectGuard::new(&LimitsConfig {
+        auth_failures_per_source: 2,
+        auth_failure_window_secs: 10,
+        flap_max_connects: 0,
+        ..cfg()
+    });
+    let a = ip("192.0.2.50");
+    g.on_connect("c", Some("u"), Some(a), 0).unwrap();
+    g.on_auth_failure(a, 0);
+    g.on_connect("c", Some("u"), Some(a), 1).unwrap();
+    g.on_auth_failure(a, 1);
+    assert_eq!(
+        g.on_connect("c", Some("u"), Some(a), 2),
+        Err(Refusal::AuthFailures)
+    );
+    // Anonymous CONNECTs cost no hash and are not throttled; other sources are unaffected.
+    g.on_connect("c", None, Some(a), 2).unwrap();
+    g.on_connect("c", Some("u"), Some(ip("192.0.2.51")), 2)
+        .unwrap();
+    // The window ends.
+    g.on_connect("c", Some("u"), Some(a), 10_000).unwrap();
+    assert_eq!(g.counters().auth_failures, 1);
+    assert_eq!(Refusal::AuthFailures.reason_code_v5(), 0x9F);
+}
+
+#[test]
 fn refusal_codes() {
     assert_eq!(Refusal::Banned.reason_code_v5(), 0x8A);
     assert_eq!(Refusal::Flapping.reason_code_v5(), 0x8A);

@@ -346,3 +346,165 @@ impl Broker {
         self.metrics.subscriptions.store(n, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use halyard_codec::{MqttString, QoS};
+    use halyard_session::MessageProperties;
+
+    use super::publish::{Outbox, route};
+    use super::*;
+
+    fn broker(threads: usize) -> Broker {
+        let config = Arc::new(Config::default());
+        let session_config = Arc::new(crate::run::session_config(&config));
+        let inboxes = (0..threads).map(|_| flume::bounded(4).0).collect();
+        Broker::new(
+            config,
+            session_config,
+            Arc::new(Metrics::new(threads)),
+            inboxes,
+        )
+    }
+
+    fn conn(thread: usize, conn: u64) -> ConnRef {
+        ConnRef { thread, conn }
+    }
+
+    #[test]
+    fn claim_new_resume_and_replace() {
+        let b = broker(2);
+        let id: ClientId = Arc::from("c");
+        let Ok(Claim::New { key, route }) = b.claim(&id, false, conn(0, 1)) else {
+            panic!("first connect creates a session");
+        };
+        assert_eq!(route.thread(), 0);
+        // Clean Start 0 from another thread resumes the same session and moves its route.
+        let Ok(Claim::Resume {
+            key: k2,
+            from_thread,
+            route: r2,
+        }) = b.claim(&id, false, conn(1, 2))
+        else {
+            panic!("second connect resumes");
+        };
+        assert_eq!((k2, from_thread, r2.thread()), (key, 0, 1));
+        assert_eq!(route.thread(), 1, "the shared route moved with the session");
+        // Clean Start 1 replaces it with a new key [MQTT-3.1.2-4].
+        let Ok(Claim::Replaced {
+            key: k3, old_key, ..
+        }) = b.claim(&id, true, conn(0, 3))
+        else {
+            panic!("clean start replaces");
+        };
+        assert_ne!(k3, key);
+        assert_eq!(old_key, key);
+        assert_eq!(b.registry().len(), 1);
+    }
+
+    #[test]
+    fn session_limit_refuses_new_client_ids() {
+        let mut config = Config::default();
+        config.limits.max_sessions = 1;
+        let config = Arc::new(config);
+        let sc = Arc::new(crate::run::session_config(&config));
+        let b = Broker::new(
+            config,
+            sc,
+            Arc::new(Metrics::new(1)),
+            vec![flume::bounded(1).0],
+        );
+        assert!(b.claim(&Arc::from("a"), true, conn(0, 1)).is_ok());
+        assert_eq!(
+            b.claim(&Arc::from("b"), true, conn(0, 2)).unwrap_err(),
+            ClaimError::TooManySessions
+        );
+        assert!(
+            b.claim(&Arc::from("a"), false, conn(0, 3)).is_ok(),
+            "existing id still resumes"
+        );
+    }
+
+    fn message(topic: &str, qos: QoS, publisher: &str) -> Arc<Message> {
+        Arc::new(Message {
+            topic: MqttString::from(topic),
+            payload: bytes::Bytes::from_static(b"p"),
+            qos,
+            retain: true,
+            properties: MessageProperties::default(),
+            expires_at: None,
+            publisher: Some(Arc::from(publisher)),
+        })
+    }
+
+    fn sub(route: &Arc<Route>, client: &str, qos: QoS, id: Option<u32>) -> SubValue {
+        SubValue {
+            route: route.clone(),
+            client_id: Arc::from(client),
+            options: SubscriptionOptions::qos(qos),
+            subscription_id: id,
+        }
+    }
+
+    #[test]
+    fn route_merges_overlaps_applies_no_local_and_batches_per_thread() {
+        let b = broker(2);
+        let (r0, r1) = (Route::new(0), Route::new(1));
+        b.trie
+            .insert("a/#", 1, sub(&r0, "s1", QoS::AtMostOnce, Some(7)))
+            .unwrap();
+        b.trie
+            .insert("a/+", 1, sub(&r0, "s1", QoS::ExactlyOnce, Some(9)))
+            .unwrap();
+        let mut own = sub(&r1, "pub", QoS::AtLeastOnce, None);
+        own.options.no_local = true;
+        b.trie.insert("a/b", 2, own).unwrap();
+        let mut rap = sub(&r1, "s3", QoS::AtLeastOnce, None);
+        rap.options.retain_as_published = true;
+        b.trie.insert("a/b", 3, rap).unwrap();
+
+        let mut outbox = Outbox::new(2);
+        let n = route(&b, &message("a/b", QoS::AtLeastOnce, "pub"), &mut outbox);
+        assert_eq!(n, 2, "session 2 is the publisher and asked for No Local");
+        let batches: Vec<(usize, Vec<Routed>)> = outbox.drain().collect();
+        assert_eq!(batches.len(), 2);
+        let (t0, b0) = &batches[0];
+        assert_eq!((*t0, b0.len()), (0, 1));
+        let d = &b0[0].delivery;
+        // One copy, min(highest granted, published) QoS, both identifiers [MQTT-3.3.4-3].
+        assert_eq!(d.qos, QoS::AtLeastOnce);
+        let mut ids = d.subscription_ids.to_vec();
+        ids.sort_unstable();
+        assert_eq!(ids, [7, 9]);
+        assert!(!d.retain, "RETAIN cleared without Retain As Published");
+        let (t1, b1) = &batches[1];
+        assert_eq!((*t1, b1[0].key), (1, 3));
+        assert!(
+            b1[0].delivery.retain,
+            "Retain As Published keeps RETAIN [MQTT-3.3.1-12]"
+        );
+    }
+
+    #[test]
+    fn shared_group_gets_one_copy() {
+        let b = broker(1);
+        let r = Route::new(0);
+        for key in [1, 2, 3] {
+            b.trie
+                .insert_shared("g", "s/t", key, sub(&r, "m", QoS::AtLeastOnce, None))
+                .unwrap();
+        }
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let mut outbox = Outbox::new(1);
+            assert_eq!(
+                route(&b, &message("s/t", QoS::AtLeastOnce, "x"), &mut outbox),
+                1
+            );
+            for (_, batch) in outbox.drain() {
+                seen.extend(batch.iter().map(|r| r.key));
+            }
+        }
+        assert_eq!(seen.len(), 3, "round robin reaches every member");
+    }
+}

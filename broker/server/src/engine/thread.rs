@@ -363,7 +363,11 @@ impl ThreadCtx {
         will: Option<Will>,
         now: Instant,
     ) {
-        let expiry = session.expiry_interval();
+        // `mqtt.session_expiry_max_secs` caps how long the broker keeps an offline session.
+        // (The CONNACK does not announce the cap yet: the session layer has no field for it.)
+        let expiry = session
+            .expiry_interval()
+            .min(self.broker.config.mqtt.session_expiry_max_secs);
         let expires_at =
             (expiry != SESSION_NEVER_EXPIRES).then(|| now + Duration::from_secs(u64::from(expiry)));
         let will = will.map(|w| {

@@ -27,6 +27,11 @@ impl Broker {
     pub fn start(backend: &str, extra: &[(&str, &str)]) -> Broker {
         let port = free_port();
         let admin_port = free_port();
+        let admin_port = extra
+            .iter()
+            .find(|(k, _)| *k == "HALYARD_ADMIN__BIND")
+            .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
+            .unwrap_or(admin_port);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_halyard"));
         cmd.arg("run")
             .env("HALYARD_LISTENERS__TCP__BIND", format!("127.0.0.1:{port}"))

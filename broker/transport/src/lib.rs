@@ -1,0 +1,1 @@
+//! halyard-transport (skeleton; being written).
