@@ -271,9 +271,9 @@ DISK_MIB=$((1 + ESP_MIB + 1))
 [[ -n "$DATA" ]] && DISK_MIB=$((DISK_MIB + DATA_MIB))
 truncate -s "${DISK_MIB}M" "$RAW"
 sg=(--clear --disk-guid="$(uuid_for disk)"
-    --new=1:2048:+${ESP_MIB}M --typecode=1:ef00 --change-name=1:ESP --partition-guid=1:"$(uuid_for esp-part)")
+    "--new=1:2048:+${ESP_MIB}M" --typecode=1:ef00 --change-name=1:ESP --partition-guid=1:"$(uuid_for esp-part)")
 if [[ -n "$DATA" ]]; then
-    sg+=(--new=2:0:+${DATA_MIB}M --typecode=2:8300 --change-name=2:halyard-data
+    sg+=("--new=2:0:+${DATA_MIB}M" --typecode=2:8300 --change-name=2:halyard-data
         --partition-guid=2:"$(uuid_for data-part)")
 fi
 sgdisk "${sg[@]}" "$RAW" >/dev/null

@@ -134,7 +134,9 @@ fn bad(field: &'static str, reason: impl Into<String>) -> ClusterError {
 }
 
 fn parse_num<T: std::str::FromStr>(field: &'static str, v: &str) -> Result<T, ClusterError> {
-    v.trim().parse().map_err(|_| bad(field, format!("not a number: {v:?}")))
+    v.trim()
+        .parse()
+        .map_err(|_| bad(field, format!("not a number: {v:?}")))
 }
 
 impl ClusterConfig {
@@ -164,7 +166,10 @@ impl ClusterConfig {
                             "core" => NodeRole::Core,
                             "replicant" => NodeRole::Replicant,
                             other => {
-                                return Err(bad("node.role", format!("{other:?} is not core|replicant")));
+                                return Err(bad(
+                                    "node.role",
+                                    format!("{other:?} is not core|replicant"),
+                                ));
                             }
                         }
                     }
@@ -233,7 +238,10 @@ impl ClusterConfig {
             "WRITE_TIMEOUT_MS" => self.write_timeout_ms = parse_num("cluster.write_timeout_ms", v)?,
             "FORM_TIMEOUT_MS" => self.form_timeout_ms = parse_num("cluster.form_timeout_ms", v)?,
             _ => {
-                return Err(bad("cluster", format!("unknown key HALYARD_CLUSTER__{field}")));
+                return Err(bad(
+                    "cluster",
+                    format!("unknown key HALYARD_CLUSTER__{field}"),
+                ));
             }
         }
         Ok(())
@@ -245,16 +253,25 @@ impl ClusterConfig {
             return Err(bad("node.name", "must not be empty"));
         }
         if self.seeds.is_empty() {
-            return Err(bad("cluster.seeds", "at least one core address is required"));
+            return Err(bad(
+                "cluster.seeds",
+                "at least one core address is required",
+            ));
         }
         if self.role == NodeRole::Core {
             if self.initial_cores.is_empty() {
-                return Err(bad("cluster.initial_cores", "a core needs the initial core names"));
+                return Err(bad(
+                    "cluster.initial_cores",
+                    "a core needs the initial core names",
+                ));
             }
             let mut ids = HashSet::new();
             for name in &self.initial_cores {
                 if !ids.insert(node_id_for_name(name)) {
-                    return Err(bad("cluster.initial_cores", format!("duplicate name {name:?}")));
+                    return Err(bad(
+                        "cluster.initial_cores",
+                        format!("duplicate name {name:?}"),
+                    ));
                 }
             }
         }
@@ -262,9 +279,18 @@ impl ClusterConfig {
             ("cluster.route_batch_max", self.route_batch_max as u64),
             ("cluster.route_queue_max", self.route_queue_max as u64),
             ("cluster.heartbeat_interval_ms", self.heartbeat_interval_ms),
-            ("cluster.snapshot_every_entries", self.snapshot_every_entries),
-            ("cluster.snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
-            ("cluster.stream_backlog_entries", self.stream_backlog_entries as u64),
+            (
+                "cluster.snapshot_every_entries",
+                self.snapshot_every_entries,
+            ),
+            (
+                "cluster.snapshot_chunk_bytes",
+                self.snapshot_chunk_bytes as u64,
+            ),
+            (
+                "cluster.stream_backlog_entries",
+                self.stream_backlog_entries as u64,
+            ),
             ("cluster.stream_queue_max", self.stream_queue_max as u64),
             ("cluster.link_queue_max", self.link_queue_max as u64),
             ("cluster.link_batch_max", self.link_batch_max as u64),
@@ -319,7 +345,10 @@ mod tests {
     fn defaults_need_identity() {
         assert!(matches!(
             ClusterConfig::default().validate(),
-            Err(ClusterError::Config { field: "node.name", .. })
+            Err(ClusterError::Config {
+                field: "node.name",
+                ..
+            })
         ));
         valid().validate().unwrap();
     }
@@ -347,7 +376,13 @@ mod tests {
         let err = c.apply_env([("HALYARD_CLUSTER__NOPE", "1")]).unwrap_err();
         assert!(err.to_string().contains("HALYARD_CLUSTER__NOPE"), "{err}");
         let err = c.apply_env([("HALYARD_NODE__ROLE", "boss")]).unwrap_err();
-        assert!(matches!(err, ClusterError::Config { field: "node.role", .. }));
+        assert!(matches!(
+            err,
+            ClusterError::Config {
+                field: "node.role",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -367,19 +402,28 @@ mod tests {
         c.election_timeout_max_ms = c.election_timeout_min_ms;
         assert!(matches!(
             c.validate(),
-            Err(ClusterError::Config { field: "cluster.election_timeout_max_ms", .. })
+            Err(ClusterError::Config {
+                field: "cluster.election_timeout_max_ms",
+                ..
+            })
         ));
         let mut c = valid();
         c.initial_cores = vec!["c1".into(), "c1".into()];
         assert!(matches!(
             c.validate(),
-            Err(ClusterError::Config { field: "cluster.initial_cores", .. })
+            Err(ClusterError::Config {
+                field: "cluster.initial_cores",
+                ..
+            })
         ));
         let mut c = valid();
         c.link_queue_max = 0;
         assert!(matches!(
             c.validate(),
-            Err(ClusterError::Config { field: "cluster.link_queue_max", .. })
+            Err(ClusterError::Config {
+                field: "cluster.link_queue_max",
+                ..
+            })
         ));
     }
 }

@@ -126,14 +126,26 @@ impl Hub {
     }
 
     /// Registers a stream for a subscriber that applied up to `from`.
-    pub fn subscribe(&self, from: LogIndex) -> (StreamStart, LogIndex, broadcast::Receiver<Applied>) {
+    pub fn subscribe(
+        &self,
+        from: LogIndex,
+    ) -> (StreamStart, LogIndex, broadcast::Receiver<Applied>) {
         let g = self.lock();
         let applied = g.replica.applied();
-        let resumable_from = g.backlog.front().map_or(applied, |(i, _)| i.saturating_sub(1));
+        let resumable_from = g
+            .backlog
+            .front()
+            .map_or(applied, |(i, _)| i.saturating_sub(1));
         let start = if from == 0 || from < resumable_from {
             StreamStart::Snapshot(applied, g.replica.state().snapshot())
         } else {
-            StreamStart::Replay(g.backlog.iter().filter(|(i, _)| *i > from).cloned().collect())
+            StreamStart::Replay(
+                g.backlog
+                    .iter()
+                    .filter(|(i, _)| *i > from)
+                    .cloned()
+                    .collect(),
+            )
         };
         (start, applied, self.tx.subscribe())
     }

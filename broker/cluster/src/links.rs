@@ -44,7 +44,10 @@ impl Links {
     }
 
     pub fn take_inbound(&self) -> Option<mpsc::Receiver<(NodeId, Bytes)>> {
-        self.inbound_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.inbound_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Messages queued on all links.
@@ -87,7 +90,12 @@ impl Links {
         }
     }
 
-    pub async fn send_wait(&self, shared: &Arc<Shared>, node: NodeId, msg: Bytes) -> Result<(), ClusterError> {
+    pub async fn send_wait(
+        &self,
+        shared: &Arc<Shared>,
+        node: NodeId,
+        msg: Bytes,
+    ) -> Result<(), ClusterError> {
         let q = self.queue(shared, node)?;
         match q.try_send(msg) {
             Ok(()) => Ok(()),
@@ -110,7 +118,8 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Byte
             tokio::time::sleep(shared.backoff()).await;
             continue;
         };
-        let connect = tokio::time::timeout(shared.connect_timeout(), TcpStream::connect(addr.as_str()));
+        let connect =
+            tokio::time::timeout(shared.connect_timeout(), TcpStream::connect(addr.as_str()));
         let mut sock = match connect.await {
             Ok(Ok(s)) => s,
             _ => {
@@ -119,7 +128,10 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Byte
             }
         };
         let _ = sock.set_nodelay(true);
-        if write_frame(&mut sock, &Hello::Link { from: shared.id }, max).await.is_err() {
+        if write_frame(&mut sock, &Hello::Link { from: shared.id }, max)
+            .await
+            .is_err()
+        {
             continue;
         }
         loop {
@@ -140,11 +152,17 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Byte
                         // Too big for this frame: write what we have, this one goes next.
                         let n = pending.len();
                         if write_batch(&mut sock, &pending, max).await.is_err() {
-                            shared.counters.link_lost.fetch_add(n as u64, Ordering::Relaxed);
+                            shared
+                                .counters
+                                .link_lost
+                                .fetch_add(n as u64, Ordering::Relaxed);
                             pending = vec![m];
                             break;
                         }
-                        shared.counters.link_sent.fetch_add(n as u64, Ordering::Relaxed);
+                        shared
+                            .counters
+                            .link_sent
+                            .fetch_add(n as u64, Ordering::Relaxed);
                         pending.clear();
                         pending.push(m);
                         size = 8 + 4 + pending[0].len();
@@ -218,7 +236,11 @@ fn decode_batch(mut body: Bytes) -> Result<Vec<Bytes>, ClusterError> {
 
 /// Receiving side of a link from `from`: hands messages to the inbound channel, waiting
 /// when it is full (which stops reading, so TCP pushes back on the sender).
-pub(crate) async fn serve_inbound(shared: &Arc<Shared>, mut sock: TcpStream, from: NodeId) -> Result<(), ClusterError> {
+pub(crate) async fn serve_inbound(
+    shared: &Arc<Shared>,
+    mut sock: TcpStream,
+    from: NodeId,
+) -> Result<(), ClusterError> {
     let max = shared.max_frame();
     loop {
         let len = sock.read_u32().await? as usize;
@@ -237,7 +259,10 @@ pub(crate) async fn serve_inbound(shared: &Arc<Shared>, mut sock: TcpStream, fro
                 .await
                 .map_err(|_| ClusterError::Stopped)?;
         }
-        shared.counters.link_received.fetch_add(n, Ordering::Relaxed);
+        shared
+            .counters
+            .link_received
+            .fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -251,7 +276,8 @@ mod tests {
         assert!(decode_batch(Bytes::from_static(&[0, 0, 0, 9])).is_err());
         assert!(decode_batch(Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 5, 1])).is_err());
         assert!(decode_batch(Bytes::from_static(&[0, 0, 0, 0, 7])).is_err());
-        let ok = decode_batch(Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 7, 0, 0, 0, 0])).unwrap();
+        let ok =
+            decode_batch(Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 7, 0, 0, 0, 0])).unwrap();
         assert_eq!(ok, vec![Bytes::from_static(&[7]), Bytes::new()]);
     }
 }

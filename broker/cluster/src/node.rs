@@ -49,7 +49,9 @@ impl Shared {
     }
 
     pub fn set_stream_state(&self, s: StreamState) {
-        self.counters.stream_state.store(s.as_u8(), Ordering::Relaxed);
+        self.counters
+            .stream_state
+            .store(s.as_u8(), Ordering::Relaxed);
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -63,7 +65,11 @@ impl Shared {
     /// The cluster address of `node` from the member table.
     pub fn member_addr(&self, node: NodeId) -> Option<String> {
         let g = self.hub.lock();
-        g.replica.state().members().get(&node).map(|m| m.cluster_addr.clone())
+        g.replica
+            .state()
+            .members()
+            .get(&node)
+            .map(|m| m.cluster_addr.clone())
     }
 }
 
@@ -97,7 +103,10 @@ impl ClusterNode {
         let thread = std::thread::Builder::new()
             .name("halyard-cluster".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(ClusterError::Io(e)));
@@ -164,6 +173,11 @@ impl ClusterNode {
         if ops.is_empty() {
             return Ok(self.shared.hub.applied());
         }
+        let bytes = crate::writes::ops_bytes(&ops);
+        let max = crate::writes::max_entry_bytes(&self.shared.cfg);
+        if bytes > max {
+            return Err(ClusterError::FrameTooLarge { len: bytes, max });
+        }
         let n = ops.len() as u64;
         let c = &self.shared.counters;
         let queued = c.route_queue_len.fetch_add(n, Ordering::Relaxed);
@@ -178,6 +192,18 @@ impl ClusterNode {
             return Err(ClusterError::Stopped);
         }
         rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Removes this node from the cluster: its member record and every route row it owns
+    /// (graceful departure, e.g. on SIGTERM). Resolves to the log index of the removal.
+    pub async fn leave(&self) -> Result<LogIndex, ClusterError> {
+        let shared = self.shared.clone();
+        let cmd = Command::Leave(shared.id);
+        let task = self
+            .shared
+            .rt
+            .spawn(async move { crate::writes::submit(&shared, cmd, 0).await });
+        task.await.map_err(|_| ClusterError::Stopped)?
     }
 
     /// Resolves once this node applied `index` (read-your-writes after
@@ -207,7 +233,10 @@ impl ClusterNode {
     /// Like [`ClusterNode::send`] but waits for queue space (back-pressure; counted in
     /// `link_blocked` when it had to wait). Needs no particular runtime.
     pub async fn send_wait(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
-        self.shared.links.send_wait(&self.shared, node, message).await
+        self.shared
+            .links
+            .send_wait(&self.shared, node, message)
+            .await
     }
 
     /// The receiver of messages other nodes sent here, `(sender, message)`; `None` after
@@ -362,10 +391,17 @@ async fn form_if_first(shared: Arc<Shared>) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(shared.cfg.form_timeout_ms);
     let mut found: BTreeMap<NodeId, BasicNode> = BTreeMap::new();
     found.insert(shared.id, BasicNode::new(shared.me.cluster_addr.clone()));
-    let wanted: Vec<NodeId> = shared.cfg.initial_cores.iter().map(|n| node_id_for_name(n)).collect();
+    let wanted: Vec<NodeId> = shared
+        .cfg
+        .initial_cores
+        .iter()
+        .map(|n| node_id_for_name(n))
+        .collect();
     while tokio::time::Instant::now() < deadline {
         for seed in &shared.cfg.seeds {
-            let Ok(who) = identify(&shared, seed).await else { continue };
+            let Ok(who) = identify(&shared, seed).await else {
+                continue;
+            };
             if who.role != NodeRole::Core || !wanted.contains(&who.id) || who.id == shared.id {
                 continue;
             }

@@ -36,7 +36,9 @@ pub(crate) async fn serve_stream(
     from: LogIndex,
 ) -> Result<(), ClusterError> {
     if shared.core.is_none() {
-        return Err(ClusterError::Protocol("stream request to a replicant".into()));
+        return Err(ClusterError::Protocol(
+            "stream request to a replicant".into(),
+        ));
     }
     shared.hub.count_stream(1);
     let _guard = StreamGuard(shared);
@@ -45,11 +47,20 @@ pub(crate) async fn serve_stream(
     let mut last = from;
     match start {
         StreamStart::Snapshot(index, bytes) => {
-            tracing::info!(replicant = node, index, bytes = bytes.len(), "bootstrapping replicant");
+            tracing::info!(
+                replicant = node,
+                index,
+                bytes = bytes.len(),
+                "bootstrapping replicant"
+            );
             let chunk = shared.cfg.snapshot_chunk_bytes;
             let mut parts = bytes.chunks(chunk).peekable();
             if parts.peek().is_none() {
-                let msg = StreamMsg::Snapshot { index, chunk: Vec::new(), last: true };
+                let msg = StreamMsg::Snapshot {
+                    index,
+                    chunk: Vec::new(),
+                    last: true,
+                };
                 write_frame(&mut sock, &msg, max).await?;
             }
             while let Some(part) = parts.next() {
@@ -64,13 +75,23 @@ pub(crate) async fn serve_stream(
         }
         StreamStart::Replay(entries) => {
             for (index, cmd) in entries {
-                let msg = StreamMsg::Entry { index, cmd: cmd.map(|c| (*c).clone()) };
+                let msg = StreamMsg::Entry {
+                    index,
+                    cmd: cmd.map(|c| (*c).clone()),
+                };
                 write_frame(&mut sock, &msg, max).await?;
                 last = index;
             }
         }
     }
-    write_frame(&mut sock, &StreamMsg::Live { committed: committed.max(last) }, max).await?;
+    write_frame(
+        &mut sock,
+        &StreamMsg::Live {
+            committed: committed.max(last),
+        },
+        max,
+    )
+    .await?;
     let mut tick = tokio::time::interval(Duration::from_millis(shared.cfg.heartbeat_interval_ms));
     loop {
         tokio::select! {
@@ -107,7 +128,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         shared.set_stream_state(StreamState::Disconnected);
         *shared.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        shared.counters.stream_reconnects.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .stream_reconnects
+            .fetch_add(1, Ordering::Relaxed);
         ix += 1;
         tokio::time::sleep(shared.backoff()).await;
     }
@@ -120,11 +144,20 @@ async fn follow(shared: &Arc<Shared>, addr: &str) -> Result<(), ClusterError> {
         .map_err(|_| ClusterError::Timeout(shared.cfg.connect_timeout_ms))??;
     let _ = sock.set_nodelay(true);
     let from = shared.hub.applied();
-    write_frame(&mut sock, &Hello::Stream { node: shared.id, from }, max).await?;
+    write_frame(
+        &mut sock,
+        &Hello::Stream {
+            node: shared.id,
+            from,
+        },
+        max,
+    )
+    .await?;
     *shared.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
     shared.set_stream_state(StreamState::LocalReplay);
     // No frame within a few heartbeats means the core is gone or stuck.
-    let silence = Duration::from_millis(shared.cfg.heartbeat_interval_ms * 5 + shared.cfg.connect_timeout_ms);
+    let silence =
+        Duration::from_millis(shared.cfg.heartbeat_interval_ms * 5 + shared.cfg.connect_timeout_ms);
     let mut snapshot: Vec<u8> = Vec::new();
     let mut boot_started = None;
     loop {

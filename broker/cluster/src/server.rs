@@ -29,7 +29,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             }
         };
         if open.load(Ordering::Relaxed) >= MAX_CLUSTER_CONNECTIONS {
-            shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
@@ -69,7 +72,9 @@ async fn handle(shared: &Arc<Shared>, mut sock: TcpStream) -> Result<(), Cluster
             let resp = WriteResponse(res.map_err(|e| e.to_string()));
             write_frame(&mut sock, &resp, max).await?;
         },
-        Hello::Stream { node, from } => crate::replicant::serve_stream(shared, sock, node, from).await,
+        Hello::Stream { node, from } => {
+            crate::replicant::serve_stream(shared, sock, node, from).await
+        }
         Hello::Link { from } => crate::links::serve_inbound(shared, sock, from).await,
     }
 }

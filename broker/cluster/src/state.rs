@@ -87,7 +87,12 @@ impl ClusterState {
         out
     }
 
-    fn apply_route_op(&mut self, op: &RouteOp, delta: &mut Vec<RouteDelta>, out: &mut ApplyOutcome) {
+    fn apply_route_op(
+        &mut self,
+        op: &RouteOp,
+        delta: &mut Vec<RouteDelta>,
+        out: &mut ApplyOutcome,
+    ) {
         match op {
             RouteOp::Add { filter, node } => {
                 if !valid_route_filter(filter) {
@@ -95,7 +100,10 @@ impl ClusterState {
                     return;
                 }
                 if self.routes.entry(filter.clone()).or_default().insert(*node) {
-                    self.by_node.entry(*node).or_default().insert(filter.clone());
+                    self.by_node
+                        .entry(*node)
+                        .or_default()
+                        .insert(filter.clone());
                     delta.push(RouteDelta::Added(filter.clone(), *node));
                     out.changed += 1;
                 }
@@ -201,7 +209,11 @@ impl ClusterState {
         let mut state = ClusterState::new();
         for (filter, nodes) in snap.routes {
             for node in &nodes {
-                state.by_node.entry(*node).or_default().insert(filter.clone());
+                state
+                    .by_node
+                    .entry(*node)
+                    .or_default()
+                    .insert(filter.clone());
             }
             if !nodes.is_empty() {
                 state.routes.insert(filter, nodes.into_iter().collect());
@@ -409,7 +421,13 @@ mod tests {
                 add("$share/g/a/b", 3),
             ])),
         );
-        assert_eq!(out, ApplyOutcome { changed: 4, rejected: 1 });
+        assert_eq!(
+            out,
+            ApplyOutcome {
+                changed: 4,
+                rejected: 1
+            }
+        );
         assert_eq!(nodes(r.routes(), "a/b"), vec![1, 2, 3]);
         assert_eq!(nodes(r.routes(), "a/c"), vec![1]);
         assert_eq!(r.routes().applied_index(), 1);
@@ -458,7 +476,11 @@ mod tests {
         a.apply(1, Some(&Command::Join(member(1, 1))));
         a.apply(
             2,
-            Some(&Command::Routes(vec![add("a/#", 1), add("b", 2), add("$share/g/c", 2)])),
+            Some(&Command::Routes(vec![
+                add("a/#", 1),
+                add("b", 2),
+                add("$share/g/c", 2),
+            ])),
         );
         let bytes = a.state().snapshot();
         let restored = ClusterState::restore(&bytes).unwrap();
@@ -501,5 +523,90 @@ mod tests {
             y.apply(c, &mut d);
         }
         assert_eq!(x.snapshot(), y.snapshot());
+    }
+
+    /// A naive MQTT filter matcher (reference for the trie-backed route view).
+    fn naive_match(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+            return false;
+        }
+        let (f, t): (Vec<&str>, Vec<&str>) =
+            (filter.split('/').collect(), topic.split('/').collect());
+        for (i, level) in f.iter().enumerate() {
+            if *level == "#" {
+                return true;
+            }
+            match t.get(i) {
+                Some(tl) if *level == "+" || level == tl => {}
+                _ => return false,
+            }
+        }
+        f.len() == t.len()
+    }
+
+    /// Seeded random walk: route ops, removals of whole nodes, and snapshot/install at
+    /// random points; the trie-backed view must always agree with a naive model.
+    #[test]
+    fn seeded_model_check_of_apply_install_and_matching() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let levels = ["a", "b", "+", "#", "$sys"];
+        let mut r = Replica::new(Arc::new(RouteTable::new()));
+        let mut model: BTreeSet<(String, NodeId)> = BTreeSet::new();
+        for index in 1..=400u64 {
+            let mut ops = Vec::new();
+            for _ in 0..=next(4) {
+                let depth = 1 + next(3);
+                let filter: Vec<&str> = (0..depth).map(|_| levels[next(5) as usize]).collect();
+                let filter = filter.join("/");
+                let node = next(4);
+                match next(10) {
+                    0 => {
+                        model.retain(|(_, n)| *n != node);
+                        ops.push(RouteOp::RemoveNode(node));
+                    }
+                    1..=3 => {
+                        model.remove(&(filter.clone(), node));
+                        ops.push(RouteOp::Remove { filter, node });
+                    }
+                    _ => {
+                        if valid_route_filter(&filter) {
+                            model.insert((filter.clone(), node));
+                        }
+                        ops.push(RouteOp::Add { filter, node });
+                    }
+                }
+            }
+            r.apply(index, Some(&Command::Routes(ops)));
+            if next(25) == 0 {
+                let mut fresh = Replica::new(Arc::new(RouteTable::new()));
+                let restored = ClusterState::restore(&r.state().snapshot()).unwrap();
+                fresh.install(index, restored);
+                assert_eq!(fresh.state(), r.state());
+                r = fresh;
+            }
+            let rows: BTreeSet<(String, NodeId)> =
+                r.state().rows().map(|(f, n)| (f.to_owned(), n)).collect();
+            assert_eq!(rows, model, "rows at index {index}");
+            for topic in ["a", "a/b", "b/a/a", "$sys/a", "a/$sys", "b"] {
+                let mut want: Vec<NodeId> = model
+                    .iter()
+                    .filter(|(f, _)| naive_match(f, topic))
+                    .map(|(_, n)| *n)
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                assert_eq!(
+                    nodes(r.routes(), topic),
+                    want,
+                    "topic {topic} at index {index}"
+                );
+            }
+        }
     }
 }

@@ -145,26 +145,68 @@ impl ClusterStatus {
     pub fn metrics(&self) -> Vec<(&'static str, f64)> {
         let mut m = vec![
             ("halyard_cluster_lag", self.lag as f64),
-            ("halyard_cluster_last_committed_index", self.committed_index as f64),
-            ("halyard_cluster_last_applied_index", self.applied_index as f64),
-            ("halyard_cluster_bootstrap_time_seconds", self.bootstrap_time_seconds),
+            (
+                "halyard_cluster_last_committed_index",
+                self.committed_index as f64,
+            ),
+            (
+                "halyard_cluster_last_applied_index",
+                self.applied_index as f64,
+            ),
+            (
+                "halyard_cluster_bootstrap_time_seconds",
+                self.bootstrap_time_seconds,
+            ),
             ("halyard_cluster_bootstrap_keys", self.bootstrap_keys as f64),
             ("halyard_cluster_bootstraps_total", self.bootstraps as f64),
             ("halyard_cluster_replicants", self.replicants as f64),
-            ("halyard_cluster_stream_queue_len", self.stream_queue_len as f64),
-            ("halyard_cluster_apply_queue_len", self.apply_queue_len as f64),
-            ("halyard_cluster_stream_state", f64::from(self.stream_state.as_u8())),
-            ("halyard_cluster_stream_reconnects_total", self.stream_reconnects as f64),
-            ("halyard_cluster_route_queue_len", self.route_queue_len as f64),
-            ("halyard_cluster_route_queue_full_total", self.route_queue_full as f64),
-            ("halyard_cluster_route_ops_proposed_total", self.route_ops_proposed as f64),
-            ("halyard_cluster_route_entries_proposed_total", self.route_entries_proposed as f64),
+            (
+                "halyard_cluster_stream_queue_len",
+                self.stream_queue_len as f64,
+            ),
+            (
+                "halyard_cluster_apply_queue_len",
+                self.apply_queue_len as f64,
+            ),
+            (
+                "halyard_cluster_stream_state",
+                f64::from(self.stream_state.as_u8()),
+            ),
+            (
+                "halyard_cluster_stream_reconnects_total",
+                self.stream_reconnects as f64,
+            ),
+            (
+                "halyard_cluster_route_queue_len",
+                self.route_queue_len as f64,
+            ),
+            (
+                "halyard_cluster_route_queue_full_total",
+                self.route_queue_full as f64,
+            ),
+            (
+                "halyard_cluster_route_ops_proposed_total",
+                self.route_ops_proposed as f64,
+            ),
+            (
+                "halyard_cluster_route_entries_proposed_total",
+                self.route_entries_proposed as f64,
+            ),
             ("halyard_cluster_link_queue_len", self.link_queue_len as f64),
-            ("halyard_cluster_link_dropped_total", self.link_dropped as f64),
-            ("halyard_cluster_link_blocked_total", self.link_blocked as f64),
+            (
+                "halyard_cluster_link_dropped_total",
+                self.link_dropped as f64,
+            ),
+            (
+                "halyard_cluster_link_blocked_total",
+                self.link_blocked as f64,
+            ),
             ("halyard_cluster_link_lost_total", self.link_lost as f64),
             ("halyard_cluster_link_sent_total", self.link_sent as f64),
-            ("halyard_cluster_link_received_total", self.link_received as f64),
+            (
+                "halyard_cluster_link_received_total",
+                self.link_received as f64,
+            ),
             ("halyard_cluster_members", self.members as f64),
             ("halyard_cluster_route_rows", self.route_rows as f64),
         ];

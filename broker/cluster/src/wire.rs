@@ -180,7 +180,10 @@ mod tests {
             )))
         ));
         let f = round_trip(&RaftResponse::Append(Err(RaftError::Fatal(Fatal::Stopped)))).await;
-        assert!(matches!(f, RaftResponse::Append(Err(RaftError::Fatal(Fatal::Stopped)))));
+        assert!(matches!(
+            f,
+            RaftResponse::Append(Err(RaftError::Fatal(Fatal::Stopped)))
+        ));
     }
 
     #[tokio::test]
@@ -188,8 +191,16 @@ mod tests {
         let mut buf = Vec::new();
         buf.extend_from_slice(&(10_000_000u32).to_be_bytes());
         let mut r = &buf[..];
-        let err = read_frame::<_, WriteResponse>(&mut r, 1024).await.unwrap_err();
-        assert!(matches!(err, ClusterError::FrameTooLarge { len: 10_000_000, max: 1024 }));
+        let err = read_frame::<_, WriteResponse>(&mut r, 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ClusterError::FrameTooLarge {
+                len: 10_000_000,
+                max: 1024
+            }
+        ));
         let big = WriteResponse(Err("x".repeat(2048)));
         let err = write_frame(&mut Vec::new(), &big, 1024).await.unwrap_err();
         assert!(matches!(err, ClusterError::FrameTooLarge { .. }));

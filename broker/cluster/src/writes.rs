@@ -35,14 +35,30 @@ pub(crate) struct BatchItem {
 pub(crate) async fn batcher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<BatchItem>) {
     let interval = Duration::from_millis(shared.cfg.route_batch_interval_ms);
     let max = shared.cfg.route_batch_max;
-    while let Some(first) = rx.recv().await {
+    let max_bytes = max_entry_bytes(&shared.cfg);
+    let mut carry: Option<BatchItem> = None;
+    loop {
+        let first = match carry.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => item,
+                None => return,
+            },
+        };
         let mut n = first.ops.len();
+        let mut bytes = ops_bytes(&first.ops);
         let mut items = vec![first];
         let deadline = Instant::now() + interval;
         while n < max {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(item)) => {
+                    let b = ops_bytes(&item.ops);
+                    if bytes + b > max_bytes {
+                        carry = Some(item);
+                        break;
+                    }
                     n += item.ops.len();
+                    bytes += b;
                     items.push(item);
                 }
                 Ok(None) | Err(_) => break,
@@ -66,6 +82,22 @@ pub(crate) async fn batcher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
             });
         }
     }
+}
+
+/// Largest encoded route batch: a quarter of a frame, so one entry always fits in an
+/// AppendEntries or stream frame.
+pub(crate) fn max_entry_bytes(cfg: &crate::config::ClusterConfig) -> usize {
+    cfg.max_frame_bytes / 4
+}
+
+/// An upper estimate of the encoded size of `ops`.
+pub(crate) fn ops_bytes(ops: &[RouteOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => filter.len() + 16,
+            RouteOp::RemoveNode(_) => 12,
+        })
+        .sum()
 }
 
 fn duplicate(e: &ClusterError) -> ClusterError {
@@ -166,9 +198,10 @@ async fn forward(
         let mut s = match shared.writes.take(addr) {
             Some(s) => s,
             None => {
-                let mut s = tokio::time::timeout(shared.connect_timeout(), TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| ClusterError::Timeout(shared.cfg.connect_timeout_ms))??;
+                let mut s =
+                    tokio::time::timeout(shared.connect_timeout(), TcpStream::connect(addr))
+                        .await
+                        .map_err(|_| ClusterError::Timeout(shared.cfg.connect_timeout_ms))??;
                 let _ = s.set_nodelay(true);
                 write_frame(&mut s, &Hello::Write, max).await?;
                 s
@@ -190,7 +223,11 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
     let (applied, members, route_rows) = {
         let g = shared.hub.lock();
         let s = g.replica.state();
-        (g.replica.applied(), s.members().len() as u64, s.route_rows() as u64)
+        (
+            g.replica.applied(),
+            s.members().len() as u64,
+            s.route_rows() as u64,
+        )
     };
     let mut st = ClusterStatus {
         node_id: shared.id,
@@ -201,7 +238,11 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         raft_state: None,
         raft_peer_lag: Vec::new(),
         stream_state: StreamState::from_u8(c.stream_state.load(Ordering::Relaxed)),
-        upstream_core: shared.upstream.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        upstream_core: shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
         applied_index: applied,
         committed_index: applied,
         lag: 0,

@@ -27,7 +27,9 @@ fn three_cores_elect_a_leader_and_commit_batched_route_ops() {
     let mut tasks = Vec::new();
     for i in 0..300u64 {
         let n = node.clone();
-        tasks.push(rt.spawn(async move { n.propose_routes(vec![add(&format!("dev/{i}/+"), 7)]).await }));
+        tasks.push(
+            rt.spawn(async move { n.propose_routes(vec![add(&format!("dev/{i}/+"), 7)]).await }),
+        );
     }
     let mut max_index = 0;
     for t in tasks {
@@ -43,7 +45,10 @@ fn three_cores_elect_a_leader_and_commit_batched_route_ops() {
     assert!(st.route_entries_proposed < 300, "ops were batched: {st:?}");
 
     for c in cores.alive() {
-        assert!(wait_until(SETTLE, || applied_at_least(c, max_index)), "every core applies");
+        assert!(
+            wait_until(SETTLE, || applied_at_least(c, max_index)),
+            "every core applies"
+        );
         assert_eq!(c.status().route_rows, 300);
         assert_eq!(nodes_for(c, "dev/42/x"), vec![7]);
         assert_eq!(nodes_for(c, "dev/42"), Vec::<NodeId>::new());
@@ -66,12 +71,17 @@ fn replicants_bootstrap_follow_and_read_their_writes() {
     let r1 = replicant("r1", 30, &cores.addrs, &cores.names);
     let r2 = replicant("r2", 31, &cores.addrs, &cores.names);
     for r in [&r1, &r2] {
-        assert!(wait_until(SETTLE, || is_normal(r)), "replicant reaches normal");
+        assert!(
+            wait_until(SETTLE, || is_normal(r)),
+            "replicant reaches normal"
+        );
         assert!(wait_until(SETTLE, || r.status().route_rows >= 500));
         assert_eq!(r.status().bootstraps, 1);
     }
     // Follow: new commits arrive without a new bootstrap.
-    let idx = rt.block_on(l.propose_routes(vec![add("b/#", 2)])).expect("commit");
+    let idx = rt
+        .block_on(l.propose_routes(vec![add("b/#", 2)]))
+        .expect("commit");
     for r in [&r1, &r2] {
         assert!(wait_until(SETTLE, || applied_at_least(r, idx)));
         assert_eq!(nodes_for(r, "b/x/y"), vec![2]);
@@ -89,6 +99,59 @@ fn replicants_bootstrap_follow_and_read_their_writes() {
     let st = r2.status();
     assert_eq!(st.lag, st.committed_index - st.applied_index);
     assert!(st.upstream_core.is_some());
+
+    // Graceful departure removes the member and every row it owns, everywhere.
+    let idx = rt.block_on(r1.leave()).expect("leave commits");
+    for n in [&r2, l] {
+        assert!(wait_until(SETTLE, || applied_at_least(n, idx)));
+        assert!(nodes_for(n, "r1/only").is_empty());
+        assert!(!n.members().contains_key(&r1.id()));
+        assert_eq!(n.members().len(), 4);
+    }
+}
+
+#[test]
+fn oversized_route_batches_are_refused_before_proposing() {
+    let _s = serial();
+    let rt = runtime();
+    let cores = Cores::start(1);
+    cores.wait_leader(FORM).expect("leader");
+    let c = cores.nodes[0].as_ref().expect("core");
+    // 16 MiB frames: one entry may carry at most 4 MiB of route ops.
+    let big: Vec<RouteOp> = (0..5000)
+        .map(|i| add(&format!("{i}/{}", "x".repeat(1000)), 1))
+        .collect();
+    let err = rt.block_on(c.propose_routes(big)).unwrap_err();
+    assert!(
+        matches!(err, halyard_cluster::ClusterError::FrameTooLarge { .. }),
+        "{err}"
+    );
+    let err = rt
+        .block_on(c.propose_routes(vec![add("a/#/b", 1)]))
+        .unwrap_err();
+    assert!(
+        matches!(err, halyard_cluster::ClusterError::InvalidFilter(_)),
+        "{err}"
+    );
+    // Many large proposals at once are split across entries and all commit.
+    let node = cores.nodes[0].clone().expect("core");
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let n = node.clone();
+            let ops: Vec<RouteOp> = (0..1000)
+                .map(|i| add(&format!("{t}/{i}/{}", "y".repeat(900)), 1))
+                .collect();
+            rt.spawn(async move { n.propose_routes(ops).await })
+        })
+        .collect();
+    for t in tasks {
+        rt.block_on(t).expect("task").expect("commit");
+    }
+    assert_eq!(c.status().route_rows, 8000);
+    assert!(
+        c.status().route_entries_proposed >= 2,
+        "split into several entries"
+    );
 }
 
 #[test]
@@ -104,10 +167,18 @@ fn killing_the_leader_elects_a_new_one_and_loses_no_committed_route() {
 
     cores.kill(leader);
     let killed = Instant::now();
-    let new_leader = cores.wait_leader(SETTLE).expect("a new leader among the survivors");
+    let new_leader = cores
+        .wait_leader(SETTLE)
+        .expect("a new leader among the survivors");
     let took = killed.elapsed();
-    println!("failover: new leader {} after {:?}", cores.names[new_leader], took);
-    assert_ne!(cores.nodes[new_leader].as_ref().map(|n| n.id()), Some(old_leader_id));
+    println!(
+        "failover: new leader {} after {:?}",
+        cores.names[new_leader], took
+    );
+    assert_ne!(
+        cores.nodes[new_leader].as_ref().map(|n| n.id()),
+        Some(old_leader_id)
+    );
 
     for c in cores.alive() {
         assert!(wait_until(SETTLE, || applied_at_least(c, idx)));
@@ -116,7 +187,9 @@ fn killing_the_leader_elects_a_new_one_and_loses_no_committed_route() {
     }
     // The survivors keep committing.
     let survivor = cores.alive().next().expect("survivor");
-    let idx2 = rt.block_on(survivor.propose_routes(vec![add("after/failover", 4)])).expect("commit");
+    let idx2 = rt
+        .block_on(survivor.propose_routes(vec![add("after/failover", 4)]))
+        .expect("commit");
     assert!(idx2 > idx);
     for c in cores.alive() {
         assert!(wait_until(SETTLE, || nodes_for(c, "after/failover") == vec![4]));
@@ -133,16 +206,26 @@ fn replicant_resumes_on_another_core_without_bootstrapping_again() {
     // leader in place (the resume must not depend on an election, though it would work).
     let upstream = (leader + 1) % 3;
     let other = (leader + 2) % 3;
-    let seeds = [cores.addrs[upstream], cores.addrs[other], cores.addrs[leader]];
+    let seeds = [
+        cores.addrs[upstream],
+        cores.addrs[other],
+        cores.addrs[leader],
+    ];
     let r = replicant("r1", 40, &seeds, &cores.names);
     // The replicant starts on seeds[id % 3]: wait for it to settle, then note its upstream.
     assert!(wait_until(SETTLE, || is_normal(&r)));
     let l = cores.nodes[leader].as_ref().expect("leader node");
-    let idx = rt.block_on(l.propose_routes(vec![add("before/#", 5)])).expect("commit");
+    let idx = rt
+        .block_on(l.propose_routes(vec![add("before/#", 5)]))
+        .expect("commit");
     assert!(wait_until(SETTLE, || applied_at_least(&r, idx)));
     assert_eq!(r.status().bootstraps, 1);
     let first_upstream = r.status().upstream_core.expect("upstream");
-    let up_pos = cores.addrs.iter().position(|a| a.to_string() == first_upstream).expect("known core");
+    let up_pos = cores
+        .addrs
+        .iter()
+        .position(|a| a.to_string() == first_upstream)
+        .expect("known core");
     let applied_before = r.status().applied_index;
     println!("replicant on {first_upstream} at index {applied_before}; killing that core");
 
@@ -150,12 +233,23 @@ fn replicant_resumes_on_another_core_without_bootstrapping_again() {
     // Commits continue on the survivors (after an election if the upstream led).
     let survivor = cores.alive().next().expect("survivor");
     let ops: Vec<RouteOp> = (0..200).map(|i| add(&format!("after/{i}"), 6)).collect();
-    let idx2 = rt.block_on(survivor.propose_routes(ops)).expect("commit after kill");
-    assert!(wait_until(SETTLE, || applied_at_least(&r, idx2) && is_normal(&r)), "resumed");
+    let idx2 = rt
+        .block_on(survivor.propose_routes(ops))
+        .expect("commit after kill");
+    assert!(
+        wait_until(SETTLE, || applied_at_least(&r, idx2) && is_normal(&r)),
+        "resumed"
+    );
     let st = r.status();
-    println!("resumed on {:?}, applied {}, reconnects {}", st.upstream_core, st.applied_index, st.stream_reconnects);
+    println!(
+        "resumed on {:?}, applied {}, reconnects {}",
+        st.upstream_core, st.applied_index, st.stream_reconnects
+    );
     assert_ne!(st.upstream_core.as_deref(), Some(first_upstream.as_str()));
-    assert_eq!(st.bootstraps, 1, "resumed from its index without a new bootstrap");
+    assert_eq!(
+        st.bootstraps, 1,
+        "resumed from its index without a new bootstrap"
+    );
     assert!(st.stream_reconnects >= 1);
     assert_eq!(nodes_for(&r, "after/199"), vec![6]);
     assert_eq!(nodes_for(&r, "before/x"), vec![5]);
@@ -179,7 +273,8 @@ fn replicant_joining_after_100k_routes_reaches_normal() {
     assert_eq!(c.status().route_rows, 100_000);
     let started = Instant::now();
     let r = replicant("late", 50, &cores.addrs, &cores.names);
-    assert!(wait_until(Duration::from_secs(60), || is_normal(&r) && applied_at_least(&r, idx)));
+    assert!(wait_until(Duration::from_secs(60), || is_normal(&r)
+        && applied_at_least(&r, idx)));
     let st = r.status();
     println!(
         "bootstrap of {} keys took {:.3} s (normal after {:?})",
@@ -226,7 +321,8 @@ fn forwarding_delivers_exactly_once_per_destination_node_in_order() {
     const N: u32 = 2000;
     for i in 0..N {
         for d in &dests {
-            rt.block_on(a.send_wait(*d, Bytes::from(i.to_be_bytes().to_vec()))).expect("send");
+            rt.block_on(a.send_wait(*d, Bytes::from(i.to_be_bytes().to_vec())))
+                .expect("send");
         }
     }
     for (name, rx) in [("rb", &mut rx_b), ("core", &mut rx_c)] {
@@ -235,7 +331,9 @@ fn forwarding_delivers_exactly_once_per_destination_node_in_order() {
         let ok = rt.block_on(async {
             tokio::time::timeout(SETTLE, async {
                 while got.len() < N as usize {
-                    let Some((sender, m)) = rx.recv().await else { break };
+                    let Some((sender, m)) = rx.recv().await else {
+                        break;
+                    };
                     *from.entry(sender).or_default() += 1;
                     got.push(u32::from_be_bytes(m[..4].try_into().expect("4 bytes")));
                 }
@@ -244,7 +342,11 @@ fn forwarding_delivers_exactly_once_per_destination_node_in_order() {
             .is_ok()
         });
         assert!(ok, "{name} received all messages");
-        assert_eq!(got, (0..N).collect::<Vec<_>>(), "{name}: each once, in order");
+        assert_eq!(
+            got,
+            (0..N).collect::<Vec<_>>(),
+            "{name}: each once, in order"
+        );
         assert_eq!(from.get(&a.id()), Some(&N));
         // Nothing extra arrives.
         std::thread::sleep(Duration::from_millis(200));
@@ -254,7 +356,65 @@ fn forwarding_delivers_exactly_once_per_destination_node_in_order() {
     assert_eq!(st.link_sent, u64::from(N) * 2);
     assert_eq!(st.link_lost, 0);
     assert_eq!(
-        a.send(node_id_for_name("nobody"), Bytes::new()).unwrap_err().to_string(),
+        a.send(node_id_for_name("nobody"), Bytes::new())
+            .unwrap_err()
+            .to_string(),
         halyard_cluster::ClusterError::UnknownNode(node_id_for_name("nobody")).to_string()
     );
+}
+
+#[test]
+fn full_link_queues_push_back_and_count_drops() {
+    let _s = serial();
+    let rt = runtime();
+    let cores = Cores::start(1);
+    cores.wait_leader(FORM).expect("leader");
+    let core = cores.nodes[0].as_ref().expect("core");
+    let mut cfg = config(
+        "gone",
+        halyard_cluster::NodeRole::Replicant,
+        free_addr(70),
+        &cores.addrs,
+        &["c1"],
+    );
+    cfg.link_queue_max = 4;
+    let gone = halyard_cluster::ClusterNode::start(cfg).expect("replicant");
+    let gone_id = gone.id();
+    assert!(wait_until(SETTLE, || core.members().contains_key(&gone_id)));
+    // The node dies without leaving: its member record stays, its link cannot connect.
+    gone.shutdown();
+    let mut cfg = config(
+        "sender",
+        halyard_cluster::NodeRole::Replicant,
+        free_addr(71),
+        &cores.addrs,
+        &["c1"],
+    );
+    cfg.link_queue_max = 4;
+    let sender = halyard_cluster::ClusterNode::start(cfg).expect("replicant");
+    assert!(wait_until(SETTLE, || sender
+        .members()
+        .contains_key(&gone_id)));
+    let mut refused = 0;
+    for i in 0..20u8 {
+        if sender.send(gone_id, Bytes::from(vec![i])).is_err() {
+            refused += 1;
+        }
+    }
+    // At most the queue plus one batch in the link task's hands get through to the queue.
+    assert!(refused >= 20 - 4 - 1, "refused {refused}");
+    let st = sender.status();
+    assert_eq!(st.link_dropped, refused);
+    assert!(st.link_queue_len <= 4);
+    // send_wait blocks instead of dropping: bounded here by a timeout.
+    let waited = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            sender.send_wait(gone_id, Bytes::from_static(b"x")),
+        )
+        .await
+        .is_err()
+    });
+    assert!(waited, "send_wait waits for queue space");
+    assert!(sender.status().link_blocked >= 1);
 }

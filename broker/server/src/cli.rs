@@ -46,6 +46,9 @@ pub struct ConfigArgs {
 pub enum CtlCommand {
     /// Print a summary of the broker's `/status`.
     Status(StatusArgs),
+    /// XDP connection accounting: `halyard ctl xdp top`.
+    #[command(subcommand)]
+    Xdp(crate::xdp::XdpCtl),
 }
 
 /// Arguments of `halyard ctl status`.
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Ctl(CtlCommand::Status(args)) => crate::admin::ctl::status(&args),
+        Command::Ctl(CtlCommand::Xdp(cmd)) => crate::xdp::ctl(&cmd),
         Command::Config(ConfigCommand::Check(args)) => {
             match Config::load_from_process(args.config.as_deref()) {
                 Ok(config) => {

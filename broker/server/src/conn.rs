@@ -264,6 +264,11 @@ impl ConnTask {
                 }
                 Event::Closed { will, reason } => {
                     tracing::debug!(client_id = ?self.client_id, ?reason, "connection closed");
+                    if let halyard_session::CloseReason::Protocol(e) = &reason
+                        && e.reason_code() == ReasonCode::PACKET_TOO_LARGE
+                    {
+                        self.ctx.stats().hit_limit(Limit::MaxPacketSize);
+                    }
                     self.closed_will = Some(will);
                 }
             }
@@ -438,7 +443,14 @@ impl ConnTask {
                 return true;
             }
             let buf = std::mem::take(wbuf);
-            let BufResult(res, mut buf) = self.stream.write_all(buf).await;
+            let limit = Duration::from_secs(self.ctx.broker.config.limits.write_timeout_secs);
+            let Ok(BufResult(res, mut buf)) =
+                compio::time::timeout(limit, self.stream.write_all(buf)).await
+            else {
+                tracing::debug!(client_id = ?self.client_id, "write timed out: slow consumer");
+                self.ctx.stats().hit_limit(Limit::WriteTimeout);
+                return false;
+            };
             buf.clear();
             if buf.capacity() <= KEEP_WRITE_CAPACITY {
                 *wbuf = buf;
@@ -483,9 +495,13 @@ impl ConnTask {
         }
         self.process_events(now).await;
         self.flush_outbox().await;
+        // Deliveries that raced with the close go into the session (if it is kept).
+        let mut late = Vec::new();
         for msg in self.handle.take_all() {
-            if let ConnMsg::Handover(s) = msg {
-                self.orphan = Some(s);
+            match msg {
+                ConnMsg::Handover(s) => self.orphan = Some(s),
+                ConnMsg::Deliver(d) => late.push(d),
+                ConnMsg::Release | ConnMsg::Discard | ConnMsg::Shutdown => {}
             }
         }
         let (Some(key), Some(client_id)) = (self.key, self.client_id.clone()) else {
@@ -501,7 +517,18 @@ impl ConnTask {
             &mut self.conn,
             Connection::new(self.ctx.broker.session_config.clone(), now),
         );
-        let session = conn.into_session().map(Box::new).or(self.orphan.take());
+        let mut session = conn.into_session().map(Box::new).or(self.orphan.take());
+        if let Some(s) = session.as_mut() {
+            for d in late {
+                if let Err(reason) = s.enqueue(now, d) {
+                    count_drop(self.ctx.stats(), reason);
+                }
+            }
+        } else {
+            for _ in late {
+                self.ctx.stats().drop_message(DropReason::SessionGone);
+            }
+        }
         let fate = self.decide(&client_id, key, session.is_some());
         self.ctx.clear_conn_session(key, self.me.conn);
         let ctx = self.ctx.clone();

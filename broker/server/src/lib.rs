@@ -18,3 +18,4 @@ pub mod engine;
 pub mod io;
 pub mod metrics;
 pub mod run;
+pub mod xdp;

@@ -3,8 +3,8 @@
 //! server turns a snapshot into Prometheus text with prometheus-client; nothing else in the
 //! workspace knows about Prometheus.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
@@ -65,11 +65,13 @@ pub enum Limit {
     MaxQueuedMessages = 5,
     /// `mqtt.max_packet_size` (a client sent a larger packet).
     MaxPacketSize = 6,
+    /// `limits.write_timeout_secs` (a client stopped reading; closed).
+    WriteTimeout = 7,
 }
 
 impl Limit {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "max_connections",
         "max_sessions",
         "max_retained_messages",
@@ -77,6 +79,7 @@ impl Limit {
         "max_write_buffer_bytes",
         "max_queued_messages",
         "max_packet_size",
+        "write_timeout",
     ];
 }
 
@@ -101,7 +104,7 @@ pub struct ThreadStats {
     /// Times a per-session queue limit was hit.
     pub queue_limit_hits: AtomicU64,
     /// Times each [`Limit`] was hit.
-    pub limit_hits: [AtomicU64; 7],
+    pub limit_hits: [AtomicU64; 8],
 }
 
 impl ThreadStats {
@@ -140,6 +143,8 @@ pub struct Metrics {
     pub backend: OnceLock<&'static str>,
     /// When the broker started.
     pub started: Instant,
+    /// XDP accounting (`halyard_xdp_*`), set once at start.
+    pub xdp: OnceLock<Arc<crate::xdp::XdpRuntime>>,
 }
 
 impl Metrics {
@@ -152,6 +157,7 @@ impl Metrics {
             retained: AtomicI64::new(0),
             backend: OnceLock::new(),
             started: Instant::now(),
+            xdp: OnceLock::new(),
         }
     }
 
@@ -187,6 +193,9 @@ impl Metrics {
         self.register_gauges(&mut reg);
         self.register_counters(&mut reg);
         self.register_per_thread(&mut reg);
+        if let Some(xdp) = self.xdp.get() {
+            xdp.register(&mut reg);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &reg).expect("fmt to String");

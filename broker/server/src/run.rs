@@ -137,6 +137,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let mqtt_addr = listeners[0]
         .local_addr()
         .map_or_else(|_| config.listeners.tcp.bind.to_string(), |a| a.to_string());
+    crate::xdp::start_for(&metrics, &config.xdp, &listeners);
     // The admin server is an aid, not the service: if its port is taken (e.g. by another
     // broker on the same host) MQTT still starts, with an error in the log.
     let admin_listener = match io::bind_plain(config.admin.bind.0) {

@@ -640,3 +640,30 @@ async fn busy_admin_port_does_not_block_mqtt() {
     let (_c, mut el) = v4(&b, "no-admin", true);
     until4(&mut el, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
 }
+
+/// rumqttc (v5) sees the takeover as a server DISCONNECT with 0x8E.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_seen_by_rumqttc_v5() {
+    use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
+    use rumqttc::v5::{ConnectionError, StateError};
+    let b = Broker::start("epoll", &[]);
+    let (_c1, mut el1) = v5(&b, "twin-r");
+    until5(&mut el1, |p| matches!(p, Packet5::ConnAck(_)).then_some(())).await;
+    let (_c2, mut el2) = v5(&b, "twin-r");
+    until5(&mut el2, |p| matches!(p, Packet5::ConnAck(_)).then_some(())).await;
+    let reason = timeout(WAIT, async {
+        loop {
+            match el1.poll().await {
+                Ok(_) => {}
+                Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code,
+                    ..
+                })) => return Some(reason_code),
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .expect("first client was not disconnected");
+    assert_eq!(reason, Some(DisconnectReasonCode::SessionTakenOver));
+}

@@ -42,7 +42,12 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        Ok(self.lock().log.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .lock()
+            .log
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -51,7 +56,12 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let g = self.lock();
-        let last = g.log.values().next_back().map(|e| e.log_id).or(g.last_purged);
+        let last = g
+            .log
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(g.last_purged);
         Ok(LogState {
             last_purged_log_id: g.last_purged,
             last_log_id: last,

@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use tokio::net::TcpStream;
 
 use super::TypeConfig;
@@ -53,6 +54,8 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftE
 enum CallError {
     Unreachable(ClusterError),
     Network(ClusterError),
+    /// The request did not fit in one frame; nothing was written.
+    TooLarge,
 }
 
 impl CallError {
@@ -60,6 +63,7 @@ impl CallError {
         match self {
             CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
             CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+            CallError::TooLarge => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1)),
         }
     }
 }
@@ -91,6 +95,13 @@ impl PeerClient {
             None => self.connect().await?,
         };
         let max = self.factory.max_frame;
+        if let RaftRequest::Append(r) = &req {
+            let size = postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
+            if size + 16 > max {
+                self.conn = Some(conn);
+                return Err(CallError::TooLarge);
+            }
+        }
         let exchange = async {
             write_frame(&mut conn, &req, max).await?;
             read_frame::<_, RaftResponse>(&mut conn, max).await
@@ -101,7 +112,9 @@ impl PeerClient {
                 Ok(resp)
             }
             Ok(Err(e)) => Err(CallError::Network(e)),
-            Err(_) => Err(CallError::Network(ClusterError::Timeout(ttl.as_millis() as u64))),
+            Err(_) => Err(CallError::Network(ClusterError::Timeout(
+                ttl.as_millis() as u64
+            ))),
         }
     }
 
@@ -125,9 +138,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        // Too many entries for one frame: openraft retries with fewer (half, at least one;
+        // one entry always fits because batches are bounded to a quarter of a frame).
+        let half = (rpc.entries.len() as u64 / 2).max(1);
         match self.call(RaftRequest::Append(rpc), option.hard_ttl()).await {
             Ok(RaftResponse::Append(r)) => r.map_err(|e| self.remote(e)),
             Ok(_) => Err(mismatch()),
+            Err(CallError::TooLarge) => Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(half),
+            )),
             Err(e) => Err(e.into_rpc()),
         }
     }
@@ -137,7 +156,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        match self.call(RaftRequest::Snapshot(rpc), option.hard_ttl()).await {
+        match self
+            .call(RaftRequest::Snapshot(rpc), option.hard_ttl())
+            .await
+        {
             Ok(RaftResponse::Snapshot(r)) => r.map_err(|e| self.remote(e)),
             Ok(_) => Err(mismatch()),
             Err(e) => Err(e.into_rpc()),

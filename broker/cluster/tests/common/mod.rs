@@ -22,7 +22,13 @@ pub fn free_addr(host: u8) -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
-pub fn config(name: &str, role: NodeRole, listen: SocketAddr, seeds: &[SocketAddr], initial: &[&str]) -> ClusterConfig {
+pub fn config(
+    name: &str,
+    role: NodeRole,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    initial: &[&str],
+) -> ClusterConfig {
     ClusterConfig {
         node_name: name.into(),
         role,
@@ -78,7 +84,11 @@ impl Cores {
                 Some(Arc::new(ClusterNode::start(cfg).expect("core starts")))
             })
             .collect();
-        Cores { nodes, addrs, names }
+        Cores {
+            nodes,
+            addrs,
+            names,
+        }
     }
 
     pub fn alive(&self) -> impl Iterator<Item = &ClusterNode> {
@@ -102,7 +112,10 @@ impl Cores {
         if !leaders.iter().all(|l| *l == Some(first)) {
             return None;
         }
-        let pos = self.nodes.iter().position(|n| n.as_ref().is_some_and(|n| n.id() == first))?;
+        let pos = self
+            .nodes
+            .iter()
+            .position(|n| n.as_ref().is_some_and(|n| n.id() == first))?;
         let st = self.nodes[pos].as_ref()?.status();
         (st.raft_state.as_deref() == Some("Leader")).then_some(pos)
     }

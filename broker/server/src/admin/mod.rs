@@ -59,6 +59,8 @@ pub struct Status<'a> {
     pub listeners: &'a [ListenerInfo],
     /// Counts.
     pub counts: Totals,
+    /// XDP accounting: `{enabled, reason, attachments}`.
+    pub xdp: Option<&'a crate::xdp::XdpStatus>,
 }
 
 /// Node part of `/status`.
@@ -111,6 +113,7 @@ impl Admin {
             },
             listeners: &self.info.listeners,
             counts: self.metrics.totals(),
+            xdp: self.metrics.xdp.get().map(|x| x.status()),
         };
         // Serialising plain structs of strings and integers cannot fail.
         serde_json::to_string_pretty(&status).expect("status serialises")
@@ -129,6 +132,10 @@ impl Admin {
             ),
             "/healthz" => (200, "text/plain", "ok\n".into()),
             "/status" => (200, "application/json", self.status_json()),
+            "/xdp" => match self.metrics.xdp.get() {
+                Some(xdp) => (200, "application/json", xdp.report_json()),
+                None => (404, "text/plain", "xdp not started\n".into()),
+            },
             _ => (404, "text/plain", "not found\n".into()),
         }
     }

@@ -81,6 +81,9 @@ pub struct Config {
     /// `[acl]` (reserved).
     #[serde(default)]
     pub acl: AclConfig,
+    /// `[xdp]`: kernel-level connection accounting (see `halyard-xdp`).
+    #[serde(default)]
+    pub xdp: halyard_xdp::XdpConfig,
 }
 
 /// `[node]`.
@@ -219,6 +222,8 @@ pub struct LimitsConfig {
     pub inbox_capacity: usize,
     /// Write buffer bytes per connection before deliveries wait.
     pub max_write_buffer_bytes: usize,
+    /// Seconds a blocked socket write may last before the connection is closed.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -293,6 +298,9 @@ impl Config {
         }
         if self.admin.max_request_bytes < 256 {
             return invalid("admin.max_request_bytes", "expected at least 256 bytes");
+        }
+        if let Err(halyard_xdp::XdpError::Config { field, message }) = self.xdp.validate() {
+            return invalid(field, &message);
         }
         Ok(())
     }
