@@ -119,8 +119,15 @@ step "kernel: $KERNEL_PACKAGE=$KERNEL_DEB_VERSION"
 mkdir -p "$WORK/deb"
 DEB="$WORK/deb/${KERNEL_PACKAGE}_${KERNEL_DEB_VERSION}_amd64.deb"
 if [[ ! -s "$DEB" ]]; then
-    (cd "$WORK/deb" && apt-get download "$KERNEL_PACKAGE=$KERNEL_DEB_VERSION" 2>&1 | grep -v 'unsandboxed' || true)
-    [[ -s "$DEB" ]] || die "apt-get download $KERNEL_PACKAGE=$KERNEL_DEB_VERSION failed (run apt-get update?)"
+    fetch_kernel() {
+        (cd "$WORK/deb" && apt-get download "$KERNEL_PACKAGE=$KERNEL_DEB_VERSION" 2>&1 | grep -v 'unsandboxed') || true
+    }
+    fetch_kernel
+    if [[ ! -s "$DEB" ]]; then
+        # Package lists may be missing or stale on a fresh machine.
+        apt-get update -qq && fetch_kernel
+    fi
+    [[ -s "$DEB" ]] || die "apt-get download $KERNEL_PACKAGE=$KERNEL_DEB_VERSION failed (is it still in the archive? see images/kernel.version)"
 fi
 KTREE="$WORK/kernel-$KERNEL_PACKAGE-$KERNEL_DEB_VERSION"
 if [[ ! -f "$KTREE/.complete" ]]; then

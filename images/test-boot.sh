@@ -6,7 +6,7 @@
 #   1. MQTT is ready within 120 s (QoS 1 publish acknowledged);
 #   2. a real client (mosquitto_sub) receives what another (mosquitto_pub) publishes;
 #   3. /metrics answers, shows a halyard_sysctl gauge with the profile's value for every
-#      tuned key checked below, and the XDP program attached;
+#      tuned key checked below, and the XDP program attached (halyard_xdp_enabled 1);
 #   4. core only: the data partition is mounted, the ACPI power button shuts the node down
 #      cleanly, it boots again, and a retained message published before the reboot is delivered
 #      after it (the data partition holds the store).
@@ -116,10 +116,10 @@ check_metrics() {
             fail "halyard_sysctl{key=\"$key\"} = $got, profile $ROLE wants $want"
     done
     pass "halyard_sysctl gauges show the $ROLE profile applied"
-    if grep -Eq '^halyard_xdp_attached(\{[^}]*\})? 1$' "$RUN/metrics.txt"; then
-        pass "XDP attached (halyard_xdp_attached 1)"
+    if grep -Eq '^halyard_xdp_enabled 1$' "$RUN/metrics.txt"; then
+        pass "XDP attached: $(grep '^halyard_xdp_attach_mode' "$RUN/metrics.txt" | head -1)"
     elif grep -q '^halyard_xdp' "$RUN/metrics.txt"; then
-        fail "XDP not attached: $(grep '^halyard_xdp' "$RUN/metrics.txt" | head -5 | tr '\n' ' ')"
+        fail "XDP not attached: $(grep -E '^halyard_xdp_(enabled|attach)' "$RUN/metrics.txt" | tr '\n' ' ')"
     else
         gap "XDP status: the broker exports no halyard_xdp_* metrics yet (XDP not wired into the server)"
     fi

@@ -6,9 +6,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use halyard_codec::{
-    ConnAck, ConnAckProperties, Connect, ConnectProperties, Disconnect, MAX_PACKET_SIZE, MqttString, Packet,
-    ProtocolVersion, PubResponse, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter,
-    SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, decode, encode,
+    ConnAck, ConnAckProperties, Connect, ConnectProperties, Disconnect, MAX_PACKET_SIZE,
+    MqttString, Packet, ProtocolVersion, PubResponse, Publish, PublishProperties, QoS, ReasonCode,
+    SubAck, Subscribe, SubscribeFilter, SubscribeProperties, SubscriptionOptions, UnsubAck,
+    Unsubscribe, UnsubscribeProperties, decode, encode,
 };
 
 fn publish(qos: QoS, payload: usize, props: bool) -> Packet {
@@ -16,7 +17,9 @@ fn publish(qos: QoS, payload: usize, props: bool) -> Packet {
     if props {
         properties.message_expiry_interval = Some(60);
         properties.content_type = Some(MqttString::from("application/octet-stream"));
-        properties.user_properties.push(("trace".into(), "abc123".into()));
+        properties
+            .user_properties
+            .push(("trace".into(), "abc123".into()));
     }
     Packet::Publish(Publish {
         dup: false,
@@ -62,20 +65,35 @@ fn packets() -> Vec<(&'static str, ProtocolVersion, Packet)> {
             Packet::ConnAck(Box::new(ConnAck {
                 session_present: false,
                 reason_code: ReasonCode::SUCCESS,
-                properties: ConnAckProperties { receive_maximum: Some(1024), ..Default::default() },
+                properties: ConnAckProperties {
+                    receive_maximum: Some(1024),
+                    ..Default::default()
+                },
             })),
         ),
         ("publish-q0-64B", V311, publish(QoS::AtMostOnce, 64, false)),
         ("publish-q1-64B", V311, publish(QoS::AtLeastOnce, 64, false)),
-        ("publish-q1-64B-props", V5, publish(QoS::AtLeastOnce, 64, true)),
-        ("publish-q0-4KiB", V311, publish(QoS::AtMostOnce, 4096, false)),
+        (
+            "publish-q1-64B-props",
+            V5,
+            publish(QoS::AtLeastOnce, 64, true),
+        ),
+        (
+            "publish-q0-4KiB",
+            V311,
+            publish(QoS::AtMostOnce, 4096, false),
+        ),
         ("puback", V311, Packet::PubAck(PubResponse::new(4242))),
         ("puback", V5, Packet::PubAck(PubResponse::new(4242))),
         ("subscribe-4", V5, subscribe),
         (
             "suback-4",
             V5,
-            Packet::SubAck(SubAck { packet_id: 7, reason_codes: vec![ReasonCode::GRANTED_QOS_1; 4], properties: Default::default() }),
+            Packet::SubAck(SubAck {
+                packet_id: 7,
+                reason_codes: vec![ReasonCode::GRANTED_QOS_1; 4],
+                properties: Default::default(),
+            }),
         ),
         (
             "unsubscribe-1",
@@ -86,7 +104,15 @@ fn packets() -> Vec<(&'static str, ProtocolVersion, Packet)> {
                 properties: UnsubscribeProperties::default(),
             }),
         ),
-        ("unsuback-1", V5, Packet::UnsubAck(UnsubAck { packet_id: 8, reason_codes: vec![ReasonCode::SUCCESS], properties: Default::default() })),
+        (
+            "unsuback-1",
+            V5,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: 8,
+                reason_codes: vec![ReasonCode::SUCCESS],
+                properties: Default::default(),
+            }),
+        ),
         ("pingreq", V311, Packet::PingReq),
         ("disconnect", V5, Packet::Disconnect(Disconnect::default())),
     ]

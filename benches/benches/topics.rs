@@ -30,7 +30,9 @@ impl Rng {
 
 fn name(rng: &mut Rng) -> Vec<String> {
     let depth = 3 + (rng.next() % 5) as usize;
-    (0..depth).map(|j| format!("l{j}v{}", rng.next() % CARD[j])).collect()
+    (0..depth)
+        .map(|j| format!("l{j}v{}", rng.next() % CARD[j]))
+        .collect()
 }
 
 /// 80 % exact filters, 10 % with one `+` level, 10 % ending in `#`.
@@ -79,9 +81,17 @@ fn build() -> Fixture {
             }
         });
     }
-    eprintln!("built {} subscriptions in {:.1} s", trie.len(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "built {} subscriptions in {:.1} s",
+        trie.len(),
+        t0.elapsed().as_secs_f64()
+    );
     let topics = (0..TOPICS).map(|_| name(&mut rng).join("/")).collect();
-    Fixture { trie, topics: Arc::new(topics), n: n as u64 }
+    Fixture {
+        trie,
+        topics: Arc::new(topics),
+        n: n as u64,
+    }
 }
 
 fn count_matches(trie: &SubscriptionTrie<u64, u8>, topic: &str) -> usize {
@@ -106,7 +116,9 @@ fn topics(c: &mut Criterion) {
     let fx = build();
     let mut g = c.benchmark_group("trie");
     let hot = fx.topics[0].clone();
-    g.bench_function("match/hot", |b| b.iter(|| count_matches(&fx.trie, black_box(&hot))));
+    g.bench_function("match/hot", |b| {
+        b.iter(|| count_matches(&fx.trie, black_box(&hot)))
+    });
     let mut i = 0;
     g.bench_function("match/random", |b| {
         b.iter(|| {

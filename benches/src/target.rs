@@ -44,12 +44,22 @@ mod tests {
         );
         assert!(resolve_loopback("127.8.9.10:1").is_ok());
         assert!(resolve_loopback("[::1]:1883").is_ok());
-        assert!(resolve_loopback("localhost:1883").unwrap().ip().is_loopback());
+        assert!(
+            resolve_loopback("localhost:1883")
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
     }
 
     #[test]
     fn other_targets_are_refused() {
-        for t in ["10.0.0.1:1883", "192.168.1.1:1883", "0.0.0.0:1883", "[::]:1883"] {
+        for t in [
+            "10.0.0.1:1883",
+            "192.168.1.1:1883",
+            "0.0.0.0:1883",
+            "[::]:1883",
+        ] {
             assert!(
                 matches!(resolve_loopback(t), Err(TargetError::NotLoopback(..))),
                 "{t}"

@@ -13,10 +13,17 @@ use halyard_bench::compare::{self, Broker, BrokerBins, CaseKind, CompareConfig, 
 use halyard_bench::procfs;
 
 #[derive(Debug, Parser)]
-#[command(name = "halyard-compare", about = "Side-by-side MQTT broker benchmark (loopback only)")]
+#[command(
+    name = "halyard-compare",
+    about = "Side-by-side MQTT broker benchmark (loopback only)"
+)]
 struct Args {
     /// Brokers, comma-separated, in turn order: halyard-uring, halyard-epoll, mosquitto, rumqttd.
-    #[arg(long, default_value = "halyard-uring,halyard-epoll,mosquitto,rumqttd", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "halyard-uring,halyard-epoll,mosquitto,rumqttd",
+        value_delimiter = ','
+    )]
     brokers: Vec<String>,
     /// Cases to run (default: all): fanin-q0, fanin-q1, fanout-q0, fanout-q1, p2p-q0, p2p-q1,
     /// p2p-q1-50k, conn-idle, conn-sub.
@@ -67,22 +74,41 @@ struct Args {
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().ok()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    text.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_owned())
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
 }
 
 fn versions(brokers: &[Broker], bins: &BrokerBins) -> Vec<String> {
     let mut v = Vec::new();
     let s = |p: &PathBuf| p.to_string_lossy().into_owned();
     if brokers.iter().any(Broker::is_halyard) {
-        v.push(format!("halyard: {}", first_line(&s(&bins.halyard), &["--version"]).unwrap_or_default()));
+        v.push(format!(
+            "halyard: {}",
+            first_line(&s(&bins.halyard), &["--version"]).unwrap_or_default()
+        ));
     }
     if brokers.contains(&Broker::Mosquitto) {
-        v.push(format!("mosquitto: {}", first_line(&s(&bins.mosquitto), &["-h"]).unwrap_or_default()));
+        v.push(format!(
+            "mosquitto: {}",
+            first_line(&s(&bins.mosquitto), &["-h"]).unwrap_or_default()
+        ));
     }
     if brokers.contains(&Broker::Rumqttd) {
-        v.push(format!("rumqttd: {}", first_line(&s(&bins.rumqttd), &["--version"]).unwrap_or_default()));
+        v.push(format!(
+            "rumqttd: {}",
+            first_line(&s(&bins.rumqttd), &["--version"]).unwrap_or_default()
+        ));
     }
     v
 }
@@ -98,11 +124,46 @@ fn chart_specs() -> Vec<ChartSpec<'static>> {
         c.kind == CaseKind::Connections
     }
     vec![
-        ChartSpec { file: "per_cpu.png", title: "Deliveries per broker CPU-second (closed loop)", y_label: "deliveries / CPU-s", log: true, metric: |c| c.per_cpu_s, filter: throughput },
-        ChartSpec { file: "msgs_per_s.png", title: "Delivered messages per second (closed loop)", y_label: "msgs/s", log: true, metric: |c| c.msgs_per_s, filter: throughput },
-        ChartSpec { file: "latency_p99.png", title: "End-to-end p99 latency", y_label: "microseconds", log: true, metric: |c| c.p99_us, filter: traffic },
-        ChartSpec { file: "conn_memory.png", title: "Broker RSS per idle connection", y_label: "bytes", log: true, metric: |c| c.bytes_per_conn, filter: conns },
-        ChartSpec { file: "connect_rate.png", title: "Connect rate", y_label: "connections / s", log: false, metric: |c| c.connect_rate, filter: conns },
+        ChartSpec {
+            file: "per_cpu.png",
+            title: "Deliveries per broker CPU-second (closed loop)",
+            y_label: "deliveries / CPU-s",
+            log: true,
+            metric: |c| c.per_cpu_s,
+            filter: throughput,
+        },
+        ChartSpec {
+            file: "msgs_per_s.png",
+            title: "Delivered messages per second (closed loop)",
+            y_label: "msgs/s",
+            log: true,
+            metric: |c| c.msgs_per_s,
+            filter: throughput,
+        },
+        ChartSpec {
+            file: "latency_p99.png",
+            title: "End-to-end p99 latency",
+            y_label: "microseconds",
+            log: true,
+            metric: |c| c.p99_us,
+            filter: traffic,
+        },
+        ChartSpec {
+            file: "conn_memory.png",
+            title: "Broker RSS per idle connection",
+            y_label: "bytes",
+            log: true,
+            metric: |c| c.bytes_per_conn,
+            filter: conns,
+        },
+        ChartSpec {
+            file: "connect_rate.png",
+            title: "Connect rate",
+            y_label: "connections / s",
+            log: false,
+            metric: |c| c.connect_rate,
+            filter: conns,
+        },
     ]
 }
 
@@ -114,19 +175,32 @@ fn run(a: Args) -> Result<(), CompareError> {
     let brokers: Vec<Broker> = a
         .brokers
         .iter()
-        .map(|b| Broker::parse(b.trim()).ok_or_else(|| CompareError::Config(format!("unknown broker {b}"))))
+        .map(|b| {
+            Broker::parse(b.trim())
+                .ok_or_else(|| CompareError::Config(format!("unknown broker {b}")))
+        })
         .collect::<Result<_, _>>()?;
     let mut cases = compare::default_cases(a.connections);
     if !a.cases.is_empty() {
-        if let Some(bad) = a.cases.iter().find(|n| !cases.iter().any(|c| &c.name == *n)) {
+        if let Some(bad) = a
+            .cases
+            .iter()
+            .find(|n| !cases.iter().any(|c| &c.name == *n))
+        {
             return Err(CompareError::Config(format!("unknown case {bad}")));
         }
         cases.retain(|c| a.cases.contains(&c.name));
     }
     if a.repeats == 0 || a.repeats > 50 || !(a.duration > 0.0 && a.duration <= 600.0) {
-        return Err(CompareError::Config("repeats must be 1..=50 and duration 0..=600 s".into()));
+        return Err(CompareError::Config(
+            "repeats must be 1..=50 and duration 0..=600 s".into(),
+        ));
     }
-    let bins = BrokerBins { halyard: a.halyard_bin.clone(), mosquitto: a.mosquitto_bin.clone(), rumqttd: a.rumqttd_bin.clone() };
+    let bins = BrokerBins {
+        halyard: a.halyard_bin.clone(),
+        mosquitto: a.mosquitto_bin.clone(),
+        rumqttd: a.rumqttd_bin.clone(),
+    };
     std::fs::create_dir_all(&a.out)?;
     procfs::raise_nofile_limit()?;
     let cfg = CompareConfig {
@@ -148,7 +222,10 @@ fn run(a: Args) -> Result<(), CompareError> {
         let line = serde_json::to_string(s).unwrap_or_default();
         let _ = writeln!(log, "{line}");
         let brief = s.result.as_ref().map_or(String::new(), |r| match &r.conn {
-            Some(c) => format!("{:.0} conn/s, {:.0} B/conn", c.connect_rate, c.rss_per_conn_bytes),
+            Some(c) => format!(
+                "{:.0} conn/s, {:.0} B/conn",
+                c.connect_rate, c.rss_per_conn_bytes
+            ),
             None => format!(
                 "{:.0} msg/s, {:.0} per broker CPU-s, p99 {:.0} us",
                 r.msgs_per_s,
@@ -156,7 +233,14 @@ fn run(a: Args) -> Result<(), CompareError> {
                 r.latency.p99_us
             ),
         });
-        eprintln!("[{}] round {} {:<11} {:<14} {brief} {}", utc_now(), s.repeat + 1, s.case, s.broker, s.error.as_deref().unwrap_or(""));
+        eprintln!(
+            "[{}] round {} {:<11} {:<14} {brief} {}",
+            utc_now(),
+            s.repeat + 1,
+            s.case,
+            s.broker,
+            s.error.as_deref().unwrap_or("")
+        );
     });
     let names: Vec<String> = brokers.iter().map(Broker::name).collect();
     let cells = summary::summarise(&cases, &names, &samples);
@@ -176,13 +260,25 @@ fn run(a: Args) -> Result<(), CompareError> {
         Err(e) => chart_error = Some(e.to_string()),
     }
     let info = RunInfo {
-        command: a.command.clone().unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
+        command: a
+            .command
+            .clone()
+            .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
         versions: versions(&brokers, &bins),
         settings: format!(
             "{} round(s), {} s window after {} s warm-up, broker on CPU {}, generator on CPU {} ({} worker thread(s)), brokers in turn: {}",
-            a.repeats, a.duration, a.warmup, a.broker_cpus, a.load_cpus, a.workers, names.join(" ")
+            a.repeats,
+            a.duration,
+            a.warmup,
+            a.broker_cpus,
+            a.load_cpus,
+            a.workers,
+            names.join(" ")
         ),
         finished: utc_now(),
     };
@@ -191,10 +287,18 @@ fn run(a: Args) -> Result<(), CompareError> {
         md += &format!("\nCharts not drawn: {e}\n");
     }
     std::fs::write(a.out.join("results.md"), &md)?;
-    let json = serde_json::json!({ "info": info, "cells": cells, "ratios": ratios, "samples": samples });
-    std::fs::write(a.out.join("results.json"), serde_json::to_string_pretty(&json).unwrap_or_default())?;
+    let json =
+        serde_json::json!({ "info": info, "cells": cells, "ratios": ratios, "samples": samples });
+    std::fs::write(
+        a.out.join("results.json"),
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )?;
     println!("{md}");
-    eprintln!("wrote {}/results.md, results.json, samples.jsonl and {} chart(s)", a.out.display(), chart_files.len());
+    eprintln!(
+        "wrote {}/results.md, results.json, samples.jsonl and {} chart(s)",
+        a.out.display(),
+        chart_files.len()
+    );
     Ok(())
 }
 

@@ -12,7 +12,10 @@ use halyard_bench::report::RunResult;
 use halyard_codec::{ProtocolVersion, QoS};
 
 #[derive(Debug, Parser)]
-#[command(name = "halyard-load", about = "MQTT load generator (loopback targets only)")]
+#[command(
+    name = "halyard-load",
+    about = "MQTT load generator (loopback targets only)"
+)]
 struct Args {
     /// Broker address (host:port); must resolve to loopback only.
     #[arg(long, default_value = "127.0.0.1:1883")]
@@ -94,7 +97,11 @@ fn config(a: &Args) -> Result<LoadConfig, String> {
         Scenario::Conn => 10_000,
     });
     Ok(LoadConfig {
-        client: ClientParams { target, version, keep_alive: a.keep_alive },
+        client: ClientParams {
+            target,
+            version,
+            keep_alive: a.keep_alive,
+        },
         scenario: a.scenario,
         clients,
         qos,
@@ -131,21 +138,43 @@ fn human(r: &RunResult) -> String {
     if let Some(c) = &r.conn {
         s += &format!(
             "connections {} (failed {}) in {:.2} s = {:.0} conn/s; broker RSS {} -> {} KiB = {:.0} B/conn; {:.1} us broker CPU/conn\n",
-            c.connections, c.failed, c.connect_s, c.connect_rate, c.rss_before_kib, c.rss_after_kib,
-            c.rss_per_conn_bytes, c.broker_cpu_us_per_conn
+            c.connections,
+            c.failed,
+            c.connect_s,
+            c.connect_rate,
+            c.rss_before_kib,
+            c.rss_after_kib,
+            c.rss_per_conn_bytes,
+            c.broker_cpu_us_per_conn
         );
     } else {
         let l = &r.latency;
         s += &format!(
             "delivered {} in {:.2} s = {:.0} msg/s (published {})\nlatency p50 {:.0} us  p99 {:.0} us  p999 {:.0} us  max {:.0} us\nlost {} duplicated {} reordered {} stalls {} nudges {} foreign {}\n",
-            r.delivered, r.window_s, r.msgs_per_s, r.published, l.p50_us, l.p99_us, l.p999_us, l.max_us,
-            r.counts.lost, r.counts.duplicated, r.counts.reordered, r.stalls, r.nudges, r.foreign
+            r.delivered,
+            r.window_s,
+            r.msgs_per_s,
+            r.published,
+            l.p50_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            r.counts.lost,
+            r.counts.duplicated,
+            r.counts.reordered,
+            r.stalls,
+            r.nudges,
+            r.foreign
         );
     }
     if let Some(b) = &r.broker {
         s += &format!(
             "broker CPU {:.2} s ({:.0} % of a core), RSS {} -> {} KiB, peak {} KiB",
-            b.cpu_s, b.cpu_share * 100.0, b.rss_start_kib, b.rss_end_kib, b.peak_rss_kib
+            b.cpu_s,
+            b.cpu_share * 100.0,
+            b.rss_start_kib,
+            b.rss_end_kib,
+            b.peak_rss_kib
         );
         if let Some(d) = r.deliveries_per_broker_cpu_s {
             s += &format!(", {d:.0} deliveries per broker CPU-second");
@@ -179,7 +208,10 @@ fn main() -> ExitCode {
     let cap = cfg.hard_cap();
     std::thread::spawn(move || {
         std::thread::sleep(cap);
-        eprintln!("halyard-load: hard time cap of {} s reached, exiting", cap.as_secs());
+        eprintln!(
+            "halyard-load: hard time cap of {} s reached, exiting",
+            cap.as_secs()
+        );
         std::process::exit(3);
     });
     match load::run(&cfg) {
@@ -188,8 +220,15 @@ fn main() -> ExitCode {
                 println!("{}", human(&r));
             }
             // serde_json cannot fail on this plain struct of numbers and strings.
-            println!("{}", serde_json::to_string(&r).expect("RunResult serialises"));
-            if r.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            println!(
+                "{}",
+                serde_json::to_string(&r).expect("RunResult serialises")
+            );
+            if r.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("halyard-load: {e}");

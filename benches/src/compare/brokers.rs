@@ -37,8 +37,12 @@ impl Broker {
     /// Parses `halyard-uring`, `halyard-epoll`, `halyard` (= uring), `mosquitto`, `rumqttd`.
     pub fn parse(s: &str) -> Option<Broker> {
         match s {
-            "halyard" | "halyard-uring" => Some(Broker::Halyard { backend: "uring".into() }),
-            "halyard-epoll" => Some(Broker::Halyard { backend: "epoll".into() }),
+            "halyard" | "halyard-uring" => Some(Broker::Halyard {
+                backend: "uring".into(),
+            }),
+            "halyard-epoll" => Some(Broker::Halyard {
+                backend: "epoll".into(),
+            }),
             "mosquitto" => Some(Broker::Mosquitto),
             "rumqttd" => Some(Broker::Rumqttd),
             _ => None,
@@ -107,7 +111,13 @@ fn rumqttd_conf(port: u16) -> String {
 
 /// Starts `broker` on 127.0.0.1:`port`, pinned to `cpus` (taskset list), with its config
 /// files in `work`; returns once it accepts TCP connections.
-pub fn start(broker: &Broker, bins: &BrokerBins, port: u16, cpus: &str, work: &Path) -> Result<Running, CompareError> {
+pub fn start(
+    broker: &Broker,
+    bins: &BrokerBins,
+    port: u16,
+    cpus: &str,
+    work: &Path,
+) -> Result<Running, CompareError> {
     fs::create_dir_all(work)?;
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg(cpus);
@@ -116,7 +126,10 @@ pub fn start(broker: &Broker, bins: &BrokerBins, port: u16, cpus: &str, work: &P
             cmd.arg(&bins.halyard)
                 .arg("run")
                 .env("HALYARD_LISTENERS__TCP__BIND", format!("127.0.0.1:{port}"))
-                .env("HALYARD_ADMIN__BIND", format!("127.0.0.1:{}", port.wrapping_add(1000)))
+                .env(
+                    "HALYARD_ADMIN__BIND",
+                    format!("127.0.0.1:{}", port.wrapping_add(1000)),
+                )
                 .env("HALYARD_IO__THREADS", "1")
                 .env("HALYARD_IO__BACKEND", backend)
                 .env("HALYARD_LOG__LEVEL", "warn")
@@ -135,12 +148,18 @@ pub fn start(broker: &Broker, bins: &BrokerBins, port: u16, cpus: &str, work: &P
         }
     }
     let log = fs::File::create(work.join(format!("{}-{port}.log", broker.name())))?;
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     let child = cmd
         .spawn()
         .map_err(|e| CompareError::Broker(broker.name(), format!("cannot start: {e}")))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut running = Running { pid: child.id(), child, addr };
+    let mut running = Running {
+        pid: child.id(),
+        child,
+        addr,
+    };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -149,11 +168,17 @@ pub fn start(broker: &Broker, bins: &BrokerBins, port: u16, cpus: &str, work: &P
             return Ok(running);
         }
         if let Ok(Some(status)) = running.child.try_wait() {
-            return Err(CompareError::Broker(broker.name(), format!("exited at start: {status}")));
+            return Err(CompareError::Broker(
+                broker.name(),
+                format!("exited at start: {status}"),
+            ));
         }
         if Instant::now() > deadline {
             stop(&mut running);
-            return Err(CompareError::Broker(broker.name(), "did not listen within 20 s".into()));
+            return Err(CompareError::Broker(
+                broker.name(),
+                "did not listen within 20 s".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

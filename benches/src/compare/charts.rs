@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
 use super::CompareError;
-use super::summary::{Cell, Stat};
+use super::summary::{Cell, Stat, fmt_num};
 
 /// Where the font is looked for, first match wins.
 pub const FONT_PATHS: &[&str] = &[
@@ -60,7 +60,12 @@ const COLORS: [RGBColor; 6] = [
 /// Draws a grouped bar chart (one group per case, one bar per broker, the median as the bar
 /// and the min-max range as a whisker) into `dir/spec.file`. Returns `Ok(false)` when no cell
 /// has a value (nothing drawn).
-pub fn bar_chart(dir: &Path, spec: &ChartSpec<'_>, cells: &[Cell], brokers: &[String]) -> Result<bool, CompareError> {
+pub fn bar_chart(
+    dir: &Path,
+    spec: &ChartSpec<'_>,
+    cells: &[Cell],
+    brokers: &[String],
+) -> Result<bool, CompareError> {
     let mut cases: Vec<&str> = Vec::new();
     for c in cells.iter().filter(|c| (spec.filter)(c)) {
         if !cases.contains(&c.case.as_str()) {
@@ -79,8 +84,14 @@ pub fn bar_chart(dir: &Path, spec: &ChartSpec<'_>, cells: &[Cell], brokers: &[St
     if values.is_empty() {
         return Ok(false);
     }
-    let top = values.iter().map(|v| v.2.max).fold(0.0f64, f64::max) * if spec.log { 3.0 } else { 1.15 };
-    let bottom = values.iter().map(|v| v.2.min).fold(f64::MAX, f64::min).max(1e-9) / 3.0;
+    let top =
+        values.iter().map(|v| v.2.max).fold(0.0f64, f64::max) * if spec.log { 3.0 } else { 1.15 };
+    let bottom = values
+        .iter()
+        .map(|v| v.2.min)
+        .fold(f64::MAX, f64::min)
+        .max(1e-9)
+        / 10.0;
     let path = dir.join(spec.file);
     let err = |e: String| CompareError::Chart(format!("{}: {e}", spec.file));
     let root = BitMapBackend::new(&path, (1200, 640)).into_drawing_area();
@@ -111,20 +122,27 @@ pub fn bar_chart(dir: &Path, spec: &ChartSpec<'_>, cells: &[Cell], brokers: &[St
                     }
                 })
                 .y_desc(spec.y_label)
+                .y_label_formatter(&|y: &f64| fmt_num(*y))
                 .label_style(("sans-serif", 15))
                 .draw()
                 .map_err(|e| err(e.to_string()))?;
             for (bi, b) in brokers.iter().enumerate() {
                 let color = COLORS[bi % COLORS.len()];
-                let mine: Vec<&(usize, usize, Stat)> = values.iter().filter(|v| v.1 == bi).collect();
+                let mine: Vec<&(usize, usize, Stat)> =
+                    values.iter().filter(|v| v.1 == bi).collect();
                 let x0 = |ci: usize| ci as f64 - 0.4 + bi as f64 * width;
                 chart
                     .draw_series(mine.iter().map(|(ci, _, s)| {
-                        Rectangle::new([(x0(*ci), $base), (x0(*ci) + width * 0.9, s.median)], color.filled())
+                        Rectangle::new(
+                            [(x0(*ci), $base), (x0(*ci) + width * 0.9, s.median)],
+                            color.filled(),
+                        )
                     }))
                     .map_err(|e| err(e.to_string()))?
                     .label(b.as_str())
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled())
+                    });
                 chart
                     .draw_series(mine.iter().filter(|(_, _, s)| s.n > 1).map(|(ci, _, s)| {
                         let xm = x0(*ci) + width * 0.45;

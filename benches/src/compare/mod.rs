@@ -70,15 +70,43 @@ fn case(name: &str, kind: CaseKind, args: &str) -> Case {
 pub fn default_cases(connections: usize) -> Vec<Case> {
     use CaseKind::*;
     vec![
-        case("fanin-q0", Throughput, "--scenario fanin --clients 10 --qos 0"),
-        case("fanin-q1", Throughput, "--scenario fanin --clients 10 --qos 1"),
-        case("fanout-q0", Throughput, "--scenario fanout --clients 100 --qos 0"),
-        case("fanout-q1", Throughput, "--scenario fanout --clients 100 --qos 1"),
+        case(
+            "fanin-q0",
+            Throughput,
+            "--scenario fanin --clients 10 --qos 0",
+        ),
+        case(
+            "fanin-q1",
+            Throughput,
+            "--scenario fanin --clients 10 --qos 1",
+        ),
+        case(
+            "fanout-q0",
+            Throughput,
+            "--scenario fanout --clients 100 --qos 0",
+        ),
+        case(
+            "fanout-q1",
+            Throughput,
+            "--scenario fanout --clients 100 --qos 1",
+        ),
         case("p2p-q0", Throughput, "--scenario p2p --clients 50 --qos 0"),
         case("p2p-q1", Throughput, "--scenario p2p --clients 50 --qos 1"),
-        case("p2p-q1-50k", Latency, "--scenario p2p --clients 50 --qos 1 --rate 50000"),
-        case("conn-idle", Connections, &format!("--scenario conn --clients {connections}")),
-        case("conn-sub", Connections, &format!("--scenario conn --clients {connections} --subscribe")),
+        case(
+            "p2p-q1-50k",
+            Latency,
+            "--scenario p2p --clients 50 --qos 1 --rate 50000",
+        ),
+        case(
+            "conn-idle",
+            Connections,
+            &format!("--scenario conn --clients {connections}"),
+        ),
+        case(
+            "conn-sub",
+            Connections,
+            &format!("--scenario conn --clients {connections} --subscribe"),
+        ),
     ]
 }
 
@@ -156,14 +184,25 @@ pub fn run_all(cfg: &CompareConfig, mut progress: impl FnMut(&Sample)) -> Vec<Sa
     samples
 }
 
-fn run_one(cfg: &CompareConfig, c: &Case, b: &Broker, port: u16, work: &std::path::Path) -> Result<RunResult, CompareError> {
+fn run_one(
+    cfg: &CompareConfig,
+    c: &Case,
+    b: &Broker,
+    port: u16,
+    work: &std::path::Path,
+) -> Result<RunResult, CompareError> {
     let mut running = brokers::start(b, &cfg.bins, port, &cfg.broker_cpus, work)?;
     let result = run_load(cfg, c, running.addr.to_string(), running.pid);
     brokers::stop(&mut running);
     result
 }
 
-fn run_load(cfg: &CompareConfig, c: &Case, target: String, pid: u32) -> Result<RunResult, CompareError> {
+fn run_load(
+    cfg: &CompareConfig,
+    c: &Case,
+    target: String,
+    pid: u32,
+) -> Result<RunResult, CompareError> {
     let mut cmd = Command::new("taskset");
     cmd.arg("-c")
         .arg(&cfg.load_cpus)
@@ -178,7 +217,9 @@ fn run_load(cfg: &CompareConfig, c: &Case, target: String, pid: u32) -> Result<R
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|e| CompareError::Load(format!("cannot start: {e}")))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| CompareError::Load(format!("cannot start: {e}")))?;
     // The generator bounds its own run time (hard cap); this is a second fence.
     let fence = Duration::from_secs_f64(cfg.duration + cfg.warmup) + Duration::from_secs(300);
     let started = Instant::now();
@@ -200,7 +241,9 @@ fn run_load(cfg: &CompareConfig, c: &Case, target: String, pid: u32) -> Result<R
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().rev().find(|l| l.starts_with('{'));
     match line {
-        Some(l) => serde_json::from_str(l).map_err(|e| CompareError::Load(format!("bad JSON: {e}"))),
+        Some(l) => {
+            serde_json::from_str(l).map_err(|e| CompareError::Load(format!("bad JSON: {e}")))
+        }
         None => Err(CompareError::Load(format!(
             "no result ({}): {}",
             out.status,

@@ -29,8 +29,17 @@ pub fn stat(values: &[f64]) -> Option<Stat> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Some(Stat { median, min: v[0], max: v[n - 1], n })
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Stat {
+        median,
+        min: v[0],
+        max: v[n - 1],
+        n,
+    })
 }
 
 /// Everything known about one case on one broker.
@@ -96,7 +105,10 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
     let mut cells = Vec::new();
     for c in cases {
         for b in brokers {
-            let mine: Vec<&Sample> = samples.iter().filter(|s| s.case == c.name && &s.broker == b).collect();
+            let mine: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.case == c.name && &s.broker == b)
+                .collect();
             let rs: Vec<&RunResult> = mine.iter().filter_map(|s| s.result.as_ref()).collect();
             let traffic = c.kind != CaseKind::Connections;
             let t = |f: fn(&RunResult) -> Option<f64>| if traffic { collect(&rs, f) } else { None };
@@ -114,9 +126,10 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 per_cpu_s: t(|r| r.deliveries_per_broker_cpu_s),
                 broker_cpu: collect(&rs, |r| r.broker.map(|b| b.cpu_share)),
                 load_cpu: collect(&rs, |r| Some(r.own_cpu_share)),
-                p50_us: t(|r| Some(r.latency.p50_us)),
-                p99_us: t(|r| Some(r.latency.p99_us)),
-                p999_us: t(|r| Some(r.latency.p999_us)),
+                // A run that delivered nothing in the window has no latency (not zero).
+                p50_us: t(|r| (r.latency.count > 0).then_some(r.latency.p50_us)),
+                p99_us: t(|r| (r.latency.count > 0).then_some(r.latency.p99_us)),
+                p999_us: t(|r| (r.latency.count > 0).then_some(r.latency.p999_us)),
                 peak_rss_mib: collect(&rs, |r| r.broker.map(|b| b.peak_rss_kib as f64 / 1024.0)),
                 lost: rs.iter().map(|r| r.counts.lost).sum(),
                 duplicated: rs.iter().map(|r| r.counts.duplicated).sum(),
@@ -149,8 +162,13 @@ pub struct Ratio {
 pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
     let mut out = Vec::new();
     for h in cells.iter().filter(|c| c.broker.starts_with("halyard")) {
-        for p in cells.iter().filter(|c| c.case == h.case && !c.broker.starts_with("halyard")) {
-            let ((Some(hs), better), (Some(ps), _)) = (h.primary(), p.primary()) else { continue };
+        for p in cells
+            .iter()
+            .filter(|c| c.case == h.case && !c.broker.starts_with("halyard"))
+        {
+            let ((Some(hs), better), (Some(ps), _)) = (h.primary(), p.primary()) else {
+                continue;
+            };
             if ps.median > 0.0 {
                 out.push(Ratio {
                     case: h.case.clone(),
@@ -165,7 +183,8 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
     out
 }
 
-fn fmt_num(x: f64) -> String {
+/// A number in a short human form (1.23M, 45k, 678, 0.12).
+pub fn fmt_num(x: f64) -> String {
     let a = x.abs();
     if a >= 1e6 {
         format!("{:.2}M", x / 1e6)
@@ -180,7 +199,12 @@ fn fmt_num(x: f64) -> String {
 
 fn cell(s: &Option<Stat>) -> String {
     match s {
-        Some(s) if s.n > 1 => format!("{} ({}-{})", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max)),
+        Some(s) if s.n > 1 => format!(
+            "{} ({}-{})",
+            fmt_num(s.median),
+            fmt_num(s.min),
+            fmt_num(s.max)
+        ),
         Some(s) => fmt_num(s.median),
         None => "-".into(),
     }
@@ -218,52 +242,105 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "- {v}");
     }
     let _ = writeln!(m, "- finished: {}\n", info.finished);
-    let _ = writeln!(m, "Medians over the repeats, (min-max) when more than one run. \"per broker CPU-s\" = deliveries / broker CPU seconds (utime+stime) in the window.\n");
+    let _ = writeln!(
+        m,
+        "Medians over the repeats, (min-max) when more than one run. \"per broker CPU-s\" = deliveries / broker CPU seconds (utime+stime) in the window.\n"
+    );
     let _ = writeln!(m, "## Closed loop (throughput ceiling)\n");
-    let _ = writeln!(m, "| case | broker | msgs/s | per broker CPU-s | broker CPU | generator CPU | p50 us | p99 us | peak RSS MiB | lost / dup / reord | runs |");
+    let _ = writeln!(
+        m,
+        "| case | broker | msgs/s | per broker CPU-s | broker CPU | generator CPU | p50 us | p99 us | peak RSS MiB | lost / dup / reord | runs |"
+    );
     let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|");
     for c in cells.iter().filter(|c| c.kind == CaseKind::Throughput) {
         let _ = writeln!(
             m,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {}{} |",
-            c.case, c.broker, cell(&c.msgs_per_s), cell(&c.per_cpu_s), pct(&c.broker_cpu), pct(&c.load_cpu),
-            cell(&c.p50_us), cell(&c.p99_us), cell(&c.peak_rss_mib), c.lost, c.duplicated, c.reordered, c.runs,
-            if c.failed_runs > 0 { format!(" ({} failed)", c.failed_runs) } else { String::new() }
+            c.case,
+            c.broker,
+            cell(&c.msgs_per_s),
+            cell(&c.per_cpu_s),
+            pct(&c.broker_cpu),
+            pct(&c.load_cpu),
+            cell(&c.p50_us),
+            cell(&c.p99_us),
+            cell(&c.peak_rss_mib),
+            c.lost,
+            c.duplicated,
+            c.reordered,
+            c.runs,
+            if c.failed_runs > 0 {
+                format!(" ({} failed)", c.failed_runs)
+            } else {
+                String::new()
+            }
         );
     }
     if cells.iter().any(|c| c.kind == CaseKind::Latency) {
         let _ = writeln!(m, "\n## Open loop (latency at a fixed offered rate)\n");
-        let _ = writeln!(m, "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | broker CPU | peak RSS MiB | lost / dup / reord | runs |");
+        let _ = writeln!(
+            m,
+            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | broker CPU | peak RSS MiB | lost / dup / reord | runs |"
+        );
         let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|");
         for c in cells.iter().filter(|c| c.kind == CaseKind::Latency) {
             let _ = writeln!(
                 m,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
-                c.case, c.broker, cell(&c.msgs_per_s), cell(&c.p50_us), cell(&c.p99_us), cell(&c.p999_us),
-                pct(&c.broker_cpu), cell(&c.peak_rss_mib), c.lost, c.duplicated, c.reordered, c.runs
+                c.case,
+                c.broker,
+                cell(&c.msgs_per_s),
+                cell(&c.p50_us),
+                cell(&c.p99_us),
+                cell(&c.p999_us),
+                pct(&c.broker_cpu),
+                cell(&c.peak_rss_mib),
+                c.lost,
+                c.duplicated,
+                c.reordered,
+                c.runs
             );
         }
     }
     if cells.iter().any(|c| c.kind == CaseKind::Connections) {
         let _ = writeln!(m, "\n## Idle connections\n");
-        let _ = writeln!(m, "| case | broker | connect rate /s | RSS per connection, bytes | peak RSS MiB | runs |");
+        let _ = writeln!(
+            m,
+            "| case | broker | connect rate /s | RSS per connection, bytes | peak RSS MiB | runs |"
+        );
         let _ = writeln!(m, "|---|---|---|---|---|---|");
         for c in cells.iter().filter(|c| c.kind == CaseKind::Connections) {
             let _ = writeln!(
                 m,
                 "| {} | {} | {} | {} | {} | {} |",
-                c.case, c.broker, cell(&c.connect_rate), cell(&c.bytes_per_conn), cell(&c.peak_rss_mib), c.runs
+                c.case,
+                c.broker,
+                cell(&c.connect_rate),
+                cell(&c.bytes_per_conn),
+                cell(&c.peak_rss_mib),
+                c.runs
             );
         }
     }
     if !ratios.is_empty() {
         let _ = writeln!(m, "\n## Halyard / peer (headline metric of each case)\n");
-        let _ = writeln!(m, "Throughput cases: deliveries per broker CPU-s (higher is better); latency: p99 (lower is better); connections: RSS per connection (lower is better).\n");
+        let _ = writeln!(
+            m,
+            "Throughput cases: deliveries per broker CPU-s (higher is better); latency: p99 (lower is better); connections: RSS per connection (lower is better).\n"
+        );
         let _ = writeln!(m, "| case | halyard | peer | ratio |");
         let _ = writeln!(m, "|---|---|---|---|");
         for r in ratios {
-            let dir = if r.higher_is_better { "higher is better" } else { "lower is better" };
-            let _ = writeln!(m, "| {} | {} | {} | {:.2}x ({dir}) |", r.case, r.halyard, r.peer, r.value);
+            let dir = if r.higher_is_better {
+                "higher is better"
+            } else {
+                "lower is better"
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {:.2}x ({dir}) |",
+                r.case, r.halyard, r.peer, r.value
+            );
         }
     }
     if !charts.is_empty() {
@@ -311,14 +388,22 @@ mod tests {
 
     #[test]
     fn ratios_use_medians_of_the_headline_metric() {
-        let cases = vec![super::super::case("p2p-q0", CaseKind::Throughput, "--scenario p2p")];
+        let cases = vec![super::super::case(
+            "p2p-q0",
+            CaseKind::Throughput,
+            "--scenario p2p",
+        )];
         let brokers = vec!["halyard-uring".to_string(), "mosquitto".to_string()];
         let samples = vec![
             sample("p2p-q0", "halyard-uring", 400.0),
             sample("p2p-q0", "halyard-uring", 600.0),
             sample("p2p-q0", "halyard-uring", 500.0),
             sample("p2p-q0", "mosquitto", 100.0),
-            Sample { result: None, error: Some("boom".into()), ..sample("p2p-q0", "mosquitto", 0.0) },
+            Sample {
+                result: None,
+                error: Some("boom".into()),
+                ..sample("p2p-q0", "mosquitto", 0.0)
+            },
         ];
         let cells = summarise(&cases, &brokers, &samples);
         assert_eq!(cells.len(), 2);
@@ -328,7 +413,10 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].value, r[0].higher_is_better), (5.0, true));
         let md = markdown(&RunInfo::default(), &cells, &r, &[]);
-        assert!(md.contains("| p2p-q0 | halyard-uring | 250 (200-300) | 500 (400-600) |"), "{md}");
+        assert!(
+            md.contains("| p2p-q0 | halyard-uring | 250 (200-300) | 500 (400-600) |"),
+            "{md}"
+        );
         assert!(md.contains("5.00x"));
         assert!(md.contains("boom"));
     }

@@ -92,7 +92,10 @@ pub(super) fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
 }
 
 fn worker(cfg: &LoadConfig, shared: &Arc<Shared>, ids: Vec<usize>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             shared.fail("conn worker", &LoadError::Io(e));
@@ -115,7 +118,9 @@ fn worker(cfg: &LoadConfig, shared: &Arc<Shared>, ids: Vec<usize>) {
                     mqtt::connect(&client, &id, f).await
                 });
             }
-            let Some(done) = pending.join_next().await else { break };
+            let Some(done) = pending.join_next().await else {
+                break;
+            };
             match done {
                 Ok(Ok((stream, _))) => {
                     shared.ready.fetch_add(1, Ordering::AcqRel);

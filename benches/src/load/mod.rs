@@ -174,7 +174,12 @@ impl LoadConfig {
 
     /// The longest a run may take before the watchdog ends the process.
     pub fn hard_cap(&self) -> Duration {
-        SETUP_TIMEOUT + self.warmup + self.duration + self.drain + self.hold + Duration::from_secs(30)
+        SETUP_TIMEOUT
+            + self.warmup
+            + self.duration
+            + self.drain
+            + self.hold
+            + Duration::from_secs(30)
     }
 }
 
@@ -215,22 +220,46 @@ pub fn plan(scenario: Scenario, n: usize) -> Plan {
     match scenario {
         Scenario::Fanin => Plan {
             pubs: (0..n32)
-                .map(|i| PubSpec { id: i, topic: format!("bench/fanin/{i}"), fan: 1 })
+                .map(|i| PubSpec {
+                    id: i,
+                    topic: format!("bench/fanin/{i}"),
+                    fan: 1,
+                })
                 .collect(),
-            subs: vec![SubSpec { id: 0, filter: "bench/fanin/#".into(), expects: (0..n32).collect() }],
+            subs: vec![SubSpec {
+                id: 0,
+                filter: "bench/fanin/#".into(),
+                expects: (0..n32).collect(),
+            }],
         },
         Scenario::Fanout => Plan {
-            pubs: vec![PubSpec { id: 0, topic: "bench/fanout".into(), fan: n }],
+            pubs: vec![PubSpec {
+                id: 0,
+                topic: "bench/fanout".into(),
+                fan: n,
+            }],
             subs: (0..n32)
-                .map(|i| SubSpec { id: i, filter: "bench/fanout".into(), expects: vec![0] })
+                .map(|i| SubSpec {
+                    id: i,
+                    filter: "bench/fanout".into(),
+                    expects: vec![0],
+                })
                 .collect(),
         },
         Scenario::P2p => Plan {
             pubs: (0..n32)
-                .map(|i| PubSpec { id: i, topic: format!("bench/p2p/{i}"), fan: 1 })
+                .map(|i| PubSpec {
+                    id: i,
+                    topic: format!("bench/p2p/{i}"),
+                    fan: 1,
+                })
                 .collect(),
             subs: (0..n32)
-                .map(|i| SubSpec { id: i, filter: format!("bench/p2p/{i}"), expects: vec![i] })
+                .map(|i| SubSpec {
+                    id: i,
+                    filter: format!("bench/p2p/{i}"),
+                    expects: vec![i],
+                })
                 .collect(),
         },
         Scenario::Conn => Plan::default(),
@@ -345,12 +374,15 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     let total = plan.pubs.len() + plan.subs.len();
     // Round-robin assignment of clients to workers, subscribers first so that each worker
     // gets a share of both.
-    let mut per_worker: Vec<(Vec<SubSpec>, Vec<PubSpec>)> = (0..cfg.workers).map(|_| Default::default()).collect();
+    let mut per_worker: Vec<(Vec<SubSpec>, Vec<PubSpec>)> =
+        (0..cfg.workers).map(|_| Default::default()).collect();
     for (i, s) in plan.subs.iter().enumerate() {
         per_worker[i % cfg.workers].0.push(s.clone());
     }
     for (i, p) in plan.pubs.iter().enumerate() {
-        per_worker[(plan.subs.len() + i) % cfg.workers].1.push(p.clone());
+        per_worker[(plan.subs.len() + i) % cfg.workers]
+            .1
+            .push(p.clone());
     }
     let mut handles = Vec::new();
     for (w, (subs, pubs)) in per_worker.into_iter().enumerate() {
@@ -378,7 +410,12 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     let b1 = broker.map(procfs::sample).transpose()?;
     let me1 = procfs::sample(Pid::Me)?;
     let drain_end = Instant::now() + cfg.drain;
-    while Instant::now() < drain_end && shared.pubs.iter().any(|p| p.outstanding.load(Ordering::Acquire) > 0) {
+    while Instant::now() < drain_end
+        && shared
+            .pubs
+            .iter()
+            .any(|p| p.outstanding.load(Ordering::Acquire) > 0)
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     shared.set_phase(phase::DONE);
@@ -389,7 +426,15 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
             Err(_) => return Err(LoadError::Config("a worker thread panicked".into())),
         }
     }
-    Ok(summarise(cfg, &plan, &shared, outcomes, window_s, (b0, b1), (me0, me1)))
+    Ok(summarise(
+        cfg,
+        &plan,
+        &shared,
+        outcomes,
+        window_s,
+        (b0, b1),
+        (me0, me1),
+    ))
 }
 
 fn wait_ready(shared: &Shared, total: usize) -> Result<(), LoadError> {
@@ -399,8 +444,14 @@ fn wait_ready(shared: &Shared, total: usize) -> Result<(), LoadError> {
         let failed = shared.failed.load(Ordering::Acquire);
         if failed > 0 {
             shared.set_phase(phase::DONE);
-            let errs = shared.errors.lock().map(|e| e.join("; ")).unwrap_or_default();
-            return Err(LoadError::Refused(format!("{failed} client(s) failed during setup: {errs}")));
+            let errs = shared
+                .errors
+                .lock()
+                .map(|e| e.join("; "))
+                .unwrap_or_default();
+            return Err(LoadError::Refused(format!(
+                "{failed} client(s) failed during setup: {errs}"
+            )));
         }
         if ready >= total {
             return Ok(());
@@ -421,8 +472,16 @@ fn sleep_unless_failed(shared: &Shared, d: Duration) {
     }
 }
 
-fn worker(cfg: &LoadConfig, shared: &Arc<Shared>, subs: Vec<SubSpec>, pubs: Vec<PubSpec>) -> Vec<SubOutcome> {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+fn worker(
+    cfg: &LoadConfig,
+    shared: &Arc<Shared>,
+    subs: Vec<SubSpec>,
+    pubs: Vec<PubSpec>,
+) -> Vec<SubOutcome> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             shared.fail("worker", &LoadError::Io(e));
@@ -432,7 +491,11 @@ fn worker(cfg: &LoadConfig, shared: &Arc<Shared>, subs: Vec<SubSpec>, pubs: Vec<
     rt.block_on(async {
         let mut sub_tasks = Vec::new();
         for s in subs {
-            sub_tasks.push(tokio::spawn(subscriber::run(cfg.clone(), shared.clone(), s)));
+            sub_tasks.push(tokio::spawn(subscriber::run(
+                cfg.clone(),
+                shared.clone(),
+                s,
+            )));
         }
         let mut pub_tasks = Vec::new();
         for p in pubs {
@@ -491,9 +554,21 @@ fn summarise(
             counts.add_silent(shared.pubs[*p as usize].sent.load(Ordering::Acquire));
         }
     }
-    let published = shared.pubs.iter().map(|p| p.sent_measured.load(Ordering::Acquire)).sum();
-    let stalls = shared.pubs.iter().map(|p| p.stalls.load(Ordering::Acquire)).sum();
-    let nudges = shared.pubs.iter().map(|p| p.nudges.load(Ordering::Acquire)).sum();
+    let published = shared
+        .pubs
+        .iter()
+        .map(|p| p.sent_measured.load(Ordering::Acquire))
+        .sum();
+    let stalls = shared
+        .pubs
+        .iter()
+        .map(|p| p.stalls.load(Ordering::Acquire))
+        .sum();
+    let nudges = shared
+        .pubs
+        .iter()
+        .map(|p| p.nudges.load(Ordering::Acquire))
+        .sum();
     let broker = broker_stats(broker, window_s);
     let errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
     RunResult {
@@ -515,7 +590,9 @@ fn summarise(
         stalls,
         nudges,
         foreign,
-        deliveries_per_broker_cpu_s: broker.filter(|b| b.cpu_s > 0.0).map(|b| delivered as f64 / b.cpu_s),
+        deliveries_per_broker_cpu_s: broker
+            .filter(|b| b.cpu_s > 0.0)
+            .map(|b| delivered as f64 / b.cpu_s),
         broker,
         own_cpu_share: (me.1.cpu_s - me.0.cpu_s).max(0.0) / window_s,
         conn: None,
@@ -546,12 +623,20 @@ mod tests {
         let p = plan(Scenario::Fanin, 10);
         assert_eq!((p.pubs.len(), p.subs.len()), (10, 1));
         assert_eq!(p.subs[0].expects.len(), 10);
-        assert!(p.pubs.iter().all(|x| x.fan == 1 && x.topic.starts_with("bench/fanin/")));
+        assert!(
+            p.pubs
+                .iter()
+                .all(|x| x.fan == 1 && x.topic.starts_with("bench/fanin/"))
+        );
         let p = plan(Scenario::Fanout, 100);
         assert_eq!((p.pubs.len(), p.subs.len(), p.pubs[0].fan), (1, 100, 100));
         let p = plan(Scenario::P2p, 50);
         assert_eq!((p.pubs.len(), p.subs.len()), (50, 50));
-        assert!(p.subs.iter().all(|s| s.expects == vec![s.id] && s.filter == p.pubs[s.id as usize].topic));
+        assert!(
+            p.subs
+                .iter()
+                .all(|s| s.expects == vec![s.id] && s.filter == p.pubs[s.id as usize].topic)
+        );
         assert!(plan(Scenario::Conn, 5).pubs.is_empty());
     }
 }

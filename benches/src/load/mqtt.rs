@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use halyard_codec::{
     Connect, ConnectProperties, MAX_PACKET_SIZE, Packet, ProtocolVersion, Publish,
-    PublishProperties, QoS, Subscribe, SubscribeFilter, SubscribeProperties,
-    SubscriptionOptions, decode, encode,
+    PublishProperties, QoS, Subscribe, SubscribeFilter, SubscribeProperties, SubscriptionOptions,
+    decode, encode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,7 +34,11 @@ pub struct ClientParams {
 }
 
 /// Reads packets until one is complete.
-pub async fn read_packet(s: &mut TcpStream, buf: &mut BytesMut, v: ProtocolVersion) -> Result<Packet, LoadError> {
+pub async fn read_packet(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    v: ProtocolVersion,
+) -> Result<Packet, LoadError> {
     loop {
         if let Some(p) = decode(buf, v, MAX_PACKET_SIZE)? {
             return Ok(p);
@@ -69,8 +73,18 @@ async fn handshake(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     match read_packet(&mut s, &mut buf, p.version).await? {
         Packet::ConnAck(ack) if ack.reason_code.is_success() => {}
-        Packet::ConnAck(ack) => return Err(LoadError::Refused(format!("CONNACK {:#04x}", ack.reason_code.0))),
-        other => return Err(LoadError::Unexpected(format!("{:?} instead of CONNACK", other.packet_type()))),
+        Packet::ConnAck(ack) => {
+            return Err(LoadError::Refused(format!(
+                "CONNACK {:#04x}",
+                ack.reason_code.0
+            )));
+        }
+        other => {
+            return Err(LoadError::Unexpected(format!(
+                "{:?} instead of CONNACK",
+                other.packet_type()
+            )));
+        }
     }
     if let Some((filter, qos)) = filter {
         out.clear();
@@ -89,7 +103,12 @@ async fn handshake(
             Packet::SubAck(ack) => {
                 return Err(LoadError::Refused(format!("SUBACK {:?}", ack.reason_codes)));
             }
-            other => return Err(LoadError::Unexpected(format!("{:?} instead of SUBACK", other.packet_type()))),
+            other => {
+                return Err(LoadError::Unexpected(format!(
+                    "{:?} instead of SUBACK",
+                    other.packet_type()
+                )));
+            }
         }
     }
     Ok((s, buf))
@@ -118,9 +137,16 @@ pub struct PublishTemplate {
 
 impl PublishTemplate {
     /// Encodes the template. `payload_len` must be at least [`HEADER_LEN`].
-    pub fn new(topic: &str, qos: QoS, payload_len: usize, v: ProtocolVersion) -> Result<Self, LoadError> {
+    pub fn new(
+        topic: &str,
+        qos: QoS,
+        payload_len: usize,
+        v: ProtocolVersion,
+    ) -> Result<Self, LoadError> {
         if payload_len < HEADER_LEN {
-            return Err(LoadError::Config(format!("payload must be at least {HEADER_LEN} bytes")));
+            return Err(LoadError::Config(format!(
+                "payload must be at least {HEADER_LEN} bytes"
+            )));
         }
         let publish = Packet::Publish(Publish {
             dup: false,
@@ -174,8 +200,16 @@ mod tests {
     fn check(qos: QoS, v: ProtocolVersion, len: usize) {
         let t = PublishTemplate::new("bench/p2p/7", qos, len, v).unwrap();
         let mut out = BytesMut::new();
-        let s1 = Stamp { sent_ns: 11, seq: 0, publisher: 7 };
-        let s2 = Stamp { sent_ns: 22, seq: 1, publisher: 7 };
+        let s1 = Stamp {
+            sent_ns: 11,
+            seq: 0,
+            publisher: 7,
+        };
+        let s2 = Stamp {
+            sent_ns: 22,
+            seq: 1,
+            publisher: 7,
+        };
         t.write(&mut out, 500, &s1);
         t.write(&mut out, 501, &s2);
         assert_eq!(out.len(), 2 * t.len());
@@ -205,6 +239,9 @@ mod tests {
 
     #[test]
     fn too_small_payload_is_refused() {
-        assert!(PublishTemplate::new("t", QoS::AtMostOnce, HEADER_LEN - 1, ProtocolVersion::V311).is_err());
+        assert!(
+            PublishTemplate::new("t", QoS::AtMostOnce, HEADER_LEN - 1, ProtocolVersion::V311)
+                .is_err()
+        );
     }
 }

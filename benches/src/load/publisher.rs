@@ -139,10 +139,19 @@ impl Writer<'_> {
     }
 
     /// Encodes and writes `n` messages; `sent_ns(i)` gives the stamp time of the i-th.
-    async fn send(&mut self, n: usize, phase_now: u8, sent_ns: impl Fn(u64) -> u64) -> Result<(), LoadError> {
+    async fn send(
+        &mut self,
+        n: usize,
+        phase_now: u8,
+        sent_ns: impl Fn(u64) -> u64,
+    ) -> Result<(), LoadError> {
         self.buf.clear();
         for i in 0..n as u64 {
-            self.packet_id = if self.packet_id == u16::MAX { 1 } else { self.packet_id + 1 };
+            self.packet_id = if self.packet_id == u16::MAX {
+                1
+            } else {
+                self.packet_id + 1
+            };
             let stamp = Stamp {
                 sent_ns: sent_ns(i),
                 seq: self.seq,
@@ -151,7 +160,9 @@ impl Writer<'_> {
             self.template.write(&mut self.buf, self.packet_id, &stamp);
             self.seq += 1;
         }
-        self.st.outstanding.fetch_add(n as i64 * self.fan, Ordering::AcqRel);
+        self.st
+            .outstanding
+            .fetch_add(n as i64 * self.fan, Ordering::AcqRel);
         if self.cfg.qos != QoS::AtMostOnce {
             self.inflight.fetch_add(n as i64, Ordering::AcqRel);
         }
@@ -214,12 +225,18 @@ impl Writer<'_> {
             let now = self.shared.clock.now_ns();
             self.send(n, ph, |_| now).await?;
             idle = 0;
-            stall.as_mut().reset(TokioInstant::now() + self.cfg.stall_timeout);
+            stall
+                .as_mut()
+                .reset(TokioInstant::now() + self.cfg.stall_timeout);
         }
     }
 
     /// Sends on a fixed schedule of one message every `interval_ns`.
-    async fn open_loop(&mut self, phase_rx: &mut watch::Receiver<u8>, interval_ns: f64) -> Result<(), LoadError> {
+    async fn open_loop(
+        &mut self,
+        phase_rx: &mut watch::Receiver<u8>,
+        interval_ns: f64,
+    ) -> Result<(), LoadError> {
         let clock = self.shared.clock;
         let start = clock.now_ns();
         let at = |k: u64| start + (k as f64 * interval_ns) as u64;
@@ -231,7 +248,10 @@ impl Writer<'_> {
             }
             let now = clock.now_ns();
             let due = ((now - start) as f64 / interval_ns) as u64 + 1;
-            let n = usize::try_from(due.saturating_sub(k)).unwrap_or(usize::MAX).min(MAX_BATCH).min(self.inflight_room());
+            let n = usize::try_from(due.saturating_sub(k))
+                .unwrap_or(usize::MAX)
+                .min(MAX_BATCH)
+                .min(self.inflight_room());
             if n == 0 {
                 if due > k {
                     // Late but blocked by the in-flight limit: wait for acknowledgements.

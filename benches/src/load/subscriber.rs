@@ -18,7 +18,11 @@ use crate::tracker::SeqTracker;
 /// are recorded in `shared`; the outcome then holds what arrived until the failure.
 pub(super) async fn run(cfg: LoadConfig, shared: Arc<Shared>, spec: SubSpec) -> SubOutcome {
     let mut out = SubOutcome {
-        streams: spec.expects.iter().map(|&p| (p, SeqTracker::default())).collect(),
+        streams: spec
+            .expects
+            .iter()
+            .map(|&p| (p, SeqTracker::default()))
+            .collect(),
         ..SubOutcome::default()
     };
     if let Err(e) = subscribe(&cfg, &shared, &spec, &mut out).await {
@@ -29,12 +33,23 @@ pub(super) async fn run(cfg: LoadConfig, shared: Arc<Shared>, spec: SubSpec) -> 
     out
 }
 
-async fn subscribe(cfg: &LoadConfig, shared: &Shared, spec: &SubSpec, out: &mut SubOutcome) -> Result<(), LoadError> {
+async fn subscribe(
+    cfg: &LoadConfig,
+    shared: &Shared,
+    spec: &SubSpec,
+    out: &mut SubOutcome,
+) -> Result<(), LoadError> {
     let client_id = format!("{}-s{}", cfg.id_prefix, spec.id);
     let v = cfg.client.version;
-    let (mut s, mut rbuf) = mqtt::connect(&cfg.client, &client_id, Some((&spec.filter, cfg.qos))).await?;
+    let (mut s, mut rbuf) =
+        mqtt::connect(&cfg.client, &client_id, Some((&spec.filter, cfg.qos))).await?;
     shared.ready.fetch_add(1, Ordering::AcqRel);
-    let index: HashMap<u32, usize> = spec.expects.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+    let index: HashMap<u32, usize> = spec
+        .expects
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, i))
+        .collect();
     let mut arrived = vec![0i64; spec.expects.len()];
     let mut touched: Vec<usize> = Vec::new();
     let mut wbuf = BytesMut::new();
@@ -67,7 +82,8 @@ async fn subscribe(cfg: &LoadConfig, shared: &Shared, spec: &SubSpec, out: &mut 
         }
         for i in touched.drain(..) {
             let st = &shared.pubs[spec.expects[i] as usize];
-            st.outstanding.fetch_sub(std::mem::take(&mut arrived[i]), Ordering::AcqRel);
+            st.outstanding
+                .fetch_sub(std::mem::take(&mut arrived[i]), Ordering::AcqRel);
             st.notify.notify_one();
         }
         if !wbuf.is_empty() {

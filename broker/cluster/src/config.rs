@@ -57,6 +57,9 @@ pub struct ClusterConfig {
     /// Entries queued per replicant stream before that stream is cut (the replicant then
     /// resumes from its index). Default 8192.
     pub stream_queue_max: usize,
+    /// A replicant drops its stream (and resumes on another core) after this long without
+    /// a frame; cores send heartbeats every `heartbeat_interval_ms`. Default 5000.
+    pub stream_idle_timeout_ms: u64,
     /// Messages queued per destination node on a forwarding link. Default 10 000.
     pub link_queue_max: usize,
     /// Most messages per link frame. Default 256.
@@ -94,6 +97,7 @@ impl Default for ClusterConfig {
             snapshot_chunk_bytes: 1 << 20,
             stream_backlog_entries: 20_000,
             stream_queue_max: 8192,
+            stream_idle_timeout_ms: 5000,
             link_queue_max: 10_000,
             link_batch_max: 256,
             inbound_queue_max: 10_000,
@@ -224,6 +228,9 @@ impl ClusterConfig {
                 self.stream_backlog_entries = parse_num("cluster.stream_backlog_entries", v)?;
             }
             "STREAM_QUEUE_MAX" => self.stream_queue_max = parse_num("cluster.stream_queue_max", v)?,
+            "STREAM_IDLE_TIMEOUT_MS" => {
+                self.stream_idle_timeout_ms = parse_num("cluster.stream_idle_timeout_ms", v)?;
+            }
             "LINK_QUEUE_MAX" => self.link_queue_max = parse_num("cluster.link_queue_max", v)?,
             "LINK_BATCH_MAX" => self.link_batch_max = parse_num("cluster.link_batch_max", v)?,
             "INBOUND_QUEUE_MAX" => {
@@ -313,6 +320,12 @@ impl ClusterConfig {
             return Err(bad(
                 "cluster.election_timeout_max_ms",
                 "must be greater than cluster.election_timeout_min_ms",
+            ));
+        }
+        if self.stream_idle_timeout_ms <= 2 * self.heartbeat_interval_ms {
+            return Err(bad(
+                "cluster.stream_idle_timeout_ms",
+                "must be more than twice cluster.heartbeat_interval_ms",
             ));
         }
         if self.max_frame_bytes < 64 * 1024 {

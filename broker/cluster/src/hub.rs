@@ -26,8 +26,9 @@ pub(crate) enum Applied {
 
 /// What a new stream subscriber starts from.
 pub(crate) enum StreamStart {
-    /// Send this encoded state first (as of the index), then live entries.
-    Snapshot(LogIndex, Vec<u8>),
+    /// Send this state first (as of the index; encode it off the runtime thread), then
+    /// live entries.
+    Snapshot(LogIndex, Box<ClusterState>),
     /// Send these backlog entries (all > the subscriber's index), then live entries.
     Replay(Vec<(LogIndex, Option<Arc<Command>>)>),
 }
@@ -137,7 +138,7 @@ impl Hub {
             .front()
             .map_or(applied, |(i, _)| i.saturating_sub(1));
         let start = if from == 0 || from < resumable_from {
-            StreamStart::Snapshot(applied, g.replica.state().snapshot())
+            StreamStart::Snapshot(applied, Box::new(g.replica.state().clone()))
         } else {
             StreamStart::Replay(
                 g.backlog

@@ -23,6 +23,23 @@
 //! buffered and decoding errors close the connection), or keep unbounded queues (every
 //! limit is a [`ClusterConfig`] field, counted when hit).
 //!
+//! # How the server uses it
+//! ```text
+//! let node = ClusterNode::start(cluster_config)?;      // own thread + tokio runtime
+//! let routes: Arc<RouteTable> = node.routes();         // hand to every data-plane thread
+//! let mut inbound = node.take_inbound().unwrap();      // (sender, bytes) from other nodes
+//! // first local subscriber on a filter / last one gone:
+//! let idx = node.propose_routes(vec![RouteOp::Add { filter, node: node.id() }]).await?;
+//! node.wait_applied(idx).await?;                       // SUBACK after local apply (optional)
+//! // publish: one copy per destination node
+//! routes.nodes_for_topic(topic, &mut dests);
+//! for d in dests.iter().filter(|d| **d != node.id()) { node.send(*d, encoded.clone())?; }
+//! // status / metrics
+//! let st: ClusterStatus = node.status();  for (name, v) in st.metrics() { ... }
+//! node.leave().await?; node.shutdown();                // graceful stop
+//! ```
+//! The async methods only await channels, so they run on any executor (compio included).
+//!
 //! # Not yet
 //! The Raft log is in memory ([`raft::MemLogStore`]): the durable redb store plugs in behind
 //! openraft's `RaftLogStorage` (see [`raft`]); until then a restarted core comes back empty

@@ -58,6 +58,10 @@ impl Shared {
         Duration::from_millis(self.cfg.connect_timeout_ms)
     }
 
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.cfg.heartbeat_interval_ms)
+    }
+
     pub fn backoff(&self) -> Duration {
         Duration::from_millis(self.cfg.reconnect_backoff_ms)
     }
@@ -206,6 +210,59 @@ impl ClusterNode {
         task.await.map_err(|_| ClusterError::Stopped)?
     }
 
+    /// Cores, called on the leader: adds the core listening at `addr` to the voters (first
+    /// as a learner that catches up, then through openraft's joint consensus). The new core
+    /// must run with this cluster's `initial_cores` and not be first in them, so it waits to
+    /// be added instead of forming a group. Resolves to the index of the new membership.
+    pub async fn add_core(&self, addr: String) -> Result<LogIndex, ClusterError> {
+        let shared = self.shared.clone();
+        let task = self.shared.rt.spawn(async move {
+            let core = shared
+                .core
+                .as_ref()
+                .ok_or(ClusterError::Protocol("not a core".into()))?;
+            let who = identify(&shared, &addr).await?;
+            if who.role != NodeRole::Core {
+                return Err(ClusterError::Protocol(format!(
+                    "{} is not a core",
+                    who.name
+                )));
+            }
+            core.raft
+                .add_learner(who.id, BasicNode::new(who.addr), true)
+                .await
+                .map_err(membership_error)?;
+            let ids = std::collections::BTreeSet::from([who.id]);
+            let r = core
+                .raft
+                .change_membership(openraft::ChangeMembers::AddVoterIds(ids), false)
+                .await
+                .map_err(membership_error)?;
+            Ok(r.log_id.index)
+        });
+        task.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Cores, called on the leader: removes core `id` from the group (joint consensus); it
+    /// stops receiving the log. Resolves to the index of the new membership.
+    pub async fn remove_core(&self, id: NodeId) -> Result<LogIndex, ClusterError> {
+        let shared = self.shared.clone();
+        let task = self.shared.rt.spawn(async move {
+            let core = shared
+                .core
+                .as_ref()
+                .ok_or(ClusterError::Protocol("not a core".into()))?;
+            let ids = std::collections::BTreeSet::from([id]);
+            let r = core
+                .raft
+                .change_membership(openraft::ChangeMembers::RemoveVoters(ids), false)
+                .await
+                .map_err(membership_error)?;
+            Ok(r.log_id.index)
+        });
+        task.await.map_err(|_| ClusterError::Stopped)?
+    }
+
     /// Resolves once this node applied `index` (read-your-writes after
     /// [`ClusterNode::propose_routes`]), or fails after `cluster.write_timeout_ms`.
     pub async fn wait_applied(&self, index: LogIndex) -> Result<(), ClusterError> {
@@ -273,6 +330,18 @@ impl ClusterNode {
 impl Drop for ClusterNode {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+fn membership_error(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
+) -> ClusterError {
+    use openraft::error::{ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ClusterError::NoLeader(format!("not the leader; the leader is {:?}", f.leader_id))
+        }
+        other => ClusterError::Raft(other.to_string()),
     }
 }
 

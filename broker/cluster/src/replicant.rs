@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
@@ -46,7 +45,20 @@ pub(crate) async fn serve_stream(
     let (start, committed, mut rx) = shared.hub.subscribe(from);
     let mut last = from;
     match start {
-        StreamStart::Snapshot(index, bytes) => {
+        StreamStart::Snapshot(index, state) => {
+            // Encoding a large table takes a while: do it off the runtime thread and keep
+            // the replicant's idle timer fed meanwhile.
+            let mut enc = tokio::task::spawn_blocking(move || state.snapshot());
+            let mut tick = tokio::time::interval(shared.heartbeat());
+            let bytes = loop {
+                tokio::select! {
+                    r = &mut enc => break r.map_err(|_| ClusterError::Stopped)?,
+                    _ = tick.tick() => {
+                        let msg = StreamMsg::Heartbeat { committed };
+                        write_frame(&mut sock, &msg, max).await?;
+                    }
+                }
+            };
             tracing::info!(
                 replicant = node,
                 index,
@@ -92,7 +104,7 @@ pub(crate) async fn serve_stream(
         max,
     )
     .await?;
-    let mut tick = tokio::time::interval(Duration::from_millis(shared.cfg.heartbeat_interval_ms));
+    let mut tick = tokio::time::interval(shared.heartbeat());
     loop {
         tokio::select! {
             r = rx.recv() => match r {
@@ -155,9 +167,8 @@ async fn follow(shared: &Arc<Shared>, addr: &str) -> Result<(), ClusterError> {
     .await?;
     *shared.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
     shared.set_stream_state(StreamState::LocalReplay);
-    // No frame within a few heartbeats means the core is gone or stuck.
-    let silence =
-        Duration::from_millis(shared.cfg.heartbeat_interval_ms * 5 + shared.cfg.connect_timeout_ms);
+    // No frame (cores send heartbeats) for this long means the core is gone or stuck.
+    let silence = std::time::Duration::from_millis(shared.cfg.stream_idle_timeout_ms);
     let mut snapshot: Vec<u8> = Vec::new();
     let mut boot_started = None;
     loop {
@@ -179,10 +190,17 @@ async fn follow(shared: &Arc<Shared>, addr: &str) -> Result<(), ClusterError> {
                 }
                 snapshot.extend_from_slice(&chunk);
                 if last {
-                    let state = ClusterState::restore(&snapshot)?;
-                    let keys = state.route_rows() as u64;
-                    shared.hub.install(index, state);
-                    snapshot = Vec::new();
+                    // Decoding and installing a large table happens off the runtime thread.
+                    let bytes = std::mem::take(&mut snapshot);
+                    let hub = shared.hub.clone();
+                    let keys = tokio::task::spawn_blocking(move || {
+                        let state = ClusterState::restore(&bytes)?;
+                        let keys = state.route_rows() as u64;
+                        hub.install(index, state);
+                        Ok::<u64, ClusterError>(keys)
+                    })
+                    .await
+                    .map_err(|_| ClusterError::Stopped)??;
                     let took = boot_started.map_or(0, |t| t.elapsed().as_micros() as u64);
                     c.bootstraps.fetch_add(1, Ordering::Relaxed);
                     c.bootstrap_time_us.store(took, Ordering::Relaxed);

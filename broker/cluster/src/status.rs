@@ -88,6 +88,8 @@ pub struct ClusterStatus {
     pub raft_leader: Option<NodeId>,
     /// Cores: `Leader`, `Follower`, `Candidate` or `Learner`.
     pub raft_state: Option<String>,
+    /// Cores: the voters of the current Raft membership.
+    pub raft_voters: Vec<NodeId>,
     /// Cores: per peer, how many log entries it is behind the leader (leader only).
     pub raft_peer_lag: Vec<(NodeId, u64)>,
     /// Stream state (cores report [`StreamState::Core`]).

@@ -236,6 +236,7 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         raft_term: None,
         raft_leader: None,
         raft_state: None,
+        raft_voters: Vec::new(),
         raft_peer_lag: Vec::new(),
         stream_state: StreamState::from_u8(c.stream_state.load(Ordering::Relaxed)),
         upstream_core: shared
@@ -272,6 +273,7 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
             st.raft_term = Some(m.current_term);
             st.raft_leader = m.current_leader;
             st.raft_state = Some(format!("{:?}", m.state));
+            st.raft_voters = m.membership_config.membership().voter_ids().collect();
             let last = m.last_log_index.unwrap_or(0);
             if let Some(repl) = &m.replication {
                 st.raft_peer_lag = repl

@@ -273,8 +273,10 @@ fn replicant_joining_after_100k_routes_reaches_normal() {
     assert_eq!(c.status().route_rows, 100_000);
     let started = Instant::now();
     let r = replicant("late", 50, &cores.addrs, &cores.names);
-    assert!(wait_until(Duration::from_secs(60), || is_normal(&r)
-        && applied_at_least(&r, idx)));
+    let done = wait_until(Duration::from_secs(180), || {
+        is_normal(&r) && applied_at_least(&r, idx)
+    });
+    assert!(done, "replicant did not reach normal: {:?}", r.status());
     let st = r.status();
     println!(
         "bootstrap of {} keys took {:.3} s (normal after {:?})",
@@ -417,4 +419,52 @@ fn full_link_queues_push_back_and_count_drops() {
     });
     assert!(waited, "send_wait waits for queue space");
     assert!(sender.status().link_blocked >= 1);
+}
+
+#[test]
+fn a_core_is_added_and_removed_through_joint_consensus() {
+    let _s = serial();
+    let rt = runtime();
+    let cores = Cores::start(3);
+    let leader = cores.wait_leader(FORM).expect("leader");
+    let l = cores.nodes[leader].as_ref().expect("leader node");
+    rt.block_on(l.propose_routes(vec![add("before/add", 9)]))
+        .expect("commit");
+    // c4 knows the initial cores but is not first: it waits to be added.
+    let addr = free_addr(20);
+    let mut seeds = cores.addrs.clone();
+    seeds.push(addr);
+    let c4 = halyard_cluster::ClusterNode::start(config(
+        "c4",
+        halyard_cluster::NodeRole::Core,
+        addr,
+        &seeds,
+        &["c1", "c2", "c3"],
+    ))
+    .expect("c4 starts");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        c4.status().raft_voters.is_empty(),
+        "c4 did not form a group of its own"
+    );
+    rt.block_on(l.add_core(addr.to_string())).expect("c4 added");
+    assert!(wait_until(SETTLE, || l.status().raft_voters.len() == 4));
+    assert!(
+        wait_until(SETTLE, || nodes_for(&c4, "before/add") == vec![9]),
+        "c4 caught up"
+    );
+    assert!(wait_until(SETTLE, || c4.status().raft_voters.len() == 4));
+    assert!(
+        wait_until(SETTLE, || l.members().contains_key(&c4.id())),
+        "c4 joined"
+    );
+    // A follower cannot change membership.
+    let err = rt.block_on(c4.remove_core(l.id())).unwrap_err();
+    assert!(
+        matches!(err, halyard_cluster::ClusterError::NoLeader(_)),
+        "{err}"
+    );
+    rt.block_on(l.remove_core(c4.id())).expect("c4 removed");
+    assert!(wait_until(SETTLE, || l.status().raft_voters.len() == 3));
+    assert!(!l.status().raft_voters.contains(&c4.id()));
 }

@@ -30,6 +30,9 @@ pub enum Command {
     /// Check the configuration or print its reference.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Compare the running kernel with a tuning profile (`check`) or write it (`apply`, root).
+    #[command(subcommand)]
+    Tune(crate::tune::TuneCommand),
 }
 
 /// `--config FILE`, shared by the subcommands that load the configuration.
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         },
         Command::Ctl(CtlCommand::Status(args)) => crate::admin::ctl::status(&args),
         Command::Ctl(CtlCommand::Xdp(cmd)) => crate::xdp::ctl(&cmd),
+        Command::Tune(cmd) => crate::tune::main(&cmd),
         Command::Config(ConfigCommand::Check(args)) => {
             match Config::load_from_process(args.config.as_deref()) {
                 Ok(config) => {

@@ -18,4 +18,5 @@ pub mod engine;
 pub mod io;
 pub mod metrics;
 pub mod run;
+pub mod tune;
 pub mod xdp;

@@ -193,6 +193,7 @@ impl Metrics {
         self.register_gauges(&mut reg);
         self.register_counters(&mut reg);
         self.register_per_thread(&mut reg);
+        crate::tune::register(&mut reg);
         if let Some(xdp) = self.xdp.get() {
             xdp.register(&mut reg);
         }

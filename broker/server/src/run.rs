@@ -66,6 +66,10 @@ fn init_logging(level: &str) {
 /// Runs the broker until SIGTERM/SIGINT; exit code 0 after a clean stop.
 pub fn run(config: Config) -> ExitCode {
     init_logging(&config.log.level);
+    let max_connections = u64::try_from(config.limits.max_connections).unwrap_or(u64::MAX);
+    if let Some(warning) = halyard_tune::fd_limit_warning(max_connections) {
+        tracing::warn!("{warning}");
+    }
     // Signals are registered before anything listens, so an early SIGTERM is not fatal.
     let signal_rt = match io::build_runtime(Backend::Epoll, 64) {
         Ok(rt) => rt,

@@ -667,3 +667,30 @@ async fn takeover_seen_by_rumqttc_v5() {
     .expect("first client was not disconnected");
     assert_eq!(reason, Some(DisconnectReasonCode::SessionTakenOver));
 }
+
+/// A client silent for 1.5 x its keep alive is disconnected [MQTT-3.1.2-24]: checks that the
+/// session's deadline reaches the compio timer (bounded wait, no timing assertion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_timeout_closes_silent_client() {
+    let b = Broker::start("epoll", &[]);
+    let port = b.port;
+    let closed = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        // 3.1.1 CONNECT, clean session, keep alive 1 s, client id "ka".
+        let connect = [
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 2, b'k', b'a',
+        ];
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&connect).unwrap();
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+        let mut rest = Vec::new();
+        // EOF (Ok) means the broker closed the connection; a timeout error means it did not.
+        s.read_to_end(&mut rest).is_ok()
+    })
+    .await
+    .unwrap();
+    assert!(closed, "silent client was not disconnected");
+}

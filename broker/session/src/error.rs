@@ -146,3 +146,29 @@ pub enum CloseReason {
     /// The network connection went away ([`crate::Connection::socket_closed`]).
     SocketClosed,
 }
+
+/// Why [`crate::Session::from_parts`] or [`crate::Message::from_parts`] refused its input
+/// (state read back from storage that this crate would never have produced).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartsError {
+    /// A QoS value other than 0, 1 or 2.
+    #[error("invalid QoS value {0}")]
+    InvalidQos(u8),
+    /// An empty topic name.
+    #[error("empty topic name")]
+    EmptyTopic,
+    /// Packet identifier 0, which MQTT never uses [MQTT-2.2.1-3].
+    #[error("packet identifier 0")]
+    ZeroPacketId,
+    /// The same packet identifier twice among the outgoing in-flight messages or among the
+    /// incoming QoS 2 identifiers.
+    #[error("packet identifier {0} appears twice")]
+    DuplicatePacketId(u16),
+    /// An outgoing in-flight stage that does not fit the delivery QoS (PUBACK awaited for a
+    /// QoS 2 message, PUBREC or PUBCOMP for QoS 1, or any stage for QoS 0).
+    #[error("outgoing packet {0}: stage does not match the delivery QoS")]
+    StageMismatch(u16),
+    /// The same topic filter twice among the subscriptions.
+    #[error("topic filter {0:?} appears twice")]
+    DuplicateFilter(String),
+}

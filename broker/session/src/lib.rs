@@ -42,17 +42,19 @@ mod error;
 mod event;
 pub mod fuzzing;
 mod message;
+mod parts;
 mod queue;
 mod session;
 mod stats;
 
 pub use config::{QueuePolicy, SessionConfig};
 pub use connection::{Connection, DeliverOutcome};
-pub use error::{CloseReason, ProtocolError};
+pub use error::{CloseReason, PartsError, ProtocolError};
 pub use event::{ConnectRequest, Event, SubscribeRequest};
-pub use message::{ClientId, Delivery, Message, MessageProperties, Will};
+pub use message::{ClientId, Delivery, Message, MessageParts, MessageProperties, WallClock, Will};
+pub use parts::{OutgoingParts, OutgoingStage, SessionParts};
 pub use queue::{Dropped, MemoryQueue, MessageQueue};
-pub use session::{SESSION_NEVER_EXPIRES, Session, Subscription};
+pub use session::{SESSION_NEVER_EXPIRES, Session, SessionChanges, Subscription};
 pub use stats::{ConnectionStats, DropCounters, SessionStats};
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use halyard_codec::{MqttString, QoS};
 use smallvec::SmallVec;
 
+use crate::error::PartsError;
+
 /// The PUBLISH properties a broker forwards unchanged to subscribers
 /// [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-20] [MQTT-3.3.2-4].
 ///
@@ -135,5 +137,110 @@ impl Will {
                 .map(|s| now + Duration::from_secs(u64::from(s))),
             publisher,
         }
+    }
+}
+
+/// The pairing of the monotonic clock the session uses (`Instant`) with the wall clock
+/// (milliseconds since the Unix epoch) at one moment, supplied by the caller (the session
+/// reads no clock). It converts expiry times between the two, e.g. to store them across a
+/// restart where `Instant`s mean nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// A monotonic instant.
+    pub now: Instant,
+    /// The wall-clock time at `now`, milliseconds since the Unix epoch.
+    pub now_unix_ms: u64,
+}
+
+impl WallClock {
+    /// Pairs `now` with the wall-clock time `now_unix_ms`.
+    pub fn new(now: Instant, now_unix_ms: u64) -> Self {
+        WallClock { now, now_unix_ms }
+    }
+
+    /// The wall-clock time of `at`, in Unix milliseconds. A time after `now` is rounded up
+    /// to the next millisecond (an unexpired message never expires earlier once stored);
+    /// one before `now` is rounded down. Saturates at 0 and `u64::MAX`.
+    pub fn unix_ms(&self, at: Instant) -> u64 {
+        if at >= self.now {
+            let d = at - self.now;
+            let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
+            self.now_unix_ms
+                .saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+        } else {
+            let d = self.now - at;
+            let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
+            self.now_unix_ms
+                .saturating_sub(u64::try_from(ms).unwrap_or(u64::MAX))
+        }
+    }
+
+    /// The `Instant` of the wall-clock time `unix_ms`. A time so far in the past that no
+    /// `Instant` represents it gives `now` (it is in the past either way, so anything expiring
+    /// then is expired); one too far in the future saturates to about 100 years from `now`.
+    pub fn instant(&self, unix_ms: u64) -> Instant {
+        /// Furthest future instant produced (about 100 years).
+        const MAX_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        if unix_ms >= self.now_unix_ms {
+            let ahead = Duration::from_millis(unix_ms - self.now_unix_ms).min(MAX_AHEAD);
+            self.now.checked_add(ahead).unwrap_or(self.now)
+        } else {
+            let behind = Duration::from_millis(self.now_unix_ms - unix_ms);
+            self.now.checked_sub(behind).unwrap_or(self.now)
+        }
+    }
+}
+
+/// A [`Message`] as plain values, for storage: no `Instant`, no `Arc`, no codec types.
+/// Build with [`Message::to_parts`], turn back with [`Message::from_parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageParts {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS as published (0, 1 or 2).
+    pub qos: u8,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// Forwarded properties.
+    pub properties: MessageProperties,
+    /// Expiry as wall-clock Unix milliseconds; `None` = never.
+    pub expires_at_unix_ms: Option<u64>,
+    /// Client identifier of the publisher.
+    pub publisher: Option<String>,
+}
+
+impl Message {
+    /// The message as plain values, its expiry converted with `clock`.
+    pub fn to_parts(&self, clock: &WallClock) -> MessageParts {
+        MessageParts {
+            topic: self.topic.as_str().to_owned(),
+            payload: self.payload.clone(),
+            qos: self.qos.as_u8(),
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at_unix_ms: self.expires_at.map(|at| clock.unix_ms(at)),
+            publisher: self.publisher.as_deref().map(str::to_owned),
+        }
+    }
+
+    /// Rebuilds a message from [`MessageParts`], its expiry converted with `clock` (a
+    /// message whose expiry passed is rebuilt as expired; dropping it is the caller's or
+    /// the session's business). Fails on a QoS above 2 or an empty topic.
+    pub fn from_parts(parts: MessageParts, clock: &WallClock) -> Result<Message, PartsError> {
+        if parts.topic.is_empty() {
+            return Err(PartsError::EmptyTopic);
+        }
+        let qos = QoS::from_u8(parts.qos).ok_or(PartsError::InvalidQos(parts.qos))?;
+        Ok(Message {
+            topic: MqttString::from(parts.topic),
+            payload: parts.payload,
+            qos,
+            retain: parts.retain,
+            properties: parts.properties,
+            expires_at: parts.expires_at_unix_ms.map(|ms| clock.instant(ms)),
+            publisher: parts.publisher.map(ClientId::from),
+        })
     }
 }

@@ -50,6 +50,9 @@ pub trait MessageQueue: Send + fmt::Debug {
     fn front(&self) -> Option<&Delivery>;
     /// Number of queued messages.
     fn len(&self) -> usize;
+    /// The queued messages, front first, without removing them (used to snapshot a
+    /// session with [`crate::Session::to_parts`]).
+    fn iter(&self) -> Box<dyn Iterator<Item = &Delivery> + '_>;
     /// Whether the queue is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -84,5 +87,9 @@ impl MessageQueue for MemoryQueue {
 
     fn len(&self) -> usize {
         self.items.len()
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Delivery> + '_> {
+        Box::new(self.items.iter())
     }
 }

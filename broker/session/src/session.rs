@@ -1,12 +1,13 @@
 //! [`Session`]: the per-client state that can outlive a network connection (MQTT 5.0 §4.1).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use halyard_codec::{QoS, SubscriptionOptions};
 
 use crate::config::{QueuePolicy, SessionConfig};
 use crate::message::{ClientId, Delivery};
+use crate::parts::OutgoingParts;
 use crate::queue::{Dropped, MemoryQueue, MessageQueue};
 use crate::stats::SessionStats;
 
@@ -74,6 +75,43 @@ pub struct Session {
     policy: QueuePolicy,
     queue_qos0_offline: bool,
     stats: SessionStats,
+    /// Changes since the last [`Session::take_changes`]; `None` while not tracking.
+    changes: Option<SessionChanges>,
+}
+
+/// What changed in a [`Session`] since the last [`Session::take_changes`], for a server that
+/// mirrors sessions into durable storage (enable with [`Session::set_track_changes`]).
+///
+/// The sets are bounded by the packet identifier space (65,535 entries each), so they need
+/// no further limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionChanges {
+    /// Outgoing packet identifiers whose in-flight entry was added, changed stage or was
+    /// removed. Look each up with [`Session::outgoing_parts`]: `Some` = write it, `None` =
+    /// delete it.
+    pub outgoing: BTreeSet<u16>,
+    /// Incoming QoS 2 packet identifiers added or removed. Look each up with
+    /// [`Session::has_incoming_qos2`].
+    pub incoming_qos2: BTreeSet<u16>,
+    /// The subscriptions changed (SUBSCRIBE or UNSUBSCRIBE completed).
+    pub subscriptions: bool,
+    /// The Session Expiry Interval changed (CONNECT of a resumed session, DISCONNECT).
+    pub expiry_interval: bool,
+    /// Messages that left the front of the pending queue (moved in flight, sent at QoS 0,
+    /// dropped as expired or by `DropOldest`), in queue order. A server mirroring the queue
+    /// removes as many entries from the front of its copy.
+    pub queue_popped: u64,
+}
+
+impl SessionChanges {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.outgoing.is_empty()
+            && self.incoming_qos2.is_empty()
+            && !self.subscriptions
+            && !self.expiry_interval
+            && self.queue_popped == 0
+    }
 }
 
 impl Session {
@@ -107,6 +145,39 @@ impl Session {
             policy: cfg.queue_policy,
             queue_qos0_offline: cfg.queue_qos0_offline,
             stats: SessionStats::default(),
+            changes: None,
+        }
+    }
+
+    /// Starts (`true`) or stops (`false`) recording changes for [`Session::take_changes`].
+    /// Off by default. Turn it on before handing the session to
+    /// [`crate::Connection::accept_connect`] (pass a new tracked session instead of `None`
+    /// for a client without one) so that nothing the connection does is missed.
+    pub fn set_track_changes(&mut self, on: bool) {
+        match (on, self.changes.is_some()) {
+            (true, false) => self.changes = Some(SessionChanges::default()),
+            (false, true) => self.changes = None,
+            _ => {}
+        }
+    }
+
+    /// Whether changes are being recorded.
+    pub fn tracks_changes(&self) -> bool {
+        self.changes.is_some()
+    }
+
+    /// The changes recorded since the last call (empty when not tracking), and starts a new
+    /// record.
+    pub fn take_changes(&mut self) -> SessionChanges {
+        match self.changes.as_mut() {
+            Some(c) => std::mem::take(c),
+            None => SessionChanges::default(),
+        }
+    }
+
+    fn note(&mut self, f: impl FnOnce(&mut SessionChanges)) {
+        if let Some(c) = self.changes.as_mut() {
+            f(c);
         }
     }
 
@@ -131,6 +202,9 @@ impl Session {
     /// Sets the Session Expiry Interval (the connection does this from CONNECT and
     /// DISCONNECT).
     pub fn set_expiry_interval(&mut self, secs: u32) {
+        if self.expiry_interval != secs {
+            self.note(|c| c.expiry_interval = true);
+        }
         self.expiry_interval = secs;
     }
 
@@ -139,8 +213,67 @@ impl Session {
         &self.subscriptions
     }
 
+    /// Mutable subscriptions; recorded as changed.
     pub(crate) fn subscriptions_mut(&mut self) -> &mut HashMap<String, Subscription> {
+        self.note(|c| c.subscriptions = true);
         &mut self.subscriptions
+    }
+
+    /// The outgoing in-flight message with packet identifier `id`, as plain parts.
+    pub fn outgoing_parts(&self, id: u16) -> Option<OutgoingParts> {
+        self.outgoing.get(&id).map(|f| OutgoingParts::of(id, f))
+    }
+
+    /// Whether `id` is an incoming QoS 2 packet identifier awaiting PUBREL.
+    pub fn has_incoming_qos2(&self, id: u16) -> bool {
+        self.incoming_qos2.contains(&id)
+    }
+
+    /// Removes an outgoing in-flight message (acknowledged or discarded).
+    pub(crate) fn remove_outgoing(&mut self, id: u16) -> Option<OutFlight> {
+        let f = self.outgoing.remove(&id);
+        if f.is_some() {
+            self.note(|c| {
+                c.outgoing.insert(id);
+            });
+        }
+        f
+    }
+
+    /// Moves an outgoing QoS 2 message to "PUBREL sent, awaiting PUBCOMP".
+    pub(crate) fn release_outgoing(&mut self, id: u16) {
+        let changed = match self.outgoing.get_mut(&id) {
+            Some(f) if f.state != OutState::Qos2Released => {
+                f.state = OutState::Qos2Released;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.note(|c| {
+                c.outgoing.insert(id);
+            });
+        }
+    }
+
+    /// Records an incoming QoS 2 identifier as PUBREC'd, awaiting PUBREL.
+    pub(crate) fn insert_incoming_qos2(&mut self, id: u16) {
+        if self.incoming_qos2.insert(id) {
+            self.note(|c| {
+                c.incoming_qos2.insert(id);
+            });
+        }
+    }
+
+    /// Releases an incoming QoS 2 identifier (PUBREL); false when it was unknown.
+    pub(crate) fn remove_incoming_qos2(&mut self, id: u16) -> bool {
+        let known = self.incoming_qos2.remove(&id);
+        if known {
+            self.note(|c| {
+                c.incoming_qos2.insert(id);
+            });
+        }
+        known
     }
 
     /// Outgoing QoS 1/2 messages holding a packet identifier (sent or about to be resent).
@@ -156,6 +289,23 @@ impl Session {
     /// Messages in the pending queue.
     pub fn queued_len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The queued messages, front first.
+    pub(crate) fn queue_iter(&self) -> Box<dyn Iterator<Item = &Delivery> + '_> {
+        self.queue.iter()
+    }
+
+    /// The packet identifier tried first for the next outgoing message.
+    pub(crate) fn next_packet_id(&self) -> u16 {
+        self.next_packet_id
+    }
+
+    /// After a rebuild from parts: the next packet identifier, and the resend order
+    /// counter past every restored in-flight message.
+    pub(crate) fn restore_counters(&mut self, next_packet_id: u16) {
+        self.next_packet_id = next_packet_id.max(1);
+        self.next_seq = self.outgoing.len() as u64;
     }
 
     /// Counters of this session.
@@ -189,7 +339,9 @@ impl Session {
             match self.policy {
                 QueuePolicy::DropNewest => return Err(Dropped::QueueFull),
                 QueuePolicy::DropOldest => {
-                    self.queue.pop_front();
+                    if self.queue.pop_front().is_some() {
+                        self.note(|c| c.queue_popped += 1);
+                    }
                     if self.max_queued == 0 {
                         return Err(Dropped::QueueFull);
                     }
@@ -204,6 +356,7 @@ impl Session {
     /// Takes the next unexpired queued message; expired ones are dropped and counted.
     pub(crate) fn pop_pending(&mut self, now: Instant) -> Option<Delivery> {
         while let Some(d) = self.queue.pop_front() {
+            self.note(|c| c.queue_popped += 1);
             if d.message.is_expired(now) {
                 self.stats.dropped.count(Dropped::Expired);
                 continue;
@@ -245,6 +398,9 @@ impl Session {
             },
         );
         self.next_seq += 1;
+        self.note(|c| {
+            c.outgoing.insert(id);
+        });
         Some(id)
     }
 

@@ -45,14 +45,25 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (data, last, membership) = {
+        let (state, last, membership) = {
             let g = self.hub.lock();
             (
-                g.replica.state().snapshot(),
+                g.replica.state().clone(),
                 g.raft_applied,
                 g.raft_membership.clone(),
             )
         };
+        // Encoding a large table takes a while: keep it off the runtime thread, which also
+        // drives Raft heartbeats.
+        let data = tokio::task::spawn_blocking(move || state.snapshot())
+            .await
+            .map_err(|e| {
+                StorageError::from_io_error(
+                    ErrorSubject::StateMachine,
+                    ErrorVerb::Read,
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
         let snapshot_id = match last {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".to_owned(),

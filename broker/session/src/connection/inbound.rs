@@ -173,7 +173,7 @@ impl Connection {
             let awaits_pubrel = i.qos == QoS::ExactlyOnce
                 && (reason.is_success() || self.version == ProtocolVersion::V311);
             if awaits_pubrel && let Some(s) = self.session.as_mut() {
-                s.incoming_qos2.insert(i.packet_id);
+                s.insert_incoming_qos2(i.packet_id);
             }
             if self.state == State::Connected {
                 let packet = match i.qos {
@@ -190,7 +190,7 @@ impl Connection {
         let known = self
             .session
             .as_mut()
-            .is_some_and(|s| s.incoming_qos2.remove(&r.packet_id));
+            .is_some_and(|s| s.remove_incoming_qos2(r.packet_id));
         let code = if known {
             ReasonCode::SUCCESS
         } else {

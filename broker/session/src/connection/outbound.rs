@@ -141,7 +141,7 @@ impl Connection {
         };
         if let Err(d) = self.send_publish(now, &delivery, id, false) {
             if let Some(s) = self.session.as_mut() {
-                s.outgoing.remove(&id);
+                s.remove_outgoing(id);
             }
             return Err(d);
         }
@@ -305,7 +305,7 @@ impl Connection {
                 // [MQTT-3.1.2-25].
                 self.stats.dropped.count(reason);
                 if let Some(s) = self.session.as_mut() {
-                    s.outgoing.remove(&id);
+                    s.remove_outgoing(id);
                 }
                 continue;
             }
@@ -316,7 +316,7 @@ impl Connection {
 
     /// Removes an acknowledged in-flight message and refills the window.
     fn finish_outgoing(&mut self, now: Instant, id: u16) {
-        if let Some(f) = self.session.as_mut().and_then(|s| s.outgoing.remove(&id))
+        if let Some(f) = self.session.as_mut().and_then(|s| s.remove_outgoing(id))
             && f.sent_here
         {
             self.inflight_sent -= 1;
@@ -349,12 +349,8 @@ impl Connection {
                 self.finish_outgoing(now, r.packet_id);
             }
             Some(OutState::Qos2Published | OutState::Qos2Released) => {
-                if let Some(f) = self
-                    .session
-                    .as_mut()
-                    .and_then(|s| s.outgoing.get_mut(&r.packet_id))
-                {
-                    f.state = OutState::Qos2Released;
+                if let Some(s) = self.session.as_mut() {
+                    s.release_outgoing(r.packet_id);
                 }
                 self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
             }
