@@ -102,7 +102,8 @@ pub struct SessionParts {
 }
 
 impl Session {
-    /// The session as plain parts (see the [module](crate::SessionParts) documentation).
+    /// The session as plain parts: see [`SessionParts`]; [`Session::from_parts`] rebuilds
+    /// an equivalent session (same state, fresh counters).
     pub fn to_parts(&self) -> SessionParts {
         let mut subscriptions: Vec<(String, Subscription)> = self
             .subscriptions()
