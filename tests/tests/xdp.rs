@@ -316,6 +316,7 @@ fn fifty_mqtt_connections_are_fifty_syns_on_metrics_and_ctl_top() {
 
     let out = ctl_xdp_top(&net);
     let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("halyard ctl xdp top:\n{text}");
     assert!(
         out.status.success(),
         "{text}{}",

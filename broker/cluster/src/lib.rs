@@ -37,16 +37,22 @@
 //! // status / metrics
 //! let st: ClusterStatus = node.status();  for (name, v) in st.metrics() { ... }
 //! node.leave().await?; node.shutdown();                // graceful stop
+//! // `halyard ctl cluster join/leave` (cores, on the leader):
+//! node.add_core(addr).await?; node.remove_core(id).await?;
 //! ```
 //! The async methods only await channels, so they run on any executor (compio included).
 //!
 //! # Not yet
 //! The Raft log is in memory ([`raft::MemLogStore`]): the durable redb store plugs in behind
 //! openraft's `RaftLogStorage` (see [`raft`]); until then a restarted core comes back empty
-//! and must be re-added. Core membership changes (join/leave through joint consensus) and
-//! the removal of departed nodes' routes after a timeout are not wired yet.
+//! and is brought up to date by the leader (it stays a voter, so losing a majority of cores
+//! at once loses the table). Not wired yet: removal of departed nodes' routes after a
+//! timeout (autoclean), closing links to nodes that left, TLS between nodes, discovery
+//! other than the static seed list (the [`Discovery`] trait is the seam), and a deterministic (seeded, fake-network) simulation
+//! of the whole group.
 
 mod config;
+mod discovery;
 mod error;
 mod hub;
 mod links;
@@ -61,6 +67,7 @@ mod wire;
 mod writes;
 
 pub use config::ClusterConfig;
+pub use discovery::{Discovery, StaticSeeds};
 pub use error::ClusterError;
 pub use node::ClusterNode;
 pub use replicant::MAX_SNAPSHOT_BYTES;

@@ -251,13 +251,23 @@ pub(crate) async fn serve_inbound(
         sock.read_exact(&mut body).await?;
         let msgs = decode_batch(body.freeze())?;
         let n = msgs.len() as u64;
+        let mut blocked = false;
         for m in msgs {
+            let tx = &shared.links.inbound_tx;
+            match tx.try_send((from, m)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(item)) => {
+                    blocked = true;
+                    tx.send(item).await.map_err(|_| ClusterError::Stopped)?;
+                }
+                Err(TrySendError::Closed(_)) => return Err(ClusterError::Stopped),
+            }
+        }
+        if blocked {
             shared
-                .links
-                .inbound_tx
-                .send((from, m))
-                .await
-                .map_err(|_| ClusterError::Stopped)?;
+                .counters
+                .inbound_blocked
+                .fetch_add(1, Ordering::Relaxed);
         }
         shared
             .counters

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClusterConfig;
+use crate::discovery::{Discovery, StaticSeeds};
 use crate::error::ClusterError;
 use crate::hub::Hub;
 use crate::links::Links;
@@ -40,6 +41,7 @@ pub(crate) struct Shared {
     pub links: Links,
     pub writes: WritePool,
     pub upstream: std::sync::Mutex<Option<String>>,
+    pub discovery: Arc<dyn Discovery>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -101,6 +103,16 @@ impl ClusterNode {
     /// (on cores) the Raft node is created; forming, joining and streaming go on in the
     /// background (watch [`ClusterNode::status`]).
     pub fn start(cfg: ClusterConfig) -> Result<ClusterNode, ClusterError> {
+        let seeds = StaticSeeds(cfg.seeds.clone());
+        Self::start_with_discovery(cfg, Arc::new(seeds))
+    }
+
+    /// [`ClusterNode::start`] with another source of core addresses than `cluster.seeds`
+    /// (which must still be non-empty for validation; it is not used).
+    pub fn start_with_discovery(
+        cfg: ClusterConfig,
+        discovery: Arc<dyn Discovery>,
+    ) -> Result<ClusterNode, ClusterError> {
         cfg.validate()?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -118,7 +130,7 @@ impl ClusterNode {
                     }
                 };
                 rt.block_on(async move {
-                    match boot(cfg).await {
+                    match boot(cfg, discovery).await {
                         Ok(parts) => {
                             let _ = ready_tx.send(Ok(parts));
                             // Runs until the handle is dropped or shut down.
@@ -354,7 +366,10 @@ fn now_ms() -> u64 {
 type BootParts = (Arc<Shared>, mpsc::UnboundedSender<BatchItem>);
 
 /// Everything that happens on the control-plane runtime at start.
-async fn boot(cfg: ClusterConfig) -> Result<BootParts, ClusterError> {
+async fn boot(
+    cfg: ClusterConfig,
+    discovery: Arc<dyn Discovery>,
+) -> Result<BootParts, ClusterError> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let id = node_id_for_name(&cfg.node_name);
     let me = Member {
@@ -389,6 +404,7 @@ async fn boot(cfg: ClusterConfig) -> Result<BootParts, ClusterError> {
     let shared = Arc::new(Shared {
         writes: WritePool::default(),
         upstream: std::sync::Mutex::new(None),
+        discovery,
         rt: tokio::runtime::Handle::current(),
         counters: Counters::default(),
         cfg,
@@ -467,7 +483,7 @@ async fn form_if_first(shared: Arc<Shared>) {
         .map(|n| node_id_for_name(n))
         .collect();
     while tokio::time::Instant::now() < deadline {
-        for seed in &shared.cfg.seeds {
+        for seed in &shared.discovery.cores() {
             let Ok(who) = identify(&shared, seed).await else {
                 continue;
             };
@@ -482,7 +498,10 @@ async fn form_if_first(shared: Arc<Shared>) {
         }
         if wanted.iter().all(|id| found.contains_key(id)) {
             match core.raft.initialize(found.clone()).await {
-                Ok(()) => tracing::info!(cores = found.len(), "core group formed"),
+                Ok(()) => {
+                    shared.counters.formed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(cores = found.len(), "core group formed");
+                }
                 Err(e) => tracing::warn!(error = %e, "not forming the core group"),
             }
             return;

@@ -117,9 +117,11 @@ pub(crate) async fn serve_stream(
                 }
                 // A snapshot replaced the state, or this stream fell too far behind: the
                 // replicant reconnects and resumes from its index.
-                Ok(Applied::Reset) | Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {
+                Err(RecvError::Lagged(_)) => {
+                    shared.counters.stream_cuts.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
+                Ok(Applied::Reset) | Err(RecvError::Closed) => return Ok(()),
             },
             _ = tick.tick() => {
                 let msg = StreamMsg::Heartbeat { committed: shared.hub.applied() };
@@ -131,10 +133,13 @@ pub(crate) async fn serve_stream(
 
 /// Replicant side: follows a core from the seeds forever (until the runtime is dropped).
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let seeds = shared.cfg.seeds.clone();
-    let mut ix = (shared.id as usize) % seeds.len();
+    let mut ix = shared.id as usize;
     loop {
-        let addr = &seeds[ix % seeds.len()];
+        let seeds = shared.discovery.cores();
+        let Some(addr) = seeds.get(ix % seeds.len().max(1)) else {
+            tokio::time::sleep(shared.backoff()).await;
+            continue;
+        };
         if let Err(e) = follow(&shared, addr).await {
             tracing::debug!(core = %addr, error = %e, "replicant stream ended");
         }

@@ -65,6 +65,9 @@ pub(crate) struct Counters {
     pub apply_queue_len: AtomicU64,
     pub stream_reconnects: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub stream_cuts: AtomicU64,
+    pub inbound_blocked: AtomicU64,
+    pub formed: AtomicU64,
 }
 
 impl Counters {
@@ -88,6 +91,8 @@ pub struct ClusterStatus {
     pub raft_leader: Option<NodeId>,
     /// Cores: `Leader`, `Follower`, `Candidate` or `Learner`.
     pub raft_state: Option<String>,
+    /// Cores: whether this node formed the core group (at most one node of a cluster, once).
+    pub formed_group: bool,
     /// Cores: the voters of the current Raft membership.
     pub raft_voters: Vec<NodeId>,
     /// Cores: per peer, how many log entries it is behind the leader (leader only).
@@ -136,6 +141,12 @@ pub struct ClusterStatus {
     pub bootstrap_keys: u64,
     /// Replicants: stream reconnects since start.
     pub stream_reconnects: u64,
+    /// Cores: replicant streams cut because they fell `stream_queue_max` entries behind.
+    pub stream_cuts: u64,
+    /// Received link batches that waited because the inbound queue was full.
+    pub inbound_blocked: u64,
+    /// Connections refused because `MAX_CLUSTER_CONNECTIONS` were open.
+    pub connections_refused: u64,
     /// Known members.
     pub members: u64,
     /// Route rows (filter, node) in the replicated table.
@@ -208,6 +219,15 @@ impl ClusterStatus {
             (
                 "halyard_cluster_link_received_total",
                 self.link_received as f64,
+            ),
+            ("halyard_cluster_stream_cuts_total", self.stream_cuts as f64),
+            (
+                "halyard_cluster_inbound_blocked_total",
+                self.inbound_blocked as f64,
+            ),
+            (
+                "halyard_cluster_connections_refused_total",
+                self.connections_refused as f64,
             ),
             ("halyard_cluster_members", self.members as f64),
             ("halyard_cluster_route_rows", self.route_rows as f64),

@@ -137,9 +137,11 @@ pub(crate) async fn submit(
                 Err(e) => Err(ClusterError::Raft(e.to_string())),
             },
             None => {
-                let seeds = &shared.cfg.seeds;
-                let addr = &seeds[seed_ix % seeds.len()];
-                let r = forward(shared, addr, &cmd, hops, deadline).await;
+                let seeds = shared.discovery.cores();
+                let r = match seeds.get(seed_ix % seeds.len().max(1)) {
+                    Some(addr) => forward(shared, addr, &cmd, hops, deadline).await,
+                    None => Err(ClusterError::NoLeader("discovery found no core".into())),
+                };
                 if r.is_err() {
                     seed_ix += 1;
                 }
@@ -236,6 +238,7 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         raft_term: None,
         raft_leader: None,
         raft_state: None,
+        formed_group: Counters::get(&c.formed) > 0,
         raft_voters: Vec::new(),
         raft_peer_lag: Vec::new(),
         stream_state: StreamState::from_u8(c.stream_state.load(Ordering::Relaxed)),
@@ -264,6 +267,9 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         bootstrap_time_seconds: Counters::get(&c.bootstrap_time_us) as f64 / 1e6,
         bootstrap_keys: Counters::get(&c.bootstrap_keys),
         stream_reconnects: Counters::get(&c.stream_reconnects),
+        stream_cuts: Counters::get(&c.stream_cuts),
+        inbound_blocked: Counters::get(&c.inbound_blocked),
+        connections_refused: Counters::get(&c.connections_refused),
         members,
         route_rows,
     };

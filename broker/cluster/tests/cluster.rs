@@ -468,3 +468,55 @@ fn a_core_is_added_and_removed_through_joint_consensus() {
     assert!(wait_until(SETTLE, || l.status().raft_voters.len() == 3));
     assert!(!l.status().raft_voters.contains(&c4.id()));
 }
+
+#[test]
+fn the_first_core_restarted_without_state_rejoins_instead_of_forming_again() {
+    let _s = serial();
+    let rt = runtime();
+    let mut cores = Cores::start(3);
+    let leader = cores.wait_leader(FORM).expect("leader");
+    let formed = || {
+        cores
+            .alive()
+            .map(|c| c.status().formed_group)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(SETTLE, || formed() == vec![true, false, false]),
+        "only c1 formed the group"
+    );
+    let l = cores.nodes[leader].as_ref().expect("leader node");
+    let idx = rt
+        .block_on(l.propose_routes(vec![add("kept/#", 8)]))
+        .expect("commit");
+    for c in cores.alive() {
+        assert!(wait_until(SETTLE, || applied_at_least(c, idx)));
+    }
+
+    // c1 stops and comes back on the same address with empty (in-memory) state.
+    cores.kill(0);
+    let survivors_leader = cores.wait_leader(SETTLE).expect("leader among c2, c3");
+    let initial: Vec<&str> = cores.names.iter().map(String::as_str).collect();
+    let cfg = config(
+        "c1",
+        halyard_cluster::NodeRole::Core,
+        cores.addrs[0],
+        &cores.addrs,
+        &initial,
+    );
+    let c1 = halyard_cluster::ClusterNode::start(cfg).expect("c1 restarts");
+    // It sees an existing group and waits; the leader brings it back up to date.
+    assert!(
+        wait_until(SETTLE, || nodes_for(&c1, "kept/x") == vec![8]),
+        "c1 caught up"
+    );
+    let st = c1.status();
+    assert!(!st.formed_group, "c1 did not form a second group");
+    assert_eq!(st.raft_voters.len(), 3);
+    let sl = cores.nodes[survivors_leader].as_ref().expect("leader");
+    let idx2 = rt
+        .block_on(sl.propose_routes(vec![add("after/restart", 8)]))
+        .expect("commit");
+    assert!(wait_until(SETTLE, || applied_at_least(&c1, idx2)));
+    assert_eq!(nodes_for(&c1, "after/restart"), vec![8]);
+}

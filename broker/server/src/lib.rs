@@ -14,6 +14,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod durable;
 pub mod engine;
 pub mod io;
 pub mod metrics;

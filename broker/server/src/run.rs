@@ -48,6 +48,7 @@ pub fn session_config(config: &Config) -> SessionConfig {
         maximum_qos: QoS::from_u8(m.maximum_qos).unwrap_or(QoS::ExactlyOnce),
         max_client_id_len: m.max_client_id_len,
         max_subscriptions: m.max_subscriptions_per_client,
+        max_session_expiry: m.session_expiry_max_secs,
         ..SessionConfig::default()
     }
 }

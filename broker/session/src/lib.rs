@@ -33,6 +33,11 @@
 //!   session first (and, on takeover with Clean Start 0 and a will delay > 0, not at all).
 //! - Session lifetime: keep the [`Session`] from [`Connection::into_session`] for its expiry
 //!   interval (the session has no clock), feeding it with [`Session::enqueue`].
+//! - Durable sessions (optional): snapshot a session with [`Session::to_parts`] and rebuild
+//!   it with [`Session::from_parts`]; convert messages with [`Message::to_parts`] /
+//!   [`Message::from_parts`] and a caller-supplied [`WallClock`]; mirror changes as they
+//!   happen with [`Session::set_track_changes`] and [`Session::take_changes`], and write
+//!   them before transmitting what caused them.
 
 #![deny(missing_docs)]
 

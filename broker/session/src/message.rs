@@ -164,12 +164,12 @@ impl WallClock {
     pub fn unix_ms(&self, at: Instant) -> u64 {
         if at >= self.now {
             let d = at - self.now;
-            let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
+            let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
             self.now_unix_ms
                 .saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
         } else {
             let d = self.now - at;
-            let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
+            let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
             self.now_unix_ms
                 .saturating_sub(u64::try_from(ms).unwrap_or(u64::MAX))
         }

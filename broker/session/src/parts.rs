@@ -67,6 +67,10 @@ pub struct OutgoingParts {
     /// Whether the PUBLISH was ever sent: a resend then carries DUP=1 [MQTT-3.3.1-1].
     /// A server that writes in-flight state before transmitting should restore `true`.
     pub ever_sent: bool,
+    /// Resend order: increasing with each new outgoing message of the session, kept across
+    /// [`Session::from_parts`] (which sorts by it) so that entries stored one at a time can
+    /// be put back in their original order [MQTT-4.6.0-1].
+    pub order: u64,
 }
 
 impl OutgoingParts {
@@ -76,6 +80,7 @@ impl OutgoingParts {
             stage: OutgoingStage::of(f.state),
             delivery: f.delivery.clone(),
             ever_sent: f.ever_sent,
+            order: f.seq,
         }
     }
 }
@@ -89,8 +94,9 @@ pub struct SessionParts {
     pub expiry_interval: u32,
     /// Subscriptions by full topic filter; [`Session::to_parts`] sorts them by filter.
     pub subscriptions: Vec<(String, Subscription)>,
-    /// Outgoing in-flight messages in their original order (the order resends keep
-    /// [MQTT-4.6.0-1]).
+    /// Outgoing in-flight messages; [`Session::to_parts`] lists them in their original
+    /// order (the order resends keep [MQTT-4.6.0-1]), [`Session::from_parts`] sorts them by
+    /// [`OutgoingParts::order`].
     pub outgoing: Vec<OutgoingParts>,
     /// Incoming QoS 2 packet identifiers awaiting PUBREL; [`Session::to_parts`] sorts them.
     pub incoming_qos2: Vec<u16>,
@@ -175,11 +181,14 @@ impl Session {
                 }
             }
         }
-        for (seq, o) in (0u64..).zip(parts.outgoing) {
+        let mut outgoing = parts.outgoing;
+        outgoing.sort_by_key(|o| o.order);
+        let next_seq = outgoing.last().map_or(0, |o| o.order.saturating_add(1));
+        for o in outgoing {
             s.outgoing.insert(
                 o.packet_id,
                 OutFlight {
-                    seq,
+                    seq: o.order,
                     delivery: o.delivery,
                     state: o.stage.state(),
                     sent_here: false,
@@ -187,7 +196,7 @@ impl Session {
                 },
             );
         }
-        s.restore_counters(parts.next_packet_id);
+        s.restore_counters(parts.next_packet_id, next_seq);
         s.incoming_qos2 = incoming;
         for d in parts.queued {
             // A refusal is counted by the session (QueuePolicy), as for any enqueue.

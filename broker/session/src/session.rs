@@ -302,10 +302,10 @@ impl Session {
     }
 
     /// After a rebuild from parts: the next packet identifier, and the resend order
-    /// counter past every restored in-flight message.
-    pub(crate) fn restore_counters(&mut self, next_packet_id: u16) {
+    /// counter (past every restored in-flight message).
+    pub(crate) fn restore_counters(&mut self, next_packet_id: u16, next_seq: u64) {
         self.next_packet_id = next_packet_id.max(1);
-        self.next_seq = self.outgoing.len() as u64;
+        self.next_seq = next_seq;
     }
 
     /// Counters of this session.

@@ -18,6 +18,7 @@
 //! appended. When [`Layer::wants_close`] turns true, flush once more and close the socket.
 
 mod error;
+mod kind;
 mod stats;
 pub mod tls;
 pub mod ws;
@@ -25,6 +26,7 @@ pub mod ws;
 use bytes::BytesMut;
 
 pub use error::TransportError;
+pub use kind::{Acceptor, Transport};
 pub use stats::{Limit, TransportStats};
 pub use tls::{PeerIdentity, TlsAcceptor, TlsLayer, TlsLimits, TlsSettings};
 pub use ws::{WsConfig, WsLayer};
@@ -39,8 +41,7 @@ pub trait Layer {
     /// call [`send`](Layer::send) afterwards to collect them.
     ///
     /// On error the connection is finished: flush with `send(&[], ..)` and close.
-    fn receive(&mut self, wire: &[u8], plaintext_out: &mut BytesMut)
-    -> Result<(), TransportError>;
+    fn receive(&mut self, wire: &[u8], plaintext_out: &mut BytesMut) -> Result<(), TransportError>;
 
     /// Queues `plaintext` (may be empty) and appends every wire byte ready to go, including
     /// bytes queued by [`receive`](Layer::receive) or [`close`](Layer::close), to `wire_out`.
@@ -111,11 +112,7 @@ impl<O: Layer, I: Layer> Stacked<O, I> {
 }
 
 impl<O: Layer, I: Layer> Layer for Stacked<O, I> {
-    fn receive(
-        &mut self,
-        wire: &[u8],
-        plaintext_out: &mut BytesMut,
-    ) -> Result<(), TransportError> {
+    fn receive(&mut self, wire: &[u8], plaintext_out: &mut BytesMut) -> Result<(), TransportError> {
         self.scratch.clear();
         let result = self
             .outer

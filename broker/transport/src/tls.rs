@@ -114,7 +114,8 @@ impl TlsAcceptor {
 
     /// A fresh server-side TLS layer for one accepted connection.
     pub fn accept(&self) -> Result<TlsLayer, TransportError> {
-        let mut conn = ServerConnection::new(self.config.clone()).map_err(TransportError::Config)?;
+        let mut conn =
+            ServerConnection::new(self.config.clone()).map_err(TransportError::Config)?;
         conn.set_buffer_limit(Some(self.limits.max_pending_plaintext_bytes));
         Ok(TlsLayer {
             conn,

@@ -363,8 +363,9 @@ impl ThreadCtx {
         will: Option<Will>,
         now: Instant,
     ) {
-        // `mqtt.session_expiry_max_secs` caps how long the broker keeps an offline session.
-        // (The CONNACK does not announce the cap yet: the session layer has no field for it.)
+        // `mqtt.session_expiry_max_secs` caps how long the broker keeps an offline session (the
+        // session layer applies the same cap through `SessionConfig::max_session_expiry` and
+        // announces it in the 5.0 CONNACK; this `min` keeps the offline table safe regardless).
         let expiry = session
             .expiry_interval()
             .min(self.broker.config.mqtt.session_expiry_max_secs);

@@ -387,6 +387,15 @@ impl Connection {
         self.session.as_ref()
     }
 
+    /// The changes recorded in the owned session since the last call
+    /// ([`Session::take_changes`]; empty unless the session tracks changes) and the session
+    /// to read the changed entries from. `None` before `accept_connect`.
+    pub fn take_session_changes(&mut self) -> Option<(crate::SessionChanges, &Session)> {
+        let s = self.session.as_mut()?;
+        let changes = s.take_changes();
+        Some((changes, s))
+    }
+
     /// Session Expiry Interval in force (seconds; [`crate::SESSION_NEVER_EXPIRES`] =
     /// never): from CONNECT, possibly changed by the client's 5.0 DISCONNECT. `None` before
     /// CONNECT.

@@ -116,6 +116,11 @@ fn session_parts_round_trip_is_lossless() {
 
     let rebuilt = Session::from_parts(parts.clone(), &cfg()).expect("valid parts");
     assert_eq!(rebuilt.to_parts(), parts);
+    // Entries stored one at a time come back in any order: `order` restores the original.
+    let mut shuffled = parts.clone();
+    shuffled.outgoing.reverse();
+    let rebuilt = Session::from_parts(shuffled, &cfg()).unwrap();
+    assert_eq!(rebuilt.to_parts(), parts);
 }
 
 #[test]

@@ -1,0 +1,368 @@
+//! Durable sessions, retained messages and wills: the bridge between halyard-session's
+//! in-memory types and halyard-store's records ([`convert`], [`blob`]), the [`Durability`]
+//! facade the connection and engine code call, and [`restore`] at start.
+//!
+//! With the store disabled (`Durability::disabled()`), every method completes at once and
+//! writes nothing: today's in-memory behaviour.
+//!
+//! The contract (issue 4): a QoS 1/2 PUBLISH is acknowledged only once
+//! [`Durability::persist_publish`] resolved (queued for every persistent session it was
+//! routed to, retained update stored); a session's output is transmitted only once
+//! [`Durability::persist_changes`] for the step that produced it resolved (outgoing
+//! in-flight entries before their PUBLISH/PUBREL leave, incoming QoS 2 ids before their
+//! PUBREC leaves). Nothing here blocks a runtime thread: the returned [`Pending`] futures
+//! complete when the store's group commit is durable. See
+//! `/work/notes/durable-integration.md` for where each call goes.
+
+pub mod blob;
+pub mod convert;
+mod ledger;
+mod restore;
+#[cfg(test)]
+mod tests;
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use halyard_codec::ReasonCode;
+use halyard_session::{
+    ClientId, Delivery, Message, PartsError, Session, SessionChanges, WallClock, Will,
+};
+use halyard_store::{
+    Batch, CommitFuture, Committed, LoadedState, Store, StoreConfig, StoreError, StoreStats,
+};
+
+pub use ledger::QueueLedger;
+pub use restore::{RestoredSession, RestoredState, RestoredWill, restore};
+
+use blob::BlobError;
+
+/// Everything that can go wrong between the session types and the store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DurableError {
+    /// The store refused or failed the write (quota, disk full, busy, closed, I/O), or could
+    /// not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record holds a value the session layer refuses (bad QoS, duplicate packet
+    /// identifier...).
+    #[error("stored state is invalid: {0}")]
+    Parts(#[from] PartsError),
+    /// A stored properties blob does not decode.
+    #[error("stored message properties: {0}")]
+    Blob(#[from] BlobError),
+    /// A stored subscription options byte is invalid.
+    #[error("stored subscription options byte {0:#04x} is invalid")]
+    Options(u8),
+}
+
+impl DurableError {
+    /// The reason code for the PUBACK/PUBREC/SUBACK/CONNACK refused because of this error:
+    /// 0x97 Quota exceeded for quotas and a full disk, 0x89 Server busy when too many
+    /// submissions wait, else 0x80 Unspecified error.
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            DurableError::Store(e) if e.is_quota() => ReasonCode::QUOTA_EXCEEDED,
+            DurableError::Store(StoreError::Busy { .. }) => ReasonCode::SERVER_BUSY,
+            _ => ReasonCode::UNSPECIFIED_ERROR,
+        }
+    }
+}
+
+/// Wall-clock time now, in Unix milliseconds (the one place this module reads the clock).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The [`WallClock`] for `now`.
+pub fn wall_clock(now: Instant) -> WallClock {
+    WallClock::new(now, now_unix_ms())
+}
+
+/// A write on its way to disk: resolves with the store's [`Committed`] (queue sequence
+/// numbers) once the group commit holding it is durable, or with the error (nothing of it
+/// was written). Completes at once when the store is disabled.
+#[derive(Debug)]
+#[must_use = "the write is durable only when this resolves"]
+pub struct Pending {
+    state: PendingState,
+}
+
+#[derive(Debug)]
+enum PendingState {
+    Ready(Option<Result<Committed, DurableError>>),
+    Waiting(CommitFuture),
+}
+
+impl Pending {
+    fn ready(r: Result<Committed, DurableError>) -> Self {
+        Pending {
+            state: PendingState::Ready(Some(r)),
+        }
+    }
+
+    fn submit(store: &Store, batch: Batch) -> Self {
+        Pending {
+            state: PendingState::Waiting(store.submit(batch).into_future()),
+        }
+    }
+
+    /// True when the result is available without waiting (disabled store, empty write).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, PendingState::Ready(_))
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<Committed, DurableError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            PendingState::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(StoreError::Closed.into()))),
+            PendingState::Waiting(f) => Pin::new(f).poll(cx).map(|r| r.map_err(Into::into)),
+        }
+    }
+}
+
+/// One persistent session a published message was routed to.
+#[derive(Debug, Clone, Copy)]
+pub struct DurableTarget<'a> {
+    /// The subscriber's client identifier.
+    pub client_id: &'a str,
+    /// What it gets.
+    pub delivery: &'a Delivery,
+}
+
+/// The server's handle on durable state: `None` = store disabled.
+#[derive(Debug, Clone, Default)]
+pub struct Durability {
+    store: Option<Store>,
+}
+
+impl Durability {
+    /// Store disabled: nothing is written, every [`Pending`] is ready at once.
+    pub fn disabled() -> Self {
+        Durability { store: None }
+    }
+
+    /// Uses an open store.
+    pub fn with_store(store: Store) -> Self {
+        Durability { store: Some(store) }
+    }
+
+    /// Opens the store of `cfg` (`None` when `cfg.enabled` is false). With
+    /// `discard_corrupt`, a corrupt file is moved aside (logged with what it held) and an
+    /// empty store is started instead.
+    pub fn open(cfg: &StoreConfig, discard_corrupt: bool) -> Result<Self, DurableError> {
+        if !cfg.enabled {
+            return Ok(Durability::disabled());
+        }
+        let store = if discard_corrupt {
+            let (store, discarded) = halyard_store::open_discarding_corrupt(cfg)?;
+            if let Some(d) = discarded {
+                tracing::error!(discarded = ?d, "corrupt store moved aside; its contents are lost");
+            }
+            store
+        } else {
+            Store::open(cfg)?
+        };
+        Ok(Durability::with_store(store))
+    }
+
+    /// Whether a store is in use.
+    pub fn is_enabled(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The store's counters (for metrics), if enabled.
+    pub fn stats(&self) -> Option<&StoreStats> {
+        self.store.as_ref().map(Store::stats)
+    }
+
+    /// Reads everything back (start-up, before serving; blocks the calling thread) and
+    /// rebuilds it with [`restore`]. Empty when disabled.
+    pub fn load(
+        &self,
+        now: Instant,
+        cfg: &halyard_session::SessionConfig,
+    ) -> Result<RestoredState, DurableError> {
+        self.load_at(&wall_clock(now), cfg)
+    }
+
+    /// As [`Durability::load`] at a given wall-clock time (tests of downtime).
+    pub fn load_at(
+        &self,
+        clock: &WallClock,
+        cfg: &halyard_session::SessionConfig,
+    ) -> Result<RestoredState, DurableError> {
+        let Some(store) = &self.store else {
+            return Ok(RestoredState::default());
+        };
+        let loaded: LoadedState = store.load_all(clock.now_unix_ms)?;
+        let state = restore(loaded, clock, cfg);
+        let mut batch = Batch::new();
+        for s in &state.sessions {
+            for seq in &s.stale_queued {
+                batch.remove_queued(s.session.client_id(), *seq);
+            }
+        }
+        // Start-up, before serving: blocking here is allowed (as `load_all` does).
+        store.submit(batch).wait()?;
+        Ok(state)
+    }
+
+    fn submit(&self, f: impl FnOnce(&mut Batch)) -> Pending {
+        let Some(store) = &self.store else {
+            return Pending::ready(Ok(Committed::default()));
+        };
+        let mut batch = Batch::new();
+        f(&mut batch);
+        Pending::submit(store, batch)
+    }
+
+    /// A PUBLISH: stores (or, empty payload, deletes) the retained message when `message`
+    /// has RETAIN, and appends the delivery to the offline queue of every target (persistent
+    /// sessions only; the caller leaves out sessions with expiry 0 and QoS 0 deliveries it
+    /// does not keep). `Committed::seqs[i]` is target `i`'s queue sequence number, `None`
+    /// when its queue was full (dropped for that subscriber, counted by the store). Acknowledge
+    /// the PUBLISH only when this resolved `Ok`; on `Err` answer with
+    /// [`DurableError::reason_code`] and deliver nothing.
+    pub fn persist_publish(
+        &self,
+        message: &Message,
+        targets: &[DurableTarget<'_>],
+        clock: &WallClock,
+    ) -> Pending {
+        if self.store.is_none() || (!message.retain && targets.is_empty()) {
+            return Pending::ready(Ok(Committed {
+                seqs: vec![None; targets.len()],
+            }));
+        }
+        self.submit(|b| {
+            if message.retain {
+                if message.payload.is_empty() {
+                    b.delete_retained(&message.topic);
+                } else {
+                    b.set_retained(&convert::message_to_stored(message, clock));
+                }
+            }
+            for t in targets {
+                let stored = convert::delivery_to_stored(t.delivery, None, clock);
+                b.enqueue_many([t.client_id], &stored);
+            }
+        })
+    }
+
+    /// Writes what changed in a session: `changes` from [`Session::take_changes`] or
+    /// [`halyard_session::Connection::take_session_changes`], `session` to read the changed
+    /// entries from. Outgoing in-flight entries are written or removed, incoming QoS 2 ids
+    /// recorded or released, queue entries that left the session's queue (through `ledger`,
+    /// popped or consumed) removed, and the whole record rewritten when subscriptions or
+    /// expiry changed. Transmit the connection's output only once this resolved `Ok`. Ready
+    /// at once when nothing changed.
+    pub fn persist_changes(
+        &self,
+        changes: SessionChanges,
+        session: &Session,
+        ledger: &mut QueueLedger,
+        protocol_version: u8,
+        clock: &WallClock,
+    ) -> Pending {
+        if self.store.is_none() || (changes.is_empty() && !ledger.has_consumed()) {
+            return Pending::ready(Ok(Committed::default()));
+        }
+        let client = session.client_id().clone();
+        let mut removed = ledger.popped(changes.queue_popped);
+        removed.extend(ledger.take_consumed());
+        self.submit(|b| {
+            if changes.subscriptions || changes.expiry_interval {
+                b.put_session(&convert::session_to_record(
+                    session,
+                    protocol_version,
+                    None,
+                    clock,
+                ));
+            } else {
+                for id in &changes.outgoing {
+                    match session.outgoing_parts(*id) {
+                        Some(o) => b.set_inflight(&client, &convert::outgoing_to_entry(&o, clock)),
+                        None => b.ack_inflight(&client, *id),
+                    };
+                }
+                for id in &changes.incoming_qos2 {
+                    if session.has_incoming_qos2(*id) {
+                        b.set_incoming_qos2(&client, *id);
+                    } else {
+                        b.release_incoming_qos2(&client, *id);
+                    }
+                }
+            }
+            for seq in removed {
+                b.remove_queued(&client, seq);
+            }
+        })
+    }
+
+    /// Replaces everything stored for the session with its current state: record, in-flight
+    /// state and offline queue (every queued message is stored). Use it when a session
+    /// becomes persistent (CONNECT accepted with expiry > 0) and when it is parked
+    /// (`disconnected_at = Some(now)`). On `Ok`, replace the session's ledger with
+    /// `QueueLedger::from_seqs(committed.seqs.into_iter().flatten())`. Also starts change
+    /// tracking on the session.
+    pub fn persist_session(
+        &self,
+        session: &mut Session,
+        protocol_version: u8,
+        disconnected_at: Option<Instant>,
+        clock: &WallClock,
+    ) -> Pending {
+        session.set_track_changes(self.is_enabled());
+        let _ = session.take_changes();
+        let parts = session.to_parts();
+        self.submit(|b| {
+            b.delete_session(&parts.client_id);
+            b.put_session(&convert::parts_to_record(
+                &parts,
+                protocol_version,
+                disconnected_at,
+                clock,
+            ));
+            for d in &parts.queued {
+                b.enqueue(&parts.client_id, &convert::delivery_to_stored(d, None, clock));
+            }
+        })
+    }
+
+    /// The session ended (expired, replaced by a clean start, or closed with expiry 0):
+    /// deletes it with its in-flight state and queue. Its will is kept (see
+    /// [`Durability::delete_will`]).
+    pub fn delete_session(&self, client_id: &str) -> Pending {
+        self.submit(|b| {
+            b.delete_session(client_id);
+        })
+    }
+
+    /// A will waiting for its delay: stores it to fire at `fire_at`.
+    pub fn put_will(&self, client_id: &ClientId, will: &Will, fire_at: Instant, clock: &WallClock) -> Pending {
+        self.submit(|b| {
+            b.put_will(client_id, &convert::will_to_record(will, client_id, fire_at, clock));
+        })
+    }
+
+    /// A pending will was published or cancelled (the client resumed its session).
+    pub fn delete_will(&self, client_id: &str) -> Pending {
+        self.submit(|b| {
+            b.delete_will(client_id);
+        })
+    }
+
+    /// A retained message changed outside a PUBLISH (e.g. a will with RETAIN): stores it, or
+    /// deletes it for an empty payload.
+    pub fn persist_retained(&self, message: &Message, clock: &WallClock) -> Pending {
+        self.persist_publish(message, &[], clock)
+    }
+}
