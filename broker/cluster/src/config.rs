@@ -54,6 +54,9 @@ pub struct ClusterConfig {
     /// Committed entries each core keeps in memory for replicants that resume; a replicant
     /// asking for an older index gets a snapshot. Default 20 000.
     pub stream_backlog_entries: usize,
+    /// Bytes of route operations the backlog may hold (estimated; the oldest entries go
+    /// first). Default 64 MiB.
+    pub stream_backlog_bytes: usize,
     /// Entries queued per replicant stream before that stream is cut (the replicant then
     /// resumes from its index). Default 8192.
     pub stream_queue_max: usize,
@@ -96,6 +99,7 @@ impl Default for ClusterConfig {
             max_frame_bytes: 16 << 20,
             snapshot_chunk_bytes: 1 << 20,
             stream_backlog_entries: 20_000,
+            stream_backlog_bytes: 64 << 20,
             stream_queue_max: 8192,
             stream_idle_timeout_ms: 5000,
             link_queue_max: 10_000,
@@ -227,6 +231,9 @@ impl ClusterConfig {
             "STREAM_BACKLOG_ENTRIES" => {
                 self.stream_backlog_entries = parse_num("cluster.stream_backlog_entries", v)?;
             }
+            "STREAM_BACKLOG_BYTES" => {
+                self.stream_backlog_bytes = parse_num("cluster.stream_backlog_bytes", v)?;
+            }
             "STREAM_QUEUE_MAX" => self.stream_queue_max = parse_num("cluster.stream_queue_max", v)?,
             "STREAM_IDLE_TIMEOUT_MS" => {
                 self.stream_idle_timeout_ms = parse_num("cluster.stream_idle_timeout_ms", v)?;
@@ -282,7 +289,11 @@ impl ClusterConfig {
                 }
             }
         }
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 13] = [
+            (
+                "cluster.stream_backlog_bytes",
+                self.stream_backlog_bytes as u64,
+            ),
             ("cluster.route_batch_max", self.route_batch_max as u64),
             ("cluster.route_queue_max", self.route_queue_max as u64),
             ("cluster.heartbeat_interval_ms", self.heartbeat_interval_ms),

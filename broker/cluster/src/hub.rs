@@ -24,6 +24,15 @@ pub(crate) enum Applied {
     Reset,
 }
 
+/// Estimated memory of one backlog entry.
+fn entry_bytes(cmd: Option<&Command>) -> usize {
+    32 + match cmd {
+        Some(Command::Routes(ops)) => crate::writes::ops_bytes(ops),
+        Some(Command::Join(m)) => 64 + m.name.len() + m.cluster_addr.len(),
+        Some(Command::Leave(_)) | None => 0,
+    }
+}
+
 /// What a new stream subscriber starts from.
 pub(crate) enum StreamStart {
     /// Send this state first (as of the index; encode it off the runtime thread), then
@@ -36,6 +45,8 @@ pub(crate) enum StreamStart {
 pub(crate) struct HubInner {
     pub replica: Replica,
     backlog: VecDeque<(LogIndex, Option<Arc<Command>>)>,
+    /// Estimated bytes held by `backlog`.
+    backlog_bytes: usize,
     /// Cores: the Raft log id of the last applied entry (with its term).
     pub raft_applied: Option<LogId<NodeId>>,
     /// Cores: the last applied Raft membership.
@@ -47,23 +58,33 @@ pub(crate) struct Hub {
     inner: Mutex<HubInner>,
     tx: broadcast::Sender<Applied>,
     backlog_max: usize,
+    backlog_bytes_max: usize,
     applied_tx: watch::Sender<LogIndex>,
     /// Replicant streams currently served (cores).
     pub streams: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(routes: Arc<RouteTable>, backlog_max: usize, stream_queue_max: usize) -> Self {
+    /// `backlog_max` entries and `backlog_bytes_max` bytes bound the backlog (the oldest
+    /// entries go first); `stream_queue_max` bounds each stream's queue.
+    pub fn new(
+        routes: Arc<RouteTable>,
+        backlog_max: usize,
+        backlog_bytes_max: usize,
+        stream_queue_max: usize,
+    ) -> Self {
         let (tx, _) = broadcast::channel(stream_queue_max.max(1));
         Hub {
             inner: Mutex::new(HubInner {
                 replica: Replica::new(routes),
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 raft_applied: None,
                 raft_membership: StoredMembership::default(),
             }),
             tx,
             backlog_max: backlog_max.max(1),
+            backlog_bytes_max,
             applied_tx: watch::channel(0).0,
             streams: AtomicU64::new(0),
         }
@@ -94,10 +115,15 @@ impl Hub {
         }
         let out = g.replica.apply(index, cmd.as_ref());
         let cmd = cmd.map(Arc::new);
-        if g.backlog.len() == self.backlog_max {
-            g.backlog.pop_front();
-        }
+        g.backlog_bytes += entry_bytes(cmd.as_deref());
         g.backlog.push_back((index, cmd.clone()));
+        while g.backlog.len() > self.backlog_max
+            || (g.backlog_bytes > self.backlog_bytes_max && g.backlog.len() > 1)
+        {
+            if let Some((_, old)) = g.backlog.pop_front() {
+                g.backlog_bytes -= entry_bytes(old.as_deref());
+            }
+        }
         // No subscriber is not an error.
         let _ = self.tx.send(Applied::Entry(index, cmd));
         drop(g);
@@ -121,6 +147,7 @@ impl Hub {
         meta(&mut g);
         g.replica.install(index, state);
         g.backlog.clear();
+        g.backlog_bytes = 0;
         let _ = self.tx.send(Applied::Reset);
         drop(g);
         self.applied_tx.send_replace(index);
@@ -170,5 +197,70 @@ impl Hub {
         } else {
             self.streams.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RouteOp;
+
+    fn routes(n: usize) -> Option<Command> {
+        Some(Command::Routes(
+            (0..n)
+                .map(|i| RouteOp::Add {
+                    filter: format!("f/{i}"),
+                    node: 1,
+                })
+                .collect(),
+        ))
+    }
+
+    fn replay_indexes(start: StreamStart) -> Option<Vec<LogIndex>> {
+        match start {
+            StreamStart::Replay(v) => Some(v.into_iter().map(|(i, _)| i).collect()),
+            StreamStart::Snapshot(..) => None,
+        }
+    }
+
+    #[test]
+    fn subscribers_resume_from_the_backlog_or_get_a_snapshot() {
+        let hub = Hub::new(Arc::new(RouteTable::new()), 3, usize::MAX, 16);
+        for i in 1..=5 {
+            hub.apply(i, routes(1));
+        }
+        // Backlog holds 3, 4, 5: resuming from 2 or later replays, earlier needs a snapshot.
+        assert_eq!(replay_indexes(hub.subscribe(2).0), Some(vec![3, 4, 5]));
+        assert_eq!(replay_indexes(hub.subscribe(4).0), Some(vec![5]));
+        assert_eq!(replay_indexes(hub.subscribe(5).0), Some(vec![]));
+        assert_eq!(replay_indexes(hub.subscribe(1).0), None);
+        assert_eq!(replay_indexes(hub.subscribe(0).0), None);
+        // A subscriber sees every later entry exactly once.
+        let (_, applied, mut rx) = hub.subscribe(5);
+        assert_eq!(applied, 5);
+        hub.apply(6, None);
+        assert!(matches!(rx.try_recv(), Ok(Applied::Entry(6, None))));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn backlog_is_bounded_by_bytes_and_reset_by_install() {
+        let hub = Hub::new(Arc::new(RouteTable::new()), 1000, 4000, 16);
+        for i in 1..=10 {
+            hub.apply(i, routes(50)); // about 1000 bytes each
+        }
+        let kept = replay_indexes(hub.subscribe(9).0).unwrap();
+        assert_eq!(kept, vec![10]);
+        assert_eq!(
+            replay_indexes(hub.subscribe(3).0),
+            None,
+            "old entries evicted"
+        );
+        let (_, _, mut rx) = hub.subscribe(10);
+        hub.install(20, ClusterState::new());
+        assert!(matches!(rx.try_recv(), Ok(Applied::Reset)));
+        assert_eq!(hub.applied(), 20);
+        assert_eq!(replay_indexes(hub.subscribe(20).0), Some(vec![]));
+        assert_eq!(replay_indexes(hub.subscribe(15).0), None);
     }
 }

@@ -380,9 +380,15 @@ async fn boot(
         incarnation: now_ms(),
     };
     let routes = Arc::new(RouteTable::new());
+    // Only cores serve streams; a replicant keeps no backlog.
+    let (backlog, backlog_bytes) = match cfg.role {
+        NodeRole::Core => (cfg.stream_backlog_entries, cfg.stream_backlog_bytes),
+        NodeRole::Replicant => (1, 0),
+    };
     let hub = Arc::new(Hub::new(
         routes.clone(),
-        cfg.stream_backlog_entries,
+        backlog,
+        backlog_bytes,
         cfg.stream_queue_max,
     ));
     let core = if cfg.role == NodeRole::Core {
