@@ -33,6 +33,8 @@ pub enum Command {
     /// Compare the running kernel with a tuning profile (`check`) or write it (`apply`, root).
     #[command(subcommand)]
     Tune(crate::tune::TuneCommand),
+    /// Manage a password file (like mosquitto_passwd).
+    Passwd(halyard_auth::PasswdArgs),
 }
 
 /// `--config FILE`, shared by the subcommands that load the configuration.
@@ -91,6 +93,13 @@ pub fn main() -> ExitCode {
         Command::Ctl(CtlCommand::Status(args)) => crate::admin::ctl::status(&args),
         Command::Ctl(CtlCommand::Xdp(cmd)) => crate::xdp::ctl(&cmd),
         Command::Tune(cmd) => crate::tune::main(&cmd),
+        Command::Passwd(args) => match halyard_auth::passwd_main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("halyard passwd: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Config(ConfigCommand::Check(args)) => {
             match Config::load_from_process(args.config.as_deref()) {
                 Ok(config) => {

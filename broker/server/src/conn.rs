@@ -18,7 +18,7 @@ use compio::BufResult;
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{Either, select};
-use halyard_codec::{QoS, ReasonCode, RetainHandling};
+use halyard_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling};
 use halyard_session::{
     ClientId, ConnectRequest, Connection, ConnectionStats, DeliverOutcome, Delivery, Event,
     Message, Session, SubscribeRequest, Will,
@@ -28,12 +28,14 @@ use crate::engine::publish::{self, Outbox};
 use crate::engine::thread::{ConnHandle, ConnMsg, ThreadCtx, count_drop};
 use crate::engine::{Claim, ConnRef, Route, SessionKey, SubValue, ThreadMsg};
 use crate::metrics::{DropReason, Limit};
+use crate::security::{Denial, SourceSlot};
 
 /// Largest write buffer capacity kept between writes; larger ones are freed after use.
 const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
 
-/// Serves one accepted socket until it closes.
-pub async fn serve(ctx: Rc<ThreadCtx>, stream: TcpStream) {
+/// Serves one accepted socket until it closes. `slot` is the socket's per-source slot in the
+/// connect guard (released when the task ends); its address is the one bans apply to.
+pub async fn serve(ctx: Rc<ThreadCtx>, stream: TcpStream, slot: Option<SourceSlot>) {
     let me = ConnRef {
         thread: ctx.index,
         conn: ctx.broker.next_conn_id(),
@@ -54,6 +56,8 @@ pub async fn serve(ctx: Rc<ThreadCtx>, stream: TcpStream) {
         key: None,
         route: None,
         client_id: None,
+        username: None,
+        slot,
         accepted: false,
         awaiting: None,
         held: Vec::new(),
@@ -84,6 +88,10 @@ struct ConnTask {
     key: Option<SessionKey>,
     route: Option<Arc<Route>>,
     client_id: Option<ClientId>,
+    /// The CONNECT's user name (for the ACL).
+    username: Option<Arc<str>>,
+    /// The per-source slot of the socket (released on drop).
+    slot: Option<SourceSlot>,
     /// `accept_connect` was called.
     accepted: bool,
     /// Waiting for a session handover until this deadline.
@@ -240,9 +248,9 @@ impl ConnTask {
             match event {
                 Event::Connect(req) => self.on_connect(*req, now).await,
                 Event::Publish { packet_id, message } => {
-                    self.on_publish(&message);
+                    let code = self.on_publish(&message);
                     if let Some(id) = packet_id {
-                        self.conn.complete_publish(now, id, ReasonCode::SUCCESS);
+                        self.conn.complete_publish(now, id, code);
                     }
                 }
                 Event::Subscribe {
@@ -281,7 +289,13 @@ impl ConnTask {
             return;
         }
         let broker = self.ctx.broker.clone();
+        if let Err(code) = self.check_connect(&req).await {
+            tracing::debug!(client_id = %req.client_id, code, "connect refused by auth");
+            self.conn.reject_connect(ReasonCode(code));
+            return;
+        }
         self.client_id = Some(req.client_id.clone());
+        self.username = req.username.as_deref().map(Arc::from);
         match broker.claim(&req.client_id, req.clean_start, self.me) {
             Err(e) => {
                 tracing::warn!(client_id = %req.client_id, error = %e, "connect refused");
@@ -329,18 +343,60 @@ impl ConnTask {
         }
     }
 
+    /// Bans, flapping, credentials (PBKDF2 on a blocking thread when a user name is given)
+    /// and the will topic's ACL; `Err` holds the 5.0 reason code.
+    async fn check_connect(&self, req: &ConnectRequest) -> Result<(), u8> {
+        let security = self.ctx.broker.security.clone();
+        let peer = self.slot.as_ref().map(SourceSlot::ip);
+        let client_id = req.client_id.clone();
+        let username = req.username.as_deref().map(str::to_owned);
+        let password = req.password.clone();
+        let check = move || {
+            security.check_connect(&client_id, username.as_deref(), password.as_deref(), peer)
+        };
+        if req.username.is_some() {
+            // A blocking-pool thread that panicked counts as a refusal (0x80).
+            compio::runtime::spawn_blocking(check).await.unwrap_or(Err(0x80))?;
+        } else {
+            check()?;
+        }
+        if let Some(will) = &req.will {
+            let security = &self.ctx.broker.security;
+            if !security.may_write(&req.client_id, req.username.as_deref(), &will.topic) {
+                security.count(Denial::NotAuthorized);
+                return Err(0x87);
+            }
+        }
+        Ok(())
+    }
+
     fn start(&mut self, key: SessionKey, route: Arc<Route>) {
         self.key = Some(key);
         self.route = Some(route);
         self.ctx.set_conn_session(key, self.me.conn);
     }
 
-    fn on_publish(&mut self, message: &Arc<Message>) {
+    /// Routes a PUBLISH; the code for its PUBACK/PUBREC: 0x87 when the ACL refuses the topic
+    /// (5.0; a 3.1.1 client gets a normal acknowledgement and the message is dropped).
+    fn on_publish(&mut self, message: &Arc<Message>) -> ReasonCode {
         let broker = &self.ctx.broker;
+        let client_id = self.client_id.as_deref().unwrap_or("");
+        if !broker
+            .security
+            .may_write(client_id, self.username.as_deref(), &message.topic)
+        {
+            broker.security.count(Denial::Publish);
+            return if self.conn.protocol_version() == ProtocolVersion::V5 {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
+        }
         if message.retain {
             publish::update_retained(broker, self.ctx.stats(), message);
         }
         publish::route(broker, message, &mut self.outbox);
+        ReasonCode::SUCCESS
     }
 
     fn on_subscribe(&mut self, now: Instant, packet_id: u16, requests: &[SubscribeRequest]) {
@@ -357,9 +413,16 @@ impl ConnTask {
                 granted.push(code);
                 continue;
             }
+            let security = &broker.security;
+            if !security.may_subscribe(&client_id, self.username.as_deref(), &r.filter) {
+                security.count(Denial::Subscribe);
+                granted.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             let value = SubValue {
                 route: route.clone(),
                 client_id: client_id.clone(),
+                username: self.username.clone(),
                 options: r.options,
                 subscription_id: r.subscription_id,
             };
@@ -381,7 +444,11 @@ impl ConnTask {
             };
             // Retained messages are not sent for shared subscriptions [MQTT-3.8.4-?].
             if send_retained && r.share_group.is_none() {
+                let username = self.username.as_deref();
                 broker.retained.for_each_match(&r.topic_filter, |_, m| {
+                    if !broker.security.may_read(&client_id, username, &m.topic) {
+                        return;
+                    }
                     retained.push(Delivery {
                         message: m.clone(),
                         qos: min_qos(r.options.qos, m.qos),

@@ -19,5 +19,6 @@ pub mod engine;
 pub mod io;
 pub mod metrics;
 pub mod run;
+pub mod security;
 pub mod tune;
 pub mod xdp;

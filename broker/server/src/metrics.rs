@@ -145,6 +145,8 @@ pub struct Metrics {
     pub started: Instant,
     /// XDP accounting (`halyard_xdp_*`), set once at start.
     pub xdp: OnceLock<Arc<crate::xdp::XdpRuntime>>,
+    /// Auth/ACL refusals and the abuse limits' hit counts, set once at start.
+    pub security: OnceLock<Arc<crate::security::Security>>,
 }
 
 impl Metrics {
@@ -158,6 +160,7 @@ impl Metrics {
             backend: OnceLock::new(),
             started: Instant::now(),
             xdp: OnceLock::new(),
+            security: OnceLock::new(),
         }
     }
 
@@ -278,12 +281,34 @@ impl Metrics {
                 t.dropped[i].load(Relaxed)
             }),
         );
+        let limit_hits = labelled("limit", &Limit::LABELS, &|t, i| {
+            t.limit_hits[i].load(Relaxed)
+        });
+        if let Some(security) = self.security.get() {
+            for (name, n) in security.guard().counters().named() {
+                limit_hits
+                    .get_or_create(&vec![("limit".into(), name.into())])
+                    .inc_by(n);
+            }
+            let denials = Family::<Vec<(String, String)>, Counter>::default();
+            for (label, n) in crate::security::Denial::LABELS
+                .iter()
+                .zip(security.denials())
+            {
+                denials
+                    .get_or_create(&vec![("reason".into(), (*label).into())])
+                    .inc_by(n);
+            }
+            reg.register(
+                "halyard_auth_denials",
+                "CONNECTs, PUBLISHes, SUBSCRIBEs and deliveries refused by auth or the ACL",
+                denials,
+            );
+        }
         reg.register(
             "halyard_limit_hits",
             "Times a configured limit was hit, by limit",
-            labelled("limit", &Limit::LABELS, &|t, i| {
-                t.limit_hits[i].load(Relaxed)
-            }),
+            limit_hits,
         );
         let counter = |v: u64| {
             let c = Counter::<u64>::default();

@@ -17,6 +17,7 @@ use crate::engine::thread::ThreadCtx;
 use crate::engine::{Broker, ThreadMsg};
 use crate::io;
 use crate::metrics::{Limit, Metrics};
+use crate::security::{Security, SourceSlot};
 
 /// Time the I/O threads get to disconnect their clients on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -92,15 +93,53 @@ pub fn run(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let which = match signals.await {
-            Either::Left(_) => "SIGTERM",
-            Either::Right(_) => "SIGINT",
-        };
+        let which = wait_for_stop(&mut signals, &running).await;
         tracing::info!(signal = which, "shutting down");
         running.stop();
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Waits for SIGTERM/SIGINT, reloading the password file and the ACL on each SIGHUP.
+async fn wait_for_stop<F: Future + Unpin>(signals: &mut F, running: &Running) -> &'static str
+where
+    F::Output: IsTermSignal,
+{
+    let hup = || {
+        let mut h = Box::pin(compio::signal::unix::signal(libc::SIGHUP));
+        // First poll registers the handler.
+        let _ = (&mut h).now_or_never();
+        h
+    };
+    let mut next_hup = hup();
+    loop {
+        match select(&mut *signals, &mut next_hup).await {
+            Either::Left((which, _)) => return which.name(),
+            Either::Right(_) => {
+                // Register the next listener before the old one is dropped, so a SIGHUP never
+                // finds the default (terminating) action.
+                let fresh = hup();
+                next_hup = fresh;
+                tracing::info!("SIGHUP: reloading the password file and the ACL");
+                running.broker.security.reload();
+            }
+        }
+    }
+}
+
+/// Names the stop signal a `select(SIGTERM, SIGINT)` resolved with.
+trait IsTermSignal {
+    fn name(&self) -> &'static str;
+}
+
+impl<A, B> IsTermSignal for Either<A, B> {
+    fn name(&self) -> &'static str {
+        match self {
+            Either::Left(_) => "SIGTERM",
+            Either::Right(_) => "SIGINT",
+        }
+    }
 }
 
 /// A started broker.
@@ -130,13 +169,18 @@ pub enum StartError {
     /// An I/O thread failed to start.
     #[error("I/O thread {0} failed to start: {1}")]
     Thread(usize, String),
+    /// The password file or the ACL file could not be loaded (the error names the file).
+    #[error(transparent)]
+    Auth(#[from] halyard_auth::AuthError),
 }
 
 /// Binds the listeners and starts the I/O and admin threads.
 pub fn start(config: Config) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let n = config.io.effective_threads();
+    let security = Arc::new(Security::new(&config)?);
     let metrics = Arc::new(Metrics::new(n));
+    let _ = metrics.security.set(security.clone());
     let listeners =
         io::bind_reuseport(config.listeners.tcp.bind.0, n, config.listeners.tcp.backlog)?;
     let mqtt_addr = listeners[0]
@@ -163,6 +207,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         config.clone(),
         Arc::new(session_config(&config)),
         metrics.clone(),
+        security.clone(),
         txs,
     ));
     let mut threads = Vec::with_capacity(n + 1);
@@ -204,6 +249,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         max_request_bytes: config.admin.max_request_bytes,
         request_timeout: Duration::from_secs(config.admin.request_timeout_secs),
+        token: config.admin.token.clone(),
+        security,
     });
     if let Some(listener) = admin_listener {
         std::thread::Builder::new()
@@ -280,16 +327,25 @@ async fn accept_loop(ctx: &Rc<ThreadCtx>, listener: &compio::net::TcpListener) {
         let accept = std::pin::pin!(listener.accept());
         let stop = std::pin::pin!(ctx.shutdown_started());
         match select(accept, stop).await {
-            Either::Left((Ok((stream, _peer)), _)) => {
+            Either::Left((Ok((stream, peer)), _)) => {
                 if ctx.broker.metrics.connections() >= i64::try_from(max).unwrap_or(i64::MAX) {
                     ctx.stats().hit_limit(Limit::MaxConnections);
                     drop(stream);
                     continue;
                 }
+                // Per-source connection count and connect rate (counted by the guard).
+                let slot = match SourceSlot::open(&ctx.broker.security, peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        tracing::debug!(%peer, ?refusal, "connection refused at accept");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY failed");
                 }
-                compio::runtime::spawn(crate::conn::serve(ctx.clone(), stream)).detach();
+                compio::runtime::spawn(crate::conn::serve(ctx.clone(), stream, Some(slot))).detach();
             }
             Either::Left((Err(e), _)) => {
                 tracing::warn!(error = %e, "accept failed");

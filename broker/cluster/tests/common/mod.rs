@@ -1,7 +1,5 @@
 //! Helpers for in-process cluster tests on 127.0.0.x loopback addresses.
 
-#![allow(dead_code, reason = "each test binary uses a different subset")]
-
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

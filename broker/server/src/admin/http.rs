@@ -10,6 +10,9 @@ pub enum HttpError {
     /// The request line is not `METHOD PATH HTTP/1.x`.
     #[error("malformed request line")]
     Malformed,
+    /// The `Content-Length` exceeds `admin.max_request_bytes`.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
 }
 
 /// A parsed request line.
@@ -19,6 +22,14 @@ pub struct Request {
     pub method: String,
     /// The path without the query string.
     pub path: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The `Content-Length` header (0 when absent).
+    pub content_length: usize,
+    /// Bytes of the head including its final blank line (the body starts there).
+    pub head_len: usize,
+    /// The body (filled by the server after the head, at most `content_length` bytes).
+    pub body: Vec<u8>,
 }
 
 /// Looks for a complete request head in `buf`. `Ok(None)` means more bytes are needed.
@@ -44,9 +55,26 @@ pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<Request>, HttpError> 
         return Err(HttpError::Malformed);
     }
     let path = target.split('?').next().unwrap_or(target);
+    let mut authorization = None;
+    let mut content_length = 0;
+    for line in head.lines().skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(HttpError::Malformed);
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().map_err(|_| HttpError::Malformed)?;
+        }
+    }
     Ok(Some(Request {
         method: method.to_string(),
         path: path.to_string(),
+        authorization,
+        content_length,
+        head_len: end + 4,
+        body: Vec::new(),
     }))
 }
 
@@ -54,6 +82,10 @@ pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<Request>, HttpError> 
 pub fn response(status: u16, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
+        201 => "Created",
+        401 => "Unauthorized",
+        413 => "Content Too Large",
+        507 => "Insufficient Storage",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -61,8 +93,13 @@ pub fn response(status: u16, content_type: &str, body: &str, head_only: bool) ->
         431 => "Request Header Fields Too Large",
         _ => "Error",
     };
+    let auth = if status == 401 {
+        "www-authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{auth}connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -87,6 +124,15 @@ mod tests {
             .unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/status");
+        assert_eq!(r.authorization, None);
+        let r = parse_head(
+            b"POST /bans HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 12\r\n\r\n{}",
+            200,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.authorization.as_deref(), Some("Bearer t"));
+        assert_eq!((r.content_length, r.head_len), (12, 68));
     }
 
     #[test]

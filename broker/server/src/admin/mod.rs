@@ -94,6 +94,10 @@ pub struct Admin {
     pub max_request_bytes: usize,
     /// `admin.request_timeout_secs`.
     pub request_timeout: Duration,
+    /// `admin.token`: required as `Authorization: Bearer TOKEN` except on `/healthz`.
+    pub token: Option<String>,
+    /// Bans (`/bans`).
+    pub security: Arc<crate::security::Security>,
 }
 
 impl Admin {
@@ -119,8 +123,79 @@ impl Admin {
         serde_json::to_string_pretty(&status).expect("status serialises")
     }
 
+    /// Whether the request carries the configured bearer token (always true without one).
+    fn authorized(&self, req: &http::Request) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = req
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim);
+        // Constant-time compare: the token is a secret.
+        given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    }
+
+    /// `GET /bans`, `POST /bans` (a JSON ban), `DELETE /bans/{kind}/{value}`.
+    fn bans(&self, req: &http::Request) -> (u16, &'static str, String) {
+        use halyard_auth::{AuthError, Ban, BanKind};
+        let json = "application/json";
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/bans") => {
+                let list = self.security.guard().bans().list();
+                // A Vec of plain structs serialises without error.
+                let body = serde_json::to_string_pretty(&list).expect("bans serialise");
+                (200, json, body + "\n")
+            }
+            ("POST", "/bans") => {
+                let ban: Ban = match serde_json::from_slice(&req.body) {
+                    Ok(b) => b,
+                    Err(e) => return (400, "text/plain", format!("invalid ban: {e}\n")),
+                };
+                let now = crate::security::now_ms();
+                match self.security.guard().bans_mut().add(ban, now) {
+                    Ok(()) => (201, "text/plain", "banned\n".into()),
+                    Err(e @ AuthError::BanListFull { .. }) => (507, "text/plain", format!("{e}\n")),
+                    Err(e) => (400, "text/plain", format!("{e}\n")),
+                }
+            }
+            ("DELETE", path) => {
+                let rest = path.strip_prefix("/bans/").unwrap_or("");
+                let Some((kind, value)) = rest.split_once('/') else {
+                    return (404, "text/plain", "not found\n".into());
+                };
+                let kind = match kind {
+                    "client_id" => BanKind::ClientId,
+                    "username" => BanKind::Username,
+                    "address" => BanKind::Address,
+                    _ => return (400, "text/plain", "unknown ban kind\n".into()),
+                };
+                let value = percent_decode(value);
+                if self.security.guard().bans_mut().remove(kind, &value) {
+                    (200, "text/plain", "unbanned\n".into())
+                } else {
+                    (404, "text/plain", "no such ban\n".into())
+                }
+            }
+            _ => (405, "text/plain", "method not allowed\n".into()),
+        }
+    }
+
     /// Answers one parsed request: (status code, content type, body).
     pub fn route(&self, req: &http::Request) -> (u16, &'static str, String) {
+        if req.path != "/healthz" && !self.authorized(req) {
+            return (401, "text/plain", "unauthorized\n".into());
+        }
+        if req.path == "/bans" || req.path.starts_with("/bans/") {
+            return self.bans(req);
+        }
         if req.method != "GET" && req.method != "HEAD" {
             return (405, "text/plain", "method not allowed\n".into());
         }
@@ -169,6 +244,9 @@ async fn handle(mut stream: TcpStream, admin: &Admin) {
         Ok(Err(http::HttpError::Malformed)) => {
             http::response(400, "text/plain", "bad request\n", false)
         }
+        Ok(Err(http::HttpError::BodyTooLarge(_))) => {
+            http::response(413, "text/plain", "request body too large\n", false)
+        }
         Ok(Ok(None)) => return,
         Ok(Ok(Some(req))) => {
             let (status, ctype, body) = admin.route(&req);
@@ -196,8 +274,46 @@ async fn read_head(
             Ok(0) | Err(_) => return Ok(None),
             Ok(n) => head.extend_from_slice(&chunk[..n]),
         }
-        if let Some(req) = http::parse_head(&head, max)? {
+        if let Some(mut req) = http::parse_head(&head, max)? {
+            if req.content_length > max {
+                return Err(http::HttpError::BodyTooLarge(max));
+            }
+            let mut body = head.split_off(req.head_len.min(head.len()));
+            while body.len() < req.content_length {
+                let BufResult(res, buf) = stream.read(chunk).await;
+                chunk = buf;
+                match res {
+                    Ok(0) | Err(_) => return Ok(None),
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            body.truncate(req.content_length);
+            req.body = body;
             return Ok(Some(req));
         }
     }
+}
+
+/// Decodes `%XX` escapes (e.g. `10.0.0.0%2F8` in `DELETE /bans/address/...`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -7,14 +7,15 @@ mod env;
 pub mod reference;
 mod reserved;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use de::{Addr, string_like, string_list};
 pub use enums::{Backend, QueuePolicy, Role};
 pub use env::apply_env_overrides;
-pub use reserved::{AclConfig, AuthConfig, ClusterConfig, ReservedListenerConfig, StoreConfig};
+pub use halyard_auth::{AclConfig, AuthConfig};
+pub use reserved::{ClusterConfig, StoreConfig};
 
 /// The embedded default configuration; it documents every key (see [`reference`]).
 pub const DEFAULT_TOML: &str = include_str!("../../default.toml");
@@ -75,10 +76,10 @@ pub struct Config {
     /// `[store]` (reserved).
     #[serde(default)]
     pub store: StoreConfig,
-    /// `[auth]` (reserved).
+    /// `[auth]`: anonymous access and the password file (see `halyard-auth`).
     #[serde(default)]
     pub auth: AuthConfig,
-    /// `[acl]` (reserved).
+    /// `[acl]`: the ACL file and the default decision (see `halyard-auth`).
     #[serde(default)]
     pub acl: AclConfig,
     /// `[xdp]`: kernel-level connection accounting (see `halyard-xdp`).
@@ -103,15 +104,66 @@ pub struct NodeConfig {
 pub struct ListenersConfig {
     /// `[listeners.tcp]`: plain MQTT over TCP.
     pub tcp: TcpListenerConfig,
-    /// `[listeners.tls]` (reserved).
+    /// `[listeners.tls]`: MQTT over TLS (absent = no TLS listener).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ReservedListenerConfig>,
-    /// `[listeners.ws]` (reserved).
+    pub tls: Option<TlsListenerConfig>,
+    /// `[listeners.ws]`: MQTT over WebSocket (absent = no WebSocket listener).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws: Option<ReservedListenerConfig>,
-    /// `[listeners.wss]` (reserved).
+    pub ws: Option<WsListenerConfig>,
+    /// `[listeners.wss]`: MQTT over WebSocket over TLS (absent = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wss: Option<ReservedListenerConfig>,
+    pub wss: Option<TlsListenerConfig>,
+}
+
+/// Default listen backlog of the optional listeners.
+fn default_backlog() -> u32 {
+    1024
+}
+
+/// `[listeners.tls]` and `[listeners.wss]`. Explicit fields rather than a flattened
+/// [`halyard_transport::TlsSettings`]: serde's flatten does not work with `deny_unknown_fields`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Listen address.
+    pub bind: Addr,
+    /// Listen backlog per thread socket (default 1024).
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the server's private key.
+    pub key: PathBuf,
+    /// PEM file with the CA certificates client certificates must chain to; set = mTLS
+    /// (every client must present a valid certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Use the client certificate's name (CN, else first SAN) as the MQTT username.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+impl TlsListenerConfig {
+    /// The TLS material in the transport crate's form.
+    pub fn settings(&self) -> halyard_transport::TlsSettings {
+        halyard_transport::TlsSettings {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            use_identity_as_username: self.use_identity_as_username,
+        }
+    }
+}
+
+/// `[listeners.ws]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsListenerConfig {
+    /// Listen address.
+    pub bind: Addr,
+    /// Listen backlog per thread socket (default 1024).
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
 }
 
 /// `[listeners.tcp]`.
@@ -224,6 +276,50 @@ pub struct LimitsConfig {
     pub max_write_buffer_bytes: usize,
     /// Seconds a blocked socket write may last before the connection is closed.
     pub write_timeout_secs: u64,
+    /// Open connections per source address (IPv6: per `source_ipv6_prefix`); 0 = no limit.
+    pub max_connections_per_source: u32,
+    /// New connections per second per source (token bucket); 0 = no limit.
+    pub connect_rate_per_source: u32,
+    /// Token bucket size of `connect_rate_per_source`.
+    pub connect_burst_per_source: u32,
+    /// Prefix length grouping IPv6 sources.
+    pub source_ipv6_prefix: u8,
+    /// Sources tracked by the per-source limits.
+    pub max_tracked_sources: usize,
+    /// Connects of one client id within `flap_window_secs` before it is banned; 0 = off.
+    pub flap_max_connects: u32,
+    /// Window of the flapping detector, seconds.
+    pub flap_window_secs: u64,
+    /// Ban length for a flapping client id, seconds.
+    pub flap_ban_secs: u64,
+    /// Client ids tracked by the flapping detector.
+    pub flap_max_tracked: usize,
+    /// Bans kept (admin API and flapping).
+    pub max_bans: usize,
+    /// Failed logins per source within `auth_failure_window_secs` before refusal; 0 = off.
+    pub auth_failures_per_source: u32,
+    /// Window of `auth_failures_per_source`, seconds.
+    pub auth_failure_window_secs: u64,
+}
+
+impl LimitsConfig {
+    /// The abuse-limit part, as `halyard-auth` takes it.
+    pub fn auth_limits(&self) -> halyard_auth::LimitsConfig {
+        halyard_auth::LimitsConfig {
+            max_connections_per_source: self.max_connections_per_source,
+            connect_rate_per_source: self.connect_rate_per_source,
+            connect_burst_per_source: self.connect_burst_per_source,
+            source_ipv6_prefix: self.source_ipv6_prefix,
+            max_tracked_sources: self.max_tracked_sources,
+            flap_max_connects: self.flap_max_connects,
+            flap_window_secs: self.flap_window_secs,
+            flap_ban_secs: self.flap_ban_secs,
+            flap_max_tracked: self.flap_max_tracked,
+            max_bans: self.max_bans,
+            auth_failures_per_source: self.auth_failures_per_source,
+            auth_failure_window_secs: self.auth_failure_window_secs,
+        }
+    }
 }
 
 impl Default for Config {

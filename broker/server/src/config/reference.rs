@@ -60,8 +60,14 @@ pub fn markdown() -> String {
          a test keeps this file in sync.\n\n\
          Every key can be overridden by the environment variable shown \
          (`__` separates levels; list values are comma-separated).\n\
-         Reserved sections, accepted but without keys yet: `[cluster]`, `[store]`, `[auth]`, \
-         `[acl]`, `[listeners.tls]`, `[listeners.ws]`, `[listeners.wss]`.\n\n\
+         Reserved sections, accepted but without keys yet: `[cluster]`, `[store]`. \
+         Optional keys, unset by default: `auth.password_file`, `acl.file`, `admin.token`.\n\n\
+         Optional listeners, absent by default (see the commented block in `default.toml`): \
+         `[listeners.tls]` (`bind`, `cert`, `key`, optional `ca` to require client certificates \
+         (mTLS), `use_identity_as_username`, `backlog`), `[listeners.ws]` (`bind`, `backlog`; \
+         subprotocol `mqtt`) and `[listeners.wss]` (the keys of `[listeners.tls]`). Environment \
+         overrides work for them too, e.g. `HALYARD_LISTENERS__TLS__BIND`; certificates and keys \
+         are reloaded on SIGHUP.\n\n\
          | key | default | environment | description |\n|---|---|---|---|\n",
     );
     for e in entries() {

@@ -1,4 +1,5 @@
-//! Sections reserved for later features. Each is accepted (so config files can already carry
+//! Sections reserved for later features (`[auth]` and `[acl]` are `halyard_auth`'s own
+//! structs, re-exported from [`super`]). Each is accepted (so config files can already carry
 //! the header) but has no keys yet: a key inside one is reported as unknown.
 
 use serde::{Deserialize, Serialize};
@@ -12,18 +13,3 @@ pub struct ClusterConfig {}
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {}
-
-/// `[auth]`: client authentication (not implemented yet; every client is accepted).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {}
-
-/// `[acl]`: per-topic authorisation (not implemented yet; everything is allowed).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AclConfig {}
-
-/// `[listeners.tls]`, `[listeners.ws]`, `[listeners.wss]`: further listeners (not implemented yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReservedListenerConfig {}

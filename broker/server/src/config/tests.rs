@@ -108,8 +108,13 @@ fn wrong_type_names_key() {
 #[test]
 fn file_overrides_only_the_keys_it_names_and_env_wins() {
     let c = load_str(
-        "[io]\nthreads = 2\n[mqtt]\nmax_inflight = 5\n[listeners.tls]\n[cluster]\n",
-        &[("HALYARD_IO__THREADS", "6")],
+        "[io]\nthreads = 2\n[mqtt]\nmax_inflight = 5\n[listeners.ws]\nbind = \"127.0.0.1:0\"\n[cluster]\n",
+        &[
+            ("HALYARD_IO__THREADS", "6"),
+            ("HALYARD_LISTENERS__TLS__BIND", "127.0.0.1:8883"),
+            ("HALYARD_LISTENERS__TLS__CERT", "/c.pem"),
+            ("HALYARD_LISTENERS__TLS__KEY", "/k.pem"),
+        ],
     )
     .unwrap();
     assert_eq!(c.io.threads, 6);
@@ -118,7 +123,21 @@ fn file_overrides_only_the_keys_it_names_and_env_wins() {
         c.mqtt.max_queued_messages,
         Config::default().mqtt.max_queued_messages
     );
-    assert!(c.listeners.tls.is_some());
+    assert_eq!(c.listeners.ws.as_ref().map(|w| w.backlog), Some(1024));
+    let tls = c.listeners.tls.expect("tls listener from the environment");
+    assert_eq!(tls.bind.to_string(), "127.0.0.1:8883");
+    assert_eq!(tls.key, std::path::PathBuf::from("/k.pem"));
+    assert_eq!(tls.ca, None);
+    assert!(!tls.use_identity_as_username);
+    assert!(c.listeners.wss.is_none());
+}
+
+#[test]
+fn tls_listener_requires_cert_and_key() {
+    let err = load_str("[listeners.tls]\nbind = \"127.0.0.1:0\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("config error: listeners.tls"), "{err}");
 }
 
 #[test]

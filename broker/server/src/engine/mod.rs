@@ -33,6 +33,7 @@ use halyard_topics::{RetainedIndex, SubscriptionTrie};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::security::Security;
 
 /// Identifies one session incarnation; a clean start creates a new key for the same client id.
 pub type SessionKey = u64;
@@ -67,8 +68,10 @@ impl Route {
 pub struct SubValue {
     /// Where the subscribing session lives.
     pub route: Arc<Route>,
-    /// The subscriber's client id (for No Local).
+    /// The subscriber's client id (for No Local and the ACL's read check).
     pub client_id: ClientId,
+    /// The subscriber's user name (for the ACL's read check).
+    pub username: Option<Arc<str>>,
     /// Options with the granted QoS.
     pub options: SubscriptionOptions,
     /// Subscription Identifier (5.0).
@@ -184,6 +187,8 @@ pub struct Broker {
     pub session_config: Arc<SessionConfig>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Authentication, ACL, bans and per-source limits.
+    pub security: Arc<Security>,
     /// Topic filter -> subscriptions.
     pub trie: SubscriptionTrie<SessionKey, SubValue>,
     /// Retained messages by topic.
@@ -201,6 +206,7 @@ impl Broker {
         config: Arc<Config>,
         session_config: Arc<SessionConfig>,
         metrics: Arc<Metrics>,
+        security: Arc<Security>,
         inboxes: Vec<flume::Sender<ThreadMsg>>,
     ) -> Self {
         let limits = session_config.topic_limits;
@@ -208,6 +214,7 @@ impl Broker {
             config,
             session_config,
             metrics,
+            security,
             trie: SubscriptionTrie::new(limits),
             retained: RetainedIndex::new(limits),
             registry: Mutex::new(HashMap::new()),
@@ -363,6 +370,7 @@ mod tests {
             config,
             session_config,
             Arc::new(Metrics::new(threads)),
+            Arc::new(Security::new(&Config::default()).expect("no files to load")),
             inboxes,
         )
     }
@@ -412,6 +420,7 @@ mod tests {
             config,
             sc,
             Arc::new(Metrics::new(1)),
+            Arc::new(Security::new(&Config::default()).expect("no files to load")),
             vec![flume::bounded(1).0],
         );
         assert!(b.claim(&Arc::from("a"), true, conn(0, 1)).is_ok());
@@ -441,6 +450,7 @@ mod tests {
         SubValue {
             route: route.clone(),
             client_id: Arc::from(client),
+            username: None,
             options: SubscriptionOptions::qos(qos),
             subscription_id: id,
         }

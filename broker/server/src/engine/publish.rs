@@ -90,8 +90,21 @@ pub fn update_retained(broker: &Broker, stats: &ThreadStats, message: &Arc<Messa
 pub fn route(broker: &Broker, message: &Arc<Message>, outbox: &mut Outbox) -> usize {
     let mut targets: HashMap<SessionKey, Target> = HashMap::new();
     let publisher = message.publisher.as_deref();
+    let acl = broker.security.acl.load();
+    let check_read = !acl.allows_everything();
     let mut add = |key: SessionKey, value: &SubValue, no_local_applies: bool| {
         if no_local_applies && value.options.no_local && publisher == Some(&*value.client_id) {
+            return;
+        }
+        if check_read
+            && !acl.check_topic(
+                &value.client_id,
+                value.username.as_deref(),
+                &message.topic,
+                halyard_auth::Access::Read,
+            )
+        {
+            broker.security.count(crate::security::Denial::Delivery);
             return;
         }
         let t = targets.entry(key).or_insert_with(|| Target {
