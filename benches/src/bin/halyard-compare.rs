@@ -293,7 +293,7 @@ fn run(a: Args) -> Result<(), CompareError> {
         a.out.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )?;
-    println!("{md}");
+    let _ = writeln!(std::io::stdout(), "{md}");
     eprintln!(
         "wrote {}/results.md, results.json, samples.jsonl and {} chart(s)",
         a.out.display(),

@@ -2,6 +2,7 @@
 //!
 //! Prints a human summary, then the result as one JSON line (the last line of stdout).
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -216,14 +217,14 @@ fn main() -> ExitCode {
     });
     match load::run(&cfg) {
         Ok(r) => {
+            // A closed stdout (e.g. piped into `head`) is not worth a panic: ignore write errors.
+            let mut out = std::io::stdout().lock();
             if !args.json_only {
-                println!("{}", human(&r));
+                let _ = writeln!(out, "{}", human(&r));
             }
             // serde_json cannot fail on this plain struct of numbers and strings.
-            println!(
-                "{}",
-                serde_json::to_string(&r).expect("RunResult serialises")
-            );
+            let json = serde_json::to_string(&r).expect("RunResult serialises");
+            let _ = writeln!(out, "{json}");
             if r.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {

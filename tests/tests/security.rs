@@ -1,0 +1,182 @@
+//! Issue 5: authentication, ACL, bans, SIGHUP reload, admin token and per-source limits.
+//!
+//! Halyard-only (password files made by `halyard passwd`, the admin ban API and metrics).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use halyard_tests::broker::run_halyard;
+use halyard_tests::raw::{Connect, Props, Publish, RawClient, Version};
+use halyard_tests::{TestBroker, WAIT, require_halyard, wait_for};
+
+/// A fresh directory for one test's password and ACL files.
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir()
+        .join("halyard-tests-security")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create the test directory");
+    d
+}
+
+/// `halyard passwd [-c] -b FILE USER PASSWORD`.
+fn passwd(file: &std::path::Path, create: bool, user: &str, password: &str) {
+    let f = file.to_str().expect("utf-8 path");
+    let mut args = vec!["passwd"];
+    if create {
+        args.push("-c");
+    }
+    args.extend(["-b", f, user, password]);
+    let out = run_halyard(&args, &[], Duration::from_secs(30)).expect("halyard passwd finished");
+    assert!(out.status.success(), "halyard passwd: {out:?}");
+}
+
+fn connect(addr: std::net::SocketAddr, v: Version, id: &str, user: Option<&str>, pw: Option<&str>) -> u8 {
+    let mut c = Connect::new(v, id);
+    c.username = user.map(str::to_owned);
+    c.password = pw.map(|p| p.as_bytes().to_vec());
+    RawClient::connect(addr, &c).2
+}
+
+/// One admin HTTP request with optional bearer token and body; returns the status code.
+fn admin(b: &TestBroker, method: &str, path: &str, token: Option<&str>, body: &str) -> u16 {
+    let mut s = TcpStream::connect(b.admin_addr()).expect("admin connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("admin write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A wrong password is refused with 0x86 (5.0, [MQTT-3.2.2-?] reason code table) and return
+/// code 4 (3.1.1, "bad user name or password"); the right one is accepted.
+#[test]
+fn wrong_password_refused_with_the_version_code() {
+    require_halyard();
+    let d = dir("pw");
+    let file = d.join("passwd");
+    passwd(&file, true, "alice", "secret");
+    let toml = format!("[auth]\npassword_file = {:?}\n", file.to_str().unwrap());
+    let b = TestBroker::start_with_config(&toml, &[]);
+    let a = b.mqtt_addr();
+    assert_eq!(connect(a, Version::V5, "c5", Some("alice"), Some("nope")), 0x86);
+    assert_eq!(connect(a, Version::V311, "c3", Some("alice"), Some("nope")), 4);
+    assert_eq!(connect(a, Version::V5, "c5", Some("alice"), Some("secret")), 0);
+    assert_eq!(connect(a, Version::V311, "c3", Some("alice"), Some("secret")), 0);
+    let m = b.metrics();
+    assert!(m.get("halyard_auth_denials_total{reason=\"bad_credentials\"}") >= Some(2.0));
+}
+
+/// With `allow_anonymous = false` a CONNECT without user name gets 0x87 / return code 5.
+#[test]
+fn anonymous_refused_when_not_allowed() {
+    require_halyard();
+    let b = TestBroker::start_with_config("[auth]\nallow_anonymous = false\n", &[]);
+    let a = b.mqtt_addr();
+    assert_eq!(connect(a, Version::V5, "anon5", None, None), 0x87);
+    assert_eq!(connect(a, Version::V311, "anon3", None, None), 5);
+}
+
+/// ACL: SUBSCRIBE to a denied filter gets 0x87 (5.0) / 0x80 (3.1.1) [MQTT-3.9.3-?]; a QoS 1
+/// PUBLISH to a denied topic gets PUBACK 0x87 (5.0) and is not delivered.
+#[test]
+fn acl_denies_subscribe_and_publish() {
+    require_halyard();
+    let d = dir("acl");
+    let acl = d.join("acl");
+    std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
+    let toml = format!(
+        "[acl]\nfile = {:?}\ndefault = \"deny\"\n",
+        acl.to_str().unwrap()
+    );
+    let b = TestBroker::start_with_config(&toml, &[]);
+    let a = b.mqtt_addr();
+    let mut c5 = RawClient::connected(a, Version::V5, "s5");
+    assert_eq!(c5.subscribe(1, &[("secret/x", 1), ("open/x", 1)], &Props::new()), vec![0x87, 1]);
+    let mut c3 = RawClient::connected(a, Version::V311, "s3");
+    assert_eq!(c3.subscribe(1, &[("secret/x", 1)], &Props::new()), vec![0x80]);
+    let mut p = RawClient::connected(a, Version::V5, "p5");
+    assert_eq!(p.publish(&Publish::new("secret/x", b"m").qos(1, 7)), 0x87);
+    assert_eq!(p.publish(&Publish::new("open/x", b"m").qos(1, 8)), 0);
+    let got = c5.recv_publish();
+    let (topic, payload, ..) = halyard_tests::raw::publish_parts(&got);
+    assert_eq!((topic, payload), ("open/x", &b"m"[..]));
+}
+
+/// A client id banned through `POST /bans` is refused with 0x8A; `DELETE` lifts the ban.
+#[test]
+fn banned_client_id_refused_with_0x8a() {
+    require_halyard();
+    let b = TestBroker::start();
+    let ban = r#"{"kind":"client_id","value":"bad-dev","reason":"test"}"#;
+    assert_eq!(admin(&b, "POST", "/bans", None, ban), 201);
+    assert_eq!(connect(b.mqtt_addr(), Version::V5, "bad-dev", None, None), 0x8A);
+    assert_eq!(connect(b.mqtt_addr(), Version::V5, "good-dev", None, None), 0);
+    assert_eq!(admin(&b, "GET", "/bans", None, ""), 200);
+    assert_eq!(admin(&b, "DELETE", "/bans/client_id/bad-dev", None, ""), 200);
+    assert_eq!(connect(b.mqtt_addr(), Version::V5, "bad-dev", None, None), 0);
+}
+
+/// SIGHUP reloads the password file: a user added afterwards can connect.
+#[test]
+fn sighup_reloads_the_password_file() {
+    require_halyard();
+    let d = dir("hup");
+    let file = d.join("passwd");
+    passwd(&file, true, "alice", "secret");
+    let toml = format!("[auth]\npassword_file = {:?}\n", file.to_str().unwrap());
+    let b = TestBroker::start_with_config(&toml, &[]);
+    let a = b.mqtt_addr();
+    assert_eq!(connect(a, Version::V5, "bob", Some("bob"), Some("pw2")), 0x86);
+    passwd(&file, false, "bob", "pw2");
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &b.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(st.success());
+    let ok = wait_for(WAIT, || {
+        (connect(a, Version::V5, "bob", Some("bob"), Some("pw2")) == 0).then_some(())
+    });
+    assert!(ok.is_some(), "bob accepted after SIGHUP");
+    assert_eq!(connect(a, Version::V5, "al", Some("alice"), Some("secret")), 0);
+}
+
+/// With `admin.token` set, every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
+#[test]
+fn admin_token_enforced() {
+    require_halyard();
+    let b = TestBroker::start_with_config("[admin]\ntoken = \"s3cret\"\n", &[]);
+    assert_eq!(admin(&b, "GET", "/healthz", None, ""), 200);
+    assert_eq!(admin(&b, "GET", "/metrics", None, ""), 401);
+    assert_eq!(admin(&b, "GET", "/metrics", Some("wrong!"), ""), 401);
+    assert_eq!(admin(&b, "GET", "/bans", None, ""), 401);
+    assert_eq!(admin(&b, "GET", "/metrics", Some("s3cret"), ""), 200);
+    assert_eq!(admin(&b, "GET", "/status", Some("s3cret"), ""), 200);
+}
+
+/// `limits.max_connections_per_source`: the third socket from 127.0.0.1 is closed at accept
+/// and counted in `halyard_limit_hits_total{limit="source_connections"}`.
+#[test]
+fn per_source_connection_limit_counted() {
+    require_halyard();
+    let b = TestBroker::start_with_config("[limits]\nmax_connections_per_source = 2\n", &[]);
+    let a = b.mqtt_addr();
+    let _c1 = RawClient::connected(a, Version::V311, "one");
+    let _c2 = RawClient::connected(a, Version::V311, "two");
+    let mut c3 = RawClient::open(a, Version::V311);
+    c3.send(&Connect::new(Version::V311, "three").encode());
+    c3.expect_closed();
+    let hits = wait_for(WAIT, || {
+        let m = b.metrics();
+        m.get("halyard_limit_hits_total{limit=\"source_connections\"}")
+            .filter(|v| *v >= 1.0)
+    });
+    assert!(hits.is_some(), "source_connections hit counted");
+}
