@@ -22,10 +22,10 @@ const STALL_NUDGES: u32 = 4;
 
 /// Runs one publisher until the run is DONE; failures before DRAIN are recorded in `shared`.
 pub(super) async fn run(cfg: LoadConfig, shared: Arc<Shared>, spec: PubSpec) {
-    if let Err(e) = publish(&cfg, &shared, &spec).await {
-        if shared.phase() < phase::DRAIN {
-            shared.fail(&format!("publisher {}", spec.id), &e);
-        }
+    if let Err(e) = publish(&cfg, &shared, &spec).await
+        && shared.phase() < phase::DRAIN
+    {
+        shared.fail(&format!("publisher {}", spec.id), &e);
     }
 }
 

@@ -25,10 +25,10 @@ pub(super) async fn run(cfg: LoadConfig, shared: Arc<Shared>, spec: SubSpec) -> 
             .collect(),
         ..SubOutcome::default()
     };
-    if let Err(e) = subscribe(&cfg, &shared, &spec, &mut out).await {
-        if shared.phase() < phase::DONE {
-            shared.fail(&format!("subscriber {}", spec.id), &e);
-        }
+    if let Err(e) = subscribe(&cfg, &shared, &spec, &mut out).await
+        && shared.phase() < phase::DONE
+    {
+        shared.fail(&format!("subscriber {}", spec.id), &e);
     }
     out
 }
