@@ -10,24 +10,49 @@ default:
 run *ARGS:
     cargo run --release -p halyard-server --bin halyard -- run {{ARGS}}
 
-# Install what the tests need, then lint and run every test (unit, property, corpus, integration on both io backends, XDP, image boot).
+# Install what the tests need, lint, run every test (crates, integration on both io backends, XDP, images).
 test: _deps lint
     cargo build -p halyard-server --bin halyard
     cargo test --workspace --exclude halyard-tests
     HALYARD_TEST_BACKEND=uring cargo test -p halyard-tests
     HALYARD_TEST_BACKEND=epoll cargo test -p halyard-tests
+    just test-image
 
 # rustfmt and clippy with warnings denied.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Run the cargo-fuzz targets for SECS seconds each (needs the nightly toolchain; installs cargo-fuzz).
+fuzz SECS="60":
+    cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    mkdir -p target/fuzz-corpus/decode target/fuzz-corpus/session_input
+    cd broker/codec && cargo +nightly fuzz run decode ../../target/fuzz-corpus/decode fuzz/corpus/decode -- -max_total_time={{SECS}}
+    cd broker/session && cargo +nightly fuzz run session_input ../../target/fuzz-corpus/session_input fuzz/corpus/session_input -- -max_total_time={{SECS}}
+
+# Build the appliance disk image: `just build-image role=core` or `role=replicant` (default core); output in images/out/.
+build-image role="core":
+    images/install-deps.sh
+    images/build.sh "{{role}}"
+
+# Boot an appliance image under QEMU/OVMF (TCG): MQTT on 127.0.0.1:11883, admin on 127.0.0.1:18081.
+boot-image role="core":
+    images/boot.sh "{{role}}"
+
+# Build both appliance images and boot-test them (MQTT round trip, /metrics, sysctl gauges, reboot on core).
+test-image:
+    images/install-deps.sh
+    images/build.sh core
+    images/build.sh replicant
+    images/test-boot.sh core
+    images/test-boot.sh replicant
+
 # Install the apt and pip packages the tests need when they are missing.
 _deps:
     #!/usr/bin/env bash
     set -euo pipefail
     need=()
-    for p in mosquitto mosquitto-clients clang-19 libbpf-dev iproute2; do
+    for p in mosquitto mosquitto-clients clang-19 libbpf-dev iproute2 curl; do
         dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -35,3 +60,4 @@ _deps:
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
     fi
     python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q 'paho-mqtt>=2,<3'
+    images/install-deps.sh

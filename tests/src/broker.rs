@@ -120,8 +120,15 @@ fn check_fresh(bin: &Path) {
             .unwrap_or("")
             .replace("\\ ", "\u{0}");
         let deps = deps.split_once(": ").map_or("", |(_, d)| d);
+        // Files generated inside the target directory (build-script outputs such as the
+        // compiled XDP object) are rewritten by any later build of a dependent crate: only
+        // real sources say whether the binary is stale.
+        let target_dir = bin.parent().and_then(Path::parent);
         for dep in deps.split_whitespace() {
             let path = PathBuf::from(dep.replace('\u{0}', " "));
+            if target_dir.is_some_and(|t| path.starts_with(t)) {
+                continue;
+            }
             if let Ok(t) = fs::metadata(&path).and_then(|m| m.modified())
                 && t > built
             {
