@@ -33,7 +33,13 @@ fn passwd(file: &std::path::Path, create: bool, user: &str, password: &str) {
     assert!(out.status.success(), "halyard passwd: {out:?}");
 }
 
-fn connect(addr: std::net::SocketAddr, v: Version, id: &str, user: Option<&str>, pw: Option<&str>) -> u8 {
+fn connect(
+    addr: std::net::SocketAddr,
+    v: Version,
+    id: &str,
+    user: Option<&str>,
+    pw: Option<&str>,
+) -> u8 {
     let mut c = Connect::new(v, id);
     c.username = user.map(str::to_owned);
     c.password = pw.map(|p| p.as_bytes().to_vec());
@@ -52,7 +58,10 @@ fn admin(b: &TestBroker, method: &str, path: &str, token: Option<&str>, body: &s
     s.write_all(req.as_bytes()).expect("admin write");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A wrong password is refused with 0x86 (5.0, [MQTT-3.2.2-?] reason code table) and return
@@ -66,10 +75,22 @@ fn wrong_password_refused_with_the_version_code() {
     let toml = format!("[auth]\npassword_file = {:?}\n", file.to_str().unwrap());
     let b = TestBroker::start_with_config(&toml, &[]);
     let a = b.mqtt_addr();
-    assert_eq!(connect(a, Version::V5, "c5", Some("alice"), Some("nope")), 0x86);
-    assert_eq!(connect(a, Version::V311, "c3", Some("alice"), Some("nope")), 4);
-    assert_eq!(connect(a, Version::V5, "c5", Some("alice"), Some("secret")), 0);
-    assert_eq!(connect(a, Version::V311, "c3", Some("alice"), Some("secret")), 0);
+    assert_eq!(
+        connect(a, Version::V5, "c5", Some("alice"), Some("nope")),
+        0x86
+    );
+    assert_eq!(
+        connect(a, Version::V311, "c3", Some("alice"), Some("nope")),
+        4
+    );
+    assert_eq!(
+        connect(a, Version::V5, "c5", Some("alice"), Some("secret")),
+        0
+    );
+    assert_eq!(
+        connect(a, Version::V311, "c3", Some("alice"), Some("secret")),
+        0
+    );
     let m = b.metrics();
     assert!(m.get("halyard_auth_denials_total{reason=\"bad_credentials\"}") >= Some(2.0));
 }
@@ -99,9 +120,15 @@ fn acl_denies_subscribe_and_publish() {
     let b = TestBroker::start_with_config(&toml, &[]);
     let a = b.mqtt_addr();
     let mut c5 = RawClient::connected(a, Version::V5, "s5");
-    assert_eq!(c5.subscribe(1, &[("secret/x", 1), ("open/x", 1)], &Props::new()), vec![0x87, 1]);
+    assert_eq!(
+        c5.subscribe(1, &[("secret/x", 1), ("open/x", 1)], &Props::new()),
+        vec![0x87, 1]
+    );
     let mut c3 = RawClient::connected(a, Version::V311, "s3");
-    assert_eq!(c3.subscribe(1, &[("secret/x", 1)], &Props::new()), vec![0x80]);
+    assert_eq!(
+        c3.subscribe(1, &[("secret/x", 1)], &Props::new()),
+        vec![0x80]
+    );
     let mut p = RawClient::connected(a, Version::V5, "p5");
     assert_eq!(p.publish(&Publish::new("secret/x", b"m").qos(1, 7)), 0x87);
     assert_eq!(p.publish(&Publish::new("open/x", b"m").qos(1, 8)), 0);
@@ -117,11 +144,23 @@ fn banned_client_id_refused_with_0x8a() {
     let b = TestBroker::start();
     let ban = r#"{"kind":"client_id","value":"bad-dev","reason":"test"}"#;
     assert_eq!(admin(&b, "POST", "/bans", None, ban), 201);
-    assert_eq!(connect(b.mqtt_addr(), Version::V5, "bad-dev", None, None), 0x8A);
-    assert_eq!(connect(b.mqtt_addr(), Version::V5, "good-dev", None, None), 0);
+    assert_eq!(
+        connect(b.mqtt_addr(), Version::V5, "bad-dev", None, None),
+        0x8A
+    );
+    assert_eq!(
+        connect(b.mqtt_addr(), Version::V5, "good-dev", None, None),
+        0
+    );
     assert_eq!(admin(&b, "GET", "/bans", None, ""), 200);
-    assert_eq!(admin(&b, "DELETE", "/bans/client_id/bad-dev", None, ""), 200);
-    assert_eq!(connect(b.mqtt_addr(), Version::V5, "bad-dev", None, None), 0);
+    assert_eq!(
+        admin(&b, "DELETE", "/bans/client_id/bad-dev", None, ""),
+        200
+    );
+    assert_eq!(
+        connect(b.mqtt_addr(), Version::V5, "bad-dev", None, None),
+        0
+    );
 }
 
 /// SIGHUP reloads the password file: a user added afterwards can connect.
@@ -134,7 +173,10 @@ fn sighup_reloads_the_password_file() {
     let toml = format!("[auth]\npassword_file = {:?}\n", file.to_str().unwrap());
     let b = TestBroker::start_with_config(&toml, &[]);
     let a = b.mqtt_addr();
-    assert_eq!(connect(a, Version::V5, "bob", Some("bob"), Some("pw2")), 0x86);
+    assert_eq!(
+        connect(a, Version::V5, "bob", Some("bob"), Some("pw2")),
+        0x86
+    );
     passwd(&file, false, "bob", "pw2");
     let st = std::process::Command::new("kill")
         .args(["-HUP", &b.pid().to_string()])
@@ -145,7 +187,10 @@ fn sighup_reloads_the_password_file() {
         (connect(a, Version::V5, "bob", Some("bob"), Some("pw2")) == 0).then_some(())
     });
     assert!(ok.is_some(), "bob accepted after SIGHUP");
-    assert_eq!(connect(a, Version::V5, "al", Some("alice"), Some("secret")), 0);
+    assert_eq!(
+        connect(a, Version::V5, "al", Some("alice"), Some("secret")),
+        0
+    );
 }
 
 /// With `admin.token` set, every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
@@ -168,8 +213,18 @@ fn per_source_connection_limit_counted() {
     require_halyard();
     let b = TestBroker::start_with_config("[limits]\nmax_connections_per_source = 2\n", &[]);
     let a = b.mqtt_addr();
-    let _c1 = RawClient::connected(a, Version::V311, "one");
-    let _c2 = RawClient::connected(a, Version::V311, "two");
+    // The harness's readiness probe may still hold a slot for a moment: retry the first one.
+    let try_connect = |id: &str| {
+        let mut c = RawClient::open(a, Version::V311);
+        c.send(&Connect::new(Version::V311, id).encode());
+        matches!(
+            c.recv(),
+            Ok(halyard_tests::raw::Packet::ConnAck { code: 0, .. })
+        )
+        .then_some(c)
+    };
+    let _c1 = wait_for(WAIT, || try_connect("one")).expect("first connection accepted");
+    let _c2 = wait_for(WAIT, || try_connect("two")).expect("second connection accepted");
     let mut c3 = RawClient::open(a, Version::V311);
     c3.send(&Connect::new(Version::V311, "three").encode());
     c3.expect_closed();

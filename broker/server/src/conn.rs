@@ -24,6 +24,8 @@ use halyard_session::{
     Message, Session, SubscribeRequest, Will,
 };
 
+use halyard_transport::{Layer, Transport};
+
 use crate::engine::publish::{self, Outbox};
 use crate::engine::thread::{ConnHandle, ConnMsg, ThreadCtx, count_drop};
 use crate::engine::{Claim, ConnRef, Route, SessionKey, SubValue, ThreadMsg};
@@ -35,7 +37,14 @@ const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
 
 /// Serves one accepted socket until it closes. `slot` is the socket's per-source slot in the
 /// connect guard (released when the task ends); its address is the one bans apply to.
-pub async fn serve(ctx: Rc<ThreadCtx>, stream: TcpStream, slot: Option<SourceSlot>) {
+/// `transport` is the TLS/WebSocket layer stack of a `[listeners.tls|ws|wss]` socket (none
+/// for plain TCP).
+pub async fn serve(
+    ctx: Rc<ThreadCtx>,
+    stream: TcpStream,
+    slot: Option<SourceSlot>,
+    transport: Option<Transport>,
+) {
     let me = ConnRef {
         thread: ctx.index,
         conn: ctx.broker.next_conn_id(),
@@ -58,6 +67,8 @@ pub async fn serve(ctx: Rc<ThreadCtx>, stream: TcpStream, slot: Option<SourceSlo
         client_id: None,
         username: None,
         slot,
+        transport,
+        tbuf: BytesMut::new(),
         accepted: false,
         awaiting: None,
         held: Vec::new(),
@@ -90,6 +101,10 @@ struct ConnTask {
     client_id: Option<ClientId>,
     /// The CONNECT's user name (for the ACL).
     username: Option<Arc<str>>,
+    /// TLS/WebSocket layers between the socket and `conn` (none for plain TCP).
+    transport: Option<Transport>,
+    /// Plaintext scratch between `transport` and `conn` (empty between calls).
+    tbuf: BytesMut,
     /// The per-source slot of the socket (released on drop).
     slot: Option<SourceSlot>,
     /// `accept_connect` was called.
@@ -123,7 +138,7 @@ impl ConnTask {
             let now = Instant::now();
             match wake {
                 Wake::Read(BufResult(Ok(n), buf)) if n > 0 => {
-                    self.conn.handle_bytes(now, &buf[..n]);
+                    self.receive(now, &buf[..n]);
                     if self.conn.is_closed() {
                         read_fut = None;
                     } else {
@@ -164,7 +179,38 @@ impl ConnTask {
             }
         }
         drop(read_fut);
+        if let Some(t) = self.transport.as_mut() {
+            // TLS close_notify / WebSocket close frame before the TCP shutdown.
+            t.close();
+            let mut w = BytesMut::new();
+            let _ = t.send(&[], &mut w);
+            if !w.is_empty() {
+                let limit = Duration::from_secs(self.ctx.broker.config.limits.write_timeout_secs);
+                let _ = compio::time::timeout(limit, self.stream.write_all(w)).await;
+            }
+        }
         let _ = self.stream.shutdown().await;
+    }
+
+    /// Feeds bytes read from the socket to the session, through the transport if any. A
+    /// transport error or close is the end of the stream for the session.
+    fn receive(&mut self, now: Instant, wire: &[u8]) {
+        let Some(t) = self.transport.as_mut() else {
+            self.conn.handle_bytes(now, wire);
+            return;
+        };
+        self.tbuf.clear();
+        let result = t.receive(wire, &mut self.tbuf);
+        if !self.tbuf.is_empty() {
+            self.conn.handle_bytes(now, &self.tbuf);
+        }
+        self.tbuf.clear();
+        if let Err(e) = &result {
+            tracing::debug!(client_id = ?self.client_id, error = %e, "transport error");
+        }
+        if (t.wants_close() || result.is_err()) && !self.conn.is_closed() {
+            self.conn.socket_closed(now);
+        }
     }
 
     /// Waits for input, a mailbox message or the next deadline.
@@ -283,10 +329,23 @@ impl ConnTask {
         }
     }
 
-    async fn on_connect(&mut self, req: ConnectRequest, now: Instant) {
+    async fn on_connect(&mut self, mut req: ConnectRequest, now: Instant) {
         if self.ctx.shutting_down.get() {
             self.conn.reject_connect(ReasonCode::SERVER_UNAVAILABLE);
             return;
+        }
+        // mTLS with `use_identity_as_username`: the certificate's name replaces the username.
+        if let Some(id) = self.transport.as_ref().and_then(|t| t.peer_identity())
+            && id.use_as_username
+        {
+            match id.username_override() {
+                Some(name) => req.username = Some(name.into()),
+                None => {
+                    // 0x87 Not authorized (3.1.1: 0x05).
+                    self.conn.reject_connect(ReasonCode::NOT_AUTHORIZED);
+                    return;
+                }
+            }
         }
         let broker = self.ctx.broker.clone();
         if let Err(code) = self.check_connect(&req).await {
@@ -356,7 +415,9 @@ impl ConnTask {
         };
         if req.username.is_some() {
             // A blocking-pool thread that panicked counts as a refusal (0x80).
-            compio::runtime::spawn_blocking(check).await.unwrap_or(Err(0x80))?;
+            compio::runtime::spawn_blocking(check)
+                .await
+                .unwrap_or(Err(0x80))?;
         } else {
             check()?;
         }
@@ -504,10 +565,23 @@ impl ConnTask {
     /// Moves the connection's output to the socket; false when the socket failed.
     async fn write_output(&mut self, wbuf: &mut BytesMut) -> bool {
         let max = self.ctx.broker.config.limits.max_write_buffer_bytes;
+        let mut ok = true;
         loop {
-            while wbuf.len() < max && self.conn.poll_transmit(wbuf) {}
+            match self.transport.as_mut() {
+                None => while wbuf.len() < max && self.conn.poll_transmit(wbuf) {},
+                Some(t) => {
+                    self.tbuf.clear();
+                    while self.tbuf.len() < max && self.conn.poll_transmit(&mut self.tbuf) {}
+                    // Always, even when empty: handshake bytes, pongs and close replies.
+                    if let Err(e) = t.send(&self.tbuf, wbuf) {
+                        tracing::debug!(client_id = ?self.client_id, error = %e, "transport send failed");
+                        ok = false;
+                    }
+                    self.tbuf.clear();
+                }
+            }
             if wbuf.is_empty() {
-                return true;
+                return ok;
             }
             let buf = std::mem::take(wbuf);
             let limit = Duration::from_secs(self.ctx.broker.config.limits.write_timeout_secs);
@@ -530,6 +604,9 @@ impl ConnTask {
 
     /// Adds the connection's counter deltas to the thread's metrics.
     fn sync_stats(&mut self) {
+        if let Some(t) = self.transport.as_mut() {
+            self.ctx.broker.metrics.transport.add(&t.take_stats());
+        }
         let s = *self.conn.stats();
         let l = self.last_stats;
         let t = self.ctx.stats();

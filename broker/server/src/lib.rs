@@ -17,6 +17,7 @@ pub mod conn;
 pub mod durable;
 pub mod engine;
 pub mod io;
+pub mod listeners;
 pub mod metrics;
 pub mod run;
 pub mod security;

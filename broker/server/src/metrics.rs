@@ -147,6 +147,8 @@ pub struct Metrics {
     pub xdp: OnceLock<Arc<crate::xdp::XdpRuntime>>,
     /// Auth/ACL refusals and the abuse limits' hit counts, set once at start.
     pub security: OnceLock<Arc<crate::security::Security>>,
+    /// TLS/WebSocket counters of the optional listeners.
+    pub transport: crate::listeners::TransportCounters,
 }
 
 impl Metrics {
@@ -161,6 +163,7 @@ impl Metrics {
             started: Instant::now(),
             xdp: OnceLock::new(),
             security: OnceLock::new(),
+            transport: crate::listeners::TransportCounters::default(),
         }
     }
 
@@ -304,6 +307,30 @@ impl Metrics {
                 "CONNECTs, PUBLISHes, SUBSCRIBEs and deliveries refused by auth or the ACL",
                 denials,
             );
+        }
+        for (name, n) in self.transport.limit_hits() {
+            limit_hits
+                .get_or_create(&vec![("limit".into(), name.into())])
+                .inc_by(n);
+        }
+        let reloads = Family::<Vec<(String, String)>, Counter>::default();
+        for (result, c) in [
+            ("ok", &self.transport.reloads_ok),
+            ("error", &self.transport.reloads_failed),
+        ] {
+            reloads
+                .get_or_create(&vec![("result".into(), result.into())])
+                .inc_by(c.load(Relaxed));
+        }
+        reg.register(
+            "halyard_tls_reloads",
+            "TLS reloads on SIGHUP, by result",
+            reloads,
+        );
+        for (name, help, v) in self.transport.named() {
+            let c = Counter::<u64>::default();
+            c.inc_by(v);
+            reg.register(name, help, c);
         }
         reg.register(
             "halyard_limit_hits",

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 use halyard_codec::QoS;
 use halyard_session::SessionConfig;
+use halyard_transport::Acceptor;
 
 use crate::admin::{Admin, ListenerInfo, NodeInfo};
 use crate::config::{Backend, Config, QueuePolicy};
@@ -123,6 +125,7 @@ where
                 next_hup = fresh;
                 tracing::info!("SIGHUP: reloading the password file and the ACL");
                 running.broker.security.reload();
+                crate::listeners::reload_all(&running.acceptors, &running.broker.metrics.transport);
             }
         }
     }
@@ -146,6 +149,8 @@ impl<A, B> IsTermSignal for Either<A, B> {
 pub struct Running {
     broker: Arc<Broker>,
     threads: Vec<JoinHandle<()>>,
+    /// The optional listeners' acceptors, reloaded on SIGHUP.
+    acceptors: Vec<(&'static str, Arc<ArcSwap<Acceptor>>)>,
 }
 
 impl Running {
@@ -172,6 +177,9 @@ pub enum StartError {
     /// The password file or the ACL file could not be loaded (the error names the file).
     #[error(transparent)]
     Auth(#[from] halyard_auth::AuthError),
+    /// A TLS/WebSocket listener could not start (TLS errors name the file).
+    #[error(transparent)]
+    Listener(#[from] crate::listeners::ListenerError),
 }
 
 /// Binds the listeners and starts the I/O and admin threads.
@@ -187,6 +195,26 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_or_else(|_| config.listeners.tcp.bind.to_string(), |a| a.to_string());
     crate::xdp::start_for(&metrics, &config.xdp, &listeners);
+    let extras = crate::listeners::bind_all(&config, n)?;
+    let acceptors: Vec<_> = extras
+        .iter()
+        .map(|e| (e.kind, e.acceptor.clone()))
+        .collect();
+    let mut listener_info = vec![ListenerInfo {
+        kind: "tcp",
+        bind: mqtt_addr.clone(),
+    }];
+    listener_info.extend(extras.iter().map(|e| ListenerInfo {
+        kind: e.kind,
+        bind: e.addr.clone(),
+    }));
+    // Socket i of every optional listener goes to I/O thread i.
+    let mut per_thread: Vec<Vec<ExtraSocket>> = (0..n).map(|_| Vec::new()).collect();
+    for e in extras {
+        for (i, sock) in e.sockets.into_iter().enumerate() {
+            per_thread[i].push((e.acceptor.clone(), sock));
+        }
+    }
     // The admin server is an aid, not the service: if its port is taken (e.g. by another
     // broker on the same host) MQTT still starts, with an error in the log.
     let admin_listener = match io::bind_plain(config.admin.bind.0) {
@@ -212,12 +240,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     ));
     let mut threads = Vec::with_capacity(n + 1);
     let mut backend = "epoll";
-    for (i, (listener, rx)) in listeners.into_iter().zip(rxs).enumerate() {
+    for (i, ((listener, rx), extra)) in listeners.into_iter().zip(rxs).zip(per_thread).enumerate() {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let broker = broker.clone();
         let handle = std::thread::Builder::new()
             .name(format!("halyard-io-{i}"))
-            .spawn(move || io_thread(i, broker, listener, rx, ready_tx))
+            .spawn(move || io_thread(i, broker, (listener, extra), rx, ready_tx))
             .map_err(|e| StartError::Thread(i, e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok(name)) => backend = name,
@@ -239,10 +267,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             version: env!("CARGO_PKG_VERSION"),
             name: config.node_name(),
             role: config.node.role.to_string(),
-            listeners: vec![ListenerInfo {
-                kind: "tcp",
-                bind: mqtt_addr.clone(),
-            }],
+            listeners: listener_info,
             io_threads: n,
             io_backend_configured: config.io.backend.to_string(),
         },
@@ -265,7 +290,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         threads = n,
         "halyard listening"
     );
-    Ok(Running { broker, threads })
+    Ok(Running {
+        broker,
+        threads,
+        acceptors,
+    })
 }
 
 fn admin_thread(listener: std::net::TcpListener, admin: Arc<Admin>) {
@@ -284,10 +313,13 @@ fn admin_thread(listener: std::net::TcpListener, admin: Arc<Admin>) {
     });
 }
 
+/// One thread's socket of an optional listener, with the listener's acceptor.
+type ExtraSocket = (Arc<ArcSwap<Acceptor>>, std::net::TcpListener);
+
 fn io_thread(
     index: usize,
     broker: Arc<Broker>,
-    listener: std::net::TcpListener,
+    (listener, extra): (std::net::TcpListener, Vec<ExtraSocket>),
     inbox: flume::Receiver<ThreadMsg>,
     ready: std::sync::mpsc::Sender<Result<&'static str, String>>,
 ) {
@@ -308,11 +340,26 @@ fn io_thread(
                 return;
             }
         };
+        let mut extra_listeners = Vec::with_capacity(extra.len());
+        for (acceptor, sock) in extra {
+            match compio::net::TcpListener::from_std(sock) {
+                Ok(l) => extra_listeners.push((acceptor, l)),
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
         let _ = ready.send(Ok(name));
         let ctx = ThreadCtx::new(index, broker);
         compio::runtime::spawn(ctx.clone().run_inbox(inbox)).detach();
         compio::runtime::spawn(ctx.clone().run_timers()).detach();
-        accept_loop(&ctx, &listener).await;
+        for (acceptor, l) in extra_listeners {
+            let ctx = ctx.clone();
+            compio::runtime::spawn(async move { accept_loop(&ctx, &l, Some(acceptor)).await })
+                .detach();
+        }
+        accept_loop(&ctx, &listener, None).await;
         drop(listener);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while ctx.conn_count() > 0 && Instant::now() < deadline {
@@ -321,7 +368,11 @@ fn io_thread(
     });
 }
 
-async fn accept_loop(ctx: &Rc<ThreadCtx>, listener: &compio::net::TcpListener) {
+async fn accept_loop(
+    ctx: &Rc<ThreadCtx>,
+    listener: &compio::net::TcpListener,
+    acceptor: Option<Arc<ArcSwap<Acceptor>>>,
+) {
     let max = ctx.broker.config.limits.max_connections;
     loop {
         let accept = std::pin::pin!(listener.accept());
@@ -342,10 +393,30 @@ async fn accept_loop(ctx: &Rc<ThreadCtx>, listener: &compio::net::TcpListener) {
                         continue;
                     }
                 };
+                let transport = match acceptor.as_ref().map(|a| a.load().accept()) {
+                    None => None,
+                    Some(Ok(t)) => Some(t),
+                    Some(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "transport layer refused at accept");
+                        ctx.broker
+                            .metrics
+                            .transport
+                            .accept_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
+                };
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY failed");
                 }
-                compio::runtime::spawn(crate::conn::serve(ctx.clone(), stream, Some(slot))).detach();
+                compio::runtime::spawn(crate::conn::serve(
+                    ctx.clone(),
+                    stream,
+                    Some(slot),
+                    transport,
+                ))
+                .detach();
             }
             Either::Left((Err(e), _)) => {
                 tracing::warn!(error = %e, "accept failed");

@@ -85,7 +85,9 @@ impl Security {
     pub fn reload(&self) {
         match self.authn.load().reload() {
             Ok(a) => self.authn.store(Arc::new(a)),
-            Err(e) => tracing::error!(error = %e, "password file not reloaded; keeping the old one"),
+            Err(e) => {
+                tracing::error!(error = %e, "password file not reloaded; keeping the old one")
+            }
         }
         match self.acl.load().reload() {
             Ok(a) => self.acl.store(Arc::new(a)),

@@ -186,6 +186,9 @@ pub struct AdminConfig {
     pub max_request_bytes: usize,
     /// Seconds a client may take to send its request.
     pub request_timeout_secs: u64,
+    /// Bearer token required on every admin endpoint except `/healthz` (absent = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `[io]`.

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use halyard_codec::{QoS, RetainHandling, SubscriptionOptions};
 use halyard_session::{
-    ClientId, Delivery, Message, MessageParts, OutgoingParts, OutgoingStage, Session,
-    SessionParts, Subscription, WallClock, Will,
+    ClientId, Delivery, Message, MessageParts, OutgoingParts, OutgoingStage, Session, SessionParts,
+    Subscription, WallClock, Will,
 };
 use halyard_store::{
     InflightEntry, InflightStage, SessionRecord, StoredMessage, SubscriptionRecord, WillRecord,
@@ -156,7 +156,10 @@ pub fn outgoing_to_entry(o: &OutgoingParts, clock: &WallClock) -> InflightEntry 
 /// A store entry as an outgoing in-flight message. It is marked as sent (a resend carries
 /// DUP=1): the server writes in-flight state before transmitting, so the client may have
 /// seen it.
-pub fn entry_to_outgoing(e: InflightEntry, clock: &WallClock) -> Result<OutgoingParts, DurableError> {
+pub fn entry_to_outgoing(
+    e: InflightEntry,
+    clock: &WallClock,
+) -> Result<OutgoingParts, DurableError> {
     let packet_id = e.packet_id;
     let (delivery, order) = stored_to_delivery(e.message, clock)?;
     Ok(OutgoingParts {

@@ -60,7 +60,9 @@ impl QueueLedger {
     /// Takes the entries of `n` messages that left the front of the session's queue
     /// (`SessionChanges::queue_popped`); returns their stored sequence numbers.
     pub fn popped(&mut self, n: u64) -> Vec<u64> {
-        let n = usize::try_from(n).unwrap_or(usize::MAX).min(self.seqs.len());
+        let n = usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(self.seqs.len());
         self.seqs.drain(..n).flatten().collect()
     }
 

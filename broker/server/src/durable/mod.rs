@@ -122,7 +122,9 @@ impl Future for Pending {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            PendingState::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(StoreError::Closed.into()))),
+            PendingState::Ready(r) => {
+                Poll::Ready(r.take().unwrap_or(Err(StoreError::Closed.into())))
+            }
             PendingState::Waiting(f) => Pin::new(f).poll(cx).map(|r| r.map_err(Into::into)),
         }
     }
@@ -332,7 +334,10 @@ impl Durability {
                 clock,
             ));
             for d in &parts.queued {
-                b.enqueue(&parts.client_id, &convert::delivery_to_stored(d, None, clock));
+                b.enqueue(
+                    &parts.client_id,
+                    &convert::delivery_to_stored(d, None, clock),
+                );
             }
         })
     }
@@ -347,9 +352,18 @@ impl Durability {
     }
 
     /// A will waiting for its delay: stores it to fire at `fire_at`.
-    pub fn put_will(&self, client_id: &ClientId, will: &Will, fire_at: Instant, clock: &WallClock) -> Pending {
+    pub fn put_will(
+        &self,
+        client_id: &ClientId,
+        will: &Will,
+        fire_at: Instant,
+        clock: &WallClock,
+    ) -> Pending {
         self.submit(|b| {
-            b.put_will(client_id, &convert::will_to_record(will, client_id, fire_at, clock));
+            b.put_will(
+                client_id,
+                &convert::will_to_record(will, client_id, fire_at, clock),
+            );
         })
     }
 

@@ -102,7 +102,11 @@ fn delivery(m: &Arc<Message>, qos: QoS) -> Delivery {
 /// Subscriptions, QoS 1 awaiting PUBACK, QoS 2 awaiting PUBREC and PUBCOMP (resend order
 /// not packet-id order), incoming QoS 2 ids and two queued messages.
 fn busy_parts(clock: &WallClock) -> SessionParts {
-    let expiring = message("q/expiring", QoS::AtLeastOnce, Some(clock.now + Duration::from_secs(60)));
+    let expiring = message(
+        "q/expiring",
+        QoS::AtLeastOnce,
+        Some(clock.now + Duration::from_secs(60)),
+    );
     let out = |id: u16, order: u64, stage: OutgoingStage, qos: QoS| OutgoingParts {
         packet_id: id,
         stage,
@@ -157,7 +161,8 @@ fn session_round_trips_through_the_store() {
     let mut session = Session::from_parts(parts.clone(), &cfg).unwrap();
     {
         let d = dir.open();
-        let committed = block(d.persist_session(&mut session, 5, Some(before.now), &before)).unwrap();
+        let committed =
+            block(d.persist_session(&mut session, 5, Some(before.now), &before)).unwrap();
         assert_eq!(committed.seqs, [Some(0), Some(1)]);
         assert!(session.tracks_changes());
     }
@@ -364,7 +369,10 @@ fn retained_messages_and_queues_from_publish_survive_reopen() {
     assert_eq!(q.len(), 1);
     // The delivery's own QoS/RETAIN and the message's as published both survive.
     assert_eq!((q[0].qos, q[0].retain), (QoS::AtMostOnce, true));
-    assert_eq!((q[0].message.qos, q[0].message.retain), (QoS::AtLeastOnce, true));
+    assert_eq!(
+        (q[0].message.qos, q[0].message.retain),
+        (QoS::AtLeastOnce, true)
+    );
     assert_eq!(q[0].subscription_ids.as_slice(), [3]);
 }
 
@@ -380,7 +388,11 @@ fn expiry_counts_downtime() {
         let mut long = Session::new("long".into(), 100, &SessionConfig::default());
         block(d.persist_session(&mut long, 5, Some(now), &clock)).unwrap();
         for (topic, secs) in [("soon", 5), ("later", 50)] {
-            let m = message(topic, QoS::AtLeastOnce, Some(now + Duration::from_secs(secs)));
+            let m = message(
+                topic,
+                QoS::AtLeastOnce,
+                Some(now + Duration::from_secs(secs)),
+            );
             let dl = delivery(&m, QoS::AtLeastOnce);
             let t = [DurableTarget {
                 client_id: "long",
@@ -456,7 +468,12 @@ fn disabled_store_writes_nothing_and_is_ready_at_once() {
     let mut s = Session::new("c".into(), 10, &SessionConfig::default());
     assert!(d.persist_session(&mut s, 5, None, &clock).is_ready());
     assert!(!s.tracks_changes(), "no tracking cost without a store");
-    assert!(d.load(now, &SessionConfig::default()).unwrap().sessions.is_empty());
+    assert!(
+        d.load(now, &SessionConfig::default())
+            .unwrap()
+            .sessions
+            .is_empty()
+    );
 }
 
 #[test]
