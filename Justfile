@@ -61,3 +61,11 @@ _deps:
     fi
     python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q 'paho-mqtt>=2,<3'
     images/install-deps.sh
+
+# Criterion micro-benchmarks (codec; topic trie with 1M filters, HALYARD_BENCH_FILTERS to shrink).
+bench *ARGS:
+    cargo bench -p halyard-bench {{ARGS}}
+
+# Halyard vs Mosquitto vs rumqttd side by side (installs the peers if missing); writes benches/out/.
+bench-compare *ARGS:
+    benches/compare.sh {{ARGS}}
