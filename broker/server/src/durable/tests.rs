@@ -303,7 +303,9 @@ fn incremental_changes_match_the_live_session_after_reopen() {
     assert_eq!(live.outgoing.len(), 2);
     assert_eq!(live.queued.len(), 1);
     let d = dir.open();
-    let state = d.load_at(&clock, &SessionConfig::default()).unwrap();
+    // The session was connected when last written: its expiry counts from the store's last
+    // commit (real wall-clock time), so load at the real time.
+    let state = d.load(Instant::now(), &SessionConfig::default()).unwrap();
     assert_eq!(state.sessions.len(), 1);
     let back = state.sessions[0].session.to_parts();
     assert_eq!(back.outgoing, live.outgoing);
