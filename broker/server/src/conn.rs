@@ -251,6 +251,15 @@ impl ConnTask {
                     self.conn.disconnect(ReasonCode::SESSION_TAKEN_OVER);
                 }
                 ConnMsg::Shutdown => self.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN),
+                ConnMsg::NoSession => {
+                    if self.awaiting.take().is_some() && !self.conn.is_closed() {
+                        self.conn.accept_connect(now, None, false);
+                        self.accepted = true;
+                        for d in std::mem::take(&mut self.held) {
+                            self.deliver(now, d);
+                        }
+                    }
+                }
                 ConnMsg::Handover(session) => {
                     if self.awaiting.take().is_some() && !self.conn.is_closed() {
                         self.conn.accept_connect(now, Some(*session), true);
@@ -644,6 +653,7 @@ impl ConnTask {
         for msg in self.handle.take_all() {
             match msg {
                 ConnMsg::Handover(s) => self.orphan = Some(s),
+                ConnMsg::NoSession => {}
                 ConnMsg::Deliver(d) => late.push(d),
                 ConnMsg::Release | ConnMsg::Discard | ConnMsg::Shutdown => {}
             }
@@ -687,6 +697,13 @@ impl ConnTask {
             Fate::HandTo(to) => {
                 if let Some(s) = session {
                     ctx.send_handover(to, key, s).await;
+                } else {
+                    // The session ended with this connection (expiry 0): drop its
+                    // subscriptions and let the claimant start afresh instead of waiting
+                    // for a handover that never comes.
+                    ctx.broker
+                        .remove_subscriptions(key, filters.iter().map(String::as_str));
+                    ctx.send_no_session(to).await;
                 }
                 // The session continues on a new connection: a delayed will is cancelled.
                 let _ = self.will_now_or_later(&client_id, will, false);

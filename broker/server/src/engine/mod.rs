@@ -155,6 +155,12 @@ pub enum ThreadMsg {
         /// The session (boxed: it is large and moves between threads).
         session: Box<Session>,
     },
+    /// The session connection `to` claimed ended instead of moving (it had expiry 0): the
+    /// claimant starts a fresh session now instead of waiting for a handover.
+    NoSession {
+        /// The claiming connection.
+        to: ConnRef,
+    },
     /// Stop accepting and disconnect every client (0x8B).
     Shutdown,
 }

@@ -28,6 +28,8 @@ pub enum ConnMsg {
     Discard,
     /// The session this (claiming) connection waits for.
     Handover(Box<Session>),
+    /// The claimed session ended instead: start a fresh one.
+    NoSession,
     /// The broker is stopping: disconnect with 0x8B.
     Shutdown,
 }
@@ -206,6 +208,7 @@ impl ThreadCtx {
             ThreadMsg::Release { key } => self.release(key).await,
             ThreadMsg::Discard { key } => self.discard(key).await,
             ThreadMsg::Handover { to, key, session } => self.handover(to, key, session).await,
+            ThreadMsg::NoSession { to } => self.no_session(to),
             ThreadMsg::Shutdown => self.start_shutdown(),
         }
     }
@@ -298,6 +301,23 @@ impl ThreadCtx {
         } else {
             let msg = ThreadMsg::Handover { to, key, session };
             self.broker.send_to(to.thread, msg).await;
+        }
+    }
+
+    /// Tells claiming connection `to` that the session it waits for ended.
+    pub async fn send_no_session(&self, to: ConnRef) {
+        if to.thread == self.index {
+            self.no_session(to);
+        } else {
+            self.broker
+                .send_to(to.thread, ThreadMsg::NoSession { to })
+                .await;
+        }
+    }
+
+    fn no_session(&self, to: ConnRef) {
+        if let Some(h) = self.conns.borrow().get(&to.conn) {
+            h.push(ConnMsg::NoSession);
         }
     }
 
