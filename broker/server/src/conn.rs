@@ -157,11 +157,7 @@ impl ConnTask {
                         // refuse the client forever.
                         tracing::warn!(client_id = ?self.client_id, "session handover timed out");
                         self.awaiting = None;
-                        self.conn.accept_connect(now, None, false);
-                        self.accepted = true;
-                        for d in std::mem::take(&mut self.held) {
-                            self.deliver(now, d);
-                        }
+                        self.accept_held(now, None);
                     }
                 }
             }
@@ -253,25 +249,28 @@ impl ConnTask {
                 ConnMsg::Shutdown => self.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN),
                 ConnMsg::NoSession => {
                     if self.awaiting.take().is_some() && !self.conn.is_closed() {
-                        self.conn.accept_connect(now, None, false);
-                        self.accepted = true;
-                        for d in std::mem::take(&mut self.held) {
-                            self.deliver(now, d);
-                        }
+                        self.accept_held(now, None);
                     }
                 }
                 ConnMsg::Handover(session) => {
                     if self.awaiting.take().is_some() && !self.conn.is_closed() {
-                        self.conn.accept_connect(now, Some(*session), true);
-                        self.accepted = true;
-                        for d in std::mem::take(&mut self.held) {
-                            self.deliver(now, d);
-                        }
+                        self.accept_held(now, Some(session));
                     } else {
                         self.orphan = Some(session);
                     }
                 }
             }
+        }
+    }
+
+    /// Answers the CONNECT that waited for a session: resumes `session` (Session Present 1)
+    /// or starts afresh, then delivers what arrived meanwhile.
+    fn accept_held(&mut self, now: Instant, session: Option<Box<Session>>) {
+        let present = session.is_some();
+        self.conn.accept_connect(now, session.map(|s| *s), present);
+        self.accepted = true;
+        for d in std::mem::take(&mut self.held) {
+            self.deliver(now, d);
         }
     }
 
