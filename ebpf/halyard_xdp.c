@@ -186,16 +186,23 @@ static __always_inline void add_counters(struct halyard_counters *c, __u64 bytes
 // A global (non-static) function: the verifier checks it once, on its own,
 // instead of once per parse path of the caller, which keeps verification
 // cheap. Returns the XDP action.
-__attribute__((noinline)) int halyard_account(struct halyard_src_key *key, __u32 dport,
+//
+// `key_in` is copied onto this function's stack first: for a global
+// function's pointer argument, kernels before 6.2 (the appliance runs 6.1)
+// type it as plain "mem", which they refuse as a map key.
+__attribute__((noinline)) int halyard_account(struct halyard_src_key *key_in, __u32 dport,
 					      __u32 syn, __u64 bytes)
 {
+	struct halyard_src_key k;
+	struct halyard_src_key *key = &k;
 	struct halyard_counters *tot, *src;
 	struct halyard_config *cfg;
 	__u32 zero = 0;
 	int drop = 0;
 
-	if (!key)
+	if (!key_in)
 		return XDP_PASS;
+	__builtin_memcpy(&k, key_in, sizeof(k));
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return XDP_PASS;
