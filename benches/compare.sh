@@ -20,7 +20,8 @@ fi
 if [ ! -x "$peers/bin/rumqttd" ]; then
     echo "installing rumqttd $rumqttd_version into $peers (takes several minutes)" >&2
     # Not --locked: its lock file pins metrics 0.22.1, which Rust 1.95 rejects (E0521).
-    cargo install rumqttd --version "$rumqttd_version" --root "$peers"
+    # Its own target dir, so that its build neither mixes with nor locks the workspace's.
+    CARGO_TARGET_DIR="$target/peers" cargo install rumqttd --version "$rumqttd_version" --root "$peers"
 fi
 
 # Build Halyard only when it is among the brokers (default: it is).

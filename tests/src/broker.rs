@@ -226,6 +226,20 @@ impl TestBroker {
         dir
     }
 
+    /// Starts halyard with extra `halyard run` arguments (e.g. `--discard-corrupt`) and
+    /// environment overrides.
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> TestBroker {
+        require_halyard();
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            match Self::try_start_halyard_args(Self::new_dir(), None, args, env) {
+                Ok(b) => return b,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("broker did not start: {last_err}");
+    }
+
     fn try_start_halyard(env: &[(&str, &str)]) -> Result<TestBroker, String> {
         Self::try_start_halyard_in(Self::new_dir(), None, env)
     }
@@ -235,11 +249,20 @@ impl TestBroker {
         config: Option<&Path>,
         env: &[(&str, &str)],
     ) -> Result<TestBroker, String> {
+        Self::try_start_halyard_args(dir, config, &[], env)
+    }
+
+    fn try_start_halyard_args(
+        dir: PathBuf,
+        config: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestBroker, String> {
         let log = dir.join("broker.log");
         let mqtt: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut cmd = Command::new(halyard_bin());
-        cmd.arg("run");
+        cmd.arg("run").args(args);
         if let Some(file) = config {
             cmd.arg("--config").arg(file);
         }
@@ -252,6 +275,11 @@ impl TestBroker {
             && !b.is_empty()
         {
             cmd.env(keys::IO_BACKEND, b);
+        }
+        if std::env::var("HALYARD_TEST_STORE").as_deref() == Ok("on") {
+            // The whole suite with durable sessions: each broker gets its own store.
+            cmd.env("HALYARD_STORE__ENABLED", "true")
+                .env("HALYARD_STORE__DIR", dir.join("store"));
         }
         for (k, v) in env {
             cmd.env(k, v);

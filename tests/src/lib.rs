@@ -16,6 +16,9 @@
 //!   the `debug` directory holding the test executable, else `<workspace>/target/debug`).
 //! - `HALYARD_TEST_AGAINST=mosquitto`: run against `mosquitto` instead of `halyard`.
 //! - `HALYARD_TEST_BACKEND=uring|epoll`: passed to the broker as `HALYARD_IO__BACKEND`.
+//! - `HALYARD_TEST_STORE=on`: every broker runs with `[store] enabled = true` on its own store
+//!   directory (the whole suite with durable sessions; tests that set the store themselves
+//!   override it).
 
 pub mod broker;
 pub mod http;

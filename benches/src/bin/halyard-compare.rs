@@ -26,7 +26,7 @@ struct Args {
     )]
     brokers: Vec<String>,
     /// Cases to run (default: all): fanin-q0, fanin-q1, fanout-q0, fanout-q1, p2p-q0, p2p-q1,
-    /// p2p-q1-50k, conn-idle, conn-sub.
+    /// p2p-q0-5k, p2p-q1-50k, conn-idle, conn-sub.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// Rounds over every case and broker.

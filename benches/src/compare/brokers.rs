@@ -14,6 +14,16 @@ use super::CompareError;
 pub const INFLIGHT: u32 = 1000;
 /// Queued messages per client, the same for every broker.
 pub const QUEUED: u32 = 10_000;
+/// Halyard `[limits]` overrides for the benchmark: every connection comes from one source
+/// (127.0.0.1), so the per-source limits are disabled (0) and the node-wide connection limit
+/// is above the largest `conn` case.
+pub const HALYARD_BENCH_LIMITS: [(&str, &str); 5] = [
+    ("HALYARD_LIMITS__MAX_CONNECTIONS", "250000"),
+    ("HALYARD_LIMITS__MAX_CONNECTIONS_PER_SOURCE", "0"),
+    ("HALYARD_LIMITS__CONNECT_RATE_PER_SOURCE", "0"),
+    ("HALYARD_LIMITS__FLAP_MAX_CONNECTS", "0"),
+    ("HALYARD_LIMITS__AUTH_FAILURES_PER_SOURCE", "0"),
+];
 /// How long a broker may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a broker may take to exit after SIGTERM before it is killed.
@@ -135,6 +145,12 @@ pub fn start(
                 .env("HALYARD_LOG__LEVEL", "warn")
                 .env("HALYARD_MQTT__MAX_INFLIGHT", INFLIGHT.to_string())
                 .env("HALYARD_MQTT__MAX_QUEUED_MESSAGES", QUEUED.to_string());
+            // Every client of a benchmark comes from 127.0.0.1: the per-source abuse limits
+            // (connections, connect rate, flapping, failed logins) are off, as in the peers,
+            // which have none.
+            for (key, value) in HALYARD_BENCH_LIMITS {
+                cmd.env(key, value);
+            }
         }
         Broker::Mosquitto => {
             let conf = work.join(format!("mosquitto-{port}.conf"));

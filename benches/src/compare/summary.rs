@@ -249,13 +249,13 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
     let _ = writeln!(m, "## Closed loop (throughput ceiling)\n");
     let _ = writeln!(
         m,
-        "| case | broker | msgs/s | per broker CPU-s | broker CPU | generator CPU | p50 us | p99 us | peak RSS MiB | lost / dup / reord | runs |"
+        "| case | broker | msgs/s | per broker CPU-s | broker CPU | generator CPU | p50 us | p99 us | p999 us | peak RSS MiB | lost / dup / reord | runs |"
     );
-    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in cells.iter().filter(|c| c.kind == CaseKind::Throughput) {
         let _ = writeln!(
             m,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {}{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {}{} |",
             c.case,
             c.broker,
             cell(&c.msgs_per_s),
@@ -264,6 +264,7 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
             pct(&c.load_cpu),
             cell(&c.p50_us),
             cell(&c.p99_us),
+            cell(&c.p999_us),
             cell(&c.peak_rss_mib),
             c.lost,
             c.duplicated,
@@ -280,13 +281,13 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "\n## Open loop (latency at a fixed offered rate)\n");
         let _ = writeln!(
             m,
-            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | broker CPU | peak RSS MiB | lost / dup / reord | runs |"
+            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for c in cells.iter().filter(|c| c.kind == CaseKind::Latency) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 c.case,
                 c.broker,
                 cell(&c.msgs_per_s),
@@ -294,6 +295,8 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 cell(&c.p99_us),
                 cell(&c.p999_us),
                 pct(&c.broker_cpu),
+                pct(&c.load_cpu),
+                cell(&c.per_cpu_s),
                 cell(&c.peak_rss_mib),
                 c.lost,
                 c.duplicated,

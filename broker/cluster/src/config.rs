@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -31,6 +32,15 @@ pub struct ClusterConfig {
     /// first of them ever forms it (see [`crate::ClusterNode`]).
     #[serde(deserialize_with = "list_or_csv")]
     pub initial_cores: Vec<String>,
+    /// `cluster.data_dir`: where a core keeps its Raft vote, log and snapshot
+    /// (`<data_dir>/raft.redb`), so a restarted core recovers them from disk. The server
+    /// sets it to `store.dir` (`HALYARD_STORE__DIR`) unless configured. `None` keeps them in
+    /// memory only (tests; a core restarted without its disk must be caught up by the
+    /// leader, and losing a majority of cores at once loses the table). Replicants ignore it.
+    pub data_dir: Option<PathBuf>,
+    /// Most write requests (appends, votes, snapshot writes) group-committed in one redb
+    /// transaction and fsync; a cut batch is counted in `raft_write_batch_full`. Default 256.
+    pub raft_write_batch_max: usize,
     /// Most route operations in one log entry. Default 1000.
     pub route_batch_max: usize,
     /// How long a batch collects route operations before it is proposed, in ms. Default 1.
@@ -65,6 +75,12 @@ pub struct ClusterConfig {
     pub stream_idle_timeout_ms: u64,
     /// Messages queued per destination node on a forwarding link. Default 10 000.
     pub link_queue_max: usize,
+    /// Messages sent on one link and not yet acknowledged by the receiver; at the limit the
+    /// link waits for acknowledgements (counted in `link_inflight_full`). Default 10 000.
+    pub link_inflight_max: usize,
+    /// How long [`crate::ClusterNode::send_acked`] waits for the acknowledgement, in ms.
+    /// Default 5000.
+    pub link_ack_timeout_ms: u64,
     /// Most messages per link frame. Default 256.
     pub link_batch_max: usize,
     /// Received messages queued for the server before links stop reading (back-pressure
@@ -78,6 +94,13 @@ pub struct ClusterConfig {
     pub write_timeout_ms: u64,
     /// Bound on the first core's wait for all `initial_cores` to answer, in ms. Default 60 000.
     pub form_timeout_ms: u64,
+    /// A node the core group has not seen for this long is declared dead (a replicant: no
+    /// stream on any core; a core: not answering the leader's poll): a replicant's member
+    /// record and routes, a core's routes only, are removed in one committed entry
+    /// (counted in `autoclean_removed`). 0 disables. Default 60 000.
+    pub autoclean_grace_ms: u64,
+    /// How often the leader polls the other cores for liveness, in ms. Default 1000.
+    pub liveness_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -89,6 +112,8 @@ impl Default for ClusterConfig {
             advertise: None,
             seeds: Vec::new(),
             initial_cores: Vec::new(),
+            data_dir: None,
+            raft_write_batch_max: 256,
             route_batch_max: 1000,
             route_batch_interval_ms: 1,
             route_queue_max: 100_000,
@@ -104,11 +129,15 @@ impl Default for ClusterConfig {
             stream_idle_timeout_ms: 5000,
             link_queue_max: 10_000,
             link_batch_max: 256,
+            link_inflight_max: 10_000,
+            link_ack_timeout_ms: 5000,
             inbound_queue_max: 10_000,
             connect_timeout_ms: 1000,
             reconnect_backoff_ms: 200,
             write_timeout_ms: 5000,
             form_timeout_ms: 60_000,
+            autoclean_grace_ms: 60_000,
+            liveness_interval_ms: 1000,
         }
     }
 }
@@ -207,6 +236,13 @@ impl ClusterConfig {
             }
             "SEEDS" => self.seeds = split_csv(v),
             "INITIAL_CORES" => self.initial_cores = split_csv(v),
+            "DATA_DIR" => {
+                let v = v.trim();
+                self.data_dir = (!v.is_empty()).then(|| PathBuf::from(v));
+            }
+            "RAFT_WRITE_BATCH_MAX" => {
+                self.raft_write_batch_max = parse_num("cluster.raft_write_batch_max", v)?;
+            }
             "ROUTE_BATCH_MAX" => self.route_batch_max = parse_num("cluster.route_batch_max", v)?,
             "ROUTE_BATCH_INTERVAL_MS" => {
                 self.route_batch_interval_ms = parse_num("cluster.route_batch_interval_ms", v)?;
@@ -240,6 +276,12 @@ impl ClusterConfig {
             }
             "LINK_QUEUE_MAX" => self.link_queue_max = parse_num("cluster.link_queue_max", v)?,
             "LINK_BATCH_MAX" => self.link_batch_max = parse_num("cluster.link_batch_max", v)?,
+            "LINK_INFLIGHT_MAX" => {
+                self.link_inflight_max = parse_num("cluster.link_inflight_max", v)?;
+            }
+            "LINK_ACK_TIMEOUT_MS" => {
+                self.link_ack_timeout_ms = parse_num("cluster.link_ack_timeout_ms", v)?;
+            }
             "INBOUND_QUEUE_MAX" => {
                 self.inbound_queue_max = parse_num("cluster.inbound_queue_max", v)?;
             }
@@ -251,6 +293,12 @@ impl ClusterConfig {
             }
             "WRITE_TIMEOUT_MS" => self.write_timeout_ms = parse_num("cluster.write_timeout_ms", v)?,
             "FORM_TIMEOUT_MS" => self.form_timeout_ms = parse_num("cluster.form_timeout_ms", v)?,
+            "AUTOCLEAN_GRACE_MS" => {
+                self.autoclean_grace_ms = parse_num("cluster.autoclean_grace_ms", v)?;
+            }
+            "LIVENESS_INTERVAL_MS" => {
+                self.liveness_interval_ms = parse_num("cluster.liveness_interval_ms", v)?;
+            }
             _ => {
                 return Err(bad(
                     "cluster",
@@ -289,7 +337,14 @@ impl ClusterConfig {
                 }
             }
         }
-        let positive: [(&'static str, u64); 13] = [
+        let positive: [(&'static str, u64); 17] = [
+            ("cluster.link_inflight_max", self.link_inflight_max as u64),
+            ("cluster.link_ack_timeout_ms", self.link_ack_timeout_ms),
+            ("cluster.liveness_interval_ms", self.liveness_interval_ms),
+            (
+                "cluster.raft_write_batch_max",
+                self.raft_write_batch_max as u64,
+            ),
             (
                 "cluster.stream_backlog_bytes",
                 self.stream_backlog_bytes as u64,
@@ -337,6 +392,13 @@ impl ClusterConfig {
             return Err(bad(
                 "cluster.stream_idle_timeout_ms",
                 "must be more than twice cluster.heartbeat_interval_ms",
+            ));
+        }
+        if self.autoclean_grace_ms != 0 && self.autoclean_grace_ms <= 2 * self.liveness_interval_ms
+        {
+            return Err(bad(
+                "cluster.autoclean_grace_ms",
+                "must be 0 (off) or more than twice cluster.liveness_interval_ms",
             ));
         }
         if self.max_frame_bytes < 64 * 1024 {

@@ -13,6 +13,15 @@ pub enum ClusterError {
         /// Why it is invalid.
         reason: String,
     },
+    /// The Raft storage file (`<cluster.data_dir>/raft.redb`) could not be opened, read or
+    /// written, or belongs to another node.
+    #[error("raft storage {path}: {reason}")]
+    Storage {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A socket or runtime operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

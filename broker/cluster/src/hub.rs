@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::{BasicNode, LogId, StoredMembership};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::state::{ClusterState, Replica, RouteTable};
-use crate::types::{ApplyOutcome, Command, LogIndex, NodeId};
+use crate::types::{ApplyOutcome, Command, LogIndex, NodeId, RouteOp};
 
 /// One applied entry as kept in the backlog and sent to streams.
 #[derive(Debug, Clone)]
@@ -62,6 +62,11 @@ pub(crate) struct Hub {
     applied_tx: watch::Sender<LogIndex>,
     /// Replicant streams currently served (cores).
     pub streams: AtomicU64,
+    /// This node's id (0 until [`Hub::set_me`]), to notice its own removal.
+    me: AtomicU64,
+    /// Notified when an applied command removed this node's member record or all its
+    /// routes (autoclean's reassert waits on it).
+    pub evicted: Notify,
 }
 
 impl Hub {
@@ -87,7 +92,26 @@ impl Hub {
             backlog_bytes_max,
             applied_tx: watch::channel(0).0,
             streams: AtomicU64::new(0),
+            me: AtomicU64::new(0),
+            evicted: Notify::new(),
         }
+    }
+
+    /// Tells the hub which node it belongs to (see [`Hub::evicted`]).
+    pub fn set_me(&self, me: NodeId) {
+        self.me.store(me, Ordering::Relaxed);
+    }
+
+    fn removes_me(&self, cmd: &Command) -> bool {
+        let me = self.me.load(Ordering::Relaxed);
+        me != 0
+            && match cmd {
+                Command::Leave(n) => *n == me,
+                Command::Routes(ops) => ops
+                    .iter()
+                    .any(|op| matches!(op, RouteOp::RemoveNode(n) if *n == me)),
+                Command::Join(_) => false,
+            }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, HubInner> {
@@ -114,6 +138,9 @@ impl Hub {
             return ApplyOutcome::default();
         }
         let out = g.replica.apply(index, cmd.as_ref());
+        if cmd.as_ref().is_some_and(|c| self.removes_me(c)) {
+            self.evicted.notify_one();
+        }
         let cmd = cmd.map(Arc::new);
         g.backlog_bytes += entry_bytes(cmd.as_deref());
         g.backlog.push_back((index, cmd.clone()));
@@ -203,7 +230,6 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::RouteOp;
 
     fn routes(n: usize) -> Option<Command> {
         Some(Command::Routes(

@@ -15,8 +15,8 @@ use crate::config::ClusterConfig;
 use crate::discovery::{Discovery, StaticSeeds};
 use crate::error::ClusterError;
 use crate::hub::Hub;
-use crate::links::Links;
-use crate::raft::{MemLogStore, NetworkFactory, Raft, StateMachine, raft_config};
+use crate::links::{Inbound, Links};
+use crate::raft::{Disk, LogStore, NetworkFactory, Raft, StateMachine, raft_config};
 use crate::state::{RouteTable, valid_route_filter};
 use crate::status::{ClusterStatus, Counters, StreamState};
 use crate::types::{Command, LogIndex, Member, NodeId, NodeRole, RouteOp, node_id_for_name};
@@ -26,7 +26,9 @@ use crate::writes::{BatchItem, WritePool};
 /// The Raft parts of a core.
 pub(crate) struct Core {
     pub raft: Raft,
-    pub log: MemLogStore,
+    pub log: LogStore,
+    /// The Raft file's writer (cores with `cluster.data_dir`).
+    pub disk: Option<Disk>,
 }
 
 /// State shared by the handle and every control-plane task.
@@ -43,6 +45,12 @@ pub(crate) struct Shared {
     pub upstream: std::sync::Mutex<Option<String>>,
     pub discovery: Arc<dyn Discovery>,
     pub rt: tokio::runtime::Handle,
+    /// Cores: replicants streaming from this core now, with their stream count.
+    pub streaming: std::sync::Mutex<std::collections::HashMap<NodeId, u32>>,
+    /// Set by [`ClusterNode::leave`]: this node's removal is expected, do not reassert.
+    pub leaving: std::sync::atomic::AtomicBool,
+    /// The routes this node proposed for itself.
+    pub own_routes: crate::autoclean::OwnRoutes,
 }
 
 impl Shared {
@@ -129,20 +137,28 @@ impl ClusterNode {
                         return;
                     }
                 };
-                rt.block_on(async move {
+                let disk = rt.block_on(async move {
                     match boot(cfg, discovery).await {
                         Ok(parts) => {
+                            let disk = parts.0.core.as_ref().and_then(|c| c.disk.clone());
                             let _ = ready_tx.send(Ok(parts));
                             // Runs until the handle is dropped or shut down.
                             let _ = stop_rx.await;
+                            disk
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
+                            None
                         }
                     }
                 });
                 // Dropping the runtime cancels every task and closes every socket.
                 drop(rt);
+                // Then the Raft file: what was queued is written and the file is released,
+                // so the node can be started again on the same directory at once.
+                if let Some(disk) = disk {
+                    disk.close();
+                }
             })?;
         match ready_rx.recv() {
             Ok(Ok((shared, batch_tx))) => Ok(ClusterNode {
@@ -203,9 +219,13 @@ impl ClusterNode {
             return Err(ClusterError::QueueFull);
         }
         let (reply, rx) = oneshot::channel();
-        if self.batch_tx.send(BatchItem { ops, reply }).is_err() {
+        let sent =
+            self.shared
+                .own_routes
+                .record_and_send(self.shared.id, ops, reply, &self.batch_tx);
+        if let Err(e) = sent {
             c.route_queue_len.fetch_sub(n, Ordering::Relaxed);
-            return Err(ClusterError::Stopped);
+            return Err(e);
         }
         rx.await.map_err(|_| ClusterError::Stopped)?
     }
@@ -213,6 +233,7 @@ impl ClusterNode {
     /// Removes this node from the cluster: its member record and every route row it owns
     /// (graceful departure, e.g. on SIGTERM). Resolves to the log index of the removal.
     pub async fn leave(&self) -> Result<LogIndex, ClusterError> {
+        self.shared.leaving.store(true, Ordering::Relaxed);
         let shared = self.shared.clone();
         let cmd = Command::Leave(shared.id);
         let task = self
@@ -256,7 +277,8 @@ impl ClusterNode {
     }
 
     /// Cores, called on the leader: removes core `id` from the group (joint consensus); it
-    /// stops receiving the log. Resolves to the index of the new membership.
+    /// stops receiving the log. Then its member record and every route it owns are removed
+    /// in one committed entry. Resolves to the index of that entry.
     pub async fn remove_core(&self, id: NodeId) -> Result<LogIndex, ClusterError> {
         let shared = self.shared.clone();
         let task = self.shared.rt.spawn(async move {
@@ -265,13 +287,25 @@ impl ClusterNode {
                 .as_ref()
                 .ok_or(ClusterError::Protocol("not a core".into()))?;
             let ids = std::collections::BTreeSet::from([id]);
-            let r = core
-                .raft
+            core.raft
                 .change_membership(openraft::ChangeMembers::RemoveVoters(ids), false)
                 .await
                 .map_err(membership_error)?;
-            Ok(r.log_id.index)
+            crate::writes::submit(&shared, Command::Leave(id), 0).await
         });
+        task.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Removes node `id`'s member record and every route it owns in one committed entry
+    /// (`halyard ctl cluster evict`: a node known to be gone for good). A node evicted
+    /// while it is still running joins again and re-proposes its routes. Cores stay voters
+    /// (use [`ClusterNode::remove_core`]). Works on any node; resolves to the entry's index.
+    pub async fn evict(&self, id: NodeId) -> Result<LogIndex, ClusterError> {
+        let shared = self.shared.clone();
+        let task = self
+            .shared
+            .rt
+            .spawn(async move { crate::writes::submit(&shared, Command::Leave(id), 0).await });
         task.await.map_err(|_| ClusterError::Stopped)?
     }
 
@@ -304,13 +338,39 @@ impl ClusterNode {
     pub async fn send_wait(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
         self.shared
             .links
-            .send_wait(&self.shared, node, message)
+            .send_wait(&self.shared, node, message, false)
             .await
+            .map(|_| ())
     }
 
-    /// The receiver of messages other nodes sent here, `(sender, message)`; `None` after
-    /// the first call. When nobody drains it, links stop reading (back-pressure).
-    pub fn take_inbound(&self) -> Option<mpsc::Receiver<(NodeId, Bytes)>> {
+    /// Like [`ClusterNode::send_wait`], then waits until `node` acknowledged the message,
+    /// i.e. its server handed it to its local sessions and dropped the [`Inbound`]: the
+    /// publisher may then acknowledge a QoS 1/2 PUBLISH. Fails with
+    /// [`ClusterError::Timeout`] after `cluster.link_ack_timeout_ms` (the message may still
+    /// arrive later: the link keeps resending it until acknowledged). Needs no particular
+    /// runtime.
+    pub async fn send_acked(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
+        let rx = self
+            .shared
+            .links
+            .send_wait(&self.shared, node, message, true)
+            .await?
+            .ok_or(ClusterError::Stopped)?;
+        let ms = self.shared.cfg.link_ack_timeout_ms;
+        let task = self.shared.rt.spawn(async move {
+            match tokio::time::timeout(Duration::from_millis(ms), rx).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(ClusterError::Stopped),
+                Err(_) => Err(ClusterError::Timeout(ms)),
+            }
+        });
+        task.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// The receiver of messages other nodes sent here; `None` after the first call. Drop
+    /// each [`Inbound`] once it was handed to the local sessions (that acknowledges it to
+    /// the sender). When nobody drains it, links stop reading (back-pressure).
+    pub fn take_inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
         self.shared.links.take_inbound()
     }
 
@@ -392,22 +452,39 @@ async fn boot(
         cfg.stream_queue_max,
     ));
     let core = if cfg.role == NodeRole::Core {
-        let log = MemLogStore::default();
+        let (log, sm, disk) = match &cfg.data_dir {
+            Some(dir) => {
+                let (disk, mut loaded) = Disk::open(dir, id, cfg.raft_write_batch_max)?;
+                let snapshot = loaded.snapshot.take();
+                let log = LogStore::durable(disk.clone(), &mut loaded);
+                let sm = StateMachine::durable(hub.clone(), disk.clone(), snapshot)?;
+                (log, sm, Some(disk))
+            }
+            None => {
+                tracing::warn!(
+                    "cluster.data_dir is not set: this core keeps its Raft log in memory"
+                );
+                (LogStore::memory(), StateMachine::new(hub.clone()), None)
+            }
+        };
         let net = NetworkFactory {
             me: id,
             max_frame: cfg.max_frame_bytes,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         };
-        let sm = StateMachine::new(hub.clone());
         let raft = Raft::new(id, raft_config(&cfg)?, net, log.clone(), sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        Some(Core { raft, log })
+        Some(Core { raft, log, disk })
     } else {
         None
     };
     let links = Links::new(cfg.inbound_queue_max);
+    hub.set_me(id);
     let shared = Arc::new(Shared {
+        streaming: std::sync::Mutex::new(std::collections::HashMap::new()),
+        leaving: std::sync::atomic::AtomicBool::new(false),
+        own_routes: crate::autoclean::OwnRoutes::default(),
         writes: WritePool::default(),
         upstream: std::sync::Mutex::new(None),
         discovery,
@@ -429,8 +506,13 @@ async fn boot(
     tokio::spawn(crate::server::serve(shared.clone(), listener));
     let (batch_tx, batch_rx) = mpsc::unbounded_channel();
     tokio::spawn(crate::writes::batcher(shared.clone(), batch_rx));
+    tokio::spawn(crate::autoclean::reassert_task(
+        shared.clone(),
+        batch_tx.clone(),
+    ));
     if shared.core.is_some() {
         tokio::spawn(form_if_first(shared.clone()));
+        tokio::spawn(crate::autoclean::leader_task(shared.clone()));
     } else {
         tokio::spawn(crate::replicant::run(shared.clone()));
     }

@@ -41,6 +41,7 @@ pub(crate) async fn serve_stream(
     }
     shared.hub.count_stream(1);
     let _guard = StreamGuard(shared);
+    let _seen = crate::autoclean::StreamSeen::new(shared, node);
     let max = shared.max_frame();
     let (start, committed, mut rx) = shared.hub.subscribe(from);
     let mut last = from;

@@ -151,6 +151,16 @@ impl ClusterState {
         true
     }
 
+    /// The nodes that own at least one route row.
+    pub fn owners(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.by_node.keys().copied()
+    }
+
+    /// Whether `node` owns at least one route row.
+    pub fn owns_routes(&self, node: NodeId) -> bool {
+        self.by_node.contains_key(&node)
+    }
+
     /// Number of route rows (filter, node).
     pub fn route_rows(&self) -> usize {
         self.by_node.values().map(BTreeSet::len).sum()
@@ -226,6 +236,26 @@ impl ClusterState {
     }
 }
 
+/// One destination of a published message (see [`RouteTable::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The node that gets one copy.
+    pub node: NodeId,
+    /// Its ordinary (non-shared) subscriptions match: deliver to each of them.
+    pub ordinary: bool,
+    /// The shared groups it serves for this message: deliver to one local member of each.
+    pub groups: Vec<SharedPick>,
+}
+
+/// A shared group picked to be served by one node: `$share/{group}/{filter}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedPick {
+    /// The ShareName.
+    pub group: String,
+    /// The topic filter after the ShareName.
+    pub filter: String,
+}
+
 /// The route view of the data plane: filter -> owner nodes in a lock-free trie, plus the
 /// index it reflects. Shared as `Arc<RouteTable>`; matching never takes a lock.
 #[derive(Debug, Default)]
@@ -263,6 +293,44 @@ impl RouteTable {
                 }
             }
         });
+    }
+
+    /// The dispatch plan of a message published on `topic`: one [`Dispatch`] per node that
+    /// should get a copy (ascending node order, `out` cleared first), saying whether its
+    /// ordinary subscriptions match and which shared groups it was picked to serve. Each
+    /// matching shared group is given to exactly one node (round-robin over the nodes with
+    /// members), so a group spanning nodes gets one copy per message [MQTT-4.8.2-2]: the
+    /// receiving node delivers to its ordinary matching subscribers if `ordinary`, and to
+    /// one local member of each group in `groups` only; it serves no other shared group
+    /// for this message. The publishing node applies the same rule to its own entry.
+    pub fn plan(&self, topic: &str, out: &mut Vec<Dispatch>) {
+        out.clear();
+        fn slot(out: &mut Vec<Dispatch>, node: NodeId) -> &mut Dispatch {
+            let i = match out.iter().position(|d| d.node == node) {
+                Some(i) => i,
+                None => {
+                    out.push(Dispatch {
+                        node,
+                        ordinary: false,
+                        groups: Vec::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            &mut out[i]
+        }
+        self.trie.for_each_match(topic, |m| match m {
+            Match::Subscriber { key, .. } => slot(out, *key).ordinary = true,
+            Match::Shared(group) => {
+                if let Some((node, _)) = group.pick_round_robin() {
+                    slot(out, *node).groups.push(SharedPick {
+                        group: group.name().to_owned(),
+                        filter: group.filter().to_owned(),
+                    });
+                }
+            }
+        });
+        out.sort_unstable_by_key(|d| d.node);
     }
 
     /// The distinct nodes that should get one copy of a message published on `topic`,
@@ -443,6 +511,49 @@ mod tests {
             }])),
         );
         assert_eq!(nodes(r.routes(), "a/b"), vec![3]);
+    }
+
+    /// [MQTT-4.8.2-2]: a message matching a shared group spanning three nodes goes to one
+    /// node per message, spread over all of them; ordinary routes go to their node always.
+    #[test]
+    fn a_shared_group_across_nodes_gets_one_copy_per_message() {
+        let mut r = Replica::new(Arc::new(RouteTable::new()));
+        r.apply(
+            1,
+            Some(&Command::Routes(vec![
+                add("$share/g/t/#", 1),
+                add("$share/g/t/#", 2),
+                add("$share/g/t/#", 3),
+                add("$share/h/t/+", 3),
+                add("t/+", 2),
+            ])),
+        );
+        let mut plan = Vec::new();
+        let mut served = BTreeMap::<NodeId, u32>::new();
+        for _ in 0..300 {
+            r.routes().plan("t/x", &mut plan);
+            let g: Vec<NodeId> = plan
+                .iter()
+                .filter(|d| d.groups.iter().any(|p| p.group == "g" && p.filter == "t/#"))
+                .map(|d| d.node)
+                .collect();
+            assert_eq!(g.len(), 1, "exactly one node serves group g: {plan:?}");
+            *served.entry(g[0]).or_default() += 1;
+            let h: Vec<&Dispatch> = plan
+                .iter()
+                .filter(|d| d.groups.iter().any(|p| p.group == "h"))
+                .collect();
+            assert_eq!(h.len(), 1);
+            assert_eq!(h[0].node, 3);
+            let two = plan.iter().find(|d| d.node == 2).expect("node 2 always");
+            assert!(two.ordinary);
+            assert!(plan.iter().all(|d| d.node == 2 || !d.ordinary));
+            assert!(plan.windows(2).all(|w| w[0].node < w[1].node), "one entry per node");
+        }
+        assert_eq!(served.values().sum::<u32>(), 300);
+        assert!(served.values().all(|n| *n == 100), "round robin: {served:?}");
+        r.routes().plan("u", &mut plan);
+        assert!(plan.is_empty());
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub(crate) struct Counters {
     pub stream_cuts: AtomicU64,
     pub inbound_blocked: AtomicU64,
     pub formed: AtomicU64,
+    pub autoclean_removed: AtomicU64,
+    pub reasserts: AtomicU64,
+    pub link_resent: AtomicU64,
+    pub link_inflight_full: AtomicU64,
+    pub link_duplicates: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +98,21 @@ pub struct ClusterStatus {
     pub raft_state: Option<String>,
     /// Cores: whether this node formed the core group (at most one node of a cluster, once).
     pub formed_group: bool,
+    /// Cores: whether the Raft vote, log and snapshot are kept on disk (`cluster.data_dir`).
+    pub raft_durable: bool,
+    /// Cores: the last log index covered by this core's latest snapshot.
+    pub raft_snapshot_index: Option<LogIndex>,
+    /// Cores: the last log index purged from this core's log (kept in the snapshot).
+    pub raft_purged_index: Option<LogIndex>,
+    /// Cores: Raft file transactions committed with an fsync (each holds one or more
+    /// appends, votes or snapshot writes: group commit).
+    pub raft_fsyncs: u64,
+    /// Cores: Raft write requests written to disk.
+    pub raft_disk_writes: u64,
+    /// Cores: group commits cut at `cluster.raft_write_batch_max` requests.
+    pub raft_write_batch_full: u64,
+    /// Cores: failed Raft file transactions (the Raft node stops on the first).
+    pub raft_storage_errors: u64,
     /// Cores: the voters of the current Raft membership.
     pub raft_voters: Vec<NodeId>,
     /// Cores: per peer, how many log entries it is behind the leader (leader only).
@@ -123,11 +143,19 @@ pub struct ClusterStatus {
     pub route_entries_proposed: u64,
     /// Messages queued on forwarding links (all destinations).
     pub link_queue_len: u64,
+    /// Messages sent on links and not yet acknowledged by their receivers.
+    pub link_inflight: u64,
+    /// Messages sent again after a link reconnected (they were not acknowledged).
+    pub link_resent: u64,
+    /// Times a link waited because `link_inflight_max` messages were unacknowledged.
+    pub link_inflight_full: u64,
+    /// Received messages dropped because they were resent copies of ones handed on.
+    pub link_duplicates: u64,
     /// Messages refused by `send` because a link queue was full.
     pub link_dropped: u64,
     /// `send_wait` calls that had to wait for queue space.
     pub link_blocked: u64,
-    /// Messages lost because a link broke while they were being written.
+    /// Messages dropped because one alone exceeds `cluster.max_frame_bytes`.
     pub link_lost: u64,
     /// Messages sent on links.
     pub link_sent: u64,
@@ -147,6 +175,10 @@ pub struct ClusterStatus {
     pub inbound_blocked: u64,
     /// Connections refused because `MAX_CLUSTER_CONNECTIONS` were open.
     pub connections_refused: u64,
+    /// Cores: nodes this core declared dead and cleaned while it led (autoclean).
+    pub autoclean_removed: u64,
+    /// Times this node found its own routes removed while alive and put them back.
+    pub reasserts: u64,
     /// Known members.
     pub members: u64,
     /// Route rows (filter, node) in the replicated table.
@@ -215,6 +247,16 @@ impl ClusterStatus {
                 self.link_blocked as f64,
             ),
             ("halyard_cluster_link_lost_total", self.link_lost as f64),
+            ("halyard_cluster_link_inflight", self.link_inflight as f64),
+            ("halyard_cluster_link_resent_total", self.link_resent as f64),
+            (
+                "halyard_cluster_link_inflight_full_total",
+                self.link_inflight_full as f64,
+            ),
+            (
+                "halyard_cluster_link_duplicates_total",
+                self.link_duplicates as f64,
+            ),
             ("halyard_cluster_link_sent_total", self.link_sent as f64),
             (
                 "halyard_cluster_link_received_total",
@@ -229,9 +271,29 @@ impl ClusterStatus {
                 "halyard_cluster_connections_refused_total",
                 self.connections_refused as f64,
             ),
+            (
+                "halyard_cluster_autoclean_removed_total",
+                self.autoclean_removed as f64,
+            ),
+            ("halyard_cluster_reasserts_total", self.reasserts as f64),
             ("halyard_cluster_members", self.members as f64),
             ("halyard_cluster_route_rows", self.route_rows as f64),
         ];
+        if self.role == NodeRole::Core {
+            m.push(("halyard_cluster_raft_fsyncs_total", self.raft_fsyncs as f64));
+            m.push((
+                "halyard_cluster_raft_disk_writes_total",
+                self.raft_disk_writes as f64,
+            ));
+            m.push((
+                "halyard_cluster_raft_write_batch_full_total",
+                self.raft_write_batch_full as f64,
+            ));
+            m.push((
+                "halyard_cluster_raft_storage_errors_total",
+                self.raft_storage_errors as f64,
+            ));
+        }
         if let Some(term) = self.raft_term {
             m.push(("halyard_cluster_raft_term", term as f64));
         }

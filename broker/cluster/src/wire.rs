@@ -35,11 +35,22 @@ pub(crate) enum Hello {
         /// Last index the replicant applied (0: none, send a snapshot).
         from: LogIndex,
     },
-    /// A forwarding link from `from`: [`LinkBatch`] frames follow.
+    /// A forwarding link from `from`: link frames follow (see module `links`), and
+    /// cumulative acknowledgements go back.
     Link {
         /// The sending node.
         from: NodeId,
+        /// The sending process's incarnation: sequence numbers restart with it.
+        epoch: u64,
     },
+    /// The leader's liveness poll: answered with one [`Liveness`], then closed.
+    Liveness,
+}
+
+/// Answer to [`Hello::Liveness`]: the replicants this core streams to now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Liveness {
+    pub streaming: Vec<NodeId>,
 }
 
 /// Answer to [`Hello::Identify`].

@@ -239,6 +239,13 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         raft_leader: None,
         raft_state: None,
         formed_group: Counters::get(&c.formed) > 0,
+        raft_snapshot_index: None,
+        raft_purged_index: None,
+        raft_durable: false,
+        raft_fsyncs: 0,
+        raft_disk_writes: 0,
+        raft_write_batch_full: 0,
+        raft_storage_errors: 0,
         raft_voters: Vec::new(),
         raft_peer_lag: Vec::new(),
         stream_state: StreamState::from_u8(c.stream_state.load(Ordering::Relaxed)),
@@ -258,6 +265,10 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         route_ops_proposed: Counters::get(&c.route_ops_proposed),
         route_entries_proposed: Counters::get(&c.route_entries_proposed),
         link_queue_len: shared.links.queued(),
+        link_inflight: shared.links.inflight(),
+        link_resent: Counters::get(&c.link_resent),
+        link_inflight_full: Counters::get(&c.link_inflight_full),
+        link_duplicates: Counters::get(&c.link_duplicates),
         link_dropped: Counters::get(&c.link_dropped),
         link_blocked: Counters::get(&c.link_blocked),
         link_lost: Counters::get(&c.link_lost),
@@ -270,6 +281,8 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         stream_cuts: Counters::get(&c.stream_cuts),
         inbound_blocked: Counters::get(&c.inbound_blocked),
         connections_refused: Counters::get(&c.connections_refused),
+        autoclean_removed: Counters::get(&c.autoclean_removed),
+        reasserts: Counters::get(&c.reasserts),
         members,
         route_rows,
     };
@@ -280,6 +293,8 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
             st.raft_leader = m.current_leader;
             st.raft_state = Some(format!("{:?}", m.state));
             st.raft_voters = m.membership_config.membership().voter_ids().collect();
+            st.raft_snapshot_index = m.snapshot.map(|l| l.index);
+            st.raft_purged_index = m.purged.map(|l| l.index);
             let last = m.last_log_index.unwrap_or(0);
             if let Some(repl) = &m.replication {
                 st.raft_peer_lag = repl
@@ -289,6 +304,14 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
                     .collect();
             }
             st.committed_index = core.log.committed_index().max(applied);
+            if let Some(disk) = &core.disk {
+                let d = &disk.stats;
+                st.raft_durable = true;
+                st.raft_fsyncs = Counters::get(&d.fsyncs);
+                st.raft_disk_writes = Counters::get(&d.writes);
+                st.raft_write_batch_full = Counters::get(&d.batch_full);
+                st.raft_storage_errors = Counters::get(&d.errors);
+            }
         }
         None => {
             st.committed_index = Counters::get(&c.upstream_committed).max(applied);

@@ -1,5 +1,9 @@
 //! In-process cluster tests: real TCP on 127.0.0.x, every wait bounded.
 
+#[allow(
+    dead_code,
+    reason = "helpers shared by several test binaries; each uses a subset"
+)]
 mod common;
 
 use std::collections::HashMap;
@@ -464,9 +468,21 @@ fn a_core_is_added_and_removed_through_joint_consensus() {
         matches!(err, halyard_cluster::ClusterError::NoLeader(_)),
         "{err}"
     );
-    rt.block_on(l.remove_core(c4.id())).expect("c4 removed");
+    let idx = rt
+        .block_on(c4.propose_routes(vec![add("c4/own", c4.id())]))
+        .expect("c4 commits a route of its own");
+    assert!(wait_until(SETTLE, || applied_at_least(l, idx)));
+    assert_eq!(nodes_for(l, "c4/own"), vec![c4.id()]);
+    let idx = rt.block_on(l.remove_core(c4.id())).expect("c4 removed");
     assert!(wait_until(SETTLE, || l.status().raft_voters.len() == 3));
     assert!(!l.status().raft_voters.contains(&c4.id()));
+    // Its member record and its routes went with it, in one entry.
+    assert!(applied_at_least(l, idx));
+    assert!(!l.members().contains_key(&c4.id()));
+    assert!(nodes_for(l, "c4/own").is_empty());
+    // c4 does not put itself back.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!l.members().contains_key(&c4.id()));
 }
 
 #[test]

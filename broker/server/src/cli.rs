@@ -1,4 +1,4 @@
-//! Command line: `halyard run`, `halyard ctl ...`, `halyard config ...`.
+//! Command line: `halyard run`, `halyard ctl ...`, `halyard config ...`, `halyard store ...`.
 //!
 //! Each subcommand is one variant of [`Command`]; later features add theirs (`ctl xdp top`,
 //! `tune check|apply`, `passwd`, `store ...`) as new variants without touching the others.
@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+use halyard_store::CheckStatus;
 
 use crate::config::{Config, reference};
 
@@ -23,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker in the foreground until SIGTERM or SIGINT.
-    Run(ConfigArgs),
+    Run(RunArgs),
     /// Inspect a running broker through its admin HTTP server.
     #[command(subcommand)]
     Ctl(CtlCommand),
@@ -35,6 +37,43 @@ pub enum Command {
     Tune(crate::tune::TuneCommand),
     /// Manage a password file (like mosquitto_passwd).
     Passwd(halyard_auth::PasswdArgs),
+    /// Inspect or repair the durable store (`[store]`) while the broker is stopped.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// Arguments of `halyard run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// When the store file is corrupt, move it aside (`halyard.redb.corrupt-N`, logged) and
+    /// start with an empty store: its sessions, queues, retained messages and wills are lost.
+    #[arg(long)]
+    pub discard_corrupt: bool,
+}
+
+/// `halyard store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check the store file without changing it (fails while a broker has it open).
+    /// Exit status 0 when a broker can start on it, 1 when not, 2 when it cannot be read.
+    Check(StoreArgs),
+    /// Repair the store file in place (broker stopped). Exit status 0 when it is usable
+    /// afterwards, 1 when it is beyond repair, 2 when it cannot be read.
+    Repair(StoreArgs),
+}
+
+/// Arguments of `halyard store check|repair`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store directory; default: `store.dir` of the configuration.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Configuration to read `store.dir` from when `--dir` is not given.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// `--config FILE`, shared by the subcommands that load the configuration.
@@ -83,8 +122,8 @@ pub enum ConfigCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => match Config::load_from_process(args.config.as_deref()) {
-            Ok(config) => crate::run::run(config),
+        Command::Run(args) => match Config::load_from_process(args.config.config.as_deref()) {
+            Ok(config) => crate::run::run(config, args.discard_corrupt),
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
@@ -120,6 +159,44 @@ pub fn main() -> ExitCode {
             print!("{}", reference::markdown());
             ExitCode::SUCCESS
         }
+        Command::Store(cmd) => store_main(&cmd),
+    }
+}
+
+/// `halyard store check|repair`: prints the report (its text says what to do next).
+fn store_main(cmd: &StoreCommand) -> ExitCode {
+    let (args, repair) = match cmd {
+        StoreCommand::Check(a) => (a, false),
+        StoreCommand::Repair(a) => (a, true),
+    };
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => match Config::load_from_process(args.config.config.as_deref()) {
+            Ok(c) => c.store.dir,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let result = if repair {
+        halyard_store::repair(&dir)
+    } else {
+        halyard_store::check(&dir)
+    };
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_usable() || (repair && report.status == CheckStatus::Repaired) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("halyard store: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -138,8 +215,25 @@ mod tests {
         let cli = Cli::try_parse_from(["halyard", "run", "--config", "x.toml"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Run(ConfigArgs { config: Some(_) })
+            Command::Run(RunArgs {
+                config: ConfigArgs { config: Some(_) },
+                discard_corrupt: false
+            })
         ));
+        let cli = Cli::try_parse_from(["halyard", "run", "--discard-corrupt"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Run(RunArgs {
+                discard_corrupt: true,
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["halyard", "store", "check", "--dir", "/x"]).unwrap();
+        let Command::Store(StoreCommand::Check(a)) = cli.command else {
+            panic!("not store check");
+        };
+        assert_eq!(a.dir.as_deref(), Some(std::path::Path::new("/x")));
+        assert!(Cli::try_parse_from(["halyard", "store", "repair", "-c", "h.toml"]).is_ok());
         let cli =
             Cli::try_parse_from(["halyard", "ctl", "status", "--admin", "1.2.3.4:5", "--json"])
                 .unwrap();

@@ -21,16 +21,21 @@ use futures_util::future::{Either, select};
 use halyard_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling};
 use halyard_session::{
     ClientId, ConnectRequest, Connection, ConnectionStats, DeliverOutcome, Delivery, Event,
-    Message, Session, SubscribeRequest, Will,
+    Message, SubscribeRequest, Will,
 };
 
 use halyard_transport::{Layer, Transport};
 
+use crate::durable::QueueLedger;
 use crate::engine::publish::{self, Outbox};
 use crate::engine::thread::{ConnHandle, ConnMsg, ThreadCtx, count_drop};
-use crate::engine::{Claim, ConnRef, Route, SessionKey, SubValue, ThreadMsg};
+use crate::engine::{Claim, ConnRef, Moving, Route, SessionKey, SubValue, ThreadMsg};
 use crate::metrics::{DropReason, Limit};
 use crate::security::{Denial, SourceSlot};
+
+mod store;
+
+use store::StepPublish;
 
 /// Largest write buffer capacity kept between writes; larger ones are freed after use.
 const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
@@ -75,6 +80,11 @@ pub async fn serve(
         orphan: None,
         closed_will: None,
         last_stats: ConnectionStats::default(),
+        ledger: QueueLedger::new(),
+        persistent: false,
+        stored: false,
+        unsafe_output: false,
+        step: Vec::new(),
     };
     task.run().await;
     task.finish().await;
@@ -111,13 +121,25 @@ struct ConnTask {
     accepted: bool,
     /// Waiting for a session handover until this deadline.
     awaiting: Option<Instant>,
-    /// Deliveries that arrived while waiting for the handover.
-    held: Vec<Delivery>,
+    /// Deliveries that arrived while waiting for the handover (with their store entries).
+    held: Vec<(Delivery, Option<u64>)>,
     /// A session handed over when no longer waiting (kept for `finish`).
-    orphan: Option<Box<Session>>,
+    orphan: Option<Box<Moving>>,
     /// The will from `Event::Closed` (outer `Some` once closed).
     closed_will: Option<Option<Will>>,
     last_stats: ConnectionStats,
+    /// Store queue entries backing the session's pending queue (when `persistent`).
+    ledger: QueueLedger,
+    /// The session is stored: its changes are written before output leaves.
+    persistent: bool,
+    /// The session was stored at some point (its stored state goes when it ends).
+    stored: bool,
+    /// A store write failed: pending output may acknowledge what is not durable, so
+    /// nothing more is written to the socket.
+    unsafe_output: bool,
+    /// PUBLISHes of the current step waiting for their store commit (bounded by the
+    /// events of one step, i.e. by Receive Maximum for QoS 1/2 and the read buffer).
+    step: Vec<StepPublish>,
 }
 
 async fn read_some(stream: TcpStream, buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
@@ -149,7 +171,7 @@ impl ConnTask {
                     read_fut = None;
                     self.conn.socket_closed(now);
                 }
-                Wake::Mail => self.drain_mailbox(now),
+                Wake::Mail => self.drain_mailbox(now).await,
                 Wake::Timer => {
                     self.conn.handle_timeout(now);
                     if self.awaiting.is_some_and(|d| d <= now) {
@@ -157,20 +179,23 @@ impl ConnTask {
                         // refuse the client forever.
                         tracing::warn!(client_id = ?self.client_id, "session handover timed out");
                         self.awaiting = None;
-                        self.accept_held(now, None);
+                        self.accept_held(now, None, false).await;
                     }
                 }
             }
             self.process_events(now).await;
             self.flush_outbox().await;
-            if !self.write_output(&mut wbuf).await {
+            // Write-ahead: the session's changes are durable before the output showing them.
+            if !(self.persist_step().await && self.write_output(&mut wbuf).await) {
                 self.conn.socket_closed(Instant::now());
                 self.process_events(Instant::now()).await;
             }
             self.sync_stats();
             if self.conn.is_closed() {
                 // Flush the final CONNACK/DISCONNECT, then close the socket.
-                let _ = self.write_output(&mut wbuf).await;
+                if self.persist_step().await {
+                    let _ = self.write_output(&mut wbuf).await;
+                }
                 break;
             }
         }
@@ -239,22 +264,22 @@ impl ConnTask {
         }
     }
 
-    fn drain_mailbox(&mut self, now: Instant) {
+    async fn drain_mailbox(&mut self, now: Instant) {
         for msg in self.handle.take_all() {
             match msg {
-                ConnMsg::Deliver(d) => self.deliver(now, d),
+                ConnMsg::Deliver(d, seq) => self.deliver(now, d, seq),
                 ConnMsg::Release | ConnMsg::Discard => {
                     self.conn.disconnect(ReasonCode::SESSION_TAKEN_OVER);
                 }
                 ConnMsg::Shutdown => self.conn.disconnect(ReasonCode::SERVER_SHUTTING_DOWN),
                 ConnMsg::NoSession => {
                     if self.awaiting.take().is_some() && !self.conn.is_closed() {
-                        self.accept_held(now, None);
+                        self.accept_held(now, None, false).await;
                     }
                 }
                 ConnMsg::Handover(session) => {
                     if self.awaiting.take().is_some() && !self.conn.is_closed() {
-                        self.accept_held(now, Some(session));
+                        self.accept_held(now, Some(session), false).await;
                     } else {
                         self.orphan = Some(session);
                     }
@@ -263,27 +288,49 @@ impl ConnTask {
         }
     }
 
-    /// Answers the CONNECT that waited for a session: resumes `session` (Session Present 1)
-    /// or starts afresh, then delivers what arrived meanwhile.
-    fn accept_held(&mut self, now: Instant, session: Option<Box<Session>>) {
+    /// Answers the CONNECT: resumes `session` (Session Present 1) or starts afresh, then
+    /// delivers what arrived meanwhile. `replacing`: a clean start replaced a session of
+    /// the same client id. With the store on, a session that is to outlive the connection
+    /// is stored first (a fresh one is refused with the store's reason code if that fails).
+    async fn accept_held(&mut self, now: Instant, session: Option<Box<Moving>>, replacing: bool) {
         let present = session.is_some();
-        self.conn.accept_connect(now, session.map(|s| *s), present);
+        let session = if self.ctx.broker.durable.is_enabled() {
+            match self.prepare_stored(now, session, replacing).await {
+                Ok(s) => s,
+                Err(code) => {
+                    self.conn.reject_connect(code);
+                    // The registry entry goes with this connection (see `decide`).
+                    self.accepted = true;
+                    return;
+                }
+            }
+        } else {
+            session.map(|m| m.session)
+        };
+        self.conn.accept_connect(now, session, present);
         self.accepted = true;
-        for d in std::mem::take(&mut self.held) {
-            self.deliver(now, d);
+        for (d, seq) in std::mem::take(&mut self.held) {
+            self.deliver(now, d, seq);
         }
     }
 
-    fn deliver(&mut self, now: Instant, d: Delivery) {
+    fn deliver(&mut self, now: Instant, d: Delivery, seq: Option<u64>) {
         if self.awaiting.is_some() {
             if self.held.len() < self.ctx.broker.config.mqtt.max_queued_messages {
-                self.held.push(d);
+                self.held.push((d, seq));
             } else {
                 count_drop(self.ctx.stats(), halyard_session::Dropped::QueueFull);
             }
             return;
         }
-        if let DeliverOutcome::Dropped(reason) = self.conn.deliver(now, d) {
+        let outcome = self.conn.deliver(now, d);
+        if self.persistent {
+            match outcome {
+                DeliverOutcome::Queued => self.ledger.pushed(seq),
+                DeliverOutcome::Sent | DeliverOutcome::Dropped(_) => self.ledger.consumed(seq),
+            }
+        }
+        if let DeliverOutcome::Dropped(reason) = outcome {
             // Connection-level drops are counted from ConnectionStats in `sync_stats`;
             // queue drops are the session's and counted here.
             if matches!(
@@ -302,9 +349,13 @@ impl ConnTask {
             match event {
                 Event::Connect(req) => self.on_connect(*req, now).await,
                 Event::Publish { packet_id, message } => {
-                    let code = self.on_publish(&message);
-                    if let Some(id) = packet_id {
-                        self.conn.complete_publish(now, id, code);
+                    if self.ctx.broker.durable.is_enabled() {
+                        self.stage_publish(now, packet_id, message);
+                    } else {
+                        let code = self.on_publish(&message);
+                        if let Some(id) = packet_id {
+                            self.conn.complete_publish(now, id, code);
+                        }
                     }
                 }
                 Event::Subscribe {
@@ -326,18 +377,31 @@ impl ConnTask {
                 }
                 Event::Closed { will, reason } => {
                     tracing::debug!(client_id = ?self.client_id, ?reason, "connection closed");
-                    if let halyard_session::CloseReason::Protocol(e) = &reason
-                        && e.reason_code() == ReasonCode::PACKET_TOO_LARGE
-                    {
-                        self.ctx.stats().hit_limit(Limit::MaxPacketSize);
+                    match &reason {
+                        halyard_session::CloseReason::Protocol(e)
+                            if e.reason_code() == ReasonCode::PACKET_TOO_LARGE =>
+                        {
+                            self.ctx.stats().hit_limit(Limit::MaxPacketSize);
+                        }
+                        halyard_session::CloseReason::ConnectTimeout => {
+                            self.ctx.stats().hit_limit(Limit::ConnectTimeout);
+                        }
+                        halyard_session::CloseReason::PartialPacketTimeout => {
+                            self.ctx.stats().hit_limit(Limit::PartialPacketTimeout);
+                        }
+                        _ => {}
                     }
                     self.closed_will = Some(will);
                 }
             }
         }
+        if !self.step.is_empty() {
+            self.complete_staged().await;
+        }
     }
 
     async fn on_connect(&mut self, mut req: ConnectRequest, now: Instant) {
+        crate::xdp::count_connect(&self.ctx.broker.metrics, self.slot.as_ref());
         if self.ctx.shutting_down.get() {
             self.conn.reject_connect(ReasonCode::SERVER_UNAVAILABLE);
             return;
@@ -371,8 +435,7 @@ impl ConnTask {
             }
             Ok(Claim::New { key, route }) => {
                 self.start(key, route);
-                self.conn.accept_connect(now, None, false);
-                self.accepted = true;
+                self.accept_held(now, None, false).await;
             }
             Ok(Claim::Replaced {
                 key,
@@ -381,8 +444,7 @@ impl ConnTask {
                 old_thread,
             }) => {
                 self.start(key, route);
-                self.conn.accept_connect(now, None, false);
-                self.accepted = true;
+                self.accept_held(now, None, true).await;
                 broker
                     .send_to(old_thread, ThreadMsg::Discard { key: old_key })
                     .await;
@@ -404,10 +466,15 @@ impl ConnTask {
                 }
                 // A local release may have handed the session over already.
                 if !self.handle.is_empty() {
-                    self.drain_mailbox(now);
+                    self.drain_mailbox(now).await;
                 }
             }
         }
+        crate::xdp::count_session(
+            &self.ctx.broker.metrics,
+            self.slot.as_ref(),
+            self.key.is_some() && !self.conn.is_closed(),
+        );
     }
 
     /// Bans, flapping, credentials (PBKDF2 on a blocking thread when a user name is given)
@@ -448,24 +515,34 @@ impl ConnTask {
     /// Routes a PUBLISH; the code for its PUBACK/PUBREC: 0x87 when the ACL refuses the topic
     /// (5.0; a 3.1.1 client gets a normal acknowledgement and the message is dropped).
     fn on_publish(&mut self, message: &Arc<Message>) -> ReasonCode {
-        let broker = &self.ctx.broker;
-        let client_id = self.client_id.as_deref().unwrap_or("");
-        if !broker
-            .security
-            .may_write(client_id, self.username.as_deref(), &message.topic)
-        {
-            broker.security.count(Denial::Publish);
-            return if self.conn.protocol_version() == ProtocolVersion::V5 {
-                ReasonCode::NOT_AUTHORIZED
-            } else {
-                ReasonCode::SUCCESS
-            };
+        if let Some(code) = self.publish_denied(message) {
+            return code;
         }
+        let broker = &self.ctx.broker;
         if message.retain {
             publish::update_retained(broker, self.ctx.stats(), message);
         }
         publish::route(broker, message, &mut self.outbox);
         ReasonCode::SUCCESS
+    }
+
+    /// The acknowledgement code of a PUBLISH the ACL refuses (0x87 for 5.0; a 3.1.1 client
+    /// gets a normal acknowledgement and the message is dropped); `None` when allowed.
+    fn publish_denied(&self, message: &Message) -> Option<ReasonCode> {
+        let broker = &self.ctx.broker;
+        let client_id = self.client_id.as_deref().unwrap_or("");
+        if broker
+            .security
+            .may_write(client_id, self.username.as_deref(), &message.topic)
+        {
+            return None;
+        }
+        broker.security.count(Denial::Publish);
+        Some(if self.conn.protocol_version() == ProtocolVersion::V5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::SUCCESS
+        })
     }
 
     fn on_subscribe(&mut self, now: Instant, packet_id: u16, requests: &[SubscribeRequest]) {
@@ -530,7 +607,7 @@ impl ConnTask {
         broker.update_subscription_gauge();
         self.conn.complete_subscribe(now, packet_id, granted);
         for d in retained {
-            self.deliver(now, d);
+            self.deliver(now, d, None);
         }
     }
 
@@ -572,6 +649,9 @@ impl ConnTask {
 
     /// Moves the connection's output to the socket; false when the socket failed.
     async fn write_output(&mut self, wbuf: &mut BytesMut) -> bool {
+        if self.unsafe_output {
+            return false;
+        }
         let max = self.ctx.broker.config.limits.max_write_buffer_bytes;
         let mut ok = true;
         loop {
@@ -635,6 +715,12 @@ impl ConnTask {
         add(DropReason::OutputFull, d.output_full - ld.output_full);
         add(DropReason::Expired, d.expired - ld.expired);
         add(DropReason::SessionGone, d.not_connected - ld.not_connected);
+        t.protocol_errors
+            .fetch_add(s.protocol_errors - l.protocol_errors, Relaxed);
+        t.limit_hits[Limit::MaxSubscriptions as usize].fetch_add(
+            s.subscription_limit_hits - l.subscription_limit_hits,
+            Relaxed,
+        );
         self.last_stats = s;
     }
 
@@ -653,7 +739,7 @@ impl ConnTask {
             match msg {
                 ConnMsg::Handover(s) => self.orphan = Some(s),
                 ConnMsg::NoSession => {}
-                ConnMsg::Deliver(d) => late.push(d),
+                ConnMsg::Deliver(d, seq) => late.push((d, seq)),
                 ConnMsg::Release | ConnMsg::Discard | ConnMsg::Shutdown => {}
             }
         }
@@ -666,15 +752,34 @@ impl ConnTask {
             .session()
             .map(|s| s.subscriptions().keys().cloned().collect())
             .unwrap_or_default();
+        let protocol_version = self.protocol_level();
         let conn = std::mem::replace(
             &mut self.conn,
             Connection::new(self.ctx.broker.session_config.clone(), now),
         );
-        let mut session = conn.into_session().map(Box::new).or(self.orphan.take());
-        if let Some(s) = session.as_mut() {
-            for d in late {
-                if let Err(reason) = s.enqueue(now, d) {
-                    count_drop(self.ctx.stats(), reason);
+        let ledger = std::mem::take(&mut self.ledger);
+        let mut session = conn
+            .into_session()
+            .map(|session| {
+                Box::new(Moving {
+                    session,
+                    ledger,
+                    protocol_version,
+                })
+            })
+            .or(self.orphan.take());
+        if let Some(m) = session.as_mut() {
+            let stored = m.session.tracks_changes();
+            for (d, seq) in late {
+                match m.session.enqueue(now, d) {
+                    Ok(()) if stored => m.ledger.pushed(seq),
+                    Ok(()) => {}
+                    Err(reason) => {
+                        if stored {
+                            m.ledger.consumed(seq);
+                        }
+                        count_drop(self.ctx.stats(), reason);
+                    }
                 }
             }
         } else {
@@ -682,9 +787,17 @@ impl ConnTask {
                 self.ctx.stats().drop_message(DropReason::SessionGone);
             }
         }
+        // Store writes come before the registry learns the session is offline: once it
+        // does, a new connection may claim it.
+        let (will, stored_will) = self
+            .store_closing(&client_id, key, session.as_deref_mut(), will, now)
+            .await;
         let fate = self.decide(&client_id, key, session.is_some());
         self.ctx.clear_conn_session(key, self.me.conn);
         let ctx = self.ctx.clone();
+        if stored_will && !matches!(fate, Fate::Park) {
+            let _ = ctx.broker.durable.delete_will(&client_id).await;
+        }
         match fate {
             Fate::Park => {
                 if let Some(s) = session {
@@ -709,14 +822,14 @@ impl ConnTask {
             }
             Fate::End => {
                 let extra: Vec<String> = session
-                    .map(|s| s.subscriptions().keys().cloned().collect())
+                    .map(|s| s.session.subscriptions().keys().cloned().collect())
                     .unwrap_or_default();
                 ctx.broker.remove_subscriptions(
                     key,
                     filters.iter().chain(extra.iter()).map(String::as_str),
                 );
                 if let Some(w) = will {
-                    ctx.publish_will(&client_id, &w);
+                    ctx.publish_will(&client_id, &w, false);
                 }
             }
         }
@@ -731,7 +844,7 @@ impl ConnTask {
     ) -> Option<Will> {
         let w = will?;
         if w.delay() == Duration::ZERO {
-            self.ctx.publish_will(client_id, &w);
+            self.ctx.publish_will(client_id, &w, false);
             None
         } else if keep_delayed {
             Some(w)

@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub mod store;
+
 /// Why a message was not delivered (`halyard_messages_dropped_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -67,11 +69,17 @@ pub enum Limit {
     MaxPacketSize = 6,
     /// `limits.write_timeout_secs` (a client stopped reading; closed).
     WriteTimeout = 7,
+    /// `mqtt.connect_timeout_secs` (no CONNECT in time; closed).
+    ConnectTimeout = 8,
+    /// `mqtt.partial_packet_timeout_secs` (a packet stayed half-sent; closed).
+    PartialPacketTimeout = 9,
+    /// `mqtt.max_subscriptions_per_client` (a SUBSCRIBE entry refused).
+    MaxSubscriptions = 10,
 }
 
 impl Limit {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 11] = [
         "max_connections",
         "max_sessions",
         "max_retained_messages",
@@ -80,6 +88,9 @@ impl Limit {
         "max_queued_messages",
         "max_packet_size",
         "write_timeout",
+        "connect_timeout",
+        "partial_packet_timeout",
+        "max_subscriptions",
     ];
 }
 
@@ -104,13 +115,32 @@ pub struct ThreadStats {
     /// Times a per-session queue limit was hit.
     pub queue_limit_hits: AtomicU64,
     /// Times each [`Limit`] was hit.
-    pub limit_hits: [AtomicU64; 8],
+    pub limit_hits: [AtomicU64; Limit::LABELS.len()],
+    /// Connections closed for a protocol violation (malformed packet, first packet not
+    /// CONNECT, invalid topic, ...).
+    pub protocol_errors: AtomicU64,
+    /// PUBLISHes, CONNECTs and session writes refused because of the store, by
+    /// [`STORE_REFUSED_LABELS`] (0x97 quota or disk full, 0x89 busy, 0x80 other).
+    pub store_refused: [AtomicU64; 3],
 }
+
+/// Labels of [`ThreadStats::store_refused`].
+pub const STORE_REFUSED_LABELS: [&str; 3] = ["0x97", "0x89", "0x80"];
 
 impl ThreadStats {
     /// Counts a dropped message.
     pub fn drop_message(&self, reason: DropReason) {
         self.dropped[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a store refusal answered with `code`.
+    pub fn store_refused(&self, code: halyard_codec::ReasonCode) {
+        let i = match code {
+            halyard_codec::ReasonCode::QUOTA_EXCEEDED => 0,
+            halyard_codec::ReasonCode::SERVER_BUSY => 1,
+            _ => 2,
+        };
+        self.store_refused[i].fetch_add(1, Relaxed);
     }
 
     /// Counts a limit hit.
@@ -149,6 +179,8 @@ pub struct Metrics {
     pub security: OnceLock<Arc<crate::security::Security>>,
     /// TLS/WebSocket counters of the optional listeners.
     pub transport: crate::listeners::TransportCounters,
+    /// The durable store (`halyard_store_*` and `/status` counts), set once at start.
+    pub store: OnceLock<Arc<halyard_store::StoreStats>>,
 }
 
 impl Metrics {
@@ -164,6 +196,7 @@ impl Metrics {
             xdp: OnceLock::new(),
             security: OnceLock::new(),
             transport: crate::listeners::TransportCounters::default(),
+            store: OnceLock::new(),
         }
     }
 
@@ -203,6 +236,7 @@ impl Metrics {
         if let Some(xdp) = self.xdp.get() {
             xdp.register(&mut reg);
         }
+        store::register(self, &mut reg);
         let mut out = String::new();
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &reg).expect("fmt to String");
@@ -357,6 +391,11 @@ impl Metrics {
             "Times a per-session queue was full",
             counter(self.sum(|t| t.queue_limit_hits.load(Relaxed))),
         );
+        reg.register(
+            "halyard_protocol_errors",
+            "Connections closed because the client broke the protocol",
+            counter(self.sum(|t| t.protocol_errors.load(Relaxed))),
+        );
     }
 
     fn register_per_thread(&self, reg: &mut Registry) {
@@ -442,6 +481,8 @@ mod tests {
             "halyard_bytes_received_total 0\n",
             "halyard_bytes_sent_total 0\n",
             "halyard_queue_limit_hits_total 0\n",
+            "halyard_protocol_errors_total 0\n",
+            "halyard_limit_hits_total{limit=\"partial_packet_timeout\"} 0\n",
             "halyard_thread_connections{thread=\"1\"} 3\n",
             "halyard_thread_messages_total{thread=\"0\"} 5\n",
             "halyard_io_backend{backend=\"epoll\"} 1\n",

@@ -10,13 +10,14 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 use halyard_codec::QoS;
-use halyard_session::SessionConfig;
+use halyard_session::{ClientId, SessionConfig, Will};
 use halyard_transport::Acceptor;
 
 use crate::admin::{Admin, ListenerInfo, NodeInfo};
 use crate::config::{Backend, Config, QueuePolicy};
+use crate::durable::{Durability, RestoredState};
 use crate::engine::thread::ThreadCtx;
-use crate::engine::{Broker, ThreadMsg};
+use crate::engine::{Broker, Moving, SubValue, ThreadMsg};
 use crate::io;
 use crate::metrics::{Limit, Metrics};
 use crate::security::{Security, SourceSlot};
@@ -29,6 +30,7 @@ pub fn session_config(config: &Config) -> SessionConfig {
     let m = &config.mqtt;
     SessionConfig {
         connect_timeout: Duration::from_secs(m.connect_timeout_secs),
+        partial_packet_timeout: Duration::from_secs(m.partial_packet_timeout_secs),
         max_keepalive: if m.max_keepalive_secs == 0 {
             u16::MAX
         } else {
@@ -67,8 +69,9 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Runs the broker until SIGTERM/SIGINT; exit code 0 after a clean stop.
-pub fn run(config: Config) -> ExitCode {
+/// Runs the broker until SIGTERM/SIGINT; exit code 0 after a clean stop. With
+/// `discard_corrupt`, a corrupt store file is moved aside and the broker starts empty.
+pub fn run(config: Config, discard_corrupt: bool) -> ExitCode {
     init_logging(&config.log.level);
     let max_connections = u64::try_from(config.limits.max_connections).unwrap_or(u64::MAX);
     if let Some(warning) = halyard_tune::fd_limit_warning(max_connections) {
@@ -88,7 +91,7 @@ pub fn run(config: Config) -> ExitCode {
         let mut signals = Box::pin(select(Box::pin(term), Box::pin(int)));
         // First poll registers the handlers.
         let _ = (&mut signals).now_or_never();
-        let running = match start(config) {
+        let running = match start(config, discard_corrupt) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{e}");
@@ -180,12 +183,31 @@ pub enum StartError {
     /// A TLS/WebSocket listener could not start (TLS errors name the file).
     #[error(transparent)]
     Listener(#[from] crate::listeners::ListenerError),
+    /// The durable store could not be opened or read: a corrupt file names itself and the
+    /// way out (`halyard store check|repair`, `--discard-corrupt`).
+    #[error(transparent)]
+    Store(#[from] crate::durable::DurableError),
 }
 
-/// Binds the listeners and starts the I/O and admin threads.
-pub fn start(config: Config) -> Result<Running, StartError> {
+/// Opens the store, binds the listeners and starts the I/O and admin threads.
+pub fn start(config: Config, discard_corrupt: bool) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let n = config.io.effective_threads();
+    // Before any socket: a store that cannot be opened or read stops the start with its
+    // reason (a corrupt file names itself and the way out).
+    let durable = Durability::open(&config.store, discard_corrupt)?;
+    let restored = durable.load(Instant::now(), &session_config(&config))?;
+    if durable.is_enabled() {
+        tracing::info!(
+            dir = %config.store.dir.display(),
+            sessions = restored.sessions.len(),
+            retained = restored.retained.len(),
+            wills = restored.wills.len(),
+            dropped = ?restored.dropped,
+            skipped = restored.skipped.len(),
+            "store loaded"
+        );
+    }
     let security = Arc::new(Security::new(&config)?);
     let metrics = Arc::new(Metrics::new(n));
     let _ = metrics.security.set(security.clone());
@@ -194,7 +216,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let mqtt_addr = listeners[0]
         .local_addr()
         .map_or_else(|_| config.listeners.tcp.bind.to_string(), |a| a.to_string());
-    crate::xdp::start_for(&metrics, &config.xdp, &listeners);
+    crate::xdp::start_for(&metrics, &config, &listeners);
     let extras = crate::listeners::bind_all(&config, n)?;
     let acceptors: Vec<_> = extras
         .iter()
@@ -237,15 +259,30 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics.clone(),
         security.clone(),
         txs,
+        durable,
     ));
+    if let Some(stats) = broker.durable.stats_handle() {
+        let _ = metrics.store.set(stats);
+    }
+    let (mut per_thread_restored, orphan_wills) = restore_into(&broker, restored, n);
     let mut threads = Vec::with_capacity(n + 1);
     let mut backend = "epoll";
+    let mut orphan_wills = Some(orphan_wills);
     for (i, ((listener, rx), extra)) in listeners.into_iter().zip(rxs).zip(per_thread).enumerate() {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let broker = broker.clone();
+        let restored = Restored {
+            sessions: std::mem::take(&mut per_thread_restored[i]),
+            // Thread 0 publishes the wills whose sessions did not survive the downtime.
+            wills: if i == 0 {
+                orphan_wills.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        };
         let handle = std::thread::Builder::new()
             .name(format!("halyard-io-{i}"))
-            .spawn(move || io_thread(i, broker, (listener, extra), rx, ready_tx))
+            .spawn(move || io_thread(i, broker, (listener, extra), rx, ready_tx, restored))
             .map_err(|e| StartError::Thread(i, e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok(name)) => backend = name,
@@ -313,6 +350,90 @@ fn admin_thread(listener: std::net::TcpListener, admin: Arc<Admin>) {
     });
 }
 
+/// A session read back from the store, for the thread that keeps it offline.
+struct RestoredOffline {
+    key: crate::engine::SessionKey,
+    moving: Box<Moving>,
+    expires_at: Option<Instant>,
+    will: Option<(Will, Instant)>,
+}
+
+/// What one I/O thread takes over from the store at start.
+#[derive(Default)]
+struct Restored {
+    sessions: Vec<RestoredOffline>,
+    /// Wills whose sessions ended during the downtime: published at once.
+    wills: Vec<(ClientId, Will)>,
+}
+
+/// Puts the store's state into the broker before any connection: retained messages into
+/// the index, sessions into the registry and their subscriptions into the trie (spread
+/// over the `n` threads), pending wills with their sessions. Returns each thread's
+/// sessions and the wills left without a session.
+fn restore_into(
+    broker: &Broker,
+    restored: RestoredState,
+    n: usize,
+) -> (Vec<Vec<RestoredOffline>>, Vec<(ClientId, Will)>) {
+    for m in restored.retained {
+        if let Err(e) = broker.retained.set(&m.topic, m.clone()) {
+            tracing::warn!(topic = %m.topic, error = %e, "stored retained message not restored");
+        }
+    }
+    let retained = i64::try_from(broker.retained.len()).unwrap_or(i64::MAX);
+    broker
+        .metrics
+        .retained
+        .store(retained, std::sync::atomic::Ordering::Relaxed);
+    let mut wills: std::collections::HashMap<ClientId, (Will, Instant)> = restored
+        .wills
+        .into_iter()
+        .map(|w| (w.client_id, (w.will, w.fire_at)))
+        .collect();
+    let mut per_thread: Vec<Vec<RestoredOffline>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, r) in restored.sessions.into_iter().enumerate() {
+        let thread = i % n.max(1);
+        let client_id = r.session.client_id().clone();
+        let Some((key, route)) = broker.register_restored(&client_id, thread) else {
+            continue;
+        };
+        for (filter, sub) in r.session.subscriptions() {
+            let value = SubValue {
+                route: route.clone(),
+                client_id: client_id.clone(),
+                username: None,
+                options: sub.options,
+                subscription_id: sub.subscription_id,
+            };
+            let limits = &broker.session_config.topic_limits;
+            let inserted = match limits.parse_shared_subscription(filter) {
+                Ok(Some(shared)) => {
+                    broker
+                        .trie
+                        .insert_shared(shared.group, shared.filter, key, value)
+                }
+                _ => broker.trie.insert(filter, key, value),
+            };
+            if let Err(e) = inserted {
+                tracing::warn!(%client_id, %filter, error = %e, "stored subscription not restored");
+            }
+        }
+        per_thread[thread].push(RestoredOffline {
+            key,
+            will: wills.remove(&client_id),
+            expires_at: r.expires_at,
+            moving: Box::new(Moving {
+                session: r.session,
+                ledger: r.ledger,
+                protocol_version: r.protocol_version,
+            }),
+        });
+    }
+    broker.update_subscription_gauge();
+    let orphans = wills.into_iter().map(|(c, (w, _))| (c, w)).collect();
+    (per_thread, orphans)
+}
+
 /// One thread's socket of an optional listener, with the listener's acceptor.
 type ExtraSocket = (Arc<ArcSwap<Acceptor>>, std::net::TcpListener);
 
@@ -322,6 +443,7 @@ fn io_thread(
     (listener, extra): (std::net::TcpListener, Vec<ExtraSocket>),
     inbox: flume::Receiver<ThreadMsg>,
     ready: std::sync::mpsc::Sender<Result<&'static str, String>>,
+    restored: Restored,
 ) {
     let cfg = &broker.config.io;
     let rt = match io::build_runtime(cfg.backend, cfg.uring_entries) {
@@ -352,6 +474,24 @@ fn io_thread(
         }
         let _ = ready.send(Ok(name));
         let ctx = ThreadCtx::new(index, broker);
+        for r in restored.sessions {
+            ctx.park(r.key, r.moving, r.expires_at, r.will);
+        }
+        for (client_id, will) in restored.wills {
+            ctx.publish_will(&client_id, &will, true);
+        }
+        if index == 0 && ctx.broker.durable.is_enabled() {
+            let broker = ctx.broker.clone();
+            compio::runtime::spawn(async move {
+                loop {
+                    compio::time::sleep(crate::durable::HEARTBEAT).await;
+                    if let Err(e) = broker.durable.heartbeat().await {
+                        tracing::debug!(error = %e, "store heartbeat failed");
+                    }
+                }
+            })
+            .detach();
+        }
         compio::runtime::spawn(ctx.clone().run_inbox(inbox)).detach();
         compio::runtime::spawn(ctx.clone().run_timers()).detach();
         for (acceptor, l) in extra_listeners {
@@ -379,8 +519,10 @@ async fn accept_loop(
         let stop = std::pin::pin!(ctx.shutdown_started());
         match select(accept, stop).await {
             Either::Left((Ok((stream, peer)), _)) => {
+                crate::xdp::count_accept(&ctx.broker.metrics, peer.ip());
                 if ctx.broker.metrics.connections() >= i64::try_from(max).unwrap_or(i64::MAX) {
                     ctx.stats().hit_limit(Limit::MaxConnections);
+                    crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
                     drop(stream);
                     continue;
                 }
@@ -389,6 +531,7 @@ async fn accept_loop(
                     Ok(slot) => slot,
                     Err(refusal) => {
                         tracing::debug!(%peer, ?refusal, "connection refused at accept");
+                        crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
                         drop(stream);
                         continue;
                     }
@@ -398,6 +541,7 @@ async fn accept_loop(
                     Some(Ok(t)) => Some(t),
                     Some(Err(e)) => {
                         tracing::warn!(%peer, error = %e, "transport layer refused at accept");
+                        crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
                         ctx.broker
                             .metrics
                             .transport

@@ -1,30 +1,41 @@
-//! XDP connection accounting in the broker: starts `halyard-xdp` when `[xdp] enabled = true`
-//! on the MQTT listener ports, remembers why it is off otherwise (logged once), exports its
-//! counters on `/metrics`, its state in `/status`, the top talkers on `GET /xdp`, and
-//! implements `halyard ctl xdp top`.
+//! Connection accounting in the broker: starts `halyard-xdp` when `[xdp] enabled = true` on
+//! the MQTT listener ports, remembers why it is off otherwise (logged once), and keeps the
+//! broker's own per-source counts beside it ([`sources`]: accepts, refusals, CONNECTs and
+//! sessions per source address, kept whether XDP runs or not), so SYNs that never became MQTT
+//! sessions show up. Both are exported on `/metrics`, summarised in `/status`, listed on
+//! `GET /xdp`, and printed by `halyard ctl xdp top` ([`top`]).
 //!
 //! XDP is an optional accelerator for observability: nothing here may stop the broker.
 
-use std::process::ExitCode;
+pub mod sources;
+pub mod top;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use clap::{Args, Subcommand};
-use halyard_xdp::{Attachment, Xdp, XdpConfig, XdpSnapshot};
+use halyard_xdp::{Attachment, Xdp, XdpConfig, XdpCounters, XdpSnapshot};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ConfigArgs;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::security::SourceSlot;
+
+pub use sources::{SourceCounts, SourceEntry, SourceEvent, SourceTable, SourcesSummary};
+pub use top::{TopArgs, XdpCtl, ctl, render};
 
 /// XDP as the running broker has it: attached, or off with the reason.
 #[derive(Debug)]
 pub struct XdpRuntime {
     xdp: Option<Xdp>,
     status: XdpStatus,
+    /// `xdp.top_k`: sources exported per scrape, by XDP and by the broker table each.
+    top_k: usize,
+    /// The broker's own per-source counts (kept when XDP is off too).
+    sources: SourceTable,
 }
 
 /// The `xdp` part of `/status`.
@@ -46,13 +57,61 @@ pub struct XdpReport {
     pub status: XdpStatus,
     /// Counters and top talkers; `null` when XDP is off.
     pub snapshot: Option<XdpSnapshot>,
+    /// The broker's per-source counts joined with the XDP ones.
+    #[serde(default)]
+    pub sources: SourcesReport,
+}
+
+/// The broker's per-source table in `GET /xdp`: its size and the joined rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcesReport {
+    /// Sources the broker tracks now.
+    pub tracked: u64,
+    /// Its bound (`limits.max_accounted_sources`).
+    pub max: u64,
+    /// Sources it forgot to stay within the bound.
+    pub evictions: u64,
+    /// The XDP top-K sources and the broker's top-K sources (at most `2 * xdp.top_k` rows),
+    /// by SYNs, then accepts, CONNECTs and sessions.
+    pub rows: Vec<SourceRow>,
+}
+
+/// One source as XDP and the broker saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRow {
+    /// The source address.
+    pub source: IpAddr,
+    /// The XDP counters; `null` when XDP is off or the source is not in the XDP top-K.
+    pub xdp: Option<XdpCounters>,
+    /// The broker's counts (zero when the broker never accepted a connection from it).
+    #[serde(flatten)]
+    pub broker: SourceCounts,
 }
 
 impl XdpRuntime {
-    /// Starts XDP if configured. Never fails: an error is logged once and kept as the reason.
-    pub fn start(cfg: &XdpConfig, ports: &[u16]) -> XdpRuntime {
+    /// Starts XDP if configured, and the broker's per-source table of at most `max_sources`
+    /// addresses. Never fails: an XDP error is logged once and kept as the reason.
+    pub fn start(cfg: &XdpConfig, ports: &[u16], max_sources: usize) -> XdpRuntime {
+        let (xdp, status) = Self::attach(cfg, ports);
+        XdpRuntime {
+            xdp,
+            status,
+            top_k: cfg.top_k,
+            sources: SourceTable::new(max_sources),
+        }
+    }
+
+    fn attach(cfg: &XdpConfig, ports: &[u16]) -> (Option<Xdp>, XdpStatus) {
+        let off = |reason: String| XdpStatus {
+            enabled: false,
+            reason: Some(reason),
+            attachments: Vec::new(),
+        };
         if !cfg.enabled {
-            return Self::off("disabled in the configuration (xdp.enabled = false)".into());
+            return (
+                None,
+                off("disabled in the configuration (xdp.enabled = false)".into()),
+            );
         }
         match Xdp::start(cfg, ports) {
             Ok(xdp) => {
@@ -64,26 +123,12 @@ impl XdpRuntime {
                     reason: None,
                     attachments: xdp.attachments().to_vec(),
                 };
-                XdpRuntime {
-                    xdp: Some(xdp),
-                    status,
-                }
+                (Some(xdp), status)
             }
             Err(err) => {
                 tracing::warn!(error = %err, "XDP accounting disabled");
-                Self::off(err.to_string())
+                (None, off(err.to_string()))
             }
-        }
-    }
-
-    fn off(reason: String) -> XdpRuntime {
-        XdpRuntime {
-            xdp: None,
-            status: XdpStatus {
-                enabled: false,
-                reason: Some(reason),
-                attachments: Vec::new(),
-            },
         }
     }
 
@@ -92,14 +137,68 @@ impl XdpRuntime {
         &self.status
     }
 
+    /// The broker's per-source table (the accept loop and the connections count into it).
+    pub fn sources(&self) -> &SourceTable {
+        &self.sources
+    }
+
+    /// The `sources` part of `/status`: the table's size and its top-K.
+    pub fn sources_summary(&self) -> SourcesSummary {
+        self.sources.summary(self.top_k)
+    }
+
+    /// The `GET /xdp` document (reads the kernel maps).
+    pub fn report(&self) -> XdpReport {
+        let snapshot = self.xdp.as_ref().map(Xdp::snapshot);
+        let sources = self.sources_report(snapshot.as_ref());
+        XdpReport {
+            status: self.status.clone(),
+            snapshot,
+            sources,
+        }
+    }
+
     /// The `GET /xdp` JSON text (reads the kernel maps).
     pub fn report_json(&self) -> String {
-        let report = XdpReport {
-            status: self.status.clone(),
-            snapshot: self.xdp.as_ref().map(Xdp::snapshot),
-        };
         // Plain structs of strings, numbers and addresses: serialising cannot fail.
-        serde_json::to_string_pretty(&report).expect("xdp report serialises")
+        serde_json::to_string_pretty(&self.report()).expect("xdp report serialises")
+    }
+
+    /// Joins the XDP top-K with the broker's top-K: every XDP source gets its broker counts
+    /// (zero when the broker never saw it: SYNs that never became connections), every broker
+    /// source its XDP counters when XDP has it in its top-K.
+    fn sources_report(&self, snap: Option<&XdpSnapshot>) -> SourcesReport {
+        let mut rows: Vec<SourceRow> = snap
+            .map(|s| s.top.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|s| SourceRow {
+                source: s.source.to_canonical(),
+                xdp: Some(s.counters),
+                broker: self.sources.get(s.source),
+            })
+            .collect();
+        for e in self.sources.top(self.top_k) {
+            if !rows.iter().any(|r| r.source == e.source) {
+                rows.push(SourceRow {
+                    source: e.source,
+                    xdp: None,
+                    broker: e.counts,
+                });
+            }
+        }
+        let key = |r: &SourceRow| {
+            let b = &r.broker;
+            let syn = r.xdp.map_or(0, |x| x.syn);
+            (syn, b.accepts, b.connects, b.sessions)
+        };
+        rows.sort_by(|a, b| key(b).cmp(&key(a)).then_with(|| a.source.cmp(&b.source)));
+        SourcesReport {
+            tracked: self.sources.len() as u64,
+            max: self.sources.max() as u64,
+            evictions: self.sources.evictions(),
+            rows,
+        }
     }
 
     /// Adds the `halyard_xdp_*` metrics to `reg` (reads the kernel maps when enabled).
@@ -119,7 +218,9 @@ impl XdpRuntime {
             "1 when the XDP accounting program is attached",
             gauge(i64::from(self.xdp.is_some())),
         );
-        let snap = self.xdp.as_ref().map(Xdp::snapshot).unwrap_or_default();
+        let snapshot = self.xdp.as_ref().map(Xdp::snapshot);
+        self.register_sources(reg, &self.sources_report(snapshot.as_ref()));
+        let snap = snapshot.unwrap_or_default();
         let t = snap.totals;
         reg.register(
             "halyard_xdp_syn",
@@ -161,12 +262,7 @@ impl XdpRuntime {
             modes,
         );
         let per_source = |f: fn(&halyard_xdp::XdpCounters) -> u64| {
-            let fam = Family::<Vec<(String, String)>, Counter>::default();
-            for s in &snap.top {
-                fam.get_or_create(&vec![("source".into(), s.source.to_string())])
-                    .inc_by(f(&s.counters));
-            }
-            fam
+            source_family(snap.top.iter().map(|s| (s.source, f(&s.counters))))
         };
         reg.register(
             "halyard_xdp_source_syn",
@@ -189,113 +285,124 @@ impl XdpRuntime {
             per_source(|c| c.syn_dropped),
         );
     }
+
+    /// Adds the `halyard_source_*` metrics: the table's size and, per source of the joined
+    /// rows, the broker's counts (so they can be joined with `halyard_xdp_source_*` on
+    /// `source`; a source XDP saw but the broker did not gets zeros).
+    fn register_sources(&self, reg: &mut Registry, report: &SourcesReport) {
+        let tracked = Gauge::<i64>::default();
+        tracked.set(i64::try_from(report.tracked).unwrap_or(i64::MAX));
+        reg.register(
+            "halyard_source_tracked",
+            "Source addresses in the broker's accounting table (bounded by limits.max_accounted_sources)",
+            tracked,
+        );
+        let evictions = Counter::<u64>::default();
+        evictions.inc_by(report.evictions);
+        reg.register(
+            "halyard_source_evictions",
+            "Sources forgotten by the broker's accounting table to stay within its bound",
+            evictions,
+        );
+        let per_source = |f: fn(&SourceCounts) -> u64| {
+            source_family(report.rows.iter().map(|r| (r.source, f(&r.broker))))
+        };
+        reg.register(
+            "halyard_source_accepts",
+            "TCP connections the broker accepted, per top-K source (xdp.top_k, broker and XDP)",
+            per_source(|c| c.accepts),
+        );
+        reg.register(
+            "halyard_source_refused",
+            "Of those, connections closed at accept by a limit, per top-K source",
+            per_source(|c| c.refused),
+        );
+        reg.register(
+            "halyard_source_connects",
+            "CONNECT packets received, per top-K source",
+            per_source(|c| c.connects),
+        );
+        reg.register(
+            "halyard_source_sessions",
+            "CONNECTs accepted (session started or resumed), per top-K source",
+            per_source(|c| c.sessions),
+        );
+    }
 }
 
-/// Starts XDP on the ports of `listeners` (the MQTT listeners) and hands it to `metrics`,
-/// which serves it on `/metrics`, `/status` and `/xdp`. Called once by `run::start`.
-pub fn start_for(metrics: &Metrics, cfg: &XdpConfig, listeners: &[std::net::TcpListener]) {
+/// Counts `event` for `ip` in the broker's per-source table (nothing before `start_for`).
+pub fn count(metrics: &Metrics, ip: IpAddr, event: SourceEvent) {
+    if let Some(rt) = metrics.xdp.get() {
+        rt.sources.record(ip, event);
+    }
+}
+
+/// Counts a TCP connection accepted from `ip` (the accept loop, before any limit).
+pub fn count_accept(metrics: &Metrics, ip: IpAddr) {
+    count(metrics, ip, SourceEvent::Accepted);
+}
+
+/// Counts a connection from `ip` closed at accept by a limit.
+pub fn count_refused(metrics: &Metrics, ip: IpAddr) {
+    count(metrics, ip, SourceEvent::Refused);
+}
+
+/// Counts a CONNECT received on the socket of `slot` (`None`: a socket without a source).
+pub fn count_connect(metrics: &Metrics, slot: Option<&SourceSlot>) {
+    if let Some(slot) = slot {
+        count(metrics, slot.ip(), SourceEvent::Connect);
+    }
+}
+
+/// Counts a CONNECT that was accepted on the socket of `slot` (`claimed`: it passed the
+/// checks, claimed its session and was not refused since).
+pub fn count_session(metrics: &Metrics, slot: Option<&SourceSlot>, claimed: bool) {
+    if let Some(slot) = slot.filter(|_| claimed) {
+        count(metrics, slot.ip(), SourceEvent::Session);
+    }
+}
+
+/// Starts XDP on the ports of `listeners` (the MQTT listeners) and the per-source table
+/// (`limits.max_accounted_sources`), and hands them to `metrics`, which serves them on
+/// `/metrics`, `/status` and `/xdp`. Called once by `run::start`, before any accept.
+pub fn start_for(metrics: &Metrics, config: &Config, listeners: &[std::net::TcpListener]) {
     let mut ports: Vec<u16> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok().map(|a| a.port()))
         .collect();
     ports.sort_unstable();
     ports.dedup();
-    let _ = metrics.xdp.set(Arc::new(XdpRuntime::start(cfg, &ports)));
+    let rt = XdpRuntime::start(&config.xdp, &ports, config.limits.max_accounted_sources);
+    let _ = metrics.xdp.set(Arc::new(rt));
 }
 
-/// `halyard ctl xdp ...`.
-#[derive(Debug, Subcommand)]
-pub enum XdpCtl {
-    /// Print the busiest sources seen by XDP (from the admin endpoint `GET /xdp`).
-    Top(TopArgs),
-}
-
-/// Arguments of `halyard ctl xdp top`.
-#[derive(Debug, Clone, Args)]
-pub struct TopArgs {
-    /// Admin HTTP address; default: `admin.bind` of the configuration.
-    #[arg(long, value_name = "ADDR")]
-    pub admin: Option<String>,
-    /// Print the raw JSON document instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Configuration to read `admin.bind` from when `--admin` is not given.
-    #[command(flatten)]
-    pub config: ConfigArgs,
-}
-
-/// Runs `halyard ctl xdp ...`.
-pub fn ctl(cmd: &XdpCtl) -> ExitCode {
-    let XdpCtl::Top(args) = cmd;
-    let addr = match &args.admin {
-        Some(a) => a.clone(),
-        None => match Config::load_from_process(args.config.config.as_deref()) {
-            Ok(c) => c.admin.bind.to_string(),
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let body = match crate::admin::ctl::get(&addr, "/xdp") {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if args.json {
-        println!("{}", body.trim_end());
-        return ExitCode::SUCCESS;
+/// One counter per source address, labelled `source`.
+fn source_family<A: std::fmt::Display>(
+    values: impl Iterator<Item = (A, u64)>,
+) -> Family<Vec<(String, String)>, Counter> {
+    let fam = Family::<Vec<(String, String)>, Counter>::default();
+    for (source, v) in values {
+        fam.get_or_create(&vec![("source".into(), source.to_string())])
+            .inc_by(v);
     }
-    match serde_json::from_str::<XdpReport>(&body) {
-        Ok(report) => match render(&report) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(text) => {
-                eprint!("{text}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(e) => {
-            eprintln!("unexpected /xdp document: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The `ctl xdp top` text; `Err` when XDP is off (the text then says why).
-pub fn render(report: &XdpReport) -> Result<String, String> {
-    match (&report.snapshot, report.status.enabled) {
-        (Some(snap), true) => {
-            let modes: Vec<String> = report
-                .status
-                .attachments
-                .iter()
-                .map(|a| format!("{} ({})", a.interface, a.mode.as_str()))
-                .collect();
-            Ok(format!(
-                "XDP attached to {}\n{}",
-                modes.join(", "),
-                halyard_xdp::render_top(snap)
-            ))
-        }
-        _ => Err(format!(
-            "XDP is disabled: {}\n",
-            report.status.reason.as_deref().unwrap_or("unknown reason")
-        )),
-    }
+    fam
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn encode(rt: &XdpRuntime) -> String {
+        let mut reg = Registry::default();
+        rt.register(&mut reg);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        text
+    }
+
     #[test]
     fn disabled_in_config_is_reported_and_exported() {
-        let rt = XdpRuntime::start(&XdpConfig::default(), &[1883]);
+        let rt = XdpRuntime::start(&XdpConfig::default(), &[1883], 100);
         assert!(!rt.status().enabled);
         assert!(
             rt.status()
@@ -304,10 +411,7 @@ mod tests {
                 .unwrap()
                 .contains("xdp.enabled")
         );
-        let mut reg = Registry::default();
-        rt.register(&mut reg);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let text = encode(&rt);
         for needle in [
             "halyard_xdp_enabled 0\n",
             "halyard_xdp_syn_total 0\n",
@@ -315,12 +419,83 @@ mod tests {
             "halyard_xdp_bytes_total 0\n",
             "halyard_xdp_syn_dropped_total 0\n",
             "halyard_xdp_tracked_sources 0\n",
+            "halyard_source_tracked 0\n",
+            "halyard_source_evictions_total 0\n",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
         let report: XdpReport = serde_json::from_str(&rt.report_json()).unwrap();
         assert!(report.snapshot.is_none());
-        assert!(render(&report).unwrap_err().contains("xdp.enabled = false"));
+        assert!(render(&report).1.unwrap().contains("xdp.enabled = false"));
+    }
+
+    #[test]
+    fn broker_counts_are_exported_without_xdp() {
+        let rt = XdpRuntime::start(&XdpConfig::default(), &[1883], 100);
+        let (a, b): (IpAddr, IpAddr) = (
+            "::ffff:10.1.2.3".parse().unwrap(),
+            "fd00::2".parse().unwrap(),
+        );
+        for _ in 0..5 {
+            rt.sources().record(a, SourceEvent::Accepted);
+        }
+        rt.sources().record(a, SourceEvent::Refused);
+        for _ in 0..3 {
+            rt.sources().record(a, SourceEvent::Connect);
+        }
+        rt.sources().record(a, SourceEvent::Session);
+        rt.sources().record(b, SourceEvent::Accepted);
+        let text = encode(&rt);
+        for needle in [
+            "halyard_source_tracked 2\n",
+            "halyard_source_accepts_total{source=\"10.1.2.3\"} 5\n",
+            "halyard_source_refused_total{source=\"10.1.2.3\"} 1\n",
+            "halyard_source_connects_total{source=\"10.1.2.3\"} 3\n",
+            "halyard_source_sessions_total{source=\"10.1.2.3\"} 1\n",
+            "halyard_source_accepts_total{source=\"fd00::2\"} 1\n",
+            "halyard_source_connects_total{source=\"fd00::2\"} 0\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        let summary = rt.sources_summary();
+        assert_eq!(summary.tracked, 2);
+        assert_eq!(summary.max, 100);
+        assert_eq!(summary.top[0].source, "10.1.2.3".parse::<IpAddr>().unwrap());
+        let report = rt.report();
+        let rows: Vec<(String, Option<XdpCounters>, u64)> = report
+            .sources
+            .rows
+            .iter()
+            .map(|r| (r.source.to_string(), r.xdp, r.broker.accepts))
+            .collect();
+        assert_eq!(
+            rows,
+            [("10.1.2.3".into(), None, 5), ("fd00::2".into(), None, 1)]
+        );
+    }
+
+    #[test]
+    fn per_source_series_are_bounded_by_top_k() {
+        let cfg = XdpConfig {
+            top_k: 3,
+            ..XdpConfig::default()
+        };
+        let rt = XdpRuntime::start(&cfg, &[1883], 1000);
+        for i in 0..50u32 {
+            for _ in 0..=i {
+                rt.sources()
+                    .record(IpAddr::V4((0x0a00_0000 + i).into()), SourceEvent::Accepted);
+            }
+        }
+        let text = encode(&rt);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("halyard_source_accepts_total{"))
+            .count();
+        assert_eq!(series, 3, "{text}");
+        assert!(text.contains("halyard_source_accepts_total{source=\"10.0.0.49\"} 50\n"));
+        assert!(text.contains("halyard_source_tracked 50\n"));
+        assert_eq!(rt.sources_summary().top.len(), 3);
     }
 
     #[test]
@@ -330,7 +505,7 @@ mod tests {
             interfaces: vec!["hxnope0".into()],
             ..XdpConfig::default()
         };
-        let rt = XdpRuntime::start(&cfg, &[1883]);
+        let rt = XdpRuntime::start(&cfg, &[1883], 100);
         assert!(!rt.status().enabled);
         assert!(rt.status().reason.as_deref().unwrap().contains("hxnope0"));
     }

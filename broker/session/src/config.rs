@@ -25,6 +25,15 @@ pub struct SessionConfig {
     /// Time allowed between the creation of a [`crate::Connection`] and the arrival of its
     /// CONNECT packet; then the connection closes (no packet is sent). Default 10 s.
     pub connect_timeout: Duration,
+    /// Read timeout for half-sent packets (slowloris): once the CONNECT is accepted, a packet
+    /// whose first bytes arrived more than this long ago and that is still incomplete closes
+    /// the connection (5.0: DISCONNECT 0x97 quota exceeded first; the will is published).
+    /// The clock starts with the read that left the partial packet in the buffer and is not
+    /// extended by later bytes, so a client cannot hold a buffer open by trickling bytes.
+    /// Before CONNECT [`Self::connect_timeout`] bounds the whole CONNECT instead.
+    /// [`Duration::ZERO`] disables it. Default 30 s: a maximum-size packet (1 MiB by default)
+    /// then needs at least ~35 KB/s, which a slow cellular uplink still reaches.
+    pub partial_packet_timeout: Duration,
     /// Largest keep alive (seconds) the server accepts. Default 65 535 (any value).
     ///
     /// MQTT 5.0: when the client asks for more (or for 0 while [`Self::require_keepalive`]
@@ -104,6 +113,8 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// Default of [`Self::connect_timeout`].
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default of [`Self::partial_packet_timeout`].
+    pub const DEFAULT_PARTIAL_PACKET_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default of [`Self::receive_maximum`].
     pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 128;
     /// Default of [`Self::max_packet_size`].
@@ -135,6 +146,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            partial_packet_timeout: Self::DEFAULT_PARTIAL_PACKET_TIMEOUT,
             max_keepalive: u16::MAX,
             require_keepalive: false,
             max_session_expiry: u32::MAX,

@@ -137,6 +137,10 @@ pub enum CloseReason {
     KeepAliveTimeout,
     /// No CONNECT within [`crate::SessionConfig::connect_timeout`].
     ConnectTimeout,
+    /// A packet stayed incomplete for [`crate::SessionConfig::partial_packet_timeout`]
+    /// (slowloris); 5.0 connections were sent DISCONNECT 0x97 (quota exceeded). Not a
+    /// protocol violation: the bytes so far were valid, they just stopped coming.
+    PartialPacketTimeout,
     /// The CONNECT was refused with this CONNACK reason code (by the session itself, e.g.
     /// 0x85 / 0x8C / 3.1.1 0x02, or by [`crate::Connection::reject_connect`]).
     ConnectRefused(ReasonCode),

@@ -22,6 +22,7 @@ fn fuzz_config() -> SessionConfig {
         max_packet_size: 512,
         max_pending_output: 256,
         max_subscriptions: 3,
+        partial_packet_timeout: Duration::from_secs(5),
         ..SessionConfig::default()
     }
 }

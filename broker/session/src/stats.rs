@@ -83,6 +83,9 @@ pub struct ConnectionStats {
     pub protocol_errors: u64,
     /// Keep alive timeouts.
     pub keepalive_timeouts: u64,
+    /// Connections closed because a packet stayed incomplete
+    /// ([`crate::SessionConfig::partial_packet_timeout`]).
+    pub partial_packet_timeouts: u64,
     /// PUBACK/PUBREC/PUBCOMP received for a packet identifier not in flight.
     pub unknown_acks: u64,
 }

@@ -269,6 +269,7 @@ fn apply_one(
                 acc.wills -= 1;
             }
         }
+        Op::Touch => {}
     }
     Ok(())
 }

@@ -72,6 +72,8 @@ pub(crate) enum Op {
     DeleteWill {
         client: String,
     },
+    /// Changes nothing but the commit time (`last_commit_unix_ms`).
+    Touch,
 }
 
 impl Op {
@@ -292,6 +294,13 @@ impl Batch {
         self.push(Op::DeleteWill {
             client: client_id.to_owned(),
         })
+    }
+
+    /// Writes nothing but the commit time, which [`crate::LoadedState::last_commit_unix_ms`]
+    /// reports after a crash: a periodic touch bounds how early a session connected at the
+    /// crash is taken to have disconnected.
+    pub fn touch(&mut self) -> &mut Self {
+        self.push(Op::Touch)
     }
 }
 

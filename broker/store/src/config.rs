@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
@@ -11,7 +11,7 @@ pub const STORE_FILE_NAME: &str = "halyard.redb";
 
 /// Configuration of the durable store. Every limit has a documented default; hitting one
 /// increments a counter in [`crate::StoreStats`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Whether the broker keeps durable state at all. Default for this type: `true`; the

@@ -124,6 +124,12 @@ impl Store {
         &self.inner.stats
     }
 
+    /// A shared handle on the store's counters that does not keep the store open (for a
+    /// metrics exporter that outlives it).
+    pub fn stats_handle(&self) -> Arc<StoreStats> {
+        self.inner.stats.clone()
+    }
+
     /// Hands a batch to the writer thread without blocking. The returned handle resolves when
     /// the group commit holding the batch is durable on disk (fsync'd), or with the error;
     /// batches from one thread are applied in submission order.

@@ -1,24 +1,34 @@
 //! The core group on openraft: type configuration, the log store, the state machine
 //! adaptor and the TCP network client.
 //!
-//! # Storage seam
-//! [`MemLogStore`] and [`StateMachine`] implement openraft's storage-v2 traits
-//! (`RaftLogStorage`, `RaftStateMachine`) in memory. The durable version (broker/store, redb)
-//! replaces [`MemLogStore`] behind the same trait: `save_vote` and `append` must be durable
-//! before they return / call the flush callback (group-commit the appends), `truncate` and
-//! `purge` are ordinary deletes, and the last purged log id must be stored with them. The
-//! state machine stays in memory and is rebuilt on start from the latest persisted snapshot
-//! plus the log (`build_snapshot` output written next to the log). Until then a core that
-//! restarts comes back empty: it must be re-added to the group (see the crate docs).
+//! # Storage
+//! [`LogStore`] and [`StateMachine`] implement openraft's storage-v2 traits
+//! (`RaftLogStorage`, `RaftStateMachine`). With `cluster.data_dir` set, a core writes its
+//! vote, log, committed log id, last purged log id and latest snapshot to
+//! `<data_dir>/raft.redb` through one writer thread (module `disk`): `save_vote` returns and
+//! `append` calls back only after the fsync, and everything waiting is group-committed in
+//! one transaction. The state machine stays in memory; a restarted core rebuilds it from
+//! the stored snapshot plus the committed log entries after it (openraft re-applies them
+//! at start), so it rejoins with its vote and log and nobody forms the group again.
+//!
+//! The file is a separate redb database rather than tables in `halyard-store`: the store's
+//! API is MQTT records behind its own group-commit writer, and Raft needs ordered,
+//! individually fsynced vote/log writes, truncation and purging with its own cadence; a
+//! separate file also keeps the store's repair tools away from the consensus log.
 
+mod disk;
 mod log_store;
 mod network;
 mod state_machine;
+#[cfg(test)]
+mod tests;
 
 use std::io::Cursor;
 use std::sync::Arc;
 
-pub use log_store::MemLogStore;
+pub(crate) use disk::Disk;
+pub use disk::RAFT_FILE_NAME;
+pub use log_store::{LogStore, MemLogStore};
 pub(crate) use network::NetworkFactory;
 pub use state_machine::StateMachine;
 

@@ -1,5 +1,10 @@
 //! The Raft state machine: applies committed entries to the node's [`Hub`] and builds /
 //! installs snapshots in the [`ClusterState`] encoding.
+//!
+//! The state itself lives in memory. On a core with a disk every snapshot built or
+//! installed is written to it before openraft hears of it (so the log below it may be
+//! purged), and a restarted core starts from that snapshot; openraft then re-applies the
+//! committed entries after it from the log.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
@@ -11,6 +16,8 @@ use openraft::{
 };
 
 use super::TypeConfig;
+use super::disk::{Disk, Op, encode};
+use crate::error::ClusterError;
 use crate::hub::Hub;
 use crate::state::ClusterState;
 use crate::types::{ApplyOutcome, NodeId};
@@ -27,14 +34,63 @@ struct StoredSnapshot {
 pub struct StateMachine {
     hub: Arc<Hub>,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    disk: Option<Disk>,
 }
 
 impl StateMachine {
+    /// A state machine over `hub` that keeps snapshots in memory only.
     pub(crate) fn new(hub: Arc<Hub>) -> Self {
         StateMachine {
             hub,
             current: Arc::new(Mutex::new(None)),
+            disk: None,
         }
+    }
+
+    /// A state machine that writes its snapshots to `disk`, starting from the snapshot read
+    /// back from it (installed into `hub`).
+    pub(crate) fn durable(
+        hub: Arc<Hub>,
+        disk: Disk,
+        snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+    ) -> Result<Self, ClusterError> {
+        let sm = StateMachine {
+            hub,
+            current: Arc::new(Mutex::new(None)),
+            disk: Some(disk),
+        };
+        if let Some((meta, data)) = snapshot {
+            let state = ClusterState::restore(&data)?;
+            sm.install_state(&meta, state);
+            sm.store_current(StoredSnapshot { meta, data });
+        }
+        Ok(sm)
+    }
+
+    fn install_state(&self, meta: &SnapshotMeta<NodeId, BasicNode>, state: ClusterState) {
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let (last, membership) = (meta.last_log_id, meta.last_membership.clone());
+        self.hub.install_with(index, state, |g| {
+            g.raft_applied = last;
+            g.raft_membership = membership;
+        });
+    }
+
+    /// Writes the snapshot to the disk (if any) and waits for the fsync.
+    async fn persist(&self, snap: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let (meta, data) = (encode(&snap.meta), snap.data.clone());
+        disk.write(|r| Op::Snapshot(meta, data, r))
+            .await
+            .map_err(|e| {
+                StorageError::from_io_error(
+                    ErrorSubject::Snapshot(Some(snap.meta.signature())),
+                    ErrorVerb::Write,
+                    e,
+                )
+            })
     }
 
     fn store_current(&self, snap: StoredSnapshot) {
@@ -73,10 +129,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        self.store_current(StoredSnapshot {
+        let snap = StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
-        });
+        };
+        self.persist(&snap).await?;
+        self.store_current(snap);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -141,16 +199,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 std::io::Error::other(e.to_string()),
             )
         })?;
-        let index = meta.last_log_id.map_or(0, |l| l.index);
-        let (last, membership) = (meta.last_log_id, meta.last_membership.clone());
-        self.hub.install_with(index, state, |g| {
-            g.raft_applied = last;
-            g.raft_membership = membership;
-        });
-        self.store_current(StoredSnapshot {
+        let snap = StoredSnapshot {
             meta: meta.clone(),
             data,
-        });
+        };
+        // On disk before the state changes: openraft purges the log below it next.
+        self.persist(&snap).await?;
+        self.install_state(meta, state);
+        self.store_current(snap);
         Ok(())
     }
 

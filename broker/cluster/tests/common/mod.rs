@@ -67,26 +67,64 @@ pub struct Cores {
     pub nodes: Vec<Option<Arc<ClusterNode>>>,
     pub addrs: Vec<SocketAddr>,
     pub names: Vec<String>,
+    /// Each core's configuration, for restarts.
+    pub cfgs: Vec<ClusterConfig>,
 }
 
 impl Cores {
+    /// Cores keeping their Raft state in memory.
     pub fn start(n: usize) -> Cores {
+        Self::start_with(n, |_, _| {})
+    }
+
+    /// Cores with their Raft state in `<dir>/cN`, the configuration adjusted by `tweak`.
+    pub fn start_durable(
+        n: usize,
+        dir: &std::path::Path,
+        tweak: impl Fn(&mut ClusterConfig),
+    ) -> Cores {
+        Self::start_with(n, |i, cfg| {
+            cfg.data_dir = Some(dir.join(format!("c{}", i + 1)));
+            tweak(cfg);
+        })
+    }
+
+    pub fn start_with(n: usize, tweak: impl Fn(usize, &mut ClusterConfig)) -> Cores {
         let names: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
         let addrs: Vec<SocketAddr> = (0..n).map(|i| free_addr(10 + i as u8)).collect();
         let initial: Vec<&str> = names.iter().map(String::as_str).collect();
-        let nodes = names
+        let cfgs: Vec<ClusterConfig> = names
             .iter()
             .zip(&addrs)
-            .map(|(name, addr)| {
-                let cfg = config(name, NodeRole::Core, *addr, &addrs, &initial);
-                Some(Arc::new(ClusterNode::start(cfg).expect("core starts")))
+            .enumerate()
+            .map(|(i, (name, addr))| {
+                let mut cfg = config(name, NodeRole::Core, *addr, &addrs, &initial);
+                tweak(i, &mut cfg);
+                cfg
+            })
+            .collect();
+        let nodes = cfgs
+            .iter()
+            .map(|cfg| {
+                Some(Arc::new(
+                    ClusterNode::start(cfg.clone()).expect("core starts"),
+                ))
             })
             .collect();
         Cores {
             nodes,
             addrs,
             names,
+            cfgs,
         }
+    }
+
+    /// Starts core `i` again with its configuration (and data directory).
+    pub fn restart(&mut self, i: usize) -> &ClusterNode {
+        assert!(self.nodes[i].is_none(), "core {i} is running");
+        let node = ClusterNode::start(self.cfgs[i].clone()).expect("core restarts");
+        self.nodes[i] = Some(Arc::new(node));
+        self.nodes[i].as_deref().expect("just set")
     }
 
     pub fn alive(&self) -> impl Iterator<Item = &ClusterNode> {

@@ -63,17 +63,29 @@ pub fn get(addr: &str, path: &str) -> Result<String, CtlError> {
     Ok(body.to_string())
 }
 
-/// `halyard ctl status`.
-pub fn status(args: &StatusArgs) -> ExitCode {
-    let addr = match &args.admin {
-        Some(a) => a.clone(),
-        None => match Config::load_from_process(args.config.config.as_deref()) {
-            Ok(c) => c.admin.bind.to_string(),
+/// The admin address a `ctl` command talks to: `--admin` if given, else `admin.bind` of the
+/// configuration. A configuration error is printed and mapped to exit status 2.
+pub fn admin_addr(
+    admin: Option<&str>,
+    config: &crate::cli::ConfigArgs,
+) -> Result<String, ExitCode> {
+    match admin {
+        Some(a) => Ok(a.to_string()),
+        None => match Config::load_from_process(config.config.as_deref()) {
+            Ok(c) => Ok(c.admin.bind.to_string()),
             Err(e) => {
                 eprintln!("{e}");
-                return ExitCode::from(2);
+                Err(ExitCode::from(2))
             }
         },
+    }
+}
+
+/// `halyard ctl status`.
+pub fn status(args: &StatusArgs) -> ExitCode {
+    let addr = match admin_addr(args.admin.as_deref(), &args.config) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let result = get(&addr, "/status").and_then(|body| {
         if args.json {
@@ -118,7 +130,8 @@ pub fn summary(doc: &serde_json::Value) -> String {
          listeners: {listeners}\n\
          clients:   {conns} connected, {accepted} accepted since start\n\
          sessions:  {sessions}  subscriptions: {subs}  retained: {retained}\n\
-         messages:  {rx} received, {tx} sent, {dropped} dropped\n",
+         messages:  {rx} received, {tx} sent, {dropped} dropped\n\
+         sources:   {tracked} tracked (max {max_sources}), {evictions} evicted\n",
         version = s(&doc["version"]),
         name = s(&doc["node"]["name"]),
         role = s(&doc["node"]["role"]),
@@ -137,6 +150,9 @@ pub fn summary(doc: &serde_json::Value) -> String {
         rx = s(&c["messages_received"]),
         tx = s(&c["messages_sent"]),
         dropped = s(&c["messages_dropped"]),
+        tracked = s(&doc["sources"]["tracked"]),
+        max_sources = s(&doc["sources"]["max"]),
+        evictions = s(&doc["sources"]["evictions"]),
     )
 }
 
@@ -153,7 +169,8 @@ mod tests {
             "listeners": [{"kind": "tcp", "bind": "127.0.0.1:1883"}],
             "counts": {"connections": 4, "connections_accepted": 9, "sessions": 5,
                        "subscriptions": 6, "retained": 1, "messages_received": 10,
-                       "messages_sent": 20, "messages_dropped": 0}
+                       "messages_sent": 20, "messages_dropped": 0},
+            "sources": {"tracked": 3, "max": 65536, "evictions": 7, "top": []}
         });
         let text = summary(&doc);
         assert!(text.contains("node n1 (core)"), "{text}");
@@ -161,5 +178,9 @@ mod tests {
         assert!(text.contains("epoll x 2 threads"), "{text}");
         assert!(text.contains("tcp 127.0.0.1:1883"), "{text}");
         assert!(text.contains("4 connected"), "{text}");
+        assert!(
+            text.contains("sources:   3 tracked (max 65536), 7 evicted"),
+            "{text}"
+        );
     }
 }

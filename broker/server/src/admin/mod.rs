@@ -61,6 +61,10 @@ pub struct Status<'a> {
     pub counts: Totals,
     /// XDP accounting: `{enabled, reason, attachments}`.
     pub xdp: Option<&'a crate::xdp::XdpStatus>,
+    /// The broker's per-source counts: `{tracked, max, evictions, top}`.
+    pub sources: Option<crate::xdp::SourcesSummary>,
+    /// The durable store's counts (`null` when `store.enabled` is false).
+    pub store: Option<crate::metrics::store::StoreSummary>,
 }
 
 /// Node part of `/status`.
@@ -118,6 +122,8 @@ impl Admin {
             listeners: &self.info.listeners,
             counts: self.metrics.totals(),
             xdp: self.metrics.xdp.get().map(|x| x.status()),
+            sources: self.metrics.xdp.get().map(|x| x.sources_summary()),
+            store: crate::metrics::store::summary(&self.metrics),
         };
         // Serialising plain structs of strings and integers cannot fail.
         serde_json::to_string_pretty(&status).expect("status serialises")

@@ -15,7 +15,8 @@ pub use de::{Addr, string_like, string_list};
 pub use enums::{Backend, QueuePolicy, Role};
 pub use env::apply_env_overrides;
 pub use halyard_auth::{AclConfig, AuthConfig};
-pub use reserved::{ClusterConfig, StoreConfig};
+pub use halyard_store::StoreConfig;
+pub use reserved::ClusterConfig;
 
 /// The embedded default configuration; it documents every key (see [`reference`]).
 pub const DEFAULT_TOML: &str = include_str!("../../default.toml");
@@ -73,8 +74,9 @@ pub struct Config {
     /// `[cluster]` (reserved).
     #[serde(default)]
     pub cluster: ClusterConfig,
-    /// `[store]` (reserved).
-    #[serde(default)]
+    /// `[store]`: durable sessions, queues, retained messages and wills (see `halyard-store`).
+    /// The embedded default file sets `enabled = false`.
+    #[serde(default = "store_disabled")]
     pub store: StoreConfig,
     /// `[auth]`: anonymous access and the password file (see `halyard-auth`).
     #[serde(default)]
@@ -249,6 +251,8 @@ pub struct MqttConfig {
     pub max_subscriptions_per_client: usize,
     /// Seconds to wait for CONNECT.
     pub connect_timeout_secs: u64,
+    /// Seconds a packet may stay half-received after CONNECT (0 = no limit).
+    pub partial_packet_timeout_secs: u64,
     /// Largest session expiry interval granted, seconds.
     pub session_expiry_max_secs: u32,
     /// Retain Available.
@@ -303,6 +307,10 @@ pub struct LimitsConfig {
     pub auth_failures_per_source: u32,
     /// Window of `auth_failures_per_source`, seconds.
     pub auth_failure_window_secs: u64,
+    /// Source addresses whose accepts and CONNECTs the broker counts (`halyard_source_*`,
+    /// beside the XDP counts); the least recently active are forgotten beyond it
+    /// (`halyard_source_evictions_total`).
+    pub max_accounted_sources: usize,
 }
 
 impl LimitsConfig {
@@ -386,6 +394,9 @@ impl Config {
         if self.mqtt.max_inflight == 0 {
             return invalid("mqtt.max_inflight", "expected 1 to 65535");
         }
+        if self.mqtt.partial_packet_timeout_secs > 86_400 {
+            return invalid("mqtt.partial_packet_timeout_secs", "expected 0 to 86400");
+        }
         if self.mqtt.max_packet_size < 64 {
             return invalid("mqtt.max_packet_size", "expected at least 64 bytes");
         }
@@ -395,11 +406,19 @@ impl Config {
         if self.limits.inbox_capacity == 0 {
             return invalid("limits.inbox_capacity", "expected at least 1");
         }
+        if self.limits.max_accounted_sources == 0 {
+            return invalid("limits.max_accounted_sources", "expected at least 1");
+        }
         if self.admin.max_request_bytes < 256 {
             return invalid("admin.max_request_bytes", "expected at least 256 bytes");
         }
         if let Err(halyard_xdp::XdpError::Config { field, message }) = self.xdp.validate() {
             return invalid(field, &message);
+        }
+        if self.store.enabled
+            && let Err(halyard_store::StoreError::Config { field, reason }) = self.store.validate()
+        {
+            return invalid(&format!("store.{field}"), &reason);
         }
         Ok(())
     }
@@ -414,6 +433,14 @@ impl Config {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "halyard".to_string())
+    }
+}
+
+/// `[store]` when a value tree lacks the section: disabled (a stateless node).
+fn store_disabled() -> StoreConfig {
+    StoreConfig {
+        enabled: false,
+        ..StoreConfig::default()
     }
 }
 

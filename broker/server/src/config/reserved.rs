@@ -1,5 +1,5 @@
 //! Sections reserved for later features (`[auth]` and `[acl]` are `halyard_auth`'s own
-//! structs, re-exported from [`super`]). Each is accepted (so config files can already carry
+//! structs and `[store]` is `halyard_store`'s, re-exported from [`super`]). Each is accepted (so config files can already carry
 //! the header) but has no keys yet: a key inside one is reported as unknown.
 
 use serde::{Deserialize, Serialize};
@@ -8,8 +8,3 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {}
-
-/// `[store]`: durable sessions and retained messages (not implemented yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {}

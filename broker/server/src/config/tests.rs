@@ -148,6 +148,43 @@ fn syntax_errors_name_the_file() {
 }
 
 #[test]
+fn store_section_parses_with_env_overrides_and_names_bad_fields() {
+    let c = Config::default();
+    assert!(!c.store.enabled, "stateless by default");
+    let c = load_str(
+        "[store]\nenabled = true\ndir = \"/var/lib/h\"\ncommit_interval_ms = 5\n",
+        &[("HALYARD_STORE__COMMIT_MAX_BYTES", "65536")],
+    )
+    .unwrap();
+    assert!(c.store.enabled);
+    assert_eq!(c.store.dir, std::path::PathBuf::from("/var/lib/h"));
+    assert_eq!(c.store.commit_interval_ms, 5);
+    assert_eq!(c.store.commit_max_bytes, 65536);
+    assert_eq!(c.store.max_messages_per_session, 10_000);
+    let c = Config::load(
+        None,
+        env(&[
+            ("HALYARD_STORE__ENABLED", "true"),
+            ("HALYARD_STORE__DIR", "/tmp/s"),
+        ]),
+    )
+    .unwrap();
+    assert!(c.store.enabled);
+    assert_eq!(c.store.dir, std::path::PathBuf::from("/tmp/s"));
+    let err = load_str("[store]\nbogus = 1\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "config error: store.bogus: unknown key");
+    let err = load_str("[store]\nenabled = true\ncommit_interval_ms = 5000\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config error: store.commit_interval_ms: is 5000"),
+        "{err}"
+    );
+}
+
+#[test]
 fn relational_checks_name_the_key() {
     let err = Config::load(None, env(&[("HALYARD_MQTT__MAXIMUM_QOS", "3")]))
         .unwrap_err()

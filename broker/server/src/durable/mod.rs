@@ -71,6 +71,10 @@ impl DurableError {
     }
 }
 
+/// How often a running broker records its commit time ([`Durability::heartbeat`]): a
+/// session connected at a crash is taken to have disconnected at most this long before it.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Wall-clock time now, in Unix milliseconds (the one place this module reads the clock).
 pub fn now_unix_ms() -> u64 {
     SystemTime::now()
@@ -185,6 +189,11 @@ impl Durability {
         self.store.as_ref().map(Store::stats)
     }
 
+    /// A handle on the store's counters that does not keep the store open, if enabled.
+    pub fn stats_handle(&self) -> Option<std::sync::Arc<StoreStats>> {
+        self.store.as_ref().map(Store::stats_handle)
+    }
+
     /// Reads everything back (start-up, before serving; blocks the calling thread) and
     /// rebuilds it with [`restore`]. Empty when disabled.
     pub fn load(
@@ -239,6 +248,20 @@ impl Durability {
         targets: &[DurableTarget<'_>],
         clock: &WallClock,
     ) -> Pending {
+        self.persist_publish_from(message, targets, None, clock)
+    }
+
+    /// As [`Durability::persist_publish`], and for a QoS 2 PUBLISH from a stored session,
+    /// `incoming_qos2 = Some((publisher, packet_id))` records its packet identifier in the
+    /// same commit as the fan-out: after a crash the publisher's resent PUBLISH (it got no
+    /// PUBREC) is then recognised and not routed a second time (exactly once).
+    pub fn persist_publish_from(
+        &self,
+        message: &Message,
+        targets: &[DurableTarget<'_>],
+        incoming_qos2: Option<(&str, u16)>,
+        clock: &WallClock,
+    ) -> Pending {
         if self.store.is_none() || (!message.retain && targets.is_empty()) {
             return Pending::ready(Ok(Committed {
                 seqs: vec![None; targets.len()],
@@ -255,6 +278,11 @@ impl Durability {
             for t in targets {
                 let stored = convert::delivery_to_stored(t.delivery, None, clock);
                 b.enqueue_many([t.client_id], &stored);
+            }
+            if let Some((publisher, id)) = incoming_qos2
+                && !targets.is_empty()
+            {
+                b.set_incoming_qos2(publisher, id);
             }
         })
     }
@@ -309,6 +337,34 @@ impl Durability {
         })
     }
 
+    /// The session's connection closed and it stays offline: writes its whole record (with
+    /// the disconnect time `now`, from which its expiry counts across restarts), its
+    /// in-flight state and the queue entries that left it, like
+    /// [`Durability::persist_changes`]. Queue entries still pending stay as they are.
+    pub fn persist_park(
+        &self,
+        session: &mut Session,
+        ledger: &mut QueueLedger,
+        protocol_version: u8,
+        now: Instant,
+        clock: &WallClock,
+    ) -> Pending {
+        let changes = session.take_changes();
+        if self.store.is_none() {
+            return Pending::ready(Ok(Committed::default()));
+        }
+        let client = session.client_id().clone();
+        let mut removed = ledger.popped(changes.queue_popped);
+        removed.extend(ledger.take_consumed());
+        let record = convert::session_to_record(session, protocol_version, Some(now), clock);
+        self.submit(|b| {
+            b.put_session(&record);
+            for seq in removed {
+                b.remove_queued(&client, seq);
+            }
+        })
+    }
+
     /// Replaces everything stored for the session with its current state: record, in-flight
     /// state and offline queue (every queued message is stored). Use it when a session
     /// becomes persistent (CONNECT accepted with expiry > 0) and when it is parked
@@ -339,6 +395,15 @@ impl Durability {
                     &convert::delivery_to_stored(d, None, clock),
                 );
             }
+        })
+    }
+
+    /// Records the commit time without changing anything: after a crash, sessions that were
+    /// connected count their expiry from the last commit, so a running broker calls this
+    /// every [`HEARTBEAT`] to keep that estimate close to the crash.
+    pub fn heartbeat(&self) -> Pending {
+        self.submit(|b| {
+            b.touch();
         })
     }
 

@@ -24,7 +24,7 @@ pub mod publish;
 pub mod thread;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use halyard_codec::SubscriptionOptions;
@@ -32,6 +32,7 @@ use halyard_session::{ClientId, Delivery, Message, Session, SessionConfig};
 use halyard_topics::{RetainedIndex, SubscriptionTrie};
 
 use crate::config::Config;
+use crate::durable::{Durability, QueueLedger};
 use crate::metrics::Metrics;
 use crate::security::Security;
 
@@ -42,6 +43,9 @@ pub type SessionKey = u64;
 #[derive(Debug)]
 pub struct Route {
     thread: AtomicUsize,
+    /// The session is stored (`[store]` on and Session Expiry Interval > 0): publishers
+    /// store their QoS 1/2 deliveries to it before acknowledging.
+    persistent: AtomicBool,
 }
 
 impl Route {
@@ -49,7 +53,18 @@ impl Route {
     pub fn new(thread: usize) -> Arc<Self> {
         Arc::new(Route {
             thread: AtomicUsize::new(thread),
+            persistent: AtomicBool::new(false),
         })
+    }
+
+    /// Whether publishers must store deliveries to this session before acknowledging.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Acquire)
+    }
+
+    /// Set by the session's owner once the session is stored (or no longer is).
+    pub fn set_persistent(&self, on: bool) {
+        self.persistent.store(on, Ordering::Release);
     }
 
     /// The owning thread.
@@ -152,8 +167,8 @@ pub enum ThreadMsg {
         to: ConnRef,
         /// The session's key.
         key: SessionKey,
-        /// The session (boxed: it is large and moves between threads).
-        session: Box<Session>,
+        /// The session with its store ledger (boxed: it is large and moves between threads).
+        session: Box<Moving>,
     },
     /// The session connection `to` claimed ended instead of moving (it had expiry 0): the
     /// claimant starts a fresh session now instead of waiting for a handover.
@@ -165,6 +180,17 @@ pub enum ThreadMsg {
     Shutdown,
 }
 
+/// A session on its way between owners (connection, offline table, another thread).
+#[derive(Debug)]
+pub struct Moving {
+    /// The session.
+    pub session: Session,
+    /// Which store queue entries back its pending queue (empty when not stored).
+    pub ledger: QueueLedger,
+    /// Protocol level of its last connection (4 = 3.1.1, 5 = 5.0), for its store record.
+    pub protocol_version: u8,
+}
+
 /// One delivery on its way to a session.
 #[derive(Debug)]
 pub struct Routed {
@@ -172,8 +198,20 @@ pub struct Routed {
     pub key: SessionKey,
     /// Its route (to forward when the session moved).
     pub route: Arc<Route>,
+    /// The subscriber's client id (names its store queue).
+    pub client_id: ClientId,
     /// The delivery.
     pub delivery: Delivery,
+    /// The store queue entry holding this delivery (`None`: held in memory only).
+    pub seq: Option<u64>,
+}
+
+impl Routed {
+    /// Whether the publisher stores this delivery before acknowledging: QoS 1/2 to a
+    /// persistent session.
+    pub fn is_durable_target(&self) -> bool {
+        self.delivery.qos != halyard_codec::QoS::AtMostOnce && self.route.is_persistent()
+    }
 }
 
 /// Why a CONNECT was refused by the engine.
@@ -202,6 +240,8 @@ pub struct Broker {
     registry: Mutex<HashMap<ClientId, RegEntry>>,
     /// One inbox sender per I/O thread.
     pub inboxes: Vec<flume::Sender<ThreadMsg>>,
+    /// Durable state (`[store]`); disabled: every write completes at once, nothing stored.
+    pub durable: Durability,
     next_key: AtomicU64,
     next_conn: AtomicU64,
 }
@@ -214,6 +254,7 @@ impl Broker {
         metrics: Arc<Metrics>,
         security: Arc<Security>,
         inboxes: Vec<flume::Sender<ThreadMsg>>,
+        durable: Durability,
     ) -> Self {
         let limits = session_config.topic_limits;
         Broker {
@@ -225,6 +266,7 @@ impl Broker {
             retained: RetainedIndex::new(limits),
             registry: Mutex::new(HashMap::new()),
             inboxes,
+            durable,
             next_key: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
         }
@@ -311,6 +353,38 @@ impl Broker {
         Ok(claim)
     }
 
+    /// Registers a session read back from the store as offline on `thread` (start-up, before
+    /// any connection); returns its key and route (marked persistent). `None` when the client
+    /// id is registered already.
+    pub fn register_restored(
+        &self,
+        client_id: &ClientId,
+        thread: usize,
+    ) -> Option<(SessionKey, Arc<Route>)> {
+        let mut reg = self.registry();
+        if reg.contains_key(client_id) {
+            return None;
+        }
+        let key = self.new_key();
+        let route = Route::new(thread);
+        route.set_persistent(true);
+        reg.insert(
+            client_id.clone(),
+            RegEntry {
+                key,
+                route: route.clone(),
+                conn: None,
+            },
+        );
+        self.update_session_gauge(reg.len());
+        Some((key, route))
+    }
+
+    /// Whether `client_id` has no session in the registry (its stored state may go).
+    pub fn is_unregistered(&self, client_id: &str) -> bool {
+        !self.registry().contains_key(client_id)
+    }
+
     /// Sends `msg` to `thread`'s inbox, waiting while it is full (used for control messages
     /// and QoS 1/2 batches: back-pressure instead of loss).
     pub async fn send_to(&self, thread: usize, msg: ThreadMsg) {
@@ -378,6 +452,7 @@ mod tests {
             Arc::new(Metrics::new(threads)),
             Arc::new(Security::new(&Config::default()).expect("no files to load")),
             inboxes,
+            Durability::disabled(),
         )
     }
 
@@ -428,6 +503,7 @@ mod tests {
             Arc::new(Metrics::new(1)),
             Arc::new(Security::new(&Config::default()).expect("no files to load")),
             vec![flume::bounded(1).0],
+            Durability::disabled(),
         );
         assert!(b.claim(&Arc::from("a"), true, conn(0, 1)).is_ok());
         assert_eq!(

@@ -10,6 +10,7 @@ use halyard_topics::Match;
 use smallvec::SmallVec;
 
 use super::{Broker, Routed, SessionKey, SubValue};
+use crate::durable::DurableTarget;
 use crate::metrics::{Limit, ThreadStats};
 
 /// Deliveries collected during one batch of input, grouped by destination thread.
@@ -88,6 +89,40 @@ pub fn update_retained(broker: &Broker, stats: &ThreadStats, message: &Arc<Messa
 /// copy at the highest granted QoS carrying every subscription identifier [MQTT-3.3.4-2]
 /// [MQTT-3.3.4-3]; one member per shared group, round robin. Returns the number of sessions.
 pub fn route(broker: &Broker, message: &Arc<Message>, outbox: &mut Outbox) -> usize {
+    let mut routed = Vec::new();
+    let n = route_collect(broker, message, &mut routed);
+    for r in routed {
+        outbox.push(r);
+    }
+    n
+}
+
+/// The durable targets among `routed` (QoS 1/2 to persistent sessions), in order.
+pub fn durable_targets(routed: &[Routed]) -> Vec<DurableTarget<'_>> {
+    routed
+        .iter()
+        .filter(|r| r.is_durable_target())
+        .map(|r| DurableTarget {
+            client_id: &r.client_id,
+            delivery: &r.delivery,
+        })
+        .collect()
+}
+
+/// Writes the queue sequence numbers of a resolved `persist_publish` into the durable
+/// targets of `routed` (same order as [`durable_targets`]).
+pub fn apply_seqs(routed: &mut [Routed], seqs: Vec<Option<u64>>) {
+    for (r, seq) in routed
+        .iter_mut()
+        .filter(|r| r.is_durable_target())
+        .zip(seqs)
+    {
+        r.seq = seq;
+    }
+}
+
+/// As [`route`], into a plain list (the caller stores the durable targets first).
+pub fn route_collect(broker: &Broker, message: &Arc<Message>, out: &mut Vec<Routed>) -> usize {
     let mut targets: HashMap<SessionKey, Target> = HashMap::new();
     let publisher = message.publisher.as_deref();
     let acl = broker.security.acl.load();
@@ -131,15 +166,17 @@ pub fn route(broker: &Broker, message: &Arc<Message>, outbox: &mut Outbox) -> us
     });
     let n = targets.len();
     for (key, t) in targets {
-        outbox.push(Routed {
+        out.push(Routed {
             key,
-            route: t.value.route.clone(),
+            route: t.value.route,
+            client_id: t.value.client_id,
             delivery: Delivery {
                 message: message.clone(),
                 qos: min_qos(t.qos, message.qos),
                 retain: t.retain_as_published && message.retain,
                 subscription_ids: t.ids,
             },
+            seq: None,
         });
     }
     n

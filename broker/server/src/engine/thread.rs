@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use halyard_session::{ClientId, Delivery, Dropped, SESSION_NEVER_EXPIRES, Session, Will};
 
 use super::publish::{self, Outbox};
-use super::{Broker, ConnRef, Routed, SessionKey, ThreadMsg};
+use super::{Broker, ConnRef, Moving, Routed, SessionKey, ThreadMsg};
+use crate::durable::{self, Pending, QueueLedger};
 use crate::metrics::{DropReason, Limit, ThreadStats};
 
 /// How often the thread checks offline-session deadlines (session expiry, will delay).
@@ -20,14 +21,14 @@ pub const TIMER_TICK: Duration = Duration::from_millis(100);
 /// Commands for one connection task, queued in its mailbox.
 #[derive(Debug)]
 pub enum ConnMsg {
-    /// A message to deliver.
-    Deliver(Delivery),
+    /// A message to deliver, with the store queue entry holding it (if stored).
+    Deliver(Delivery, Option<u64>),
     /// Another connection claimed the session: disconnect with 0x8E and hand it over.
     Release,
     /// A clean start replaced the session: disconnect with 0x8E and end it.
     Discard,
     /// The session this (claiming) connection waits for.
-    Handover(Box<Session>),
+    Handover(Box<Moving>),
     /// The claimed session ended instead: start a fresh one.
     NoSession,
     /// The broker is stopping: disconnect with 0x8B.
@@ -93,7 +94,11 @@ impl ConnHandle {
 /// A session the thread holds while no connection owns it.
 #[derive(Debug)]
 struct Offline {
-    session: Box<Session>,
+    session: Session,
+    /// Its store queue entries.
+    ledger: QueueLedger,
+    /// Protocol level of its last connection (for its store record).
+    protocol_version: u8,
     client_id: ClientId,
     expires_at: Option<Instant>,
     will: Option<(Will, Instant)>,
@@ -228,6 +233,7 @@ impl ThreadCtx {
     pub async fn deliver_local(&self, batch: Vec<Routed>) {
         let now = Instant::now();
         let mut forward = Outbox::new(self.broker.inboxes.len());
+        let mut touched: Vec<SessionKey> = Vec::new();
         {
             let cap = self.mailbox_cap();
             let conns = self.conns.borrow();
@@ -235,7 +241,9 @@ impl ThreadCtx {
             for routed in batch {
                 match sessions.get_mut(&routed.key) {
                     Some(Local::Conn(id)) => match conns.get(id) {
-                        Some(h) if h.len() < cap => h.push(ConnMsg::Deliver(routed.delivery)),
+                        Some(h) if h.len() < cap => {
+                            h.push(ConnMsg::Deliver(routed.delivery, routed.seq));
+                        }
                         Some(_) => {
                             self.stats().drop_message(DropReason::QueueFull);
                             self.stats().hit_limit(Limit::MaxQueuedMessages);
@@ -243,14 +251,24 @@ impl ThreadCtx {
                         None => self.stats().drop_message(DropReason::SessionGone),
                     },
                     Some(Local::Offline(off)) => {
-                        if let Err(d) = off.session.enqueue(now, routed.delivery) {
-                            count_drop(self.stats(), d);
+                        match off.session.enqueue(now, routed.delivery) {
+                            Ok(()) => off.ledger.pushed(routed.seq),
+                            Err(d) => {
+                                off.ledger.consumed(routed.seq);
+                                count_drop(self.stats(), d);
+                            }
+                        }
+                        if routed.seq.is_some() && !touched.contains(&routed.key) {
+                            touched.push(routed.key);
                         }
                     }
                     None if routed.route.thread() != self.index => forward.push(routed),
                     None => self.stats().drop_message(DropReason::SessionGone),
                 }
             }
+        }
+        if !touched.is_empty() {
+            self.persist_offline(&touched);
         }
         for (thread, batch) in forward.drain() {
             if let Some(tx) = self.broker.inboxes.get(thread)
@@ -259,6 +277,30 @@ impl ThreadCtx {
                 self.stats().drop_message(DropReason::InboxFull);
             }
         }
+    }
+
+    /// Stores what changed in offline sessions `keys` (queue entries dropped by the queue
+    /// policy). Nothing is transmitted for an offline session, so the results only matter
+    /// for errors: a task logs them.
+    fn persist_offline(&self, keys: &[SessionKey]) {
+        let clock = durable::wall_clock(Instant::now());
+        let mut pending: Vec<Pending> = Vec::new();
+        {
+            let mut sessions = self.sessions.borrow_mut();
+            for key in keys {
+                if let Some(Local::Offline(off)) = sessions.get_mut(key) {
+                    let ch = off.session.take_changes();
+                    pending.push(self.broker.durable.persist_changes(
+                        ch,
+                        &off.session,
+                        &mut off.ledger,
+                        off.protocol_version,
+                        &clock,
+                    ));
+                }
+            }
+        }
+        spawn_logged(pending, "offline session state not stored");
     }
 
     /// Mailbox limit per connection: what the session could queue plus its window.
@@ -286,7 +328,27 @@ impl ThreadCtx {
                         .and_then(|e| e.conn)
                 };
                 match claimant {
-                    Some(to) => self.send_handover(to, key, off.session).await,
+                    Some(to) => {
+                        if off.will.is_some() {
+                            // The session resumes: its delayed will is cancelled.
+                            spawn_logged(
+                                vec![self.broker.durable.delete_will(&off.client_id)],
+                                "cancelled will not removed from the store",
+                            );
+                        }
+                        let Offline {
+                            session,
+                            ledger,
+                            protocol_version,
+                            ..
+                        } = *off;
+                        let moving = Box::new(Moving {
+                            session,
+                            ledger,
+                            protocol_version,
+                        });
+                        self.send_handover(to, key, moving).await;
+                    }
                     None => self.end_offline(key, off),
                 }
             }
@@ -295,7 +357,7 @@ impl ThreadCtx {
     }
 
     /// Sends a session to a claiming connection, on this thread or another.
-    pub async fn send_handover(&self, to: ConnRef, key: SessionKey, session: Box<Session>) {
+    pub async fn send_handover(&self, to: ConnRef, key: SessionKey, session: Box<Moving>) {
         if to.thread == self.index {
             Box::pin(self.handover(to, key, session)).await;
         } else {
@@ -322,13 +384,13 @@ impl ThreadCtx {
     }
 
     /// A session arrives for connection `to` (on this thread).
-    async fn handover(&self, to: ConnRef, key: SessionKey, session: Box<Session>) {
+    async fn handover(&self, to: ConnRef, key: SessionKey, session: Box<Moving>) {
         if let Some(h) = self.conns.borrow().get(&to.conn) {
             h.push(ConnMsg::Handover(session));
             return;
         }
         // The claimant is gone: forward to a newer claimant, or keep the session offline.
-        let client_id = session.client_id().clone();
+        let client_id = session.session.client_id().clone();
         let claimant = {
             let reg = self.broker.registry();
             match reg.get(&client_id) {
@@ -346,7 +408,8 @@ impl ThreadCtx {
                 self.park_offline(key, session, None, now);
             }
             Err(()) => {
-                let filters: Vec<String> = session.subscriptions().keys().cloned().collect();
+                let filters: Vec<String> =
+                    session.session.subscriptions().keys().cloned().collect();
                 self.broker
                     .remove_subscriptions(key, filters.iter().map(String::as_str));
             }
@@ -379,13 +442,24 @@ impl ThreadCtx {
     pub fn park_offline(
         &self,
         key: SessionKey,
-        session: Box<Session>,
+        session: Box<Moving>,
         will: Option<Will>,
         now: Instant,
     ) {
-        // `mqtt.session_expiry_max_secs` caps how long the broker keeps an offline session (the
-        // session layer applies the same cap through `SessionConfig::max_session_expiry` and
-        // announces it in the 5.0 CONNACK; this `min` keeps the offline table safe regardless).
+        let (expires_at, will) = self.offline_deadlines(&session.session, will, now);
+        self.park(key, session, expires_at, will);
+    }
+
+    /// When an offline session parked at `now` expires, and when its will fires.
+    /// `mqtt.session_expiry_max_secs` caps how long the broker keeps an offline session (the
+    /// session layer applies the same cap through `SessionConfig::max_session_expiry` and
+    /// announces it in the 5.0 CONNACK; this `min` keeps the offline table safe regardless).
+    pub fn offline_deadlines(
+        &self,
+        session: &halyard_session::Session,
+        will: Option<Will>,
+        now: Instant,
+    ) -> (Option<Instant>, Option<(Will, Instant)>) {
         let expiry = session
             .expiry_interval()
             .min(self.broker.config.mqtt.session_expiry_max_secs);
@@ -396,6 +470,23 @@ impl ThreadCtx {
             let at = now + delay;
             (w, at)
         });
+        (expires_at, will)
+    }
+
+    /// Keeps a session offline with the given deadlines (also used for sessions restored
+    /// from the store at start, whose deadlines count from before the restart).
+    pub fn park(
+        &self,
+        key: SessionKey,
+        moving: Box<Moving>,
+        expires_at: Option<Instant>,
+        will: Option<(Will, Instant)>,
+    ) {
+        let Moving {
+            session,
+            ledger,
+            protocol_version,
+        } = *moving;
         let mut timers = self.timers.borrow_mut();
         if let Some(at) = expires_at {
             timers.insert((at, key, TimerKind::Expiry), ());
@@ -408,6 +499,8 @@ impl ThreadCtx {
             key,
             Local::Offline(Box::new(Offline {
                 session,
+                ledger,
+                protocol_version,
                 client_id,
                 expires_at,
                 will,
@@ -421,26 +514,54 @@ impl ThreadCtx {
         let filters: Vec<String> = off.session.subscriptions().keys().cloned().collect();
         self.broker
             .remove_subscriptions(key, filters.iter().map(String::as_str));
+        // Its stored state goes unless a clean start replaced it (the new session is stored
+        // under the same client id).
+        if self.broker.durable.is_enabled() && self.broker.is_unregistered(&off.client_id) {
+            spawn_logged(
+                vec![self.broker.durable.delete_session(&off.client_id)],
+                "ended session not removed from the store",
+            );
+        }
         if let Some((will, _)) = off.will {
-            self.publish_will(&off.client_id, &will);
+            self.publish_will(&off.client_id, &will, true);
         }
     }
 
-    /// Publishes a will message now (routes it like a PUBLISH from `client_id`).
-    pub fn publish_will(&self, client_id: &ClientId, will: &Will) {
+    /// Publishes a will message now (routes it like a PUBLISH from `client_id`); its QoS 1/2
+    /// deliveries to persistent sessions and a RETAIN update are stored first. `stored`: the
+    /// will is in the store (delayed) and is removed from it once published.
+    pub fn publish_will(&self, client_id: &ClientId, will: &Will, stored: bool) {
         let now = Instant::now();
         let msg = Arc::new(will.to_message(now, Some(client_id.clone())));
         let stats = self.stats();
         if msg.retain {
             publish::update_retained(&self.broker, stats, &msg);
         }
-        let mut outbox = Outbox::new(self.broker.inboxes.len());
-        publish::route(&self.broker, &msg, &mut outbox);
+        let mut routed = Vec::new();
+        publish::route_collect(&self.broker, &msg, &mut routed);
         let broker = self.broker.clone();
+        let client_id = client_id.clone();
         // Flush from a task: the caller may hold borrows of this context.
         compio::runtime::spawn(async move {
+            let durable = &broker.durable;
+            if durable.is_enabled() {
+                let clock = durable::wall_clock(now);
+                let pending =
+                    durable.persist_publish(&msg, &publish::durable_targets(&routed), &clock);
+                match pending.await {
+                    Ok(c) => publish::apply_seqs(&mut routed, c.seqs),
+                    Err(e) => tracing::warn!(%client_id, error = %e, "will message not stored"),
+                }
+            }
+            let mut outbox = Outbox::new(broker.inboxes.len());
+            for r in routed {
+                outbox.push(r);
+            }
             for (thread, batch) in outbox.drain() {
                 broker.send_to(thread, ThreadMsg::Deliver(batch)).await;
+            }
+            if stored && durable.is_enabled() {
+                let _ = durable.delete_will(&client_id).await;
             }
         })
         .detach();
@@ -485,7 +606,7 @@ impl ThreadCtx {
             }
         };
         if let Some((client_id, will)) = will {
-            self.publish_will(&client_id, &will);
+            self.publish_will(&client_id, &will, true);
         }
     }
 
@@ -521,6 +642,22 @@ impl ThreadCtx {
             self.end_offline(key, off);
         }
     }
+}
+
+/// Awaits store writes in a detached task, logging failures (for writes whose outcome
+/// changes nothing that is transmitted).
+pub fn spawn_logged(pending: Vec<Pending>, what: &'static str) {
+    if pending.is_empty() {
+        return;
+    }
+    compio::runtime::spawn(async move {
+        for p in pending {
+            if let Err(e) = p.await {
+                tracing::warn!(error = %e, "{what}");
+            }
+        }
+    })
+    .detach();
 }
 
 /// Counts a session-layer drop in the thread's metrics.

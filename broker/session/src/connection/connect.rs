@@ -240,6 +240,9 @@ impl Connection {
         self.resend_pending = session.inflight_len() > 0;
         self.session = Some(session);
         self.pump(now);
+        // Bytes buffered while the server decided were not being read: their partial-packet
+        // clock starts now.
+        self.partial_since = None;
         self.process_input(now);
     }
 

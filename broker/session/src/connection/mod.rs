@@ -120,6 +120,9 @@ pub struct Connection {
     stats: ConnectionStats,
     connect_deadline: Instant,
     last_packet: Instant,
+    /// When the incomplete packet at the front of `rx` started arriving (the read that left
+    /// it there); `None` while `rx` is empty. See [`SessionConfig::partial_packet_timeout`].
+    partial_since: Option<Instant>,
     /// The latest `now` given to any method (for work triggered by `poll_transmit`).
     last_now: Instant,
     keep_alive: u16,
@@ -155,6 +158,7 @@ impl Connection {
             stats: ConnectionStats::default(),
             connect_deadline,
             last_packet: now,
+            partial_since: None,
             last_now: now,
             keep_alive: 0,
             pending_connect: None,
@@ -195,17 +199,30 @@ impl Connection {
         self.process_input(now);
     }
 
-    /// Decodes and handles every complete buffered packet, while allowed.
+    /// Decodes and handles every complete buffered packet, while allowed, then restarts the
+    /// partial-packet clock when the bytes left over belong to a packet begun in this call.
     fn process_input(&mut self, now: Instant) {
+        let decoded = self.decode_input(now);
+        if self.rx.is_empty() {
+            self.partial_since = None;
+        } else if decoded || self.partial_since.is_none() {
+            // A packet completed in this call, so what is left started arriving now.
+            self.partial_since = Some(now);
+        }
+    }
+
+    /// The loop of [`Self::process_input`]; returns whether a packet was decoded.
+    fn decode_input(&mut self, now: Instant) -> bool {
+        let mut decoded = false;
         loop {
             match self.state {
-                State::AwaitDecision | State::Closed => return,
+                State::AwaitDecision | State::Closed => return decoded,
                 State::AwaitConnect => {
                     if let Some(&first) = self.rx.first()
                         && first >> 4 != PacketType::Connect as u8
                     {
                         self.protocol_error(ProtocolError::FirstPacketNotConnect);
-                        return;
+                        return decoded;
                     }
                 }
                 State::Connected => {}
@@ -216,8 +233,9 @@ impl Connection {
                 None
             };
             match decode(&mut self.rx, self.version, self.cfg.max_packet_size) {
-                Ok(None) => return,
+                Ok(None) => return decoded,
                 Ok(Some(packet)) => {
+                    decoded = true;
                     self.stats.packets_in += 1;
                     self.last_packet = now;
                     self.handle_packet(now, packet);
@@ -228,7 +246,7 @@ impl Connection {
                     } else {
                         self.protocol_error(ProtocolError::Decode(e));
                     }
-                    return;
+                    return decoded;
                 }
             }
         }
@@ -268,7 +286,12 @@ impl Connection {
     /// Handles an expired deadline (see [`Self::poll_timeout`]): no CONNECT within
     /// [`SessionConfig::connect_timeout`] closes silently; no packet within 1.5 x keep alive
     /// closes (5.0: after DISCONNECT 0x8D) and returns the will [MQTT-3.1.2-24]
-    /// (5.0 [MQTT-3.1.2-22]). Calling it early is harmless.
+    /// (5.0 [MQTT-3.1.2-22]); a packet still incomplete
+    /// [`SessionConfig::partial_packet_timeout`] after its first bytes arrived closes with
+    /// [`CloseReason::PartialPacketTimeout`] (5.0: after DISCONNECT 0x97, the limit being an
+    /// implementation-imposed one; 0x8D would claim no packet arrived, which may be false)
+    /// and returns the will, as for any close without DISCONNECT [MQTT-3.1.2-8]. Calling it
+    /// early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         match self.state {
@@ -282,6 +305,12 @@ impl Connection {
                     self.stats.keepalive_timeouts += 1;
                     self.send_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT);
                     self.close(CloseReason::KeepAliveTimeout, true);
+                } else if let Some(deadline) = self.partial_packet_deadline()
+                    && now >= deadline
+                {
+                    self.stats.partial_packet_timeouts += 1;
+                    self.send_disconnect(ReasonCode::QUOTA_EXCEEDED);
+                    self.close(CloseReason::PartialPacketTimeout, true);
                 }
             }
             _ => {}
@@ -293,14 +322,28 @@ impl Connection {
             .then(|| self.last_packet + Duration::from_millis(u64::from(self.keep_alive) * 1500))
     }
 
+    /// When the incomplete packet in the receive buffer must be complete (connected only).
+    fn partial_packet_deadline(&self) -> Option<Instant> {
+        let timeout = self.cfg.partial_packet_timeout;
+        if timeout.is_zero() {
+            return None;
+        }
+        // An overflowing deadline (an absurd timeout) means never.
+        self.partial_since.and_then(|t| t.checked_add(timeout))
+    }
+
     /// The next instant at which [`Self::handle_timeout`] must be called, or `None`:
-    /// the CONNECT deadline before CONNECT, the keep-alive deadline (1.5 x keep alive after
-    /// the last packet received) once connected, nothing while the server decides on the
+    /// the CONNECT deadline before CONNECT; once connected the earlier of the keep-alive
+    /// deadline (1.5 x keep alive after the last packet received) and, while a packet is
+    /// half received, the partial-packet deadline; nothing while the server decides on the
     /// CONNECT or once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::AwaitConnect => Some(self.connect_deadline),
-            State::Connected => self.keepalive_deadline(),
+            State::Connected => match (self.keepalive_deadline(), self.partial_packet_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             State::AwaitDecision | State::Closed => None,
         }
     }
@@ -491,6 +534,7 @@ impl Connection {
         self.state = State::Closed;
         let will = self.will.take().filter(|_| send_will);
         self.rx = BytesMut::new();
+        self.partial_since = None;
         self.pending_subscribes.clear();
         self.pending_unsubscribes.clear();
         if let Some(s) = self.session.as_mut() {

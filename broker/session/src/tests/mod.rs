@@ -3,6 +3,7 @@
 mod close;
 mod connect;
 mod fuzz;
+mod partial;
 mod parts;
 mod publish_in;
 mod publish_out;
