@@ -92,6 +92,10 @@ pub struct RunResult {
     pub own_cpu_share: f64,
     /// `conn` scenario figures.
     pub conn: Option<ConnStats>,
+    /// Open loop: how late messages left against their schedule (the generator's share of
+    /// `latency`; microseconds).
+    #[serde(default)]
+    pub send_lag: Option<LatencySummary>,
     /// Errors met (connections refused or closed, decode errors); empty on a clean run.
     pub errors: Vec<String>,
 }

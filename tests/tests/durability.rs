@@ -570,3 +570,49 @@ fn resumed_session_does_not_expire_from_its_old_disconnect() {
         "the session was connected until the crash: its expiry starts there"
     );
 }
+
+/// A store at its size limit refuses new persistent work with 0x97 Quota exceeded (counted
+/// in `halyard_store_refused_total`) instead of failing: the broker keeps serving.
+#[test]
+fn full_store_refuses_publishes_with_quota_exceeded() {
+    require_halyard();
+    let store = StoreDir::new("quota");
+    let mut env = store.env();
+    env.push(("HALYARD_STORE__MAX_STORE_BYTES", (1u64 << 20).to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let broker = TestBroker::start_with(&env);
+    let addr = broker.mqtt_addr();
+    let (mut s, _) = connect(addr, &persistent("quota-sub", 3600));
+    assert_eq!(s.subscribe(1, &[("q/#", 1)], &Props::new()), vec![1]);
+    disconnect(s);
+    let mut p = RawClient::connected(addr, Version::V5, "quota-pub");
+    let payload = vec![7u8; 100_000];
+    let mut codes = Vec::new();
+    for i in 1..=30u16 {
+        let code = p.publish(&Publish::new("q/big", &payload).qos(1, i));
+        codes.push(code);
+        if code == 0x97 {
+            break;
+        }
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&0x97),
+        "PUBACK 0x97 once 1 MiB is stored (5.0 section 3.4.2.1): {codes:?}"
+    );
+    assert!(
+        codes[..codes.len() - 1].iter().all(|c| *c == 0),
+        "{codes:?}"
+    );
+    let m = broker.metrics();
+    assert_eq!(
+        m.get("halyard_store_refused_total{reason=\"0x97\"}"),
+        Some(1.0)
+    );
+    // Still serving: a ping goes through on the same connection.
+    p.send(&halyard_tests::raw::pingreq());
+    assert!(matches!(
+        p.recv_until(|x| matches!(x, Packet::PingResp)),
+        Packet::PingResp
+    ));
+}

@@ -413,7 +413,10 @@ fn websocket_over_tls_publishes_and_subscribes() {
     let req = format!("ws://localhost:{port}/mqtt")
         .into_client_request()
         .unwrap();
-    assert!(tungstenite::client(req, plain).is_err(), "plain WS on WSS port");
+    assert!(
+        tungstenite::client(req, plain).is_err(),
+        "plain WS on WSS port"
+    );
 }
 
 /// SIGHUP reloads the TLS certificate: a connection opened before keeps working (and
@@ -429,7 +432,10 @@ fn sighup_reloads_the_tls_certificate_keeping_connections() {
     let v = Version::V311;
     assert_eq!(mqtt_connect(&mut old, v, "before-reload", None), 0);
     assert_eq!(mqtt_subscribe(&mut old, v, 1, "reload/t"), 1);
-    assert!(try_tls_client(port, &ca2, &dir, None).is_err(), "ca2 not trusted yet");
+    assert!(
+        try_tls_client(port, &ca2, &dir, None).is_err(),
+        "ca2 not trusted yet"
+    );
 
     std::fs::copy(dir.join("server2.key"), dir.join("server.key")).unwrap();
     std::fs::copy(dir.join("server2.crt"), dir.join("server.crt")).unwrap();

@@ -117,8 +117,8 @@ fn chart_specs() -> Vec<ChartSpec<'static>> {
     fn throughput(c: &Cell) -> bool {
         c.kind == CaseKind::Throughput
     }
-    fn traffic(c: &Cell) -> bool {
-        c.kind != CaseKind::Connections
+    fn open_loop(c: &Cell) -> bool {
+        c.kind == CaseKind::Latency
     }
     fn conns(c: &Cell) -> bool {
         c.kind == CaseKind::Connections
@@ -141,12 +141,20 @@ fn chart_specs() -> Vec<ChartSpec<'static>> {
             filter: throughput,
         },
         ChartSpec {
+            file: "latency_p50.png",
+            title: "End-to-end p50 latency (open loop)",
+            y_label: "microseconds",
+            log: true,
+            metric: |c| c.p50_us,
+            filter: open_loop,
+        },
+        ChartSpec {
             file: "latency_p99.png",
-            title: "End-to-end p99 latency",
+            title: "End-to-end p99 latency (open loop)",
             y_label: "microseconds",
             log: true,
             metric: |c| c.p99_us,
-            filter: traffic,
+            filter: open_loop,
         },
         ChartSpec {
             file: "conn_memory.png",

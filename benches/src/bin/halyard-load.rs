@@ -183,6 +183,12 @@ fn human(r: &RunResult) -> String {
         s += "\n";
     }
     s += &format!("generator CPU {:.0} % of a core", r.own_cpu_share * 100.0);
+    if let Some(l) = &r.send_lag {
+        s += &format!(
+            "; send lag against the schedule p50 {:.0} us  p99 {:.0} us",
+            l.p50_us, l.p99_us
+        );
+    }
     for e in &r.errors {
         s += &format!("\nerror: {e}");
     }

@@ -110,8 +110,11 @@ fn mosquitto_conf(port: u16) -> String {
 fn rumqttd_conf(port: u16) -> String {
     // Small commit-log segments (100 KiB x 10 per filter) so that memory reflects the
     // broker, not its default 100 MiB segments; no delay between accepts; high limits.
+    // max_outgoing_packet_count is raised from the sample config's 200 to INFLIGHT: at 200,
+    // QoS 0 fan-in (640 deliveries outstanding for one subscriber) ran at a third of the
+    // rate with both rumqttd and the generator mostly idle.
     format!(
-        "id = 0\n\n[router]\nid = 0\nmax_connections = 20010\nmax_outgoing_packet_count = 200\n\
+        "id = 0\n\n[router]\nid = 0\nmax_connections = 250010\nmax_outgoing_packet_count = {INFLIGHT}\n\
          max_segment_size = 102400\nmax_segment_count = 10\n\n[v4.1]\nname = \"v4-1\"\n\
          listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\n[v4.1.connections]\n\
          connection_timeout_ms = 60000\nmax_payload_size = 1048576\nmax_inflight_count = {INFLIGHT}\n\
@@ -240,5 +243,14 @@ mod tests {
         let r = rumqttd_conf(21002);
         assert!(r.contains("listen = \"127.0.0.1:21002\""));
         assert!(r.contains(&format!("max_inflight_count = {INFLIGHT}")));
+        assert!(r.contains("max_segment_size = 102400"));
+        // Every benchmark client comes from 127.0.0.1: Halyard's per-source limits are off.
+        for key in [
+            "HALYARD_LIMITS__MAX_CONNECTIONS_PER_SOURCE",
+            "HALYARD_LIMITS__CONNECT_RATE_PER_SOURCE",
+            "HALYARD_LIMITS__FLAP_MAX_CONNECTS",
+        ] {
+            assert!(HALYARD_BENCH_LIMITS.contains(&(key, "0")), "{key}");
+        }
     }
 }

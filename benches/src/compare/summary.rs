@@ -69,6 +69,10 @@ pub struct Cell {
     pub p99_us: Option<Stat>,
     /// 99.9th percentile.
     pub p999_us: Option<Stat>,
+    /// Open loop: the generator's send lag against its schedule, p50, microseconds.
+    pub lag_p50_us: Option<Stat>,
+    /// Open loop: send lag p99, microseconds.
+    pub lag_p99_us: Option<Stat>,
     /// Broker peak RSS, MiB.
     pub peak_rss_mib: Option<Stat>,
     /// Lost, duplicated and reordered deliveries summed over the runs.
@@ -130,6 +134,8 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 p50_us: t(|r| (r.latency.count > 0).then_some(r.latency.p50_us)),
                 p99_us: t(|r| (r.latency.count > 0).then_some(r.latency.p99_us)),
                 p999_us: t(|r| (r.latency.count > 0).then_some(r.latency.p999_us)),
+                lag_p50_us: t(|r| r.send_lag.map(|l| l.p50_us)),
+                lag_p99_us: t(|r| r.send_lag.map(|l| l.p99_us)),
                 peak_rss_mib: collect(&rs, |r| r.broker.map(|b| b.peak_rss_kib as f64 / 1024.0)),
                 lost: rs.iter().map(|r| r.counts.lost).sum(),
                 duplicated: rs.iter().map(|r| r.counts.duplicated).sum(),
@@ -281,19 +287,21 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "\n## Open loop (latency at a fixed offered rate)\n");
         let _ = writeln!(
             m,
-            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
+            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | generator send lag p50 / p99 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for c in cells.iter().filter(|c| c.kind == CaseKind::Latency) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 c.case,
                 c.broker,
                 cell(&c.msgs_per_s),
                 cell(&c.p50_us),
                 cell(&c.p99_us),
                 cell(&c.p999_us),
+                c.lag_p50_us.map_or("-".into(), |s| fmt_num(s.median)),
+                c.lag_p99_us.map_or("-".into(), |s| fmt_num(s.median)),
                 pct(&c.broker_cpu),
                 pct(&c.load_cpu),
                 cell(&c.per_cpu_s),

@@ -314,6 +314,8 @@ pub struct Shared {
     pub failed: AtomicUsize,
     /// Error messages (first few).
     pub errors: std::sync::Mutex<Vec<String>>,
+    /// Open loop: send lateness against the schedule, merged from every publisher.
+    pub send_lag: std::sync::Mutex<Latency>,
 }
 
 /// Most error messages kept per run.
@@ -329,6 +331,7 @@ impl Shared {
             ready: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             errors: std::sync::Mutex::new(Vec::new()),
+            send_lag: std::sync::Mutex::new(Latency::new()),
         }
     }
 
@@ -571,6 +574,9 @@ fn summarise(
         .sum();
     let broker = broker_stats(broker, window_s);
     let errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let send_lag = cfg
+        .rate
+        .and_then(|_| shared.send_lag.lock().ok().map(|l| l.summary()));
     RunResult {
         scenario: cfg.scenario.name().into(),
         protocol: cfg.client.version.level(),
@@ -596,6 +602,7 @@ fn summarise(
         broker,
         own_cpu_share: (me.1.cpu_s - me.0.cpu_s).max(0.0) / window_s,
         conn: None,
+        send_lag,
         errors,
     }
 }

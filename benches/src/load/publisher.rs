@@ -15,6 +15,7 @@ use tokio::time::Instant as TokioInstant;
 
 use super::mqtt::{self, READ_CHUNK};
 use super::{LoadConfig, LoadError, MAX_BATCH, PubSpec, PubState, PublishTemplate, Shared, phase};
+use crate::latency::Latency;
 use crate::payload::Stamp;
 
 /// Stall timeouts (each answered with a PINGREQ) before a closed-loop window is written off.
@@ -59,6 +60,7 @@ async fn publish(cfg: &LoadConfig, shared: &Arc<Shared>, spec: &PubSpec) -> Resu
         inflight,
         seq: 0,
         packet_id: 0,
+        lag: Latency::new(),
     };
     let result = match cfg.rate {
         None => w.closed_loop(&mut phase_rx).await,
@@ -67,6 +69,11 @@ async fn publish(cfg: &LoadConfig, shared: &Arc<Shared>, spec: &PubSpec) -> Resu
             w.open_loop(&mut phase_rx, 1e9 / per_publisher).await
         }
     };
+    if w.lag.count() > 0 {
+        // A poisoned lock only means another task panicked while merging; keep going.
+        let mut lag = shared.send_lag.lock().unwrap_or_else(|p| p.into_inner());
+        lag.merge(&w.lag);
+    }
     // Keep the connection (and the acknowledgement reader) until the drain is over.
     let _ = phase_rx.wait_for(|p| *p >= phase::DONE).await;
     acker.abort();
@@ -126,6 +133,9 @@ struct Writer<'a> {
     inflight: Arc<AtomicI64>,
     seq: u64,
     packet_id: u16,
+    /// Open loop, during MEASURE: how late each message left against its schedule (the
+    /// generator's own share of the measured latency: timer granularity, its CPU).
+    lag: Latency,
 }
 
 impl Writer<'_> {
@@ -269,6 +279,11 @@ impl Writer<'_> {
                 continue;
             }
             let first = k;
+            if ph == phase::MEASURE {
+                for i in 0..n as u64 {
+                    self.lag.record(now.saturating_sub(at(first + i)));
+                }
+            }
             self.send(n, ph, |i| at(first + i)).await?;
             k += n as u64;
         }

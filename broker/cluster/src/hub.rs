@@ -172,7 +172,15 @@ impl Hub {
     ) {
         let mut g = self.lock();
         meta(&mut g);
+        // A snapshot that no longer holds this node's record (removed while this node
+        // was away from the stream) counts as a removal too.
+        let me = self.me.load(Ordering::Relaxed);
+        let was_member = me != 0 && g.replica.state().members().contains_key(&me);
+        let removed = was_member && !state.members().contains_key(&me);
         g.replica.install(index, state);
+        if removed {
+            self.evicted.notify_one();
+        }
         g.backlog.clear();
         g.backlog_bytes = 0;
         let _ = self.tx.send(Applied::Reset);
@@ -288,5 +296,37 @@ mod tests {
         assert_eq!(hub.applied(), 20);
         assert_eq!(replay_indexes(hub.subscribe(20).0), Some(vec![]));
         assert_eq!(replay_indexes(hub.subscribe(15).0), None);
+    }
+
+    #[test]
+    fn the_node_notices_its_own_removal_by_entry_or_by_snapshot() {
+        use crate::types::{Member, NodeRole};
+        let hub = Hub::new(Arc::new(RouteTable::new()), 10, usize::MAX, 16);
+        hub.set_me(7);
+        let me = Member {
+            id: 7,
+            name: "r7".into(),
+            role: NodeRole::Replicant,
+            cluster_addr: "127.0.0.1:1".into(),
+            incarnation: 1,
+        };
+        let notified = || {
+            let f = hub.evicted.notified();
+            tokio::pin!(f);
+            f.as_mut().enable()
+        };
+        hub.apply(1, Some(Command::Join(me.clone())));
+        hub.apply(2, Some(Command::Leave(8)));
+        assert!(!notified(), "someone else's removal");
+        hub.apply(3, Some(Command::Leave(7)));
+        assert!(notified(), "own Leave");
+        hub.apply(4, Some(Command::Join(me.clone())));
+        hub.apply(5, Some(Command::Routes(vec![RouteOp::RemoveNode(7)])));
+        assert!(notified(), "own routes removed");
+        // A snapshot without this node's record, after it had one.
+        hub.install(9, ClusterState::new());
+        assert!(notified(), "missing from a snapshot");
+        hub.install(10, ClusterState::new());
+        assert!(!notified(), "was not a member before");
     }
 }

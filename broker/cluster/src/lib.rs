@@ -57,8 +57,8 @@
 //! cleaned while alive puts its routes back (module `autoclean`).
 //!
 //! # Not yet
-//! Closing links to nodes that left, TLS between nodes, discovery other than the static
-//! seed list (the [`Discovery`] trait is the seam), and a deterministic (seeded, fake-network) simulation of the whole group.
+//! TLS between nodes, discovery other than the static seed list (the [`Discovery`] trait
+//! is the seam), and a deterministic (seeded, fake-network) simulation of the whole group.
 
 mod autoclean;
 mod config;

@@ -103,6 +103,8 @@ pub(crate) struct Links {
     peers: Mutex<HashMap<NodeId, Arc<PeerAcks>>>,
     /// Messages sent and not yet acknowledged, all links.
     inflight: AtomicU64,
+    /// Bumped by [`Links::reset`]: every connected link drops its connection.
+    reset: watch::Sender<u64>,
 }
 
 impl Links {
@@ -115,7 +117,22 @@ impl Links {
             inbound_rx: Mutex::new(Some(rx)),
             peers: Mutex::new(HashMap::new()),
             inflight: AtomicU64::new(0),
+            reset: watch::channel(0).0,
         }
+    }
+
+    /// Forgets the queue of `node` (its link task is ending).
+    fn close(&self, node: NodeId) {
+        let _g = self.create.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&self.queues.load());
+        map.remove(&node);
+        self.queues.store(Arc::new(map));
+    }
+
+    /// Makes every outgoing link drop its connection; each reconnects and resends what
+    /// was not acknowledged.
+    pub fn reset(&self) {
+        self.reset.send_modify(|g| *g += 1);
     }
 
     pub fn take_inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
@@ -160,6 +177,7 @@ impl Links {
     }
 
     pub fn send(&self, shared: &Arc<Shared>, node: NodeId, msg: Bytes) -> Result<(), ClusterError> {
+        fits(shared, &msg)?;
         let out = Outgoing { msg, done: None };
         match self.queue(shared, node)?.try_send(out) {
             Ok(()) => Ok(()),
@@ -180,6 +198,7 @@ impl Links {
         msg: Bytes,
         acked: bool,
     ) -> Result<Option<oneshot::Receiver<()>>, ClusterError> {
+        fits(shared, &msg)?;
         let q = self.queue(shared, node)?;
         let (done, rx) = if acked {
             let (tx, rx) = oneshot::channel();
@@ -224,6 +243,19 @@ impl Links {
     }
 }
 
+/// Refuses a message that could never fit in a link frame on its own.
+fn fits(shared: &Shared, msg: &Bytes) -> Result<(), ClusterError> {
+    let (len, max) = (FRAME_OVERHEAD + msg.len(), shared.max_frame());
+    if len > max {
+        return Err(ClusterError::FrameTooLarge { len, max });
+    }
+    Ok(())
+}
+
+/// Frame bytes besides the message: first sequence, count, one length (the body length
+/// prefix is not counted against the limit).
+const FRAME_OVERHEAD: usize = 8 + 4 + 4;
+
 /// Sent messages waiting for their acknowledgement.
 struct Unacked {
     items: VecDeque<(u64, Outgoing)>,
@@ -257,8 +289,22 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Outg
     };
     loop {
         let Some(addr) = shared.member_addr(node) else {
-            tokio::time::sleep(shared.backoff()).await;
-            continue;
+            // The node left or was removed: close this link. What it held is dropped and
+            // counted; `send_acked` waiters see an error. A later send to the node (if it
+            // joins again) opens a new link.
+            shared.links.close(node);
+            rx.close();
+            let mut dropped = unacked.items.len() as u64;
+            shared.links.inflight.fetch_sub(dropped, Ordering::Relaxed);
+            while rx.try_recv().is_ok() {
+                dropped += 1;
+            }
+            shared
+                .counters
+                .link_departed_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+            tracing::info!(node, dropped, "node left: link closed");
+            return;
         };
         let connect =
             tokio::time::timeout(shared.connect_timeout(), TcpStream::connect(addr.as_str()));
@@ -274,7 +320,10 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Outg
             from: shared.id,
             epoch,
         };
-        if write_frame(&mut sock, &hello, shared.max_frame()).await.is_err() {
+        if write_frame(&mut sock, &hello, shared.max_frame())
+            .await
+            .is_err()
+        {
             continue;
         }
         match connected(&shared, sock, &mut rx, &mut unacked).await {
@@ -294,6 +343,7 @@ async fn connected(
     unacked: &mut Unacked,
 ) -> Result<(), ClusterError> {
     let (mut rd, mut wr) = sock.into_split();
+    let mut reset = shared.links.reset.subscribe();
     let (ack_tx, mut ack_rx) = watch::channel(0u64);
     let reader = tokio::spawn(async move {
         while let Ok(acked) = rd.read_u64().await {
@@ -311,15 +361,25 @@ async fn connected(
             .map(|(s, o)| (*s, o.msg.clone()))
             .collect();
         if !again.is_empty() {
-            c.link_resent.fetch_add(again.len() as u64, Ordering::Relaxed);
+            c.link_resent
+                .fetch_add(again.len() as u64, Ordering::Relaxed);
             for part in frames(shared, &again) {
                 write_batch(&mut wr, part, shared.max_frame()).await?;
             }
         }
         let window = shared.cfg.link_inflight_max;
+        let mut was_full = false;
         loop {
             let room = unacked.items.len() < window;
+            if !room && !was_full {
+                // Only acknowledgements (or a reset) can move this link on now.
+                c.link_inflight_full.fetch_add(1, Ordering::Relaxed);
+            }
+            was_full = !room;
             tokio::select! {
+                _ = reset.changed() => {
+                    return Err(ClusterError::Protocol("link reset".into()));
+                }
                 r = ack_rx.changed() => {
                     if r.is_err() {
                         return Err(ClusterError::Protocol("link closed by the peer".into()));
@@ -331,16 +391,6 @@ async fn connected(
                 item = rx.recv(), if room => {
                     let Some(first) = item else { return Ok(()) };
                     send_new(shared, &mut wr, rx, unacked, first).await?;
-                }
-                () = std::future::ready(()), if !room => {
-                    c.link_inflight_full.fetch_add(1, Ordering::Relaxed);
-                    // Wait for an acknowledgement only.
-                    if ack_rx.changed().await.is_err() {
-                        return Err(ClusterError::Protocol("link closed by the peer".into()));
-                    }
-                    let acked = *ack_rx.borrow_and_update();
-                    let n = unacked.ack(acked);
-                    shared.links.inflight.fetch_sub(n, Ordering::Relaxed);
                 }
             }
         }
@@ -364,10 +414,15 @@ async fn send_new(
     let limit = shared
         .cfg
         .link_batch_max
-        .min(shared.cfg.link_inflight_max.saturating_sub(unacked.items.len()))
+        .min(
+            shared
+                .cfg
+                .link_inflight_max
+                .saturating_sub(unacked.items.len()),
+        )
         .max(1);
     let mut batch = vec![first];
-    let mut size = 16 + 4 + batch[0].msg.len();
+    let mut size = FRAME_OVERHEAD + batch[0].msg.len();
     while batch.len() < limit {
         match rx.try_recv() {
             Ok(m) => {
@@ -382,8 +437,8 @@ async fn send_new(
     }
     let mut fresh = Vec::with_capacity(batch.len());
     for out in batch {
-        if 16 + 4 + out.msg.len() > max {
-            // Can never fit in a frame: dropped and counted (its waiter sees an error).
+        if FRAME_OVERHEAD + out.msg.len() > max {
+            // Refused before queueing; kept as a safety net: dropped and counted.
             c.link_lost.fetch_add(1, Ordering::Relaxed);
             continue;
         }

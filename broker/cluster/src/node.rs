@@ -367,6 +367,13 @@ impl ClusterNode {
         task.await.map_err(|_| ClusterError::Stopped)?
     }
 
+    /// Drops every outgoing link connection; each reconnects at once and resends what its
+    /// destination did not acknowledge (which drops copies it already has). For tests and
+    /// an operator's `ctl cluster relink`.
+    pub fn reset_links(&self) {
+        self.shared.links.reset();
+    }
+
     /// The receiver of messages other nodes sent here; `None` after the first call. Drop
     /// each [`Inbound`] once it was handed to the local sessions (that acknowledges it to
     /// the sender). When nobody drains it, links stop reading (back-pressure).

@@ -75,9 +75,7 @@ async fn handle(shared: &Arc<Shared>, mut sock: TcpStream) -> Result<(), Cluster
         Hello::Stream { node, from } => {
             crate::replicant::serve_stream(shared, sock, node, from).await
         }
-        Hello::Link { from, epoch } => {
-            crate::links::serve_inbound(shared, sock, from, epoch).await
-        }
+        Hello::Link { from, epoch } => crate::links::serve_inbound(shared, sock, from, epoch).await,
         Hello::Liveness => {
             let answer = crate::wire::Liveness {
                 streaming: crate::autoclean::streaming(shared),

@@ -548,10 +548,16 @@ mod tests {
             let two = plan.iter().find(|d| d.node == 2).expect("node 2 always");
             assert!(two.ordinary);
             assert!(plan.iter().all(|d| d.node == 2 || !d.ordinary));
-            assert!(plan.windows(2).all(|w| w[0].node < w[1].node), "one entry per node");
+            assert!(
+                plan.windows(2).all(|w| w[0].node < w[1].node),
+                "one entry per node"
+            );
         }
         assert_eq!(served.values().sum::<u32>(), 300);
-        assert!(served.values().all(|n| *n == 100), "round robin: {served:?}");
+        assert!(
+            served.values().all(|n| *n == 100),
+            "round robin: {served:?}"
+        );
         r.routes().plan("u", &mut plan);
         assert!(plan.is_empty());
     }

@@ -73,6 +73,7 @@ pub(crate) struct Counters {
     pub link_resent: AtomicU64,
     pub link_inflight_full: AtomicU64,
     pub link_duplicates: AtomicU64,
+    pub link_departed_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -151,6 +152,8 @@ pub struct ClusterStatus {
     pub link_inflight_full: u64,
     /// Received messages dropped because they were resent copies of ones handed on.
     pub link_duplicates: u64,
+    /// Messages dropped because their destination left the cluster (its link closed).
+    pub link_departed_dropped: u64,
     /// Messages refused by `send` because a link queue was full.
     pub link_dropped: u64,
     /// `send_wait` calls that had to wait for queue space.
@@ -256,6 +259,10 @@ impl ClusterStatus {
             (
                 "halyard_cluster_link_duplicates_total",
                 self.link_duplicates as f64,
+            ),
+            (
+                "halyard_cluster_link_departed_dropped_total",
+                self.link_departed_dropped as f64,
             ),
             ("halyard_cluster_link_sent_total", self.link_sent as f64),
             (

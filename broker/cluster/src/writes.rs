@@ -269,6 +269,7 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         link_resent: Counters::get(&c.link_resent),
         link_inflight_full: Counters::get(&c.link_inflight_full),
         link_duplicates: Counters::get(&c.link_duplicates),
+        link_departed_dropped: Counters::get(&c.link_departed_dropped),
         link_dropped: Counters::get(&c.link_dropped),
         link_blocked: Counters::get(&c.link_blocked),
         link_lost: Counters::get(&c.link_lost),

@@ -337,10 +337,11 @@ fn forwarding_delivers_exactly_once_per_destination_node_in_order() {
         let ok = rt.block_on(async {
             tokio::time::timeout(SETTLE, async {
                 while got.len() < N as usize {
-                    let Some((sender, m)) = rx.recv().await else {
+                    let Some(inbound) = rx.recv().await else {
                         break;
                     };
-                    *from.entry(sender).or_default() += 1;
+                    *from.entry(inbound.from).or_default() += 1;
+                    let m = &inbound.message;
                     got.push(u32::from_be_bytes(m[..4].try_into().expect("4 bytes")));
                 }
             })

@@ -150,3 +150,40 @@ fn a_data_dir_of_another_node_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_rolling_restart_of_every_core_keeps_the_cluster_committing_and_streaming() {
+    let _s = serial();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cores = Cores::start_durable(3, dir.path(), small_snapshots);
+    cores.wait_leader(FORM).expect("leader");
+    let r = replicant("r1", 45, &cores.addrs, &cores.names);
+    assert!(wait_until(SETTLE, || is_normal(&r)));
+    for i in 0..3 {
+        cores.kill(i);
+        // With one core down the other two commit, and the replicant (moved to another core
+        // if it followed this one) keeps applying.
+        let idx = rt
+            .block_on(r.propose_routes(vec![add(&format!("roll/{i}"), r.id())]))
+            .expect("commits while a core is down");
+        rt.block_on(r.wait_applied(idx)).expect("replicant applies");
+        let c = cores.restart(i);
+        assert!(
+            wait_until(SETTLE, || applied_at_least(c, idx)),
+            "c{} caught up after its restart",
+            i + 1
+        );
+    }
+    for c in cores.alive() {
+        for i in 0..3 {
+            assert_eq!(nodes_for(c, &format!("roll/{i}")), vec![r.id()]);
+        }
+        assert!(!c.status().formed_group);
+    }
+    assert_eq!(
+        r.status().bootstraps,
+        1,
+        "the replicant never bootstrapped again"
+    );
+}

@@ -768,30 +768,24 @@ impl ConnTask {
                 })
             })
             .or(self.orphan.take());
-        if let Some(m) = session.as_mut() {
-            let stored = m.session.tracks_changes();
-            for (d, seq) in late {
-                match m.session.enqueue(now, d) {
-                    Ok(()) if stored => m.ledger.pushed(seq),
-                    Ok(()) => {}
-                    Err(reason) => {
-                        if stored {
-                            m.ledger.consumed(seq);
-                        }
-                        count_drop(self.ctx.stats(), reason);
-                    }
-                }
-            }
-        } else {
-            for _ in late {
-                self.ctx.stats().drop_message(DropReason::SessionGone);
-            }
-        }
+        self.enqueue_late(session.as_deref_mut(), late, now);
         // Store writes come before the registry learns the session is offline: once it
         // does, a new connection may claim it.
         let (will, stored_will) = self
             .store_closing(&client_id, key, session.as_deref_mut(), will, now)
             .await;
+        // Deliveries (or a handover) that arrived while the store was written; nothing can
+        // arrive from here to the park or handover below (no await between them).
+        let mut late = Vec::new();
+        for msg in self.handle.take_all() {
+            match msg {
+                ConnMsg::Handover(s) if session.is_none() => session = Some(s),
+                ConnMsg::Handover(s) => self.orphan = Some(s),
+                ConnMsg::Deliver(d, seq) => late.push((d, seq)),
+                ConnMsg::NoSession | ConnMsg::Release | ConnMsg::Discard | ConnMsg::Shutdown => {}
+            }
+        }
+        self.enqueue_late(session.as_deref_mut(), late, now);
         let fate = self.decide(&client_id, key, session.is_some());
         self.ctx.clear_conn_session(key, self.me.conn);
         let ctx = self.ctx.clone();
@@ -830,6 +824,35 @@ impl ConnTask {
                 );
                 if let Some(w) = will {
                     ctx.publish_will(&client_id, &w, false);
+                }
+            }
+        }
+    }
+
+    /// Puts deliveries that raced with the close into the kept session (tracking their store
+    /// entries), or counts them as dropped when the session ends.
+    fn enqueue_late(
+        &self,
+        session: Option<&mut Moving>,
+        late: Vec<(Delivery, Option<u64>)>,
+        now: Instant,
+    ) {
+        let Some(m) = session else {
+            for _ in late {
+                self.ctx.stats().drop_message(DropReason::SessionGone);
+            }
+            return;
+        };
+        let stored = m.session.tracks_changes();
+        for (d, seq) in late {
+            match m.session.enqueue(now, d) {
+                Ok(()) if stored => m.ledger.pushed(seq),
+                Ok(()) => {}
+                Err(reason) => {
+                    if stored {
+                        m.ledger.consumed(seq);
+                    }
+                    count_drop(self.ctx.stats(), reason);
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! halyard-session: the per-client MQTT 3.1.1 + 5.0 protocol state machine.
 //!
 //! It owns everything that happens between one client and the broker on one network
-//! connection ([`Connection`]): CONNECT validation and CONNACK, keep alive, QoS 1/2 exchanges
-//! in both directions with packet identifiers, Receive Maximum both ways, Maximum Packet Size
-//! both ways, topic aliases both ways, message expiry, subscription bookkeeping and protocol
-//! violations (the right reason code, then close). It also owns the state that outlives a
+//! connection ([`Connection`]): CONNECT validation and CONNACK, keep alive, the CONNECT and
+//! half-sent-packet (slowloris) timeouts, QoS 1/2 exchanges in both directions with packet
+//! identifiers, Receive Maximum both ways, Maximum Packet Size both ways, topic aliases both
+//! ways, message expiry, subscription bookkeeping and protocol violations (the right reason
+//! code, then close). It also owns the state that outlives a
 //! connection ([`Session`]): subscriptions, in-flight messages and the bounded pending queue
 //! behind [`MessageQueue`].
 //!

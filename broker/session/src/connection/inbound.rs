@@ -219,7 +219,16 @@ impl Connection {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        let mut total = session.subscriptions().len();
+        // New filters still awaiting the server's answer count too: a client pipelining
+        // SUBSCRIBEs must not get past `max_subscriptions` before the first SUBACK (a pending
+        // filter the server then refuses was counted for nothing; the bound holds either way).
+        let pending_new = self
+            .pending_subscribes
+            .values()
+            .flatten()
+            .filter(|r| r.is_new && r.status.is_ok())
+            .count();
+        let mut total = session.subscriptions().len() + pending_new;
         let mut requests = Vec::with_capacity(s.filters.len());
         for f in s.filters {
             let mut options = f.options;

@@ -174,6 +174,27 @@ fn subscription_limit_gets_quota_exceeded() {
 }
 
 #[test]
+fn pipelined_subscribes_cannot_pass_the_subscription_limit() {
+    let cfg = SessionConfig {
+        max_subscriptions: 3,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
+    // Both SUBSCRIBEs arrive before the server answers the first.
+    subscribe_many(&mut pair, 1, &["a", "b"], None);
+    subscribe_many(&mut pair, 2, &["c", "d"], None);
+    let mut requests = pair.events().into_iter().map(|e| match e {
+        Event::Subscribe { requests, .. } => requests,
+        other => panic!("expected Subscribe, got {other:?}"),
+    });
+    let (first, second) = (requests.next().unwrap(), requests.next().unwrap());
+    assert!(first.iter().all(|r| r.status.is_ok()));
+    assert_eq!(second[0].status, Ok(()));
+    assert_eq!(second[1].status, Err(ReasonCode::QUOTA_EXCEEDED));
+    assert_eq!(pair.conn.stats().subscription_limit_hits, 1);
+}
+
+#[test]
 fn subscribe_qos_is_capped_at_maximum_qos() {
     let cfg = SessionConfig {
         maximum_qos: QoS::AtLeastOnce,
