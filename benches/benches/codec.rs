@@ -158,7 +158,10 @@ fn codec(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
+    // No HTML plots: this crate enables plotters' `ab_glyph` text (for halyard-compare's
+    // charts), with which criterion's plot code finds no font and panics.
     config = Criterion::default()
+        .without_plots()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));

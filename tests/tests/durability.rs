@@ -616,3 +616,68 @@ fn full_store_refuses_publishes_with_quota_exceeded() {
         Packet::PingResp
     ));
 }
+
+/// Outgoing QoS 2 state survives SIGKILL: an unacknowledged PUBLISH is resent after the
+/// restart with DUP and the same packet identifier [MQTT-4.4.0-1]; once the subscriber sent
+/// PUBREC, the restarted broker resends PUBREL, never the PUBLISH (exactly once).
+#[test]
+fn outgoing_qos2_state_is_resent_after_a_crash() {
+    require_halyard();
+    let store = StoreDir::new("inflight");
+    let mut broker = start(&store, &[]);
+    let addr = broker.mqtt_addr();
+    let (mut s, _) = connect(addr, &persistent("inflight-sub", 3600));
+    assert_eq!(s.subscribe(1, &[("i/t", 2)], &Props::new()), vec![2]);
+    let mut p = RawClient::connected(addr, Version::V5, "inflight-pub");
+    assert_eq!(p.publish(&Publish::new("i/t", b"once").qos(2, 7)), 0);
+    let Packet::Publish { pid, dup, qos, .. } = s.recv_publish() else {
+        unreachable!("recv_publish returns a PUBLISH")
+    };
+    assert_eq!((qos, dup), (2, false));
+    // Not acknowledged: the broker dies with the message in flight.
+    broker.kill();
+    broker = start(&store, &[]);
+    let (mut s, present) = connect(broker.mqtt_addr(), &persistent("inflight-sub", 3600));
+    assert!(present);
+    let Packet::Publish {
+        pid: again,
+        dup,
+        payload,
+        ..
+    } = s.recv_publish()
+    else {
+        unreachable!("recv_publish returns a PUBLISH")
+    };
+    assert_eq!(
+        (again, dup, payload.as_slice()),
+        (pid, true, &b"once"[..]),
+        "resent with DUP and the same packet id [MQTT-4.4.0-1] [MQTT-3.3.1-1]"
+    );
+    // PUBREC: the broker answers PUBREL; it dies before PUBCOMP.
+    s.send(&ack(0x50, pid));
+    let rel = s.recv_until(|x| matches!(x, Packet::Ack { kind: 6, .. }));
+    assert_eq!(
+        rel,
+        Packet::Ack {
+            kind: 6,
+            pid,
+            reason: 0
+        }
+    );
+    broker.kill();
+    let broker = start(&store, &[]);
+    let (mut s, present) = connect(broker.mqtt_addr(), &persistent("inflight-sub", 3600));
+    assert!(present);
+    match s.recv() {
+        Ok(Packet::Ack {
+            kind: 6, pid: got, ..
+        }) => assert_eq!(got, pid, "PUBREL resent"),
+        other => panic!("expected the PUBREL again, never the PUBLISH: {other:?}"),
+    }
+    s.send(&ack(0x70, pid));
+    // Nothing else follows: the message was delivered exactly once.
+    match s.recv_within(Duration::from_millis(500)) {
+        Err(RecvError::Timeout) => {}
+        other => panic!("nothing more expected, got {other:?}"),
+    }
+}

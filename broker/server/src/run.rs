@@ -1,5 +1,6 @@
 //! `halyard run`: start the I/O threads, the admin server, wait for SIGTERM/SIGINT, stop.
 
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -91,6 +92,7 @@ pub fn run(config: Config, discard_corrupt: bool) -> ExitCode {
         let mut signals = Box::pin(select(Box::pin(term), Box::pin(int)));
         // First poll registers the handlers.
         let _ = (&mut signals).now_or_never();
+        let first_hup = hup_listener();
         let running = match start(config, discard_corrupt) {
             Ok(r) => r,
             Err(e) => {
@@ -98,33 +100,53 @@ pub fn run(config: Config, discard_corrupt: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let which = wait_for_stop(&mut signals, &running).await;
+        let which = wait_for_stop(&mut signals, first_hup, &running).await;
         tracing::info!(signal = which, "shutting down");
+        // The listener that fired is gone (its handler reverted to the default action): keep
+        // fresh ones registered while stopping, so a repeated SIGTERM/SIGINT (an impatient
+        // supervisor) cannot kill the broker before its clients got DISCONNECT and the store
+        // committed.
+        let mut again = Box::pin(select(
+            Box::pin(compio::signal::unix::signal(libc::SIGTERM)),
+            Box::pin(compio::signal::unix::signal(libc::SIGINT)),
+        ));
+        let _ = (&mut again).now_or_never();
         running.stop();
+        drop(again);
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-/// Waits for SIGTERM/SIGINT, reloading the password file and the ACL on each SIGHUP.
-async fn wait_for_stop<F: Future + Unpin>(signals: &mut F, running: &Running) -> &'static str
+/// A registered SIGHUP listener.
+type HupListener = Pin<Box<dyn Future<Output = std::io::Result<()>>>>;
+
+/// A SIGHUP listener, registered at once (SIGHUP's default action would end the process).
+fn hup_listener() -> HupListener {
+    let mut h: HupListener = Box::pin(compio::signal::unix::signal(libc::SIGHUP));
+    // First poll registers the handler.
+    let _ = (&mut h).now_or_never();
+    h
+}
+
+/// Waits for SIGTERM/SIGINT, reloading the password file, the ACL and the certificates on
+/// each SIGHUP (`first_hup` was registered before the listeners opened).
+async fn wait_for_stop<F: Future + Unpin>(
+    signals: &mut F,
+    first_hup: HupListener,
+    running: &Running,
+) -> &'static str
 where
     F::Output: IsTermSignal,
 {
-    let hup = || {
-        let mut h = Box::pin(compio::signal::unix::signal(libc::SIGHUP));
-        // First poll registers the handler.
-        let _ = (&mut h).now_or_never();
-        h
-    };
-    let mut next_hup = hup();
+    let mut next_hup = first_hup;
     loop {
         match select(&mut *signals, &mut next_hup).await {
             Either::Left((which, _)) => return which.name(),
             Either::Right(_) => {
                 // Register the next listener before the old one is dropped, so a SIGHUP never
                 // finds the default (terminating) action.
-                let fresh = hup();
+                let fresh = hup_listener();
                 next_hup = fresh;
                 tracing::info!("SIGHUP: reloading the password file and the ACL");
                 running.broker.security.reload();
