@@ -32,11 +32,11 @@ struct Args {
     /// Rounds over every case and broker.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Measurement window per run, seconds.
-    #[arg(long, default_value_t = 10.0)]
+    /// Measurement window per run, seconds (the defaults make a full run about 15 minutes).
+    #[arg(long, default_value_t = 4.0)]
     duration: f64,
     /// Warm-up per run, seconds.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     warmup: f64,
     /// Connections of the conn cases.
     #[arg(long, default_value_t = 10_000)]

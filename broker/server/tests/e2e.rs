@@ -392,7 +392,16 @@ async fn admin_endpoints() {
     until4(&mut el, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
     let b = tokio::task::spawn_blocking(move || {
         assert_eq!(b.admin_get("/healthz").trim(), "ok");
-        let metrics = b.admin_get("/metrics");
+        // The start-up probe's bare TCP connection is counted until the broker reads its EOF:
+        // wait (bounded) for it to go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let metrics = loop {
+            let m = b.admin_get("/metrics");
+            if m.contains("halyard_connections 1\n") || std::time::Instant::now() > deadline {
+                break m;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         assert!(metrics.contains("halyard_connections 1\n"), "{metrics}");
         assert!(metrics.contains("halyard_io_backend{backend=\"epoll\"} 1"));
         let status: serde_json::Value = serde_json::from_str(&b.admin_get("/status")).unwrap();
