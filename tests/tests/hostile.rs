@@ -21,6 +21,10 @@ const CONNECT_TIMEOUT_SECS: u64 = 2;
 const PARTIAL_TIMEOUT_SECS: u64 = 2;
 /// `mqtt.max_subscriptions_per_client` of the broker under test.
 const MAX_SUBS: usize = 100;
+/// `mqtt.max_topic_levels` of the broker under test.
+const MAX_LEVELS: usize = 8;
+/// `mqtt.max_topic_length` of the broker under test.
+const MAX_TOPIC_LEN: usize = 64;
 /// Half-open connections opened from 127.0.0.1 (the issue's 10k).
 const HALF_OPEN: usize = 10_000;
 /// Half-open connections opened before waiting for the broker to accept them.
@@ -37,7 +41,9 @@ fn config() -> String {
     format!(
         "[mqtt]\nconnect_timeout_secs = {CONNECT_TIMEOUT_SECS}\n\
          partial_packet_timeout_secs = {PARTIAL_TIMEOUT_SECS}\n\
-         max_subscriptions_per_client = {MAX_SUBS}\n"
+         max_subscriptions_per_client = {MAX_SUBS}\n\
+         max_topic_levels = {MAX_LEVELS}\n\
+         max_topic_length = {MAX_TOPIC_LEN}\n"
     )
 }
 
@@ -402,6 +408,43 @@ fn subscription_storm(b: &TestBroker) {
     );
 }
 
+/// Topic names and filters beyond `max_topic_levels` / `max_topic_length` (configured limits,
+/// not the specification's): a PUBLISH is refused with DISCONNECT 0x90 (5.0) or a plain close
+/// (3.1.1), a filter gets 0x8F (5.0) or 0x80 (3.1.1) in its SUBACK; each is counted.
+fn topic_limits(b: &TestBroker) {
+    let (levels, length) = (limit_key("max_topic_levels"), limit_key("max_topic_length"));
+    let (l0, n0) = (metric(b, &levels), metric(b, &length));
+    let deep = ["l"; MAX_LEVELS + 1].join("/");
+    let long = "x".repeat(MAX_TOPIC_LEN + 1);
+    for (v, refused) in [(Version::V5, 0x8Fu8), (Version::V311, 0x80)] {
+        let mut c = RawClient::connected(b.mqtt_addr(), v, &format!("topic-limits-{v:?}"));
+        let ok = ["l"; MAX_LEVELS].join("/");
+        c.send(&raw::subscribe(
+            v,
+            1,
+            &[(ok.as_str(), 1), (deep.as_str(), 1), (long.as_str(), 1)],
+            &Props::new(),
+        ));
+        match c.recv_until(|x| matches!(x, Packet::SubAck { .. })) {
+            Packet::SubAck { codes, .. } => assert_eq!(codes, vec![1, refused, refused], "{v:?}"),
+            _ => unreachable!("a SUBACK"),
+        }
+    }
+    for (i, topic) in [&deep, &long].into_iter().enumerate() {
+        let mut c = RawClient::connected(b.mqtt_addr(), Version::V5, &format!("deep-pub-5-{i}"));
+        c.send(&Publish::new(topic, b"x").encode(Version::V5));
+        c.expect_disconnect(0x90);
+        let mut c = RawClient::connected(b.mqtt_addr(), Version::V311, &format!("deep-pub-3-{i}"));
+        c.send(&Publish::new(topic, b"x").encode(Version::V311));
+        assert!(
+            c.expect_closed().is_empty(),
+            "3.1.1: closed without a packet"
+        );
+    }
+    await_metric(b, &levels, l0 + 4.0);
+    await_metric(b, &length, n0 + 4.0);
+}
+
 /// Raises the soft file-descriptor limit of this process (inherited by the broker it starts)
 /// so that both sides can hold the half-open connections.
 fn raise_fd_limit(need: u64) {
@@ -516,6 +559,8 @@ fn hostile_input_leaves_the_broker_up_bounded_and_counted() {
     witness.progress("after half-sent packets");
     subscription_storm(&b);
     witness.progress("after the subscription storm");
+    topic_limits(&b);
+    witness.progress("after topics beyond the topic limits");
     assert_rss_bounded(&b, "after the single-connection cases");
     half_open_connections(&b, &witness);
     witness.progress("after the half-open connections");

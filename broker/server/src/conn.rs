@@ -721,6 +721,14 @@ impl ConnTask {
             s.subscription_limit_hits - l.subscription_limit_hits,
             Relaxed,
         );
+        t.limit_hits[Limit::MaxTopicLevels as usize].fetch_add(
+            s.topic_levels_limit_hits - l.topic_levels_limit_hits,
+            Relaxed,
+        );
+        t.limit_hits[Limit::MaxTopicLength as usize].fetch_add(
+            s.topic_length_limit_hits - l.topic_length_limit_hits,
+            Relaxed,
+        );
         self.last_stats = s;
     }
 

@@ -75,11 +75,15 @@ pub enum Limit {
     PartialPacketTimeout = 9,
     /// `mqtt.max_subscriptions_per_client` (a SUBSCRIBE entry refused).
     MaxSubscriptions = 10,
+    /// `mqtt.max_topic_levels` (a topic name or filter refused).
+    MaxTopicLevels = 11,
+    /// `mqtt.max_topic_length` (a topic name or filter refused).
+    MaxTopicLength = 12,
 }
 
 impl Limit {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 11] = [
+    pub const LABELS: [&'static str; 13] = [
         "max_connections",
         "max_sessions",
         "max_retained_messages",
@@ -91,6 +95,8 @@ impl Limit {
         "connect_timeout",
         "partial_packet_timeout",
         "max_subscriptions",
+        "max_topic_levels",
+        "max_topic_length",
     ];
 }
 

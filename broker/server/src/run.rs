@@ -54,6 +54,10 @@ pub fn session_config(config: &Config) -> SessionConfig {
         maximum_qos: QoS::from_u8(m.maximum_qos).unwrap_or(QoS::ExactlyOnce),
         max_client_id_len: m.max_client_id_len,
         max_subscriptions: m.max_subscriptions_per_client,
+        topic_limits: halyard_topics::TopicLimits {
+            max_levels: m.max_topic_levels,
+            max_len: m.max_topic_length,
+        },
         max_session_expiry: m.session_expiry_max_secs,
         ..SessionConfig::default()
     }

@@ -79,6 +79,11 @@ pub struct ConnectionStats {
     pub receive_maximum_exceeded: u64,
     /// SUBSCRIBE entries refused because of [`crate::SessionConfig::max_subscriptions`].
     pub subscription_limit_hits: u64,
+    /// Topic names (PUBLISH, will) or filters (SUBSCRIBE) refused for being longer than
+    /// `TopicLimits::max_len` of [`crate::SessionConfig::topic_limits`].
+    pub topic_length_limit_hits: u64,
+    /// Topic names or filters refused for having more levels than `TopicLimits::max_levels`.
+    pub topic_levels_limit_hits: u64,
     /// Protocol violations that closed the connection (any reason).
     pub protocol_errors: u64,
     /// Keep alive timeouts.

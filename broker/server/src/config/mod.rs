@@ -249,6 +249,10 @@ pub struct MqttConfig {
     pub max_client_id_len: usize,
     /// Subscriptions per session.
     pub max_subscriptions_per_client: usize,
+    /// Most '/'-separated levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Longest topic name or filter, bytes.
+    pub max_topic_length: usize,
     /// Seconds to wait for CONNECT.
     pub connect_timeout_secs: u64,
     /// Seconds a packet may stay half-received after CONNECT (0 = no limit).
@@ -393,6 +397,12 @@ impl Config {
         }
         if self.mqtt.max_inflight == 0 {
             return invalid("mqtt.max_inflight", "expected 1 to 65535");
+        }
+        if !(1..=1024).contains(&self.mqtt.max_topic_levels) {
+            return invalid("mqtt.max_topic_levels", "expected 1 to 1024");
+        }
+        if !(1..=65_535).contains(&self.mqtt.max_topic_length) {
+            return invalid("mqtt.max_topic_length", "expected 1 to 65535 bytes");
         }
         if self.mqtt.partial_packet_timeout_secs > 86_400 {
             return invalid("mqtt.partial_packet_timeout_secs", "expected 0 to 86400");

@@ -156,8 +156,9 @@ impl Connection {
     }
 
     /// Checks the will against our limits; the error is the CONNACK reason code.
-    fn validate_will(&self, w: halyard_codec::Will) -> Result<Will, ReasonCode> {
-        if self.cfg.topic_limits.validate_topic_name(&w.topic).is_err() {
+    fn validate_will(&mut self, w: halyard_codec::Will) -> Result<Will, ReasonCode> {
+        if let Err(e) = self.cfg.topic_limits.validate_topic_name(&w.topic) {
+            super::inbound::count_topic_limit(&mut self.stats, &e);
             return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
         if w.qos > self.cfg.maximum_qos {

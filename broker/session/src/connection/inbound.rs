@@ -37,10 +37,10 @@ impl Connection {
             }
             _ => p.topic.clone(),
         };
-        self.cfg
-            .topic_limits
-            .validate_topic_name(&topic)
-            .map_err(ProtocolError::TopicNameInvalid)?;
+        if let Err(e) = self.cfg.topic_limits.validate_topic_name(&topic) {
+            count_topic_limit(&mut self.stats, &e);
+            return Err(ProtocolError::TopicNameInvalid(e));
+        }
         if let Some(a) = alias
             && !p.topic.is_empty()
         {
@@ -235,11 +235,14 @@ impl Connection {
             options.qos = options.qos.min(self.cfg.maximum_qos);
             let (share_group, topic_filter, mut status) =
                 match self.cfg.topic_limits.parse_shared_subscription(&f.filter) {
-                    Err(_) => (
-                        None,
-                        f.filter.clone(),
-                        Err(ReasonCode::TOPIC_FILTER_INVALID),
-                    ),
+                    Err(e) => {
+                        count_topic_limit(&mut self.stats, &e);
+                        (
+                            None,
+                            f.filter.clone(),
+                            Err(ReasonCode::TOPIC_FILTER_INVALID),
+                        )
+                    }
                     Ok(Some(sf)) => {
                         if options.no_local && self.is_v5() {
                             return self.protocol_error(ProtocolError::NoLocalOnSharedSubscription);
@@ -260,7 +263,10 @@ impl Connection {
                             .cfg
                             .topic_limits
                             .validate_topic_filter(&f.filter)
-                            .map_err(|_| ReasonCode::TOPIC_FILTER_INVALID);
+                            .map_err(|e| {
+                                count_topic_limit(&mut self.stats, &e);
+                                ReasonCode::TOPIC_FILTER_INVALID
+                            });
                         (None, f.filter.clone(), status)
                     }
                 };
@@ -409,5 +415,18 @@ impl Connection {
         }
         let send_will = d.reason_code != ReasonCode::NORMAL_DISCONNECTION;
         self.close(CloseReason::ClientDisconnect(d.reason_code), send_will);
+    }
+}
+
+/// Counts a topic name or filter refused by a configured limit (length or levels); other
+/// topic errors are protocol errors, counted elsewhere.
+pub(super) fn count_topic_limit(
+    stats: &mut crate::ConnectionStats,
+    e: &halyard_topics::TopicError,
+) {
+    match e {
+        halyard_topics::TopicError::TooLong { .. } => stats.topic_length_limit_hits += 1,
+        halyard_topics::TopicError::TooManyLevels { .. } => stats.topic_levels_limit_hits += 1,
+        _ => {}
     }
 }

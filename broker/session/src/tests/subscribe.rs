@@ -266,3 +266,49 @@ fn pending_subscribe_packet_id_reuse_is_a_protocol_error() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Topic limits are configured, not from the specification: a filter beyond them gets
+/// 0x8F (Topic Filter invalid) and is counted by kind of limit.
+#[test]
+fn filters_beyond_the_topic_limits_are_refused_and_counted() {
+    let cfg = SessionConfig {
+        topic_limits: halyard_topics::TopicLimits {
+            max_levels: 3,
+            max_len: 16,
+        },
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
+    subscribe_many(
+        &mut pair,
+        1,
+        &["a/b/c", "a/b/c/d", "abcdefghijklmnopq", "$share/g/a/b/c/d"],
+        None,
+    );
+    let (_, reqs) = subscribe_event(&mut pair);
+    assert_eq!(reqs[0].status, Ok(()));
+    assert_eq!(reqs[1].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(reqs[2].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(reqs[3].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(pair.conn.stats().topic_levels_limit_hits, 2);
+    assert_eq!(pair.conn.stats().topic_length_limit_hits, 1);
+}
+
+/// A PUBLISH whose topic name is beyond the topic limits closes the connection with 0x90
+/// (5.0) and is counted.
+#[test]
+fn publish_beyond_the_topic_limits_is_refused_and_counted() {
+    for version in VERSIONS {
+        let cfg = SessionConfig {
+            topic_limits: halyard_topics::TopicLimits {
+                max_levels: 2,
+                max_len: 64,
+            },
+            ..SessionConfig::default()
+        };
+        let mut pair = Pair::connected(version, cfg);
+        pair.publish("a/b/c", QoS::AtMostOnce, 0);
+        pair.expect_protocol_close(ReasonCode::TOPIC_NAME_INVALID);
+        assert_eq!(pair.conn.stats().topic_levels_limit_hits, 1, "{version:?}");
+    }
+}
