@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_SOURCES: usize = 65_536;
 /// Most shards: enough to keep a few I/O threads apart, few enough to scan on a scrape.
 const MAX_SHARDS: usize = 16;
+/// Fewest sources per shard: below `MIN_SHARD_CAPACITY * 2` sources the table has one shard.
+const MIN_SHARD_CAPACITY: usize = 64;
 /// A full shard forgets this fraction (1/N) of its sources at once.
 const EVICT_FRACTION: usize = 8;
 
@@ -132,7 +134,9 @@ impl SourceTable {
     /// A table keeping at most `max` sources (at least 1).
     pub fn new(max: usize) -> SourceTable {
         let max = max.max(1);
-        let n = max.min(MAX_SHARDS);
+        // Shards only pay off with room in each: a small table is one shard (exact LRU-ish
+        // eviction instead of collisions between tiny shards).
+        let n = (max / MIN_SHARD_CAPACITY).clamp(1, MAX_SHARDS);
         let shards = (0..n)
             .map(|i| {
                 Mutex::new(Shard {
