@@ -93,6 +93,17 @@ pub enum CtlCommand {
     /// XDP connection accounting: `halyard ctl xdp top`.
     #[command(subcommand)]
     Xdp(crate::xdp::XdpCtl),
+    /// The cluster: `halyard ctl cluster status`.
+    #[command(subcommand)]
+    Cluster(ClusterCtl),
+}
+
+/// `halyard ctl cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCtl {
+    /// Print the cluster section of `/status` (role, Raft term and leader, stream state,
+    /// upstream core, applied vs committed index, lag, queues).
+    Status(StatusArgs),
 }
 
 /// Arguments of `halyard ctl status`.
@@ -131,6 +142,9 @@ pub fn main() -> ExitCode {
         },
         Command::Ctl(CtlCommand::Status(args)) => crate::admin::ctl::status(&args),
         Command::Ctl(CtlCommand::Xdp(cmd)) => crate::xdp::ctl(&cmd),
+        Command::Ctl(CtlCommand::Cluster(ClusterCtl::Status(args))) => {
+            crate::admin::ctl::cluster_status(&args)
+        }
         Command::Tune(cmd) => crate::tune::main(&cmd),
         Command::Passwd(args) => match halyard_auth::passwd_main(args) {
             Ok(()) => ExitCode::SUCCESS,
