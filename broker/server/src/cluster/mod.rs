@@ -81,7 +81,9 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -389,7 +391,10 @@ async fn inbound_loop(
         let fwd = match wire::decode(msg.message.clone(), &clock) {
             Ok(f) => f,
             Err(e) => {
-                cluster.stats.inbound_malformed.fetch_add(1, Ordering::Relaxed);
+                cluster
+                    .stats
+                    .inbound_malformed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(from = msg.from, error = %e, "forwarded message dropped");
                 continue;
             }

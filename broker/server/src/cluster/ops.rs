@@ -42,17 +42,49 @@ impl Cluster {
     pub fn register(&self, reg: &mut Registry) {
         for (name, v) in self.node.status().metrics() {
             let short = name.strip_prefix("halyard_").unwrap_or(name);
-            reg.register(format!("halyard_{short}"), format!("cluster figure {short}"), gauge(v));
+            reg.register(
+                format!("halyard_{short}"),
+                format!("cluster figure {short}"),
+                gauge(v),
+            );
         }
         let s = &self.stats;
         for (name, help, c) in [
-            ("forwarded", "Message copies sent to other nodes", &s.forwarded),
-            ("forward_dropped", "QoS 0 copies dropped (link queue full or node unknown)", &s.forward_dropped),
-            ("ack_failures", "QoS 1/2 copies not acknowledged in time (still resent)", &*s.ack_failures),
-            ("inbound", "Forwarded messages delivered to local sessions", &s.inbound),
-            ("inbound_malformed", "Forwarded messages that could not be decoded", &s.inbound_malformed),
-            ("route_batches", "Route batches this node proposed", &s.route_batches),
-            ("route_failures", "Route proposals that failed and were retried", &s.route_failures),
+            (
+                "forwarded",
+                "Message copies sent to other nodes",
+                &s.forwarded,
+            ),
+            (
+                "forward_dropped",
+                "QoS 0 copies dropped (link queue full or node unknown)",
+                &s.forward_dropped,
+            ),
+            (
+                "ack_failures",
+                "QoS 1/2 copies not acknowledged in time (still resent)",
+                &*s.ack_failures,
+            ),
+            (
+                "inbound",
+                "Forwarded messages delivered to local sessions",
+                &s.inbound,
+            ),
+            (
+                "inbound_malformed",
+                "Forwarded messages that could not be decoded",
+                &s.inbound_malformed,
+            ),
+            (
+                "route_batches",
+                "Route batches this node proposed",
+                &s.route_batches,
+            ),
+            (
+                "route_failures",
+                "Route proposals that failed and were retried",
+                &s.route_failures,
+            ),
         ] {
             reg.register(
                 format!("halyard_cluster_wiring_{name}"),

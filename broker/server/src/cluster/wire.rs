@@ -53,7 +53,12 @@ fn put_bytes(out: &mut BytesMut, b: &[u8]) {
 }
 
 /// Encodes `message` for a node that serves `ordinary` subscribers and `groups`.
-pub fn encode(message: &Message, ordinary: bool, groups: &[SharedPick], clock: &WallClock) -> Bytes {
+pub fn encode(
+    message: &Message,
+    ordinary: bool,
+    groups: &[SharedPick],
+    clock: &WallClock,
+) -> Bytes {
     let s = message_to_stored(message, clock);
     let mut out = BytesMut::with_capacity(64 + s.topic.len() + s.payload.len());
     out.put_u8(VERSION);
@@ -148,7 +153,8 @@ pub fn decode(mut b: Bytes, clock: &WallClock) -> Result<Forwarded, WireError> {
         expires_at_unix_ms,
         publisher_id,
     };
-    let message = stored_to_message(stored, clock).map_err(|e| WireError::Invalid(e.to_string()))?;
+    let message =
+        stored_to_message(stored, clock).map_err(|e| WireError::Invalid(e.to_string()))?;
     Ok(Forwarded {
         ordinary: flags & 1 != 0,
         groups,

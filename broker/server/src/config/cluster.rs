@@ -98,7 +98,10 @@ impl ClusterConfig {
         for (key, given) in [
             ("node_name", c.node_name.is_empty()),
             ("role", c.role == halyard_cluster::NodeRole::Core),
-            ("listen", c.listen == halyard_cluster::ClusterConfig::default().listen),
+            (
+                "listen",
+                c.listen == halyard_cluster::ClusterConfig::default().listen,
+            ),
             ("seeds", c.seeds.is_empty()),
             ("initial_cores", c.initial_cores.is_empty()),
         ] {
@@ -111,11 +114,12 @@ impl ClusterConfig {
             Role::Core => halyard_cluster::NodeRole::Core,
             Role::Replicant => halyard_cluster::NodeRole::Replicant,
         };
-        c.listen = self
-            .listen
-            .trim()
-            .parse()
-            .map_err(|_| invalid("cluster.listen", format!("expected ip:port, got {:?}", self.listen)))?;
+        c.listen = self.listen.trim().parse().map_err(|_| {
+            invalid(
+                "cluster.listen",
+                format!("expected ip:port, got {:?}", self.listen),
+            )
+        })?;
         c.advertise = match self.advertise.trim() {
             "" => None,
             a => Some(a.parse().map_err(|_| {

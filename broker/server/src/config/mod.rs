@@ -1,22 +1,22 @@
 //! Broker configuration: one struct per TOML section, the embedded default file, environment
 //! overrides (`HALYARD_<SECTION>__<KEY>`) and error messages that name the offending key.
 
+mod cluster;
 mod de;
 mod enums;
 mod env;
 pub mod reference;
-mod cluster;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::ClusterConfig;
 pub use de::{Addr, string_like, string_list};
 pub use enums::{Backend, QueuePolicy, Role};
 pub use env::apply_env_overrides;
 pub use halyard_auth::{AclConfig, AuthConfig};
 pub use halyard_store::StoreConfig;
-pub use cluster::ClusterConfig;
 
 /// The embedded default configuration; it documents every key (see [`reference`]).
 pub const DEFAULT_TOML: &str = include_str!("../../default.toml");
