@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use halyard_tests::broker::free_port;
 use halyard_tests::rumq::v4::{Client, QoS, opts};
-use halyard_tests::{TestBroker, WAIT, require_halyard, wait_for};
+use halyard_tests::{TestBroker, WAIT, halyard_bin, require_halyard, wait_for};
 
 /// Bound on the cluster forming or recovering.
 const FORM: Duration = Duration::from_secs(30);
@@ -291,5 +291,28 @@ async fn three_cores_and_a_replicant_route_fail_over_and_recover() {
         m.contains("halyard_cluster_wiring_inbound"),
         "wiring metrics on /metrics"
     );
-    let _ = WAIT;
+
+    // `halyard ctl cluster status` shows the replicant's stream; `ctl cluster leave` removes
+    // it from the member table everywhere.
+    let admin = cl.broker(R1).admin_addr().to_string();
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(halyard_bin())
+            .args(["ctl", "cluster"])
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .expect("run halyard ctl");
+        assert!(out.status.success(), "ctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = ctl(&["status"]);
+    assert!(
+        text.contains("replicant") && text.contains("normal"),
+        "{text}"
+    );
+    ctl(&["leave"]);
+    let left = wait_for(WAIT, || {
+        (cl.status(C1)["members"].as_u64() == Some(3)).then_some(())
+    });
+    assert!(left.is_some(), "r1 left: {}", cl.status(C1));
 }

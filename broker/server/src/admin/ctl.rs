@@ -37,6 +37,11 @@ pub enum CtlError {
 
 /// Performs `GET path` against `addr` and returns the body of a 200 reply.
 pub fn get(addr: &str, path: &str) -> Result<String, CtlError> {
+    request(addr, "GET", path, "")
+}
+
+/// Performs `METHOD path` with `body` against `addr` and returns the body of a 200 reply.
+pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Result<String, CtlError> {
     let connect_err = |source| CtlError::Connect {
         addr: addr.to_string(),
         source,
@@ -51,7 +56,8 @@ pub fn get(addr: &str, path: &str) -> Result<String, CtlError> {
     stream.set_write_timeout(Some(CTL_TIMEOUT))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut reply = String::new();
     stream.take(MAX_RESPONSE_BYTES).read_to_string(&mut reply)?;
@@ -126,6 +132,25 @@ pub fn cluster_status(args: &StatusArgs) -> ExitCode {
         Ok(cluster_summary(c))
     });
     match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `halyard ctl cluster join|leave|remove|evict`: one membership request to the admin
+/// server of the node given by `--admin` (join/remove: the Raft leader).
+pub fn cluster_member(args: &StatusArgs, path: &str, body: &str) -> ExitCode {
+    let addr = match admin_addr(args.admin.as_deref(), &args.config) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    match request(&addr, "POST", path, body) {
         Ok(text) => {
             println!("{}", text.trim_end());
             ExitCode::SUCCESS

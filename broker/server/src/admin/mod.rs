@@ -259,7 +259,12 @@ async fn handle(mut stream: TcpStream, admin: &Admin) {
         }
         Ok(Ok(None)) => return,
         Ok(Ok(Some(req))) => {
-            let (status, ctype, body) = admin.route(&req);
+            let (status, ctype, body) =
+                if req.path.starts_with("/cluster/") && admin.authorized(&req) {
+                    crate::cluster::admin::route(admin.metrics.cluster.get(), &req).await
+                } else {
+                    admin.route(&req)
+                };
             http::response(status, ctype, &body, req.method == "HEAD")
         }
     };

@@ -18,6 +18,7 @@
 //! short mutex on SUBSCRIBE/UNSUBSCRIBE/session end, and awaits channels), and never lets
 //! `halyard_cluster` depend on the server.
 
+pub mod admin;
 pub mod ops;
 pub mod wire;
 
@@ -360,16 +361,17 @@ async fn route_loop(cluster: Arc<Cluster>) {
             Err(e) => {
                 cluster.stats.route_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "route proposal failed; retrying");
-                let mut book = lock(&cluster.book);
-                for op in ops {
-                    match op {
-                        RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => {
-                            book.dirty.insert(filter);
+                {
+                    let mut book = lock(&cluster.book);
+                    for op in ops {
+                        match op {
+                            RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => {
+                                book.dirty.insert(filter);
+                            }
+                            RouteOp::RemoveNode(_) => {}
                         }
-                        RouteOp::RemoveNode(_) => {}
                     }
                 }
-                drop(book);
                 compio::time::sleep(Duration::from_millis(200)).await;
                 let _ = cluster.wake.try_send(());
             }
