@@ -170,11 +170,11 @@ async fn three_cores_and_a_replicant_route_fail_over_and_recover() {
     }
     cl.wait_formed(4);
 
-    // Core -> replicant, and replicant -> core, QoS 0 and 1; each copy exactly once.
+    // Core -> replicant (QoS 0 and 1) and replicant -> core (QoS 2); each copy exactly once.
     let mut sub_r = client(&cl, R1, "sub-r1").await;
     sub_r.subscribe("x/+/y", QoS::AtLeastOnce).await;
     let mut sub_c = client(&cl, C2, "sub-c2").await;
-    sub_c.subscribe("back/#", QoS::AtLeastOnce).await;
+    sub_c.subscribe("back/#", QoS::ExactlyOnce).await;
     let mut pub_c = client(&cl, C1, "pub-c1").await;
     pub_c.publish("x/1/y", QoS::AtMostOnce, false, b"q0").await;
     pub_c.publish("x/2/y", QoS::AtLeastOnce, false, b"q1").await;
@@ -186,7 +186,7 @@ async fn three_cores_and_a_replicant_route_fail_over_and_recover() {
     );
     let mut pub_r = client(&cl, R1, "pub-r1").await;
     pub_r
-        .publish("back/a", QoS::AtLeastOnce, false, b"from-r1")
+        .publish("back/a", QoS::ExactlyOnce, false, b"from-r1")
         .await;
     assert_eq!(collect(&mut sub_c, 1).await, vec![b"from-r1".to_vec()]);
 
