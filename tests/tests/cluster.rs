@@ -30,6 +30,20 @@ struct Node {
 struct Cluster {
     nodes: Vec<Node>,
     seeds: String,
+    root: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Stop every node first (TestBroker's drop kills it), then remove the data dirs;
+        // kept after a failure for inspection.
+        for n in &mut self.nodes {
+            n.broker.take();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
 }
 
 impl Cluster {
@@ -56,7 +70,7 @@ impl Cluster {
             .map(|n| format!("127.0.0.1:{}", n.cluster_port))
             .collect::<Vec<_>>()
             .join(",");
-        Cluster { nodes, seeds }
+        Cluster { nodes, seeds, root }
     }
 
     fn start(&mut self, i: usize) {
