@@ -93,6 +93,43 @@ pub enum CtlCommand {
     /// XDP connection accounting: `halyard ctl xdp top`.
     #[command(subcommand)]
     Xdp(crate::xdp::XdpCtl),
+    /// The cluster: `halyard ctl cluster status`.
+    #[command(subcommand)]
+    Cluster(ClusterCtl),
+}
+
+/// `halyard ctl cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCtl {
+    /// Print the cluster section of `/status` (role, Raft term and leader, stream state,
+    /// upstream core, applied vs committed index, lag, queues).
+    Status(StatusArgs),
+    /// On the Raft leader: add the core listening at ADDR (its `cluster.listen`) to the voters.
+    Join {
+        /// The new core's cluster address.
+        addr: String,
+        /// Admin address and configuration.
+        #[command(flatten)]
+        target: StatusArgs,
+    },
+    /// This node leaves the cluster (its member record and routes are removed).
+    Leave(StatusArgs),
+    /// On the Raft leader: remove core ID (as in `ctl cluster status`) from the voters.
+    Remove {
+        /// The core's node id.
+        id: u64,
+        /// Admin address and configuration.
+        #[command(flatten)]
+        target: StatusArgs,
+    },
+    /// Remove node ID's member record and routes (a node gone for good).
+    Evict {
+        /// The node id.
+        id: u64,
+        /// Admin address and configuration.
+        #[command(flatten)]
+        target: StatusArgs,
+    },
 }
 
 /// Arguments of `halyard ctl status`.
@@ -131,6 +168,7 @@ pub fn main() -> ExitCode {
         },
         Command::Ctl(CtlCommand::Status(args)) => crate::admin::ctl::status(&args),
         Command::Ctl(CtlCommand::Xdp(cmd)) => crate::xdp::ctl(&cmd),
+        Command::Ctl(CtlCommand::Cluster(cmd)) => cluster_ctl(cmd),
         Command::Tune(cmd) => crate::tune::main(&cmd),
         Command::Passwd(args) => match halyard_auth::passwd_main(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +202,21 @@ pub fn main() -> ExitCode {
 }
 
 /// `halyard store check|repair`: prints the report (its text says what to do next).
+fn cluster_ctl(cmd: ClusterCtl) -> ExitCode {
+    use crate::admin::ctl::{cluster_member, cluster_status};
+    match cmd {
+        ClusterCtl::Status(args) => cluster_status(&args),
+        ClusterCtl::Join { addr, target } => cluster_member(&target, "/cluster/join", &addr),
+        ClusterCtl::Leave(args) => cluster_member(&args, "/cluster/leave", ""),
+        ClusterCtl::Remove { id, target } => {
+            cluster_member(&target, &format!("/cluster/remove/{id}"), "")
+        }
+        ClusterCtl::Evict { id, target } => {
+            cluster_member(&target, &format!("/cluster/evict/{id}"), "")
+        }
+    }
+}
+
 fn store_main(cmd: &StoreCommand) -> ExitCode {
     let (args, repair) = match cmd {
         StoreCommand::Check(a) => (a, false),

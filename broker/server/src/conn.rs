@@ -352,7 +352,10 @@ impl ConnTask {
                     if self.ctx.broker.durable.is_enabled() {
                         self.stage_publish(now, packet_id, message);
                     } else {
-                        let code = self.on_publish(&message);
+                        let (code, cluster_acks) = self.on_publish(&message);
+                        if let Some(wait) = cluster_acks {
+                            wait.await;
+                        }
                         if let Some(id) = packet_id {
                             self.conn.complete_publish(now, id, code);
                         }
@@ -361,7 +364,7 @@ impl ConnTask {
                 Event::Subscribe {
                     packet_id,
                     requests,
-                } => self.on_subscribe(now, packet_id, &requests),
+                } => self.on_subscribe(now, packet_id, &requests).await,
                 Event::Unsubscribe { packet_id, filters } => {
                     let codes = filters
                         .iter()
@@ -514,16 +517,19 @@ impl ConnTask {
 
     /// Routes a PUBLISH; the code for its PUBACK/PUBREC: 0x87 when the ACL refuses the topic
     /// (5.0; a 3.1.1 client gets a normal acknowledgement and the message is dropped).
-    fn on_publish(&mut self, message: &Arc<Message>) -> ReasonCode {
+    fn on_publish(
+        &mut self,
+        message: &Arc<Message>,
+    ) -> (ReasonCode, Option<crate::cluster::AckWait>) {
         if let Some(code) = self.publish_denied(message) {
-            return code;
+            return (code, None);
         }
         let broker = &self.ctx.broker;
         if message.retain {
             publish::update_retained(broker, self.ctx.stats(), message);
         }
-        publish::route(broker, message, &mut self.outbox);
-        ReasonCode::SUCCESS
+        let (_, cluster_acks) = publish::route_acked(broker, message, &mut self.outbox, true);
+        (ReasonCode::SUCCESS, cluster_acks)
     }
 
     /// The acknowledgement code of a PUBLISH the ACL refuses (0x87 for 5.0; a 3.1.1 client
@@ -545,7 +551,7 @@ impl ConnTask {
         })
     }
 
-    fn on_subscribe(&mut self, now: Instant, packet_id: u16, requests: &[SubscribeRequest]) {
+    async fn on_subscribe(&mut self, now: Instant, packet_id: u16, requests: &[SubscribeRequest]) {
         let (Some(key), Some(route), Some(client_id)) =
             (self.key, self.route.clone(), self.client_id.clone())
         else {
@@ -578,9 +584,13 @@ impl ConnTask {
                     .insert_shared(group, &r.topic_filter, key, value),
                 None => broker.trie.insert(&r.topic_filter, key, value),
             };
-            if inserted.is_err() {
-                granted.push(ReasonCode::TOPIC_FILTER_INVALID);
-                continue;
+            match inserted {
+                Err(_) => {
+                    granted.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+                Ok(None) => crate::cluster::subscribed(&broker, &r.filter),
+                Ok(Some(_)) => {}
             }
             granted.push(ReasonCode::granted(r.options.qos));
             let send_retained = match r.options.retain_handling {
@@ -605,6 +615,7 @@ impl ConnTask {
             }
         }
         broker.update_subscription_gauge();
+        crate::cluster::route_barrier(&broker).await;
         self.conn.complete_subscribe(now, packet_id, granted);
         for d in retained {
             self.deliver(now, d, None);

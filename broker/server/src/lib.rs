@@ -9,9 +9,15 @@
 //! It must never put protocol rules here that belong in `halyard-session` or `halyard-codec`,
 //! never take a global lock on the publish path, and never hold unbounded queues: every buffer
 //! and queue has a named limit in [`config::Config`] and a counter when hit.
+//!
+//! With `cluster.seeds` set it also starts a `halyard_cluster` node (module [`cluster`]): the
+//! publish path reads that crate's lock-free route table to forward copies to other nodes,
+//! and the cluster wiring proposes this node's routes and delivers forwarded messages. The
+//! dependency is one-way: `halyard-cluster` knows nothing of the server.
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod durable;

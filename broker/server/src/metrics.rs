@@ -187,6 +187,8 @@ pub struct Metrics {
     pub transport: crate::listeners::TransportCounters,
     /// The durable store (`halyard_store_*` and `/status` counts), set once at start.
     pub store: OnceLock<Arc<halyard_store::StoreStats>>,
+    /// The cluster wiring (`halyard_cluster_*`), when clustered.
+    pub cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Metrics {
@@ -203,6 +205,7 @@ impl Metrics {
             security: OnceLock::new(),
             transport: crate::listeners::TransportCounters::default(),
             store: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 
@@ -243,6 +246,9 @@ impl Metrics {
             xdp.register(&mut reg);
         }
         store::register(self, &mut reg);
+        if let Some(c) = self.cluster.get() {
+            c.register(&mut reg);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &reg).expect("fmt to String");

@@ -185,6 +185,9 @@ pub struct Running {
 impl Running {
     /// Asks every I/O thread to disconnect its clients and waits for them.
     pub fn stop(self) {
+        if let Some(c) = self.broker.cluster.get() {
+            crate::cluster::depart(c);
+        }
         for tx in &self.broker.inboxes {
             let _ = tx.send_timeout(ThreadMsg::Shutdown, Duration::from_secs(1));
         }
@@ -206,6 +209,9 @@ pub enum StartError {
     /// The password file or the ACL file could not be loaded (the error names the file).
     #[error(transparent)]
     Auth(#[from] halyard_auth::AuthError),
+    /// The cluster node could not start (bad address, Raft storage, ...).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::StartError),
     /// A TLS/WebSocket listener could not start (TLS errors name the file).
     #[error(transparent)]
     Listener(#[from] crate::listeners::ListenerError),
@@ -290,6 +296,8 @@ pub fn start(config: Config, discard_corrupt: bool) -> Result<Running, StartErro
     if let Some(stats) = broker.durable.stats_handle() {
         let _ = metrics.store.set(stats);
     }
+    // Before the restored subscriptions enter the trie, so they are routed too.
+    crate::cluster::start(&broker)?;
     let (mut per_thread_restored, orphan_wills) = restore_into(&broker, restored, n);
     let mut threads = Vec::with_capacity(n + 1);
     let mut backend = "epoll";
@@ -440,8 +448,12 @@ fn restore_into(
                 }
                 _ => broker.trie.insert(filter, key, value),
             };
-            if let Err(e) = inserted {
-                tracing::warn!(%client_id, %filter, error = %e, "stored subscription not restored");
+            match inserted {
+                Err(e) => {
+                    tracing::warn!(%client_id, %filter, error = %e, "stored subscription not restored");
+                }
+                Ok(None) => crate::cluster::subscribed(broker, filter),
+                Ok(Some(_)) => {}
             }
         }
         per_thread[thread].push(RestoredOffline {

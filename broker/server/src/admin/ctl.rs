@@ -37,6 +37,11 @@ pub enum CtlError {
 
 /// Performs `GET path` against `addr` and returns the body of a 200 reply.
 pub fn get(addr: &str, path: &str) -> Result<String, CtlError> {
+    request(addr, "GET", path, "")
+}
+
+/// Performs `METHOD path` with `body` against `addr` and returns the body of a 200 reply.
+pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Result<String, CtlError> {
     let connect_err = |source| CtlError::Connect {
         addr: addr.to_string(),
         source,
@@ -51,7 +56,8 @@ pub fn get(addr: &str, path: &str) -> Result<String, CtlError> {
     stream.set_write_timeout(Some(CTL_TIMEOUT))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut reply = String::new();
     stream.take(MAX_RESPONSE_BYTES).read_to_string(&mut reply)?;
@@ -92,7 +98,11 @@ pub fn status(args: &StatusArgs) -> ExitCode {
             Ok(body)
         } else {
             let doc: serde_json::Value = serde_json::from_str(&body)?;
-            Ok(summary(&doc))
+            let mut text = summary(&doc);
+            if !doc["cluster"].is_null() {
+                text.push_str(&cluster_summary(&doc["cluster"]));
+            }
+            Ok(text)
         }
     });
     match result {
@@ -105,6 +115,94 @@ pub fn status(args: &StatusArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `halyard ctl cluster status`: the `cluster` section of `/status` (JSON with `--json`).
+pub fn cluster_status(args: &StatusArgs) -> ExitCode {
+    let addr = match admin_addr(args.admin.as_deref(), &args.config) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let result = get(&addr, "/status").and_then(|body| {
+        let doc: serde_json::Value = serde_json::from_str(&body)?;
+        let c = &doc["cluster"];
+        if args.json {
+            return Ok(c.to_string());
+        }
+        Ok(cluster_summary(c))
+    });
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `halyard ctl cluster join|leave|remove|evict`: one membership request to the admin
+/// server of the node given by `--admin` (join/remove: the Raft leader).
+pub fn cluster_member(args: &StatusArgs, path: &str, body: &str) -> ExitCode {
+    let addr = match admin_addr(args.admin.as_deref(), &args.config) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    match request(&addr, "POST", path, body) {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A human summary of the `cluster` section of `/status`.
+pub fn cluster_summary(c: &serde_json::Value) -> String {
+    if c.is_null() {
+        return "cluster: off (single node)".to_string();
+    }
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    format!(
+        "cluster:   node {name} (id {id}, {role})\n\
+         raft:      term {term}, leader {leader}, state {state}, voters {voters}\n\
+         stream:    {stream} from {upstream}\n\
+         index:     applied {applied}, committed {committed}, lag {lag}\n\
+         members:   {members}  route rows: {rows}  replicants here: {replicants}\n\
+         links:     sent {sent}, received {received}, queued {queued}, dropped {dropped}\n\
+         bootstrap: {bootstraps} times, last {btime} s, {bkeys} keys\n",
+        name = s(&c["node_name"]),
+        id = s(&c["node_id"]),
+        role = s(&c["role"]),
+        term = s(&c["raft_term"]),
+        leader = s(&c["raft_leader"]),
+        state = s(&c["raft_state"]),
+        voters = s(&c["raft_voters"]),
+        stream = s(&c["stream_state"]),
+        upstream = s(&c["upstream_core"]),
+        applied = s(&c["applied_index"]),
+        committed = s(&c["committed_index"]),
+        lag = s(&c["lag"]),
+        members = s(&c["members"]),
+        rows = s(&c["route_rows"]),
+        replicants = s(&c["replicants"]),
+        sent = s(&c["link_sent"]),
+        received = s(&c["link_received"]),
+        queued = s(&c["link_queue_len"]),
+        dropped = s(&c["link_dropped"]),
+        bootstraps = s(&c["bootstraps"]),
+        btime = s(&c["bootstrap_time_seconds"]),
+        bkeys = s(&c["bootstrap_keys"]),
+    )
 }
 
 /// A human summary of a `/status` document.

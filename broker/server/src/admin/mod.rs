@@ -65,6 +65,9 @@ pub struct Status<'a> {
     pub sources: Option<crate::xdp::SourcesSummary>,
     /// The durable store's counts (`null` when `store.enabled` is false).
     pub store: Option<crate::metrics::store::StoreSummary>,
+    /// The cluster figures (`null` on a single node): role, Raft term and leader, stream
+    /// state, upstream core, applied/committed index, lag, queues, forwarding counters.
+    pub cluster: Option<serde_json::Value>,
 }
 
 /// Node part of `/status`.
@@ -124,6 +127,7 @@ impl Admin {
             xdp: self.metrics.xdp.get().map(|x| x.status()),
             sources: self.metrics.xdp.get().map(|x| x.sources_summary()),
             store: crate::metrics::store::summary(&self.metrics),
+            cluster: self.metrics.cluster.get().map(|c| c.status_json()),
         };
         // Serialising plain structs of strings and integers cannot fail.
         serde_json::to_string_pretty(&status).expect("status serialises")
@@ -255,7 +259,12 @@ async fn handle(mut stream: TcpStream, admin: &Admin) {
         }
         Ok(Ok(None)) => return,
         Ok(Ok(Some(req))) => {
-            let (status, ctype, body) = admin.route(&req);
+            let (status, ctype, body) =
+                if req.path.starts_with("/cluster/") && admin.authorized(&req) {
+                    crate::cluster::admin::route(admin.metrics.cluster.get(), &req).await
+                } else {
+                    admin.route(&req)
+                };
             http::response(status, ctype, &body, req.method == "HEAD")
         }
     };

@@ -1,22 +1,22 @@
 //! Broker configuration: one struct per TOML section, the embedded default file, environment
 //! overrides (`HALYARD_<SECTION>__<KEY>`) and error messages that name the offending key.
 
+mod cluster;
 mod de;
 mod enums;
 mod env;
 pub mod reference;
-mod reserved;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::ClusterConfig;
 pub use de::{Addr, string_like, string_list};
 pub use enums::{Backend, QueuePolicy, Role};
 pub use env::apply_env_overrides;
 pub use halyard_auth::{AclConfig, AuthConfig};
 pub use halyard_store::StoreConfig;
-pub use reserved::ClusterConfig;
 
 /// The embedded default configuration; it documents every key (see [`reference`]).
 pub const DEFAULT_TOML: &str = include_str!("../../default.toml");
@@ -71,7 +71,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// `[limits]`: node-wide resource limits.
     pub limits: LimitsConfig,
-    /// `[cluster]` (reserved).
+    /// `[cluster]`: core/replicant clustering; off while `cluster.seeds` is empty.
     #[serde(default)]
     pub cluster: ClusterConfig,
     /// `[store]`: durable sessions, queues, retained messages and wills (see `halyard-store`).
@@ -422,6 +422,9 @@ impl Config {
         if self.admin.max_request_bytes < 256 {
             return invalid("admin.max_request_bytes", "expected at least 256 bytes");
         }
+        if self.cluster.enabled() {
+            self.cluster_node_config()?;
+        }
         if let Err(halyard_xdp::XdpError::Config { field, message }) = self.xdp.validate() {
             return invalid(field, &message);
         }
@@ -431,6 +434,13 @@ impl Config {
             return invalid(&format!("store.{field}"), &reason);
         }
         Ok(())
+    }
+
+    /// The cluster library's configuration of this node (`[node]`, `[cluster]`, and
+    /// `store.dir` as the default data directory), validated; errors name the field.
+    pub fn cluster_node_config(&self) -> Result<halyard_cluster::ClusterConfig, ConfigError> {
+        self.cluster
+            .to_node_config(&self.node_name(), self.node.role, &self.store.dir)
     }
 
     /// The node name: `node.name`, or the host name when empty.

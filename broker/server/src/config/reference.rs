@@ -60,7 +60,6 @@ pub fn markdown() -> String {
          a test keeps this file in sync.\n\n\
          Every key can be overridden by the environment variable shown \
          (`__` separates levels; list values are comma-separated).\n\
-         Reserved section, accepted but without keys yet: `[cluster]`. \
          Optional keys, unset by default: `auth.password_file`, `acl.file`, `admin.token`.\n\n\
          Optional listeners, absent by default (see the commented block in `default.toml`): \
          `[listeners.tls]` (`bind`, `cert`, `key`, optional `ca` to require client certificates \

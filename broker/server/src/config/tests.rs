@@ -231,3 +231,64 @@ fn committed_config_md_is_in_sync() {
         "CONFIG.md is stale: run `cargo run -p halyard-server --bin halyard -- config reference > broker/server/CONFIG.md`"
     );
 }
+
+#[test]
+fn cluster_is_off_without_seeds_and_built_from_the_env_contract() {
+    let c = Config::load(None, env(&[])).unwrap();
+    assert!(!c.cluster.enabled(), "no seeds: single node");
+    let c = Config::load(
+        None,
+        env(&[
+            ("HALYARD_NODE__NAME", "r1"),
+            ("HALYARD_NODE__ROLE", "replicant"),
+            ("HALYARD_CLUSTER__LISTEN", "127.0.0.2:29901"),
+            ("HALYARD_CLUSTER__SEEDS", "127.0.0.1:29901,127.0.0.3:29901"),
+            ("HALYARD_CLUSTER__INITIAL_CORES", "c1,c2,c3"),
+            ("HALYARD_CLUSTER__ROUTE_BATCH_MAX", "50"),
+            ("HALYARD_STORE__DIR", "/tmp/halyard-x"),
+        ]),
+    )
+    .unwrap();
+    assert!(c.cluster.enabled());
+    let n = c.cluster_node_config().unwrap();
+    assert_eq!(n.node_name, "r1");
+    assert_eq!(n.role, halyard_cluster::NodeRole::Replicant);
+    assert_eq!(n.listen.to_string(), "127.0.0.2:29901");
+    assert_eq!(n.seeds, ["127.0.0.1:29901", "127.0.0.3:29901"]);
+    assert_eq!(n.initial_cores, ["c1", "c2", "c3"]);
+    assert_eq!(n.route_batch_max, 50);
+    assert_eq!(
+        n.data_dir.as_deref(),
+        Some(std::path::Path::new("/tmp/halyard-x/cluster"))
+    );
+}
+
+#[test]
+fn cluster_errors_name_the_field() {
+    let seeds = ("HALYARD_CLUSTER__SEEDS", "127.0.0.1:1");
+    let name = ("HALYARD_NODE__NAME", "c1");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[seeds, name], "cluster.initial_cores"),
+        (
+            &[
+                seeds,
+                name,
+                ("HALYARD_CLUSTER__INITIAL_CORES", "c1"),
+                ("HALYARD_CLUSTER__LINK_QUEUE_MAX", "0"),
+            ],
+            "cluster.link_queue_max",
+        ),
+        (&[seeds, ("HALYARD_CLUSTER__BOGUS", "1")], "cluster.bogus"),
+        (
+            &[seeds, name, ("HALYARD_CLUSTER__LISTEN", "nowhere")],
+            "cluster.listen",
+        ),
+    ];
+    for (vars, key) in cases {
+        let err = Config::load(None, env(vars)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("config error: {key}:")),
+            "{vars:?}: {err}"
+        );
+    }
+}

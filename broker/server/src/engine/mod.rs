@@ -242,6 +242,8 @@ pub struct Broker {
     pub inboxes: Vec<flume::Sender<ThreadMsg>>,
     /// Durable state (`[store]`); disabled: every write completes at once, nothing stored.
     pub durable: Durability,
+    /// The cluster wiring, set once at start when `cluster.seeds` is configured.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     next_key: AtomicU64,
     next_conn: AtomicU64,
 }
@@ -267,6 +269,7 @@ impl Broker {
             registry: Mutex::new(HashMap::new()),
             inboxes,
             durable,
+            cluster: std::sync::OnceLock::new(),
             next_key: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
         }
@@ -414,7 +417,7 @@ impl Broker {
     /// Removes one subscription by its full filter (with any `$share/` prefix); returns
     /// whether it existed.
     pub fn remove_subscription(&self, key: SessionKey, filter: &str) -> bool {
-        match self
+        let removed = match self
             .session_config
             .topic_limits
             .parse_shared_subscription(filter)
@@ -424,7 +427,11 @@ impl Broker {
                 .remove_shared(shared.group, shared.filter, &key)
                 .is_some(),
             _ => self.trie.remove(filter, &key).is_some(),
+        };
+        if removed {
+            crate::cluster::unsubscribed(self, filter);
         }
+        removed
     }
 
     /// Publishes the trie size as the `halyard_subscriptions` gauge.

@@ -10,6 +10,7 @@ use halyard_topics::Match;
 use smallvec::SmallVec;
 
 use super::{Broker, Routed, SessionKey, SubValue};
+use crate::cluster::Scope;
 use crate::durable::DurableTarget;
 use crate::metrics::{Limit, ThreadStats};
 
@@ -89,12 +90,23 @@ pub fn update_retained(broker: &Broker, stats: &ThreadStats, message: &Arc<Messa
 /// copy at the highest granted QoS carrying every subscription identifier [MQTT-3.3.4-2]
 /// [MQTT-3.3.4-3]; one member per shared group, round robin. Returns the number of sessions.
 pub fn route(broker: &Broker, message: &Arc<Message>, outbox: &mut Outbox) -> usize {
+    route_acked(broker, message, outbox, false).0
+}
+
+/// As [`route`]; in a cluster, when `acked`, also returns the wait for the other nodes'
+/// acknowledgements of a QoS 1/2 message (await it before the PUBACK/PUBREC).
+pub fn route_acked(
+    broker: &Broker,
+    message: &Arc<Message>,
+    outbox: &mut Outbox,
+    acked: bool,
+) -> (usize, Option<crate::cluster::AckWait>) {
     let mut routed = Vec::new();
-    let n = route_collect(broker, message, &mut routed);
+    let (n, wait) = route_collect_acked(broker, message, &mut routed, acked);
     for r in routed {
         outbox.push(r);
     }
-    n
+    (n, wait)
 }
 
 /// The durable targets among `routed` (QoS 1/2 to persistent sessions), in order.
@@ -121,8 +133,40 @@ pub fn apply_seqs(routed: &mut [Routed], seqs: Vec<Option<u64>>) {
     }
 }
 
-/// As [`route`], into a plain list (the caller stores the durable targets first).
+/// As [`route`], into a plain list (the caller stores the durable targets first). In a
+/// cluster, copies for other nodes are sent without waiting for their acknowledgement.
 pub fn route_collect(broker: &Broker, message: &Arc<Message>, out: &mut Vec<Routed>) -> usize {
+    route_collect_acked(broker, message, out, false).0
+}
+
+/// As [`route_collect`], forwarding to the other nodes of a cluster (see
+/// [`crate::cluster::Cluster::dispatch`]).
+pub fn route_collect_acked(
+    broker: &Broker,
+    message: &Arc<Message>,
+    out: &mut Vec<Routed>,
+    acked: bool,
+) -> (usize, Option<crate::cluster::AckWait>) {
+    match broker.cluster.get() {
+        None => (route_scoped(broker, message, out, &Scope::All), None),
+        Some(c) => {
+            let (elsewhere, wait) = c.dispatch(message, acked);
+            let scope = Scope::Publisher {
+                elsewhere: &elsewhere,
+            };
+            (route_scoped(broker, message, out, &scope), wait)
+        }
+    }
+}
+
+/// Matches `message` against the local trie within `scope` (which subscribers this node
+/// serves for it), one delivery per matching session into `out`.
+pub fn route_scoped(
+    broker: &Broker,
+    message: &Arc<Message>,
+    out: &mut Vec<Routed>,
+    scope: &Scope<'_>,
+) -> usize {
     let mut targets: HashMap<SessionKey, Target> = HashMap::new();
     let publisher = message.publisher.as_deref();
     let acl = broker.security.acl.load();
@@ -157,7 +201,12 @@ pub fn route_collect(broker: &Broker, message: &Arc<Message>, out: &mut Vec<Rout
         }
     };
     broker.trie.for_each_match(&message.topic, |m| match m {
-        Match::Subscriber { key, value, .. } => add(*key, value, true),
+        Match::Subscriber { key, value, .. } => {
+            if scope.ordinary() {
+                add(*key, value, true);
+            }
+        }
+        Match::Shared(group) if !scope.serves_group(group.name(), group.filter()) => {}
         Match::Shared(group) => {
             if let Some((key, value)) = group.pick_round_robin() {
                 add(*key, value, false);
