@@ -111,7 +111,14 @@ fn burst_is_cut_to_the_limit_and_allow_list_is_exempt() {
     for (src, established) in [allowed4, allowed6].into_iter().zip(allowed_ok) {
         let c = source(&snap, src).counters;
         assert_eq!(c.syn_dropped, 0, "allow-listed {src} was limited: {c:?}");
-        assert_eq!(c.syn, ALLOWED_BURST as u64, "{src}: {c:?}");
+        // Every connection sent at least its first SYN. A SYN-ACK can be lost while the
+        // server side still resolves the new neighbour (IPv6 NDP queues few packets), and
+        // the client then retransmits its SYN after a second: those count too, but within
+        // the 10 s wait a connection sends at most four (0, 1, 3, 7 s).
+        assert!(
+            c.syn >= ALLOWED_BURST as u64 && c.syn <= 4 * ALLOWED_BURST as u64,
+            "{src}: {c:?}"
+        );
         assert_eq!(established, ALLOWED_BURST, "{src}");
     }
     let dropped: u64 = snap.top.iter().map(|s| s.counters.syn_dropped).sum();
