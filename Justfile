@@ -39,13 +39,15 @@ build-image role="core":
 boot-image role="core":
     images/boot.sh "{{role}}"
 
-# Build both appliance images and boot-test them (MQTT round trip, /metrics, sysctl gauges, reboot on core).
+# Build both appliance images and boot-test them (MQTT round trip, /metrics, sysctl gauges, reboot on core),
+# then boot both together as a two-node cluster (message delivered across).
 test-image:
     images/install-deps.sh
     images/build.sh core
     images/build.sh replicant
     images/test-boot.sh core
     images/test-boot.sh replicant
+    images/test-cluster.sh
 
 # Install the apt and pip packages the tests need when they are missing.
 _deps:

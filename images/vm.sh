@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared QEMU helpers for boot.sh and test-boot.sh (source this file; it does nothing alone).
 #
-# One VM per shell: vm_start ROLE RUNDIR, vm_wait_mqtt SECONDS, vm_stop. The VM runs under TCG
+# One VM at a time per shell: vm_start ROLE RUNDIR, vm_wait_mqtt SECONDS, vm_stop; a test that
+# runs several saves one VM's state with vm_save NAME and switches with vm_use NAME. The VM runs under TCG
 # (no KVM on this machine kind) with OVMF, its disk is a qcow2 overlay in RUNDIR on top of
 # images/out/halyard-ROLE.qcow2 (so the built image is never modified and the overlay keeps
 # the data partition across reboots), user-mode networking forwards 127.0.0.1 ports only, and
@@ -12,6 +13,20 @@ OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
 VM_PID=""
 VM_BOOTS=0
+# The state of the current VM (vm_save / vm_use).
+VM_VARS="VM_PID VM_BOOTS VM_MQTT_PORT VM_ADMIN_PORT VM_SERIAL VM_MONITOR VM_T0 VM_READY_SECONDS"
+
+# vm_save NAME: remembers the current VM's state as NAME; vm_use NAME makes NAME current (a
+# name never saved gives a fresh state, for the next vm_start).
+vm_save() {
+    local v
+    for v in $VM_VARS; do eval "VM_SAVED_${1}_$v=\${$v:-}"; done
+}
+vm_use() {
+    local v
+    for v in $VM_VARS; do eval "$v=\${VM_SAVED_${1}_$v:-}"; done
+    VM_BOOTS=${VM_BOOTS:-0}
+}
 
 # A free TCP port on 127.0.0.1 (the kernel picks it; the race until QEMU binds it is harmless
 # in practice and QEMU fails loudly if it lost).
@@ -70,11 +85,11 @@ vm_wait_mqtt() {
     local limit=$1 deadline now t_fw="" t_kernel="" t_init=""
     deadline=$(($(date +%s) + limit))
     # Seconds since QEMU start.
-    since() { awk -v a="$VM_T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }'; }
+    since() { awk -v a="$VM_T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
     while :; do
-        # Phase marks (to within the 2 s poll): firmware handed over to the kernel, the kernel
-        # started /init, /init started the broker.
-        [[ -z "$t_fw" ]] && grep -q 'EFI stub' "$VM_SERIAL" 2>/dev/null && t_fw=$(since)
+        # Phase marks (to within the 0.5 s poll): the firmware started the UKI (OVMF's boot
+        # manager logs it), the kernel started /init, /init started the broker.
+        [[ -z "$t_fw" ]] && grep -Eq 'BdsDxe: starting|EFI stub' "$VM_SERIAL" 2>/dev/null && t_fw=$(since)
         [[ -z "$t_kernel" ]] && grep -q 'halyard-init: role=' "$VM_SERIAL" 2>/dev/null && t_kernel=$(since)
         [[ -z "$t_init" ]] && grep -q 'halyard-init: starting broker' "$VM_SERIAL" 2>/dev/null && t_init=$(since)
         if ! vm_running; then
@@ -85,17 +100,19 @@ vm_wait_mqtt() {
             vm_log "kernel panic (see $VM_SERIAL)"
             return 1
         fi
-        if vm_mqtt_ok; then
+        # No MQTT attempt before the broker starts: until the guest's NIC is up, user-mode
+        # networking holds a forwarded connection for seconds instead of refusing it.
+        if [[ -n "$t_init" ]] && vm_mqtt_ok; then
             now=$(date +%s.%N)
             VM_READY_SECONDS=$(awk -v a="$VM_T0" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
-            vm_log "MQTT ready ${VM_READY_SECONDS}s after QEMU start (kernel started at ~${t_fw:-?}s, /init at ~${t_kernel:-?}s, broker at ~${t_init:-?}s; load average $(cut -d' ' -f1 /proc/loadavg))"
+            vm_log "MQTT ready ${VM_READY_SECONDS}s after QEMU start (UKI started at ~${t_fw:-?}s, /init at ~${t_kernel:-?}s, broker at ~${t_init:-?}s; load average $(cut -d' ' -f1 /proc/loadavg))"
             return 0
         fi
         if (($(date +%s) >= deadline)); then
-            vm_log "MQTT not ready after ${limit}s (kernel started at ~${t_fw:-?}s, /init at ~${t_kernel:-?}s, broker at ~${t_init:-?}s; load average $(cut -d' ' -f1 /proc/loadavg); see $VM_SERIAL)"
+            vm_log "MQTT not ready after ${limit}s (UKI started at ~${t_fw:-?}s, /init at ~${t_kernel:-?}s, broker at ~${t_init:-?}s; load average $(cut -d' ' -f1 /proc/loadavg); see $VM_SERIAL)"
             return 1
         fi
-        sleep 2
+        sleep 0.5
     done
 }
 
@@ -113,12 +130,13 @@ s.close()
 PY
 }
 
-# vm_stop [SECONDS]: ACPI power button (clean shutdown by /init), then kill after SECONDS
-# (default 30). Only the QEMU process this shell started is touched.
+# vm_stop [SECONDS [pressed]]: ACPI power button (clean shutdown by /init; not pressed again
+# with "pressed"), then kill after SECONDS (default 30). Only the QEMU process this shell
+# started is touched.
 vm_stop() {
     local limit=${1:-30} i
     vm_running || { VM_PID=""; return 0; }
-    vm_monitor system_powerdown 2>/dev/null || true
+    [[ "${2:-}" == pressed ]] || vm_monitor system_powerdown 2>/dev/null || true
     for ((i = 0; i < limit * 2; i++)); do
         vm_running || break
         sleep 0.5
