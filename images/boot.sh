@@ -6,7 +6,8 @@
 # images/work/run-<role>/serial-1.log, waits up to 120 s for MQTT, then keeps the VM running
 # until Ctrl-C (or until QEMU exits). The VM is powered off (ACPI, then killed after 30 s) on
 # exit. The VM's disk is a qcow2 overlay in images/work/run-<role>/, recreated at every start
-# unless HALYARD_VM_KEEP_DISK=1.
+# unless HALYARD_VM_KEEP_DISK=1. HALYARD_VM_MEASURE=1 powers the VM off as soon as MQTT is ready
+# (a boot-time measurement).
 set -euo pipefail
 
 VALID_ROLES="core replicant"
@@ -39,6 +40,10 @@ if vm_wait_mqtt "${HALYARD_VM_READY_TIMEOUT:-120}"; then
     echo "MQTT:    mosquitto_sub -h 127.0.0.1 -p $VM_MQTT_PORT -t '#' -v"
     echo "metrics: curl http://127.0.0.1:$VM_ADMIN_PORT/metrics"
     echo "console: tail -f $VM_SERIAL"
+    if [[ "${HALYARD_VM_MEASURE:-0}" == 1 ]]; then
+        # Boot-time measurement: power off once ready (the ready time is printed above).
+        exit 0
+    fi
     echo "Ctrl-C powers the VM off."
     wait "$VM_PID" || true
     VM_PID=""

@@ -34,8 +34,11 @@ STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 MODULES="virtio_pci virtio_net virtio_blk virtio_scsi sd_mod nvme ahci
     e1000 e1000e igb igc ixgbe i40e ice mlx5_core bnxt_en r8169
     ext4 crc32c_generic crc32c_intel button evdev"
-# Loaded explicitly by /init (not found by modalias).
-MODULES_ALWAYS="ext4 crc32c_generic button evdev"
+# Loaded explicitly by /init (not found by modalias); ext4 only where there is a data partition.
+MODULES_ALWAYS="button evdev"
+if [[ "$ROLE" == core ]]; then
+    MODULES_ALWAYS="ext4 crc32c_generic $MODULES_ALWAYS"
+fi
 
 # Disk layout (MiB). The ESP holds the UKI; core gets an ext4 data partition.
 ESP_MIB=40
@@ -215,7 +218,9 @@ step_done "$(du -h "$INITRD" | cut -f1)"
 
 # ----------------------------------------------------------------------------------------------
 step "unified kernel image (objcopy onto systemd-boot's stub)"
-CMDLINE="console=tty0 console=ttyS0,115200 panic=10 loglevel=5"
+# quiet: warnings and errors only (the EFI stub and the kernel print less on a slow console);
+# cryptomgr.notests: no self-tests of the crypto algorithms at boot (seconds under emulation).
+CMDLINE="console=tty0 console=ttyS0,115200 panic=10 quiet cryptomgr.notests"
 printf '%s' "$CMDLINE" >"$STAGE/cmdline"
 printf 'NAME="Halyard"\nID=halyard\nPRETTY_NAME="Halyard %s (%s)"\nVERSION_ID=%s\nBUILD_ID=%s\n' \
     "$BROKER_VERSION" "$ROLE" "$BROKER_VERSION" "$GIT_HASH" >"$STAGE/os-release"

@@ -115,7 +115,7 @@ check_retained_after_reboot() {
     [[ "$got" == "$msg" ]] || fail "retained message not delivered before reboot (got '$got')"
     pass "retained message stored"
     vm_stop 60
-    grep -q 'halyard-init: powering off' "$VM_SERIAL" || fail "no clean shutdown on ACPI power button"
+    grep -Eq 'halyard-init: (\[[0-9.?]*\] )?powering off' "$VM_SERIAL" || fail "no clean shutdown on ACPI power button"
     pass "clean shutdown on the ACPI power button"
     vm_start "$ROLE" "$RUN"
     vm_wait_mqtt "${HALYARD_VM_READY_TIMEOUT:-120}" || fail "MQTT not ready after reboot"

@@ -6,7 +6,9 @@
 # (no KVM on this machine kind) with OVMF, its disk is a qcow2 overlay in RUNDIR on top of
 # images/out/halyard-ROLE.qcow2 (so the built image is never modified and the overlay keeps
 # the data partition across reboots), user-mode networking forwards 127.0.0.1 ports only, and
-# the serial console goes to RUNDIR/serial-N.log.
+# the serial console goes to RUNDIR/serial-N.log. Firmware time is kept down: the disk is the
+# first boot option (bootindex) and the NICs carry no iPXE option ROM (romfile=), which OVMF
+# would otherwise load and start under emulation.
 
 VM_IMAGES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
@@ -59,9 +61,10 @@ vm_start() {
         -nodefaults -machine q35 -accel tcg -cpu max -smp 2 -m 1024 \
         -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
         -drive if=pflash,format=raw,unit=1,file="$run/OVMF_VARS.fd" \
-        -drive if=virtio,format=qcow2,file="$run/disk.qcow2" \
+        -drive if=none,id=d0,format=qcow2,file="$run/disk.qcow2" \
+        -device virtio-blk-pci,drive=d0,bootindex=0 \
         -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_MQTT_PORT-:1883,hostfwd=tcp:127.0.0.1:$VM_ADMIN_PORT-:8081" \
-        -device virtio-net-pci,netdev=n0 \
+        -device virtio-net-pci,netdev=n0,romfile= \
         -display none -serial "file:$VM_SERIAL" \
         -monitor "unix:$VM_MONITOR,server,nowait" \
         -no-reboot "$@" \
@@ -75,7 +78,7 @@ vm_running() { [[ -n "$VM_PID" ]] && kill -0 "$VM_PID" 2>/dev/null; }
 # One MQTT round trip: QoS 1 publish acknowledged by the broker (a TCP connect alone proves
 # nothing: user-mode networking accepts forwarded connections before the guest does).
 vm_mqtt_ok() {
-    timeout 5 mosquitto_pub -h 127.0.0.1 -p "$VM_MQTT_PORT" -i "halyard-ready-$$" -q 1 \
+    timeout 2 mosquitto_pub -h 127.0.0.1 -p "$VM_MQTT_PORT" -i "halyard-ready-$$" -q 1 \
         -t halyard/boot/ready -m ready >/dev/null 2>&1
 }
 
@@ -90,8 +93,8 @@ vm_wait_mqtt() {
         # Phase marks (to within the 0.5 s poll): the firmware started the UKI (OVMF's boot
         # manager logs it), the kernel started /init, /init started the broker.
         [[ -z "$t_fw" ]] && grep -Eq 'BdsDxe: starting|EFI stub' "$VM_SERIAL" 2>/dev/null && t_fw=$(since)
-        [[ -z "$t_kernel" ]] && grep -q 'halyard-init: role=' "$VM_SERIAL" 2>/dev/null && t_kernel=$(since)
-        [[ -z "$t_init" ]] && grep -q 'halyard-init: starting broker' "$VM_SERIAL" 2>/dev/null && t_init=$(since)
+        [[ -z "$t_kernel" ]] && grep -Eq 'halyard-init: (\[[0-9.?]*\] )?role=' "$VM_SERIAL" 2>/dev/null && t_kernel=$(since)
+        [[ -z "$t_init" ]] && grep -Eq 'halyard-init: (\[[0-9.?]*\] )?starting broker' "$VM_SERIAL" 2>/dev/null && t_init=$(since)
         if ! vm_running; then
             vm_log "QEMU exited before MQTT was ready"
             return 1
