@@ -62,7 +62,7 @@ vm_start() {
         -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
         -drive if=pflash,format=raw,unit=1,file="$run/OVMF_VARS.fd" \
         -drive if=none,id=d0,format=qcow2,file="$run/disk.qcow2" \
-        -device virtio-blk-pci,drive=d0,bootindex=0 \
+        -device virtio-blk-pci,drive=d0,bootindex=1 \
         -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_MQTT_PORT-:1883,hostfwd=tcp:127.0.0.1:$VM_ADMIN_PORT-:8081" \
         -device virtio-net-pci,netdev=n0,romfile= \
         -display none -serial "file:$VM_SERIAL" \
