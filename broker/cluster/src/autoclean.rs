@@ -84,7 +84,7 @@ async fn poll(shared: &Shared, addr: &str) -> Result<Vec<NodeId>, ClusterError> 
         .map_err(|_| ClusterError::Timeout(shared.cfg.connect_timeout_ms))?
 }
 
-fn is_leader(shared: &Shared) -> bool {
+pub(crate) fn is_leader(shared: &Shared) -> bool {
     shared.core.as_ref().is_some_and(|c| {
         let m = c.raft.metrics();
         let m = m.borrow();

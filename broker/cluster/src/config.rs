@@ -101,6 +101,20 @@ pub struct ClusterConfig {
     pub autoclean_grace_ms: u64,
     /// How often the leader polls the other cores for liveness, in ms. Default 1000.
     pub liveness_interval_ms: u64,
+    /// Cluster-wide cap on retained messages: a retained message for a new topic is not
+    /// kept beyond it (counted in `retained_over_limit` where refused before proposing,
+    /// `retained_refused` where refused when applied). Every node holds all of them in
+    /// memory and in every snapshot. Default 100 000.
+    pub retained_max_messages: usize,
+    /// Cluster-wide cap on the bytes (topic + encoded message) of retained messages, counted
+    /// like `retained_max_messages`. One retained message is also bounded by a log entry
+    /// (`max_frame_bytes / 4`). Default 64 MiB.
+    pub retained_max_bytes: usize,
+    /// Retained changes waiting to be batched; proposing more fails with
+    /// [`ClusterError::QueueFull`] (counted in `retained_queue_full`). Default 10 000.
+    pub retained_queue_max: usize,
+    /// How often the leader removes expired retained messages, in ms. Default 1000.
+    pub retained_expiry_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -138,6 +152,10 @@ impl Default for ClusterConfig {
             form_timeout_ms: 60_000,
             autoclean_grace_ms: 60_000,
             liveness_interval_ms: 1000,
+            retained_max_messages: 100_000,
+            retained_max_bytes: 64 << 20,
+            retained_queue_max: 10_000,
+            retained_expiry_interval_ms: 1000,
         }
     }
 }
@@ -299,6 +317,19 @@ impl ClusterConfig {
             "LIVENESS_INTERVAL_MS" => {
                 self.liveness_interval_ms = parse_num("cluster.liveness_interval_ms", v)?;
             }
+            "RETAINED_MAX_MESSAGES" => {
+                self.retained_max_messages = parse_num("cluster.retained_max_messages", v)?;
+            }
+            "RETAINED_MAX_BYTES" => {
+                self.retained_max_bytes = parse_num("cluster.retained_max_bytes", v)?;
+            }
+            "RETAINED_QUEUE_MAX" => {
+                self.retained_queue_max = parse_num("cluster.retained_queue_max", v)?;
+            }
+            "RETAINED_EXPIRY_INTERVAL_MS" => {
+                self.retained_expiry_interval_ms =
+                    parse_num("cluster.retained_expiry_interval_ms", v)?;
+            }
             _ => {
                 return Err(bad(
                     "cluster",
@@ -337,7 +368,12 @@ impl ClusterConfig {
                 }
             }
         }
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 19] = [
+            ("cluster.retained_queue_max", self.retained_queue_max as u64),
+            (
+                "cluster.retained_expiry_interval_ms",
+                self.retained_expiry_interval_ms,
+            ),
             ("cluster.link_inflight_max", self.link_inflight_max as u64),
             ("cluster.link_ack_timeout_ms", self.link_ack_timeout_ms),
             ("cluster.liveness_interval_ms", self.liveness_interval_ms),

@@ -60,6 +60,10 @@ pub enum ClusterError {
     /// A route operation was rejected before proposing (invalid filter).
     #[error("invalid route filter {0:?}")]
     InvalidFilter(String),
+    /// A retained message was not proposed: it would pass `cluster.retained_max_messages`
+    /// or `cluster.retained_max_bytes`, or it alone is larger than a log entry may be.
+    #[error("retained message refused: {0}")]
+    RetainedFull(String),
     /// Waiting for an index that this node will not apply (stream gone for too long).
     #[error("index {0} not applied in time")]
     NotApplied(LogIndex),

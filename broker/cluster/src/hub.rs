@@ -29,6 +29,7 @@ fn entry_bytes(cmd: Option<&Command>) -> usize {
     32 + match cmd {
         Some(Command::Routes(ops)) => crate::writes::ops_bytes(ops),
         Some(Command::Join(m)) => 64 + m.name.len() + m.cluster_addr.len(),
+        Some(Command::Retained(b)) => crate::writes::retained_bytes(&b.ops),
         Some(Command::Leave(_)) | None => 0,
     }
 }
@@ -67,6 +68,8 @@ pub(crate) struct Hub {
     /// Notified when an applied command removed this node's member record or all its
     /// routes (autoclean's reassert waits on it).
     pub evicted: Notify,
+    /// Retained `Set`s refused at apply because a cap of their batch was reached.
+    pub retained_refused: AtomicU64,
 }
 
 impl Hub {
@@ -94,6 +97,7 @@ impl Hub {
             streams: AtomicU64::new(0),
             me: AtomicU64::new(0),
             evicted: Notify::new(),
+            retained_refused: AtomicU64::new(0),
         }
     }
 
@@ -110,7 +114,7 @@ impl Hub {
                 Command::Routes(ops) => ops
                     .iter()
                     .any(|op| matches!(op, RouteOp::RemoveNode(n) if *n == me)),
-                Command::Join(_) => false,
+                Command::Join(_) | Command::Retained(_) => false,
             }
     }
 
@@ -118,6 +122,15 @@ impl Hub {
         // A panic while applying leaves a state this node can no longer trust either way;
         // continuing with the inner value keeps the process serving, as the trie does.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock if it is free now (callers on the data plane must not wait for it).
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, HubInner>> {
+        match self.inner.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Applies one entry (idempotent for indexes already applied).
@@ -138,6 +151,10 @@ impl Hub {
             return ApplyOutcome::default();
         }
         let out = g.replica.apply(index, cmd.as_ref());
+        if out.retained_refused > 0 {
+            self.retained_refused
+                .fetch_add(out.retained_refused, Ordering::Relaxed);
+        }
         if cmd.as_ref().is_some_and(|c| self.removes_me(c)) {
             self.evicted.notify_one();
         }
@@ -186,6 +203,11 @@ impl Hub {
         let _ = self.tx.send(Applied::Reset);
         drop(g);
         self.applied_tx.send_replace(index);
+    }
+
+    /// Hands every retained message applied here to `sink` (the current ones first).
+    pub fn set_retained_sink(&self, sink: Arc<dyn crate::state::RetainedSink>) {
+        self.lock().replica.set_retained_sink(sink);
     }
 
     /// Registers a stream for a subscriber that applied up to `from`.

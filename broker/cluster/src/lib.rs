@@ -1,9 +1,12 @@
 //! halyard-cluster: the core/replicant cluster layer of Halyard.
 //!
 //! This crate owns:
-//! - the replicated vocabulary ([`NodeId`], [`Member`], [`RouteOp`], [`Command`]) and the
-//!   deterministic state machine ([`ClusterState`]: route rows filter -> owner nodes, and
-//!   members), with its compact snapshot encoding;
+//! - the replicated vocabulary ([`NodeId`], [`Member`], [`RouteOp`], [`RetainedOp`],
+//!   [`Command`]) and the deterministic state machine ([`ClusterState`]: route rows filter ->
+//!   owner nodes, members, and the retained messages), with its compact snapshot encoding;
+//! - retained messages as cluster-wide state (module `retained`): proposed like routes,
+//!   bounded by `cluster.retained_max_messages` / `retained_max_bytes`, expired by the
+//!   leader, handed to the server through a [`RetainedSink`];
 //! - the lock-free route view the data plane matches against ([`RouteTable`], shared as
 //!   `Arc`): "which nodes have subscribers for topic T" without taking a lock;
 //! - the core group on openraft 0.9 (module [`raft`]: storage-v2 log store and state
@@ -34,6 +37,10 @@
 //! // first local subscriber on a filter / last one gone:
 //! let idx = node.propose_routes(vec![RouteOp::Add { filter, node: node.id() }]).await?;
 //! node.wait_applied(idx).await?;                       // SUBACK after local apply (optional)
+//! // retained messages: the server's index follows the replicated state
+//! node.set_retained_sink(sink);                        // before serving
+//! let idx = node.propose_retained(RetainedOp::Set { topic, message }).await?;
+//! node.wait_applied(idx).await?;                       // then PUBACK a QoS 1/2 retained PUBLISH
 //! // publish: one copy per destination node, saying which shared groups it serves
 //! routes.plan(topic, &mut plan);                       // Vec<Dispatch>
 //! for d in plan.iter().filter(|d| d.node != node.id()) { node.send(d.node, encode(msg, d))?; }
@@ -69,6 +76,7 @@ mod links;
 mod node;
 pub mod raft;
 mod replicant;
+mod retained;
 mod server;
 mod state;
 mod status;
@@ -84,9 +92,11 @@ pub use node::ClusterNode;
 pub use replicant::MAX_SNAPSHOT_BYTES;
 pub use server::MAX_CLUSTER_CONNECTIONS;
 pub use state::{
-    ClusterState, Dispatch, Replica, RouteDelta, RouteTable, SharedPick, valid_route_filter,
+    ClusterState, Dispatch, Replica, RetainedDelta, RetainedSink, RouteDelta, RouteTable,
+    SharedPick, valid_route_filter,
 };
 pub use status::{ClusterStatus, StreamState};
 pub use types::{
-    ApplyOutcome, Command, LogIndex, Member, NodeId, NodeRole, RouteOp, node_id_for_name,
+    ApplyOutcome, Command, LogIndex, Member, NodeId, NodeRole, RetainedBatch, RetainedMessage,
+    RetainedOp, RouteOp, node_id_for_name,
 };

@@ -2,6 +2,7 @@
 //! handle the server calls.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,9 +18,11 @@ use crate::error::ClusterError;
 use crate::hub::Hub;
 use crate::links::{Inbound, Links};
 use crate::raft::{Disk, LogStore, NetworkFactory, Raft, StateMachine, raft_config};
-use crate::state::{RouteTable, valid_route_filter};
+use crate::state::{RetainedSink, RouteTable, valid_route_filter};
 use crate::status::{ClusterStatus, Counters, StreamState};
-use crate::types::{Command, LogIndex, Member, NodeId, NodeRole, RouteOp, node_id_for_name};
+use crate::types::{
+    Command, LogIndex, Member, NodeId, NodeRole, RetainedOp, RouteOp, node_id_for_name,
+};
 use crate::wire::{Hello, Identity, read_frame, write_frame};
 use crate::writes::{BatchItem, WritePool};
 
@@ -92,6 +95,7 @@ impl Shared {
 pub struct ClusterNode {
     shared: Arc<Shared>,
     batch_tx: mpsc::UnboundedSender<BatchItem>,
+    retained_tx: mpsc::UnboundedSender<BatchItem<RetainedOp>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -161,9 +165,10 @@ impl ClusterNode {
                 }
             })?;
         match ready_rx.recv() {
-            Ok(Ok((shared, batch_tx))) => Ok(ClusterNode {
+            Ok(Ok((shared, batch_tx, retained_tx))) => Ok(ClusterNode {
                 shared,
                 batch_tx,
+                retained_tx,
                 stop: Some(stop_tx),
                 thread: Some(thread),
             }),
@@ -228,6 +233,52 @@ impl ClusterNode {
             return Err(e);
         }
         rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Queues a retained-message change for the next batch (as [`ClusterNode::propose_routes`]
+    /// does for routes) before it returns, so this node's changes commit in the order of the
+    /// calls; the future resolves to the log index of the entry that committed it (it needs
+    /// no particular runtime, and dropping it does not withdraw the change); await
+    /// [`ClusterNode::wait_applied`] for this node's [`RetainedSink`] to have it. Fails at
+    /// once with [`ClusterError::RetainedFull`] when a `Set` for a new topic would pass
+    /// `cluster.retained_max_messages` or `cluster.retained_max_bytes` as applied here, or
+    /// is larger than one log entry (counted in `retained_over_limit`), and with
+    /// [`ClusterError::QueueFull`] (counted); otherwise resolves within
+    /// `cluster.write_timeout_ms`. A `Set` may still be refused when applied if other nodes
+    /// filled the cap meanwhile (counted in `retained_refused` on every node).
+    pub fn propose_retained(
+        &self,
+        op: RetainedOp,
+    ) -> Result<impl Future<Output = Result<LogIndex, ClusterError>> + Send + 'static, ClusterError>
+    {
+        let c = &self.shared.counters;
+        if let Err(e) = crate::retained::check(&self.shared, &op) {
+            c.retained_over_limit.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        let queued = c.retained_queue_len.fetch_add(1, Ordering::Relaxed);
+        if queued + 1 > self.shared.cfg.retained_queue_max as u64 {
+            c.retained_queue_len.fetch_sub(1, Ordering::Relaxed);
+            c.retained_queue_full.fetch_add(1, Ordering::Relaxed);
+            return Err(ClusterError::QueueFull);
+        }
+        let (reply, rx) = oneshot::channel();
+        let item = BatchItem {
+            ops: vec![op],
+            reply,
+        };
+        if self.retained_tx.send(item).is_err() {
+            c.retained_queue_len.fetch_sub(1, Ordering::Relaxed);
+            return Err(ClusterError::Stopped);
+        }
+        Ok(async move { rx.await.map_err(|_| ClusterError::Stopped)? })
+    }
+
+    /// Hands every retained message applied on this node to `sink`: at once the ones
+    /// applied so far, then each change as it is applied (from the Raft state machine on
+    /// cores, the stream on replicants, including snapshots). Call once, before serving.
+    pub fn set_retained_sink(&self, sink: Arc<dyn RetainedSink>) {
+        self.shared.hub.set_retained_sink(sink);
     }
 
     /// Removes this node from the cluster: its member record and every route row it owns
@@ -430,7 +481,11 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-type BootParts = (Arc<Shared>, mpsc::UnboundedSender<BatchItem>);
+type BootParts = (
+    Arc<Shared>,
+    mpsc::UnboundedSender<BatchItem>,
+    mpsc::UnboundedSender<BatchItem<RetainedOp>>,
+);
 
 /// Everything that happens on the control-plane runtime at start.
 async fn boot(
@@ -513,6 +568,8 @@ async fn boot(
     tokio::spawn(crate::server::serve(shared.clone(), listener));
     let (batch_tx, batch_rx) = mpsc::unbounded_channel();
     tokio::spawn(crate::writes::batcher(shared.clone(), batch_rx));
+    let (retained_tx, retained_rx) = mpsc::unbounded_channel();
+    tokio::spawn(crate::writes::batcher(shared.clone(), retained_rx));
     tokio::spawn(crate::autoclean::reassert_task(
         shared.clone(),
         batch_tx.clone(),
@@ -520,11 +577,12 @@ async fn boot(
     if shared.core.is_some() {
         tokio::spawn(form_if_first(shared.clone()));
         tokio::spawn(crate::autoclean::leader_task(shared.clone()));
+        tokio::spawn(crate::retained::expiry_task(shared.clone()));
     } else {
         tokio::spawn(crate::replicant::run(shared.clone()));
     }
     tokio::spawn(join_loop(shared.clone()));
-    Ok((shared, batch_tx))
+    Ok((shared, batch_tx, retained_tx))
 }
 
 /// Records this node in the member table (retried until it commits).

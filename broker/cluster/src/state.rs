@@ -2,7 +2,8 @@
 //! plane matches against ([`RouteTable`]), kept together by [`Replica`].
 //!
 //! Applying a command is deterministic: the same commands in the same order give the same
-//! state on every core and replicant (ordered maps only, no clock, no randomness).
+//! state on every core and replicant (ordered maps only, no clock, no randomness; retained
+//! messages expire by an explicit [`RetainedOp::Expire`] the leader proposes).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,10 +13,32 @@ use halyard_topics::{Match, SubscriptionTrie, TopicLimits, TrieBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClusterError;
-use crate::types::{ApplyOutcome, Command, LogIndex, Member, NodeId, RouteOp};
+use crate::types::{
+    ApplyOutcome, Command, LogIndex, Member, NodeId, RetainedBatch, RetainedMessage, RetainedOp,
+    RouteOp,
+};
 
-/// Version byte that opens every encoded snapshot.
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version byte that opens every encoded snapshot (2: with retained messages; 1 is still
+/// read).
+const SNAPSHOT_VERSION: u8 = 2;
+
+/// A retained message that changed while applying a command or installing a snapshot, in
+/// the order the changes happened (see [`RetainedSink`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetainedDelta {
+    /// `topic` now retains this message (new or replaced).
+    Set(String, Arc<RetainedMessage>),
+    /// `topic` no longer retains a message (deleted or expired).
+    Removed(String),
+}
+
+/// Where a node's applied retained messages go (the server's local index). Called under the
+/// replica's lock, in apply order, right after each command or snapshot: keep it short and
+/// never call back into the cluster node from it.
+pub trait RetainedSink: Send + Sync {
+    /// Applies `changes` in order.
+    fn apply(&self, changes: &[RetainedDelta]);
+}
 
 /// A route row that appeared or disappeared while applying a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +56,35 @@ pub struct ClusterState {
     /// Index: node -> the filters it owns rows for (derived, never encoded).
     by_node: BTreeMap<NodeId, BTreeSet<String>>,
     members: BTreeMap<NodeId, Member>,
+    /// Retained messages by topic.
+    retained: BTreeMap<String, Arc<RetainedMessage>>,
+    /// Sum of [`RetainedMessage::cost`] over `retained` (derived, never encoded).
+    retained_bytes: u64,
+    /// Index: (expiry, topic) of every retained message that expires (derived).
+    expiring: BTreeSet<(u64, String)>,
 }
 
-/// The encoded form of a [`ClusterState`] (postcard after a version byte).
-#[derive(Serialize, Deserialize)]
+/// The encoded form of a [`ClusterState`] before retained messages (version 1).
+#[derive(Deserialize)]
 struct SnapshotV1 {
     routes: Vec<(String, Vec<NodeId>)>,
     members: Vec<Member>,
+}
+
+/// The encoded form of a [`ClusterState`] (postcard after the version byte 2).
+#[derive(Deserialize)]
+struct SnapshotV2 {
+    routes: Vec<(String, Vec<NodeId>)>,
+    members: Vec<Member>,
+    retained: Vec<(String, RetainedMessage)>,
+}
+
+/// [`SnapshotV2`] borrowing the state (same encoding; bodies are not copied).
+#[derive(Serialize)]
+struct SnapshotV2Ref<'a> {
+    routes: Vec<(&'a str, Vec<NodeId>)>,
+    members: Vec<&'a Member>,
+    retained: Vec<(&'a str, &'a RetainedMessage)>,
 }
 
 /// Whether `filter` may be stored as a route (a valid filter or `$share/{group}/{filter}`).
@@ -58,10 +103,23 @@ impl ClusterState {
         Self::default()
     }
 
-    /// Applies `cmd`, appending every route row change to `delta`.
+    /// Applies `cmd`, appending every route row change to `delta` (retained changes are
+    /// not reported: see [`ClusterState::apply_all`]).
     pub fn apply(&mut self, cmd: &Command, delta: &mut Vec<RouteDelta>) -> ApplyOutcome {
+        self.apply_all(cmd, delta, &mut Vec::new())
+    }
+
+    /// Applies `cmd`, appending every route row change to `delta` and every retained
+    /// message change to `retained`.
+    pub fn apply_all(
+        &mut self,
+        cmd: &Command,
+        delta: &mut Vec<RouteDelta>,
+        retained: &mut Vec<RetainedDelta>,
+    ) -> ApplyOutcome {
         let mut out = ApplyOutcome::default();
         match cmd {
+            Command::Retained(batch) => self.apply_retained(batch, retained, &mut out),
             Command::Routes(ops) => {
                 for op in ops {
                     self.apply_route_op(op, delta, &mut out);
@@ -132,6 +190,104 @@ impl ClusterState {
         }
     }
 
+    fn apply_retained(
+        &mut self,
+        batch: &RetainedBatch,
+        delta: &mut Vec<RetainedDelta>,
+        out: &mut ApplyOutcome,
+    ) {
+        for op in &batch.ops {
+            match op {
+                RetainedOp::Set { topic, message } => {
+                    if TopicLimits::default().validate_topic_name(topic).is_err() {
+                        out.rejected += 1;
+                        continue;
+                    }
+                    let old = self.retained.get(topic.as_str()).map(|m| m.cost(topic));
+                    let new = message.cost(topic);
+                    let count_full =
+                        old.is_none() && self.retained.len() as u64 >= batch.max_messages;
+                    let bytes_after = self.retained_bytes - old.unwrap_or(0) + new;
+                    let bytes_full = new > old.unwrap_or(0) && bytes_after > batch.max_bytes;
+                    if count_full || bytes_full {
+                        out.retained_refused += 1;
+                        continue;
+                    }
+                    self.remove_retained(topic);
+                    let m = Arc::new(message.clone());
+                    if let Some(at) = m.expires_at_unix_ms {
+                        self.expiring.insert((at, topic.clone()));
+                    }
+                    self.retained_bytes += new;
+                    self.retained.insert(topic.clone(), m.clone());
+                    delta.push(RetainedDelta::Set(topic.clone(), m));
+                    out.changed += 1;
+                }
+                RetainedOp::Delete { topic } => {
+                    if self.remove_retained(topic) {
+                        delta.push(RetainedDelta::Removed(topic.clone()));
+                        out.changed += 1;
+                    }
+                }
+                RetainedOp::Expire { topic, at_unix_ms } => {
+                    let same = self
+                        .retained
+                        .get(topic.as_str())
+                        .is_some_and(|m| m.expires_at_unix_ms == Some(*at_unix_ms));
+                    if same && self.remove_retained(topic) {
+                        delta.push(RetainedDelta::Removed(topic.clone()));
+                        out.changed += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_retained(&mut self, topic: &str) -> bool {
+        let Some(old) = self.retained.remove(topic) else {
+            return false;
+        };
+        self.retained_bytes -= old.cost(topic);
+        if let Some(at) = old.expires_at_unix_ms {
+            self.expiring.remove(&(at, topic.to_owned()));
+        }
+        true
+    }
+
+    /// The retained message of `topic`.
+    pub fn retained(&self, topic: &str) -> Option<&Arc<RetainedMessage>> {
+        self.retained.get(topic)
+    }
+
+    /// Every retained message, in topic order.
+    pub fn retained_iter(&self) -> impl Iterator<Item = (&str, &Arc<RetainedMessage>)> {
+        self.retained.iter().map(|(t, m)| (t.as_str(), m))
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Sum of [`RetainedMessage::cost`] over the retained messages.
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained_bytes
+    }
+
+    /// Up to `max` retained messages that expired at or before `now_unix_ms`, as the
+    /// [`RetainedOp::Expire`] operations that remove them (oldest expiry first).
+    pub fn expired_retained(&self, now_unix_ms: u64, max: usize) -> Vec<RetainedOp> {
+        self.expiring
+            .iter()
+            .take_while(|(at, _)| *at <= now_unix_ms)
+            .take(max)
+            .map(|(at, topic)| RetainedOp::Expire {
+                topic: topic.clone(),
+                at_unix_ms: *at,
+            })
+            .collect()
+    }
+
     fn remove_row(&mut self, filter: &str, node: NodeId) -> bool {
         let Some(nodes) = self.routes.get_mut(filter) else {
             return false;
@@ -190,19 +346,24 @@ impl ClusterState {
 
     /// The compact encoding: a version byte, then postcard.
     pub fn snapshot(&self) -> Vec<u8> {
-        let snap = SnapshotV1 {
+        let snap = SnapshotV2Ref {
             routes: self
                 .routes
                 .iter()
-                .map(|(f, nodes)| (f.clone(), nodes.iter().copied().collect()))
+                .map(|(f, nodes)| (f.as_str(), nodes.iter().copied().collect()))
                 .collect(),
-            members: self.members.values().cloned().collect(),
+            members: self.members.values().collect(),
+            retained: self
+                .retained
+                .iter()
+                .map(|(t, m)| (t.as_str(), &**m))
+                .collect(),
         };
         let out = vec![SNAPSHOT_VERSION];
         // Serialising plain strings, integers and vectors into a Vec cannot fail.
         match postcard::to_extend(&snap, out) {
             Ok(v) => v,
-            Err(_) => unreachable!("postcard into a Vec cannot fail for SnapshotV1"),
+            Err(_) => unreachable!("postcard into a Vec cannot fail for SnapshotV2"),
         }
     }
 
@@ -211,12 +372,27 @@ impl ClusterState {
         let (version, body) = bytes
             .split_first()
             .ok_or_else(|| ClusterError::Decode("empty snapshot".into()))?;
-        if *version != SNAPSHOT_VERSION {
-            return Err(ClusterError::Decode(format!("snapshot version {version}")));
-        }
-        let snap: SnapshotV1 =
-            postcard::from_bytes(body).map_err(|e| ClusterError::Decode(e.to_string()))?;
+        let decode = |e: postcard::Error| ClusterError::Decode(e.to_string());
+        let snap: SnapshotV2 = match version {
+            1 => {
+                let v1: SnapshotV1 = postcard::from_bytes(body).map_err(decode)?;
+                SnapshotV2 {
+                    routes: v1.routes,
+                    members: v1.members,
+                    retained: Vec::new(),
+                }
+            }
+            2 => postcard::from_bytes(body).map_err(decode)?,
+            _ => return Err(ClusterError::Decode(format!("snapshot version {version}"))),
+        };
         let mut state = ClusterState::new();
+        for (topic, m) in snap.retained {
+            if let Some(at) = m.expires_at_unix_ms {
+                state.expiring.insert((at, topic.clone()));
+            }
+            state.retained_bytes += m.cost(&topic);
+            state.retained.insert(topic, Arc::new(m));
+        }
         for (filter, nodes) in snap.routes {
             for node in &nodes {
                 state
@@ -381,6 +557,14 @@ pub struct Replica {
     routes: Arc<RouteTable>,
     applied: LogIndex,
     delta: Vec<RouteDelta>,
+    retained_delta: Vec<RetainedDelta>,
+    sink: Option<Arc<dyn RetainedSink>>,
+}
+
+impl std::fmt::Debug for dyn RetainedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetainedSink")
+    }
 }
 
 impl Replica {
@@ -391,7 +575,32 @@ impl Replica {
             routes,
             applied: 0,
             delta: Vec::new(),
+            retained_delta: Vec::new(),
+            sink: None,
         }
+    }
+
+    /// From now on, hands every retained change to `sink`; first it gets every retained
+    /// message of the current state (as [`RetainedDelta::Set`]s).
+    pub fn set_retained_sink(&mut self, sink: Arc<dyn RetainedSink>) {
+        let all: Vec<RetainedDelta> = self
+            .state
+            .retained_iter()
+            .map(|(t, m)| RetainedDelta::Set(t.to_owned(), m.clone()))
+            .collect();
+        if !all.is_empty() {
+            sink.apply(&all);
+        }
+        self.sink = Some(sink);
+    }
+
+    fn flush_retained(&mut self) {
+        if let Some(sink) = &self.sink
+            && !self.retained_delta.is_empty()
+        {
+            sink.apply(&self.retained_delta);
+        }
+        self.retained_delta.clear();
     }
 
     /// The state.
@@ -419,8 +628,11 @@ impl Replica {
         let mut out = ApplyOutcome::default();
         if let Some(cmd) = cmd {
             self.delta.clear();
-            out = self.state.apply(cmd, &mut self.delta);
+            out = self
+                .state
+                .apply_all(cmd, &mut self.delta, &mut self.retained_delta);
             self.routes.apply_delta(&self.delta);
+            self.flush_retained();
         }
         self.applied = index;
         self.routes.applied.store(index, Ordering::Release);
@@ -442,7 +654,20 @@ impl Replica {
             }
         }
         self.routes.apply_delta(&delta);
+        for (t, _) in self.state.retained_iter() {
+            if state.retained(t).is_none() {
+                self.retained_delta
+                    .push(RetainedDelta::Removed(t.to_owned()));
+            }
+        }
+        for (t, m) in state.retained_iter() {
+            if self.state.retained(t) != Some(m) {
+                self.retained_delta
+                    .push(RetainedDelta::Set(t.to_owned(), m.clone()));
+            }
+        }
         self.state = state;
+        self.flush_retained();
         self.applied = index;
         self.routes.applied.store(index, Ordering::Release);
     }
@@ -493,7 +718,8 @@ mod tests {
             out,
             ApplyOutcome {
                 changed: 4,
-                rejected: 1
+                rejected: 1,
+                retained_refused: 0,
             }
         );
         assert_eq!(nodes(r.routes(), "a/b"), vec![1, 2, 3]);
@@ -614,6 +840,203 @@ mod tests {
         assert_eq!(b.routes().trie().len(), a.routes().trie().len());
     }
 
+    fn set(topic: &str, body: &[u8], expires: Option<u64>) -> RetainedOp {
+        RetainedOp::Set {
+            topic: topic.into(),
+            message: RetainedMessage {
+                expires_at_unix_ms: expires,
+                body: body.to_vec(),
+            },
+        }
+    }
+
+    fn retained(ops: Vec<RetainedOp>, max_messages: u64, max_bytes: u64) -> Command {
+        Command::Retained(RetainedBatch {
+            ops,
+            max_messages,
+            max_bytes,
+        })
+    }
+
+    /// Records what a [`Replica`] hands its sink, as the server's index would hold it.
+    #[derive(Default)]
+    struct Mirror(std::sync::Mutex<BTreeMap<String, Vec<u8>>>);
+
+    impl RetainedSink for Mirror {
+        fn apply(&self, changes: &[RetainedDelta]) {
+            let mut m = self.0.lock().unwrap();
+            for c in changes {
+                match c {
+                    RetainedDelta::Set(t, msg) => {
+                        m.insert(t.clone(), msg.body.clone());
+                    }
+                    RetainedDelta::Removed(t) => {
+                        m.remove(t);
+                    }
+                }
+            }
+        }
+    }
+
+    fn bodies(s: &ClusterState) -> BTreeMap<String, Vec<u8>> {
+        s.retained_iter()
+            .map(|(t, m)| (t.to_owned(), m.body.clone()))
+            .collect()
+    }
+
+    /// [MQTT-3.3.1-5] [MQTT-3.3.1-6]: a retained message replaces the topic's previous
+    /// one, an empty payload (Delete) removes it; the caps refuse new topics and growth.
+    #[test]
+    fn retained_set_replace_delete_and_caps() {
+        let mut s = ClusterState::new();
+        let mut d = Vec::new();
+        let big = u64::MAX;
+        let out = s.apply(
+            &retained(
+                vec![
+                    set("a", b"1", None),
+                    set("b", b"2", None),
+                    set("a", b"3", None),
+                ],
+                big,
+                big,
+            ),
+            &mut d,
+        );
+        assert_eq!(out.changed, 3);
+        assert_eq!(bodies(&s).get("a").map(Vec::as_slice), Some(&b"3"[..]));
+        assert_eq!(s.retained_count(), 2);
+        assert_eq!(s.retained_bytes(), 4);
+        // Invalid topic names (wildcards) are rejected, not stored.
+        let out = s.apply(&retained(vec![set("x/+", b"1", None)], big, big), &mut d);
+        assert_eq!(out.rejected, 1);
+        // Count cap: a new topic is refused at 2, a replacement is not.
+        let out = s.apply(
+            &retained(vec![set("c", b"1", None), set("b", b"22", None)], 2, big),
+            &mut d,
+        );
+        assert_eq!((out.changed, out.retained_refused), (1, 1));
+        assert_eq!(s.retained_count(), 2);
+        // Byte cap: growth beyond it is refused, shrinking is not.
+        let out = s.apply(
+            &retained(vec![set("b", b"222222", None), set("b", b"", None)], big, 5),
+            &mut d,
+        );
+        assert_eq!((out.changed, out.retained_refused), (1, 1));
+        assert_eq!(s.retained_bytes(), 3);
+        s.apply(
+            &retained(
+                vec![
+                    RetainedOp::Delete { topic: "a".into() },
+                    RetainedOp::Delete { topic: "zz".into() },
+                ],
+                big,
+                big,
+            ),
+            &mut d,
+        );
+        assert_eq!(bodies(&s).keys().collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(s.retained_bytes(), 1);
+    }
+
+    #[test]
+    fn expiry_removes_only_the_message_that_expired() {
+        let mut s = ClusterState::new();
+        let mut d = Vec::new();
+        let big = u64::MAX;
+        s.apply(
+            &retained(
+                vec![
+                    set("a", b"1", Some(100)),
+                    set("b", b"2", Some(300)),
+                    set("c", b"3", None),
+                ],
+                big,
+                big,
+            ),
+            &mut d,
+        );
+        assert!(s.expired_retained(99, 10).is_empty());
+        let due = s.expired_retained(300, 10);
+        assert_eq!(due.len(), 2);
+        assert_eq!(s.expired_retained(300, 1).len(), 1, "bounded");
+        // "b" was replaced after the sweep looked: its Expire leaves the new one alone.
+        s.apply(
+            &retained(vec![set("b", b"new", Some(900))], big, big),
+            &mut d,
+        );
+        s.apply(&retained(due, big, big), &mut d);
+        assert_eq!(
+            bodies(&s).keys().collect::<Vec<_>>(),
+            vec!["b", "c"],
+            "a expired, b replaced"
+        );
+        assert_eq!(s.expired_retained(1000, 10).len(), 1);
+    }
+
+    #[test]
+    fn retained_survive_snapshots_and_reach_the_sink_in_order() {
+        let big = u64::MAX;
+        let mut a = Replica::new(Arc::new(RouteTable::new()));
+        let early = Arc::new(Mirror::default());
+        a.apply(
+            1,
+            Some(&retained(vec![set("t/1", b"x", Some(5))], big, big)),
+        );
+        a.set_retained_sink(early.clone());
+        assert_eq!(early.0.lock().unwrap().len(), 1, "current messages first");
+        a.apply(
+            2,
+            Some(&retained(
+                vec![
+                    set("t/2", b"y", None),
+                    RetainedOp::Delete {
+                        topic: "t/1".into(),
+                    },
+                ],
+                big,
+                big,
+            )),
+        );
+        assert_eq!(*early.0.lock().unwrap(), bodies(a.state()));
+
+        let restored = ClusterState::restore(&a.state().snapshot()).unwrap();
+        assert_eq!(&restored, a.state());
+        assert_eq!(restored.retained_bytes(), a.state().retained_bytes());
+
+        // A replica with other messages installs the snapshot: its sink sees the difference.
+        let mut b = Replica::new(Arc::new(RouteTable::new()));
+        let mirror = Arc::new(Mirror::default());
+        b.set_retained_sink(mirror.clone());
+        b.apply(
+            1,
+            Some(&retained(
+                vec![set("old", b"o", None), set("t/2", b"stale", None)],
+                big,
+                big,
+            )),
+        );
+        b.install(2, restored);
+        assert_eq!(*mirror.0.lock().unwrap(), bodies(a.state()));
+    }
+
+    #[test]
+    fn version_1_snapshots_are_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            routes: Vec<(String, Vec<NodeId>)>,
+            members: Vec<Member>,
+        }
+        let v1 = V1 {
+            routes: vec![("a/#".into(), vec![1, 2])],
+            members: vec![member(1, 1)],
+        };
+        let bytes = postcard::to_extend(&v1, vec![1u8]).unwrap();
+        let s = ClusterState::restore(&bytes).unwrap();
+        assert_eq!(s.route_rows(), 2);
+        assert_eq!(s.retained_count(), 0);
+    }
+
     #[test]
     fn restore_rejects_garbage() {
         assert!(ClusterState::restore(&[]).is_err());
@@ -627,6 +1050,14 @@ mod tests {
             .map(|i| {
                 if i % 7 == 0 {
                     Command::Routes(vec![RouteOp::RemoveNode(i % 5)])
+                } else if i % 3 == 0 {
+                    let t = format!("r/{}", i % 11);
+                    let op = if i % 2 == 0 {
+                        set(&t, &i.to_be_bytes(), Some(i))
+                    } else {
+                        RetainedOp::Delete { topic: t }
+                    };
+                    retained(vec![op], 8, 64)
                 } else {
                     Command::Routes(vec![add(&format!("t/{}/+", i % 13), i % 5)])
                 }

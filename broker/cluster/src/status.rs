@@ -74,6 +74,12 @@ pub(crate) struct Counters {
     pub link_inflight_full: AtomicU64,
     pub link_duplicates: AtomicU64,
     pub link_departed_dropped: AtomicU64,
+    pub retained_queue_len: AtomicU64,
+    pub retained_queue_full: AtomicU64,
+    pub retained_ops_proposed: AtomicU64,
+    pub retained_entries_proposed: AtomicU64,
+    pub retained_over_limit: AtomicU64,
+    pub retained_expired: AtomicU64,
 }
 
 impl Counters {
@@ -186,6 +192,27 @@ pub struct ClusterStatus {
     pub members: u64,
     /// Route rows (filter, node) in the replicated table.
     pub route_rows: u64,
+    /// Retained messages in the replicated state.
+    pub retained: u64,
+    /// Bytes (topic + encoded message) of those retained messages.
+    pub retained_bytes: u64,
+    /// Retained changes waiting to be batched.
+    pub retained_queue_len: u64,
+    /// Retained changes refused because `cluster.retained_queue_max` were waiting.
+    pub retained_queue_full: u64,
+    /// Retained changes this node proposed.
+    pub retained_ops_proposed: u64,
+    /// Log entries (batches) those changes went into.
+    pub retained_entries_proposed: u64,
+    /// Retained messages this node refused before proposing: `cluster.retained_max_messages`
+    /// or `cluster.retained_max_bytes` reached as seen here, or one message larger than a
+    /// log entry may be.
+    pub retained_over_limit: u64,
+    /// Retained messages refused when applied because a cap was reached (concurrent
+    /// proposals from several nodes; every node counts the same).
+    pub retained_refused: u64,
+    /// Cores: expired retained messages this core's sweep removed while it led.
+    pub retained_expired: u64,
 }
 
 impl ClusterStatus {
@@ -285,6 +312,36 @@ impl ClusterStatus {
             ("halyard_cluster_reasserts_total", self.reasserts as f64),
             ("halyard_cluster_members", self.members as f64),
             ("halyard_cluster_route_rows", self.route_rows as f64),
+            ("halyard_cluster_retained", self.retained as f64),
+            ("halyard_cluster_retained_bytes", self.retained_bytes as f64),
+            (
+                "halyard_cluster_retained_queue_len",
+                self.retained_queue_len as f64,
+            ),
+            (
+                "halyard_cluster_retained_queue_full_total",
+                self.retained_queue_full as f64,
+            ),
+            (
+                "halyard_cluster_retained_ops_proposed_total",
+                self.retained_ops_proposed as f64,
+            ),
+            (
+                "halyard_cluster_retained_entries_proposed_total",
+                self.retained_entries_proposed as f64,
+            ),
+            (
+                "halyard_cluster_retained_over_limit_total",
+                self.retained_over_limit as f64,
+            ),
+            (
+                "halyard_cluster_retained_refused_total",
+                self.retained_refused as f64,
+            ),
+            (
+                "halyard_cluster_retained_expired_total",
+                self.retained_expired as f64,
+            ),
         ];
         if self.role == NodeRole::Core {
             m.push(("halyard_cluster_raft_fsyncs_total", self.raft_fsyncs as f64));

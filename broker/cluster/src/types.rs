@@ -80,6 +80,65 @@ pub enum Command {
     Join(Member),
     /// A node left: its member record and all its route rows are removed.
     Leave(NodeId),
+    /// A batch of retained-message changes, applied in order (appended last: the variant
+    /// index is part of the encoding of stored logs).
+    Retained(RetainedBatch),
+}
+
+/// A retained message as replicated. The cluster layer does not look inside `body` (the
+/// server's encoding of the whole message); it only needs the expiry to drop it in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedMessage {
+    /// When the message expires (wall clock, Unix milliseconds; `None`: never). The core
+    /// group's leader removes expired messages with [`RetainedOp::Expire`].
+    pub expires_at_unix_ms: Option<u64>,
+    /// The message in the server's encoding.
+    pub body: Vec<u8>,
+}
+
+impl RetainedMessage {
+    /// The bytes a retained message for `topic` counts against `retained_max_bytes`.
+    pub fn cost(&self, topic: &str) -> u64 {
+        (topic.len() + self.body.len()) as u64
+    }
+}
+
+/// One change to the retained messages (topic -> message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetainedOp {
+    /// Retain `message` for `topic`, replacing the previous one [MQTT-3.3.1-5].
+    Set {
+        /// The topic name.
+        topic: String,
+        /// The message.
+        message: RetainedMessage,
+    },
+    /// Remove `topic`'s retained message (a PUBLISH with RETAIN and an empty payload)
+    /// [MQTT-3.3.1-6].
+    Delete {
+        /// The topic name.
+        topic: String,
+    },
+    /// Remove `topic`'s retained message if it still expires at `at_unix_ms` (the leader's
+    /// sweep; a newer message on the topic is left alone).
+    Expire {
+        /// The topic name.
+        topic: String,
+        /// The expiry of the message the sweep saw.
+        at_unix_ms: u64,
+    },
+}
+
+/// Retained changes with the caps they are applied under. The caps travel with the command
+/// so every node applies the same ones, whatever its own configuration says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedBatch {
+    /// The changes, in order.
+    pub ops: Vec<RetainedOp>,
+    /// A `Set` for a new topic is refused when this many messages are retained.
+    pub max_messages: u64,
+    /// A `Set` that grows the total ([`RetainedMessage::cost`]) beyond this is refused.
+    pub max_bytes: u64,
 }
 
 /// What applying a [`Command`] did; returned to the proposer.
@@ -87,8 +146,11 @@ pub enum Command {
 pub struct ApplyOutcome {
     /// Route rows added or removed (operations that changed nothing do not count).
     pub changed: u64,
-    /// Operations skipped because their filter is invalid (counted, never applied).
+    /// Operations skipped because their filter or topic is invalid (counted, never
+    /// applied).
     pub rejected: u64,
+    /// Retained `Set`s refused because a cap of their batch was reached.
+    pub retained_refused: u64,
 }
 
 #[cfg(test)]

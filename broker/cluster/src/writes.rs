@@ -1,9 +1,9 @@
-//! The write path: route batching, proposing on the leader, forwarding to the leader or to
-//! a core, and the status snapshot.
+//! The write path: route and retained batching, proposing on the leader, forwarding to the
+//! leader or to a core, and the status snapshot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -11,10 +11,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::node::Shared;
 use crate::status::{ClusterStatus, Counters, StreamState};
-use crate::types::{Command, LogIndex, RouteOp};
+use crate::types::{Command, LogIndex, RetainedBatch, RetainedOp, RouteOp};
 use crate::wire::{Hello, WriteRequest, WriteResponse, read_frame, write_frame};
 
 /// Most cores a write may pass through before it must reach the leader.
@@ -23,20 +24,74 @@ const MAX_HOPS: u8 = 3;
 /// Idle forwarding connections kept per destination.
 const POOL_IDLE_MAX: usize = 8;
 
-/// Route operations waiting for the batcher, with the proposer's reply channel.
-pub(crate) struct BatchItem {
-    pub ops: Vec<RouteOp>,
+/// Operations waiting for a batcher (route or retained changes), with the proposer's reply
+/// channel.
+pub(crate) struct BatchItem<T = RouteOp> {
+    pub ops: Vec<T>,
     pub reply: oneshot::Sender<Result<LogIndex, ClusterError>>,
 }
 
-/// Collects route operations for `route_batch_interval_ms` (or until `route_batch_max`)
-/// and proposes each batch as one entry. Batches are proposed one after the other, so this
-/// node's route changes commit in the order they were proposed.
-pub(crate) async fn batcher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<BatchItem>) {
+/// Operations a node batches into log entries.
+pub(crate) trait Batchable: Sized + Send + 'static {
+    /// An upper estimate of the encoded size of `ops`.
+    fn bytes(ops: &[Self]) -> usize;
+    /// The log entry of one batch.
+    fn command(ops: Vec<Self>, cfg: &ClusterConfig) -> Command;
+    /// The batcher's counters: queue length, operations and entries proposed.
+    fn counters(c: &Counters) -> [&AtomicU64; 3];
+}
+
+impl Batchable for RouteOp {
+    fn bytes(ops: &[Self]) -> usize {
+        ops_bytes(ops)
+    }
+
+    fn command(ops: Vec<Self>, _: &ClusterConfig) -> Command {
+        Command::Routes(ops)
+    }
+
+    fn counters(c: &Counters) -> [&AtomicU64; 3] {
+        [
+            &c.route_queue_len,
+            &c.route_ops_proposed,
+            &c.route_entries_proposed,
+        ]
+    }
+}
+
+impl Batchable for RetainedOp {
+    fn bytes(ops: &[Self]) -> usize {
+        retained_bytes(ops)
+    }
+
+    fn command(ops: Vec<Self>, cfg: &ClusterConfig) -> Command {
+        Command::Retained(RetainedBatch {
+            ops,
+            max_messages: cfg.retained_max_messages as u64,
+            max_bytes: cfg.retained_max_bytes as u64,
+        })
+    }
+
+    fn counters(c: &Counters) -> [&AtomicU64; 3] {
+        [
+            &c.retained_queue_len,
+            &c.retained_ops_proposed,
+            &c.retained_entries_proposed,
+        ]
+    }
+}
+
+/// Collects operations for `route_batch_interval_ms` (or until `route_batch_max`) and
+/// proposes each batch as one entry. Batches are proposed one after the other, so this
+/// node's changes of one kind commit in the order they were proposed.
+pub(crate) async fn batcher<T: Batchable>(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<BatchItem<T>>,
+) {
     let interval = Duration::from_millis(shared.cfg.route_batch_interval_ms);
     let max = shared.cfg.route_batch_max;
     let max_bytes = max_entry_bytes(&shared.cfg);
-    let mut carry: Option<BatchItem> = None;
+    let mut carry: Option<BatchItem<T>> = None;
     loop {
         let first = match carry.take() {
             Some(item) => item,
@@ -46,13 +101,13 @@ pub(crate) async fn batcher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
             },
         };
         let mut n = first.ops.len();
-        let mut bytes = ops_bytes(&first.ops);
+        let mut bytes = T::bytes(&first.ops);
         let mut items = vec![first];
         let deadline = Instant::now() + interval;
         while n < max {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(item)) => {
-                    let b = ops_bytes(&item.ops);
+                    let b = T::bytes(&item.ops);
                     if bytes + b > max_bytes {
                         carry = Some(item);
                         break;
@@ -70,11 +125,11 @@ pub(crate) async fn batcher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
             ops.extend(item.ops);
             replies.push(item.reply);
         }
-        let c = &shared.counters;
-        c.route_queue_len.fetch_sub(n as u64, Ordering::Relaxed);
-        c.route_ops_proposed.fetch_add(n as u64, Ordering::Relaxed);
-        c.route_entries_proposed.fetch_add(1, Ordering::Relaxed);
-        let res = submit(&shared, Command::Routes(ops), 0).await;
+        let [queue_len, ops_proposed, entries_proposed] = T::counters(&shared.counters);
+        queue_len.fetch_sub(n as u64, Ordering::Relaxed);
+        ops_proposed.fetch_add(n as u64, Ordering::Relaxed);
+        entries_proposed.fetch_add(1, Ordering::Relaxed);
+        let res = submit(&shared, T::command(ops, &shared.cfg), 0).await;
         for reply in replies {
             let _ = reply.send(match &res {
                 Ok(i) => Ok(*i),
@@ -96,6 +151,16 @@ pub(crate) fn ops_bytes(ops: &[RouteOp]) -> usize {
         .map(|op| match op {
             RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => filter.len() + 16,
             RouteOp::RemoveNode(_) => 12,
+        })
+        .sum()
+}
+
+/// An upper estimate of the encoded size of retained `ops`.
+pub(crate) fn retained_bytes(ops: &[RetainedOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            RetainedOp::Set { topic, message } => topic.len() + message.body.len() + 24,
+            RetainedOp::Delete { topic } | RetainedOp::Expire { topic, .. } => topic.len() + 16,
         })
         .sum()
 }
@@ -222,13 +287,15 @@ async fn forward(
 /// Builds a [`ClusterStatus`] from the shared state.
 pub(crate) fn status(shared: &Shared) -> ClusterStatus {
     let c = &shared.counters;
-    let (applied, members, route_rows) = {
+    let (applied, members, route_rows, retained, retained_bytes) = {
         let g = shared.hub.lock();
         let s = g.replica.state();
         (
             g.replica.applied(),
             s.members().len() as u64,
             s.route_rows() as u64,
+            s.retained_count() as u64,
+            s.retained_bytes(),
         )
     };
     let mut st = ClusterStatus {
@@ -286,6 +353,15 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         reasserts: Counters::get(&c.reasserts),
         members,
         route_rows,
+        retained,
+        retained_bytes,
+        retained_queue_len: Counters::get(&c.retained_queue_len),
+        retained_queue_full: Counters::get(&c.retained_queue_full),
+        retained_ops_proposed: Counters::get(&c.retained_ops_proposed),
+        retained_entries_proposed: Counters::get(&c.retained_entries_proposed),
+        retained_over_limit: Counters::get(&c.retained_over_limit),
+        retained_refused: shared.hub.retained_refused.load(Ordering::Relaxed),
+        retained_expired: Counters::get(&c.retained_expired),
     };
     match &shared.core {
         Some(core) => {

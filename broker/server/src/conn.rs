@@ -352,9 +352,20 @@ impl ConnTask {
                     if self.ctx.broker.durable.is_enabled() {
                         self.stage_publish(now, packet_id, message);
                     } else {
-                        let (code, cluster_acks) = self.on_publish(&message);
-                        if let Some(wait) = cluster_acks {
-                            wait.await;
+                        let (mut code, cluster_wait) = self.on_publish(&message);
+                        if let Some(wait) = cluster_wait
+                            && let Err(e) = wait.await
+                        {
+                            match crate::cluster::retained::refusal(
+                                self.conn.protocol_version(),
+                                &e,
+                            ) {
+                                Some(refused) => code = refused,
+                                None => {
+                                    self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
+                                    continue;
+                                }
+                            }
                         }
                         if let Some(id) = packet_id {
                             self.conn.complete_publish(now, id, code);
@@ -516,20 +527,25 @@ impl ConnTask {
     }
 
     /// Routes a PUBLISH; the code for its PUBACK/PUBREC: 0x87 when the ACL refuses the topic
-    /// (5.0; a 3.1.1 client gets a normal acknowledgement and the message is dropped).
+    /// (5.0; a 3.1.1 client gets a normal acknowledgement and the message is dropped). In a
+    /// cluster, also what a QoS 1/2 acknowledgement waits for (the destination nodes, and
+    /// the commit of a retained update).
     fn on_publish(
         &mut self,
         message: &Arc<Message>,
-    ) -> (ReasonCode, Option<crate::cluster::AckWait>) {
+    ) -> (ReasonCode, Option<crate::cluster::retained::RetainWait>) {
         if let Some(code) = self.publish_denied(message) {
             return (code, None);
         }
         let broker = &self.ctx.broker;
-        if message.retain {
-            publish::update_retained(broker, self.ctx.stats(), message);
-        }
+        let retained = if message.retain {
+            publish::update_retained(broker, self.ctx.stats(), message)
+        } else {
+            None
+        };
         let (_, cluster_acks) = publish::route_acked(broker, message, &mut self.outbox, true);
-        (ReasonCode::SUCCESS, cluster_acks)
+        let wait = crate::cluster::retained::ack_wait(message.qos, cluster_acks, retained);
+        (ReasonCode::SUCCESS, wait)
     }
 
     /// The acknowledgement code of a PUBLISH the ACL refuses (0x87 for 5.0; a 3.1.1 client

@@ -409,7 +409,13 @@ fn restore_into(
     restored: RestoredState,
     n: usize,
 ) -> (Vec<Vec<RestoredOffline>>, Vec<(ClientId, Will)>) {
-    for m in restored.retained {
+    // In a cluster the replicated state holds the retained messages (mirrored into the
+    // index already); the store's copies are not authoritative there.
+    let stored_retained = match broker.cluster.get() {
+        Some(_) => Vec::new(),
+        None => restored.retained,
+    };
+    for m in stored_retained {
         if let Err(e) = broker.retained.set(&m.topic, m.clone()) {
             tracing::warn!(topic = %m.topic, error = %e, "stored retained message not restored");
         }

@@ -13,6 +13,8 @@
 //! - Inbound: the glue thread decodes each forwarded message, matches it against the local
 //!   trie limited to what the sender's plan gave this node, hands the deliveries to the I/O
 //!   threads' inboxes, then drops the `Inbound` (which acknowledges it), in order.
+//! - Retained: replicated through the core group; `broker.retained` mirrors what is applied
+//!   here (module [`retained`]).
 //!
 //! It must never block an I/O thread (the data plane only reads the route table, takes a
 //! short mutex on SUBSCRIBE/UNSUBSCRIBE/session end, and awaits channels), and never lets
@@ -20,6 +22,7 @@
 
 pub mod admin;
 pub mod ops;
+pub mod retained;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -55,6 +58,11 @@ pub struct WiringStats {
     pub route_batches: AtomicU64,
     /// Route proposals that failed (retried).
     pub route_failures: AtomicU64,
+    /// Retained updates that were not committed and applied here in time (a QoS 1/2
+    /// publisher got an error instead of success).
+    pub retained_failures: Arc<AtomicU64>,
+    /// Replicated retained messages this node could not decode (not served here).
+    pub retained_malformed: AtomicU64,
 }
 
 /// Route bookkeeping shared by the I/O threads and the glue thread.
@@ -270,6 +278,7 @@ pub fn start(broker: &Arc<Broker>) -> Result<(), StartError> {
         .ok_or_else(|| StartError("inbound receiver already taken".into()))?;
     let cluster = Cluster::new(node, config.cluster.suback_waits_for_route);
     let _ = broker.cluster.set(cluster.clone());
+    retained::attach(broker, &cluster);
     let _ = broker.metrics.cluster.set(cluster.clone());
     let b = broker.clone();
     std::thread::Builder::new()

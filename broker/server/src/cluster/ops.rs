@@ -29,6 +29,8 @@ impl Cluster {
                 ("inbound_malformed", &s.inbound_malformed),
                 ("route_batches", &s.route_batches),
                 ("route_failures", &s.route_failures),
+                ("retained_failures", &*s.retained_failures),
+                ("retained_malformed", &s.retained_malformed),
             ] {
                 map.insert(k.to_string(), c.load(Ordering::Relaxed).into());
             }
@@ -84,6 +86,16 @@ impl Cluster {
                 "route_failures",
                 "Route proposals that failed and were retried",
                 &s.route_failures,
+            ),
+            (
+                "retained_failures",
+                "Retained updates not committed in time (QoS 1/2 publisher got an error)",
+                &*s.retained_failures,
+            ),
+            (
+                "retained_malformed",
+                "Replicated retained messages this node could not decode",
+                &s.retained_malformed,
             ),
         ] {
             reg.register(

@@ -20,6 +20,8 @@ pub(super) struct StepPublish {
     routed: Vec<Routed>,
     /// `None`: refused by the ACL with `code`, nothing to store.
     pending: Option<Pending>,
+    /// In a cluster, a QoS 1/2 PUBLISH's wait for its retained update's commit.
+    retained: Option<crate::cluster::retained::RetainWait>,
     code: ReasonCode,
 }
 
@@ -184,6 +186,7 @@ impl ConnTask {
                 packet_id,
                 routed: Vec::new(),
                 pending: None,
+                retained: None,
                 code,
             });
             return;
@@ -192,9 +195,12 @@ impl ConnTask {
         // The retained index changes with the routing snapshot, as without the store: a
         // SUBSCRIBE arriving during the commit finds either the subscription matched or the
         // retained message (the stored copy follows with the commit).
-        if message.retain {
-            publish::update_retained(broker, self.ctx.stats(), &message);
-        }
+        let retained = if message.retain {
+            publish::update_retained(broker, self.ctx.stats(), &message)
+        } else {
+            None
+        };
+        let retained = crate::cluster::retained::ack_wait(message.qos, None, retained);
         let mut routed = Vec::new();
         publish::route_collect(broker, &message, &mut routed);
         let targets = publish::durable_targets(&routed);
@@ -212,6 +218,7 @@ impl ConnTask {
             packet_id,
             routed,
             pending: Some(pending),
+            retained,
             code: ReasonCode::SUCCESS,
         });
     }
@@ -241,6 +248,18 @@ impl ConnTask {
                             self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
                             continue;
                         }
+                    }
+                }
+            }
+            if let Some(wait) = p.retained
+                && let Err(e) = wait.await
+                && code == ReasonCode::SUCCESS
+            {
+                match crate::cluster::retained::refusal(self.conn.protocol_version(), &e) {
+                    Some(refused) => code = refused,
+                    None => {
+                        self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
+                        continue;
                     }
                 }
             }

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use super::{Broker, Routed, SessionKey, SubValue};
 use crate::cluster::Scope;
+use crate::cluster::retained::RetainWait;
 use crate::durable::DurableTarget;
 use crate::metrics::{Limit, ThreadStats};
 
@@ -64,15 +65,36 @@ fn min_qos(a: QoS, b: QoS) -> QoS {
 }
 
 /// Stores or deletes the retained message for `message.topic` [MQTT-3.3.1-5]
-/// [MQTT-3.3.1-6] [MQTT-3.3.1-7].
-pub fn update_retained(broker: &Broker, stats: &ThreadStats, message: &Arc<Message>) {
+/// [MQTT-3.3.1-6] [MQTT-3.3.1-7]. In a cluster the update is proposed to the core group
+/// instead (the local index follows once it is applied here; see `cluster::retained`) and
+/// the wait for its commit is returned: a QoS 1/2 publisher awaits it before its
+/// PUBACK/PUBREC, others may drop it (the update still happens, in order).
+pub fn update_retained(
+    broker: &Broker,
+    stats: &ThreadStats,
+    message: &Arc<Message>,
+) -> Option<RetainWait> {
+    if let Some(cluster) = broker.cluster.get() {
+        return match cluster.retain(message) {
+            Ok(wait) => Some(wait),
+            Err(halyard_cluster::ClusterError::RetainedFull(reason)) => {
+                stats.hit_limit(Limit::MaxRetainedMessages);
+                tracing::debug!(%reason, "retained message not kept");
+                None
+            }
+            Err(e) => {
+                let failed: RetainWait = Box::pin(async move { Err(e) });
+                Some(failed)
+            }
+        };
+    }
     if message.payload.is_empty() {
         broker.retained.remove(&message.topic);
     } else {
         let exists = broker.retained.get_with(&message.topic, |_| ()).is_some();
         if !exists && broker.retained.len() >= broker.config.limits.max_retained_messages {
             stats.hit_limit(Limit::MaxRetainedMessages);
-            return;
+            return None;
         }
         if let Err(e) = broker.retained.set(&message.topic, message.clone()) {
             tracing::debug!(error = %e, "retained message not stored");
@@ -83,6 +105,7 @@ pub fn update_retained(broker: &Broker, stats: &ThreadStats, message: &Arc<Messa
         .metrics
         .retained
         .store(n, std::sync::atomic::Ordering::Relaxed);
+    None
 }
 
 /// Matches `message` and pushes one delivery per matching session into `outbox`:

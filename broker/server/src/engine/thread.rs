@@ -535,7 +535,8 @@ impl ThreadCtx {
         let msg = Arc::new(will.to_message(now, Some(client_id.clone())));
         let stats = self.stats();
         if msg.retain {
-            publish::update_retained(&self.broker, stats, &msg);
+            // Nobody acknowledges a will: in a cluster its retained update is not awaited.
+            drop(publish::update_retained(&self.broker, stats, &msg));
         }
         let mut routed = Vec::new();
         publish::route_collect(&self.broker, &msg, &mut routed);
