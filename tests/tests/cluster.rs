@@ -823,11 +823,6 @@ async fn replicant_bootstraps_a_table_of_100k_routes() {
             );
         }
     }
-    eprintln!(
-        "cluster: SUBACKs after {:?}: {}",
-        started.elapsed(),
-        cl.status(C1)
-    );
     let total = (BULK_CLIENTS * BULK_PER_CLIENT) as u64;
     let ok = wait_for(BULK, || {
         cl.cores()
