@@ -500,6 +500,11 @@ fn five_nodes() -> Cluster {
         ("r1", "replicant"),
         ("r2", "replicant"),
     ]);
+    // r2 lists the cores in another order: a replicant starts with the seed at its node id
+    // modulo the list length, so the two replicants (most likely) follow different cores.
+    let mut seeds: Vec<&str> = cl.seeds.split(',').collect();
+    seeds.rotate_left(2);
+    cl.nodes[R2].seeds = Some(seeds.join(","));
     for i in [C1, C2, C3, R1, R2] {
         cl.start(i);
     }
