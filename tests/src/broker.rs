@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
@@ -240,6 +240,21 @@ impl TestBroker {
         panic!("broker did not start: {last_err}");
     }
 
+    /// Starts halyard with its MQTT and admin listeners on `ip` (a loopback address such as
+    /// 127.0.0.12, so that several nodes of one test each get their own address), plus
+    /// environment overrides.
+    pub fn start_on(ip: Ipv4Addr, env: &[(&str, &str)]) -> TestBroker {
+        require_halyard();
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            match Self::try_start_halyard_at(Self::new_dir(), None, &[], env, ip) {
+                Ok(b) => return b,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("broker did not start on {ip}: {last_err}");
+    }
+
     fn try_start_halyard(env: &[(&str, &str)]) -> Result<TestBroker, String> {
         Self::try_start_halyard_in(Self::new_dir(), None, env)
     }
@@ -258,9 +273,19 @@ impl TestBroker {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<TestBroker, String> {
+        Self::try_start_halyard_at(dir, config, args, env, Ipv4Addr::LOCALHOST)
+    }
+
+    fn try_start_halyard_at(
+        dir: PathBuf,
+        config: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ip: Ipv4Addr,
+    ) -> Result<TestBroker, String> {
         let log = dir.join("broker.log");
-        let mqtt: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mqtt: SocketAddr = (ip, free_port()).into();
+        let admin: SocketAddr = (ip, free_port()).into();
         let mut cmd = Command::new(halyard_bin());
         cmd.arg("run").args(args);
         if let Some(file) = config {

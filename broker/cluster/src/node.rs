@@ -194,11 +194,16 @@ impl ClusterNode {
     }
 
     /// Queues route operations for the next batch (about `route_batch_interval_ms` or
-    /// `route_batch_max` operations per log entry) and resolves to the log index of the entry
-    /// that committed them. Works on cores (forwarded to the leader if needed) and replicants
-    /// (sent to a core). The future needs no particular runtime. Fails fast with
-    /// [`ClusterError::InvalidFilter`] or [`ClusterError::QueueFull`]; otherwise resolves
-    /// within `cluster.write_timeout_ms`.
+    /// `route_batch_max` operations per log entry) and resolves to the log index of the last
+    /// entry that committed them. A long list is split into entry-sized parts (at most
+    /// `route_batch_max` operations and a quarter of `max_frame_bytes` each), so one call
+    /// never makes an entry that would hold up the control plane or overflow a frame; the
+    /// parts commit in order. Works on cores (forwarded to the leader if needed) and
+    /// replicants (sent to a core). The future needs no particular runtime. Fails fast with
+    /// [`ClusterError::InvalidFilter`], [`ClusterError::FrameTooLarge`] (one operation larger
+    /// than an entry) or [`ClusterError::QueueFull`] (more than `route_queue_max` operations
+    /// waiting, this call's included); otherwise resolves within `cluster.write_timeout_ms`
+    /// per part.
     pub async fn propose_routes(&self, ops: Vec<RouteOp>) -> Result<LogIndex, ClusterError> {
         for op in &ops {
             if let RouteOp::Add { filter, .. } = op
@@ -210,10 +215,13 @@ impl ClusterNode {
         if ops.is_empty() {
             return Ok(self.shared.hub.applied());
         }
-        let bytes = crate::writes::ops_bytes(&ops);
         let max = crate::writes::max_entry_bytes(&self.shared.cfg);
-        if bytes > max {
-            return Err(ClusterError::FrameTooLarge { len: bytes, max });
+        if let Some(len) = ops
+            .iter()
+            .map(|op| crate::writes::ops_bytes(std::slice::from_ref(op)))
+            .find(|&len| len > max)
+        {
+            return Err(ClusterError::FrameTooLarge { len, max });
         }
         let n = ops.len() as u64;
         let c = &self.shared.counters;
@@ -223,16 +231,33 @@ impl ClusterNode {
             c.route_queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(ClusterError::QueueFull);
         }
-        let (reply, rx) = oneshot::channel();
-        let sent =
-            self.shared
-                .own_routes
-                .record_and_send(self.shared.id, ops, reply, &self.batch_tx);
-        if let Err(e) = sent {
-            c.route_queue_len.fetch_sub(n, Ordering::Relaxed);
-            return Err(e);
+        let parts = crate::writes::split_ops(ops, self.shared.cfg.route_batch_max, max);
+        let mut replies = Vec::with_capacity(parts.len());
+        let mut unsent = n;
+        for part in parts {
+            let len = part.len() as u64;
+            let (reply, rx) = oneshot::channel();
+            let sent =
+                self.shared
+                    .own_routes
+                    .record_and_send(self.shared.id, part, reply, &self.batch_tx);
+            if let Err(e) = sent {
+                c.route_queue_len.fetch_sub(unsent, Ordering::Relaxed);
+                return Err(e);
+            }
+            unsent -= len;
+            replies.push(rx);
         }
-        rx.await.map_err(|_| ClusterError::Stopped)?
+        let mut last = 0;
+        for rx in replies {
+            last = last.max(rx.await.map_err(|_| ClusterError::Stopped)??);
+        }
+        Ok(last)
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.shared.cfg
     }
 
     /// Queues a retained-message change for the next batch (as [`ClusterNode::propose_routes`]

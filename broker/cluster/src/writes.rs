@@ -108,7 +108,7 @@ pub(crate) async fn batcher<T: Batchable>(
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(item)) => {
                     let b = T::bytes(&item.ops);
-                    if bytes + b > max_bytes {
+                    if bytes + b > max_bytes || n + item.ops.len() > max {
                         carry = Some(item);
                         break;
                     }
@@ -147,12 +147,36 @@ pub(crate) fn max_entry_bytes(cfg: &crate::config::ClusterConfig) -> usize {
 
 /// An upper estimate of the encoded size of `ops`.
 pub(crate) fn ops_bytes(ops: &[RouteOp]) -> usize {
-    ops.iter()
-        .map(|op| match op {
-            RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => filter.len() + 16,
-            RouteOp::RemoveNode(_) => 12,
-        })
-        .sum()
+    ops.iter().map(op_bytes).sum()
+}
+
+fn op_bytes(op: &RouteOp) -> usize {
+    match op {
+        RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => filter.len() + 16,
+        RouteOp::RemoveNode(_) => 12,
+    }
+}
+
+/// Splits `ops`, in order, into parts of at most `max_ops` operations and `max_bytes`
+/// (estimated by [`ops_bytes`]; an operation larger than that alone gets its own part).
+pub(crate) fn split_ops(ops: Vec<RouteOp>, max_ops: usize, max_bytes: usize) -> Vec<Vec<RouteOp>> {
+    let max_ops = max_ops.max(1);
+    let mut parts = Vec::with_capacity(ops.len().div_ceil(max_ops));
+    let mut part = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let b = op_bytes(&op);
+        if !part.is_empty() && (part.len() == max_ops || bytes + b > max_bytes) {
+            parts.push(std::mem::take(&mut part));
+            bytes = 0;
+        }
+        bytes += b;
+        part.push(op);
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
 }
 
 /// An upper estimate of the encoded size of retained `ops`.
@@ -396,4 +420,36 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
     }
     st.lag = st.committed_index - st.applied_index;
     st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(i: usize, len: usize) -> RouteOp {
+        RouteOp::Add {
+            filter: format!("{i:0len$}"),
+            node: 1,
+        }
+    }
+
+    #[test]
+    fn split_ops_keeps_order_and_bounds_each_part() {
+        let ops: Vec<RouteOp> = (0..2500).map(|i| add(i, 8)).collect();
+        let parts = split_ops(ops.clone(), 1000, usize::MAX);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        assert_eq!(parts.concat(), ops, "nothing lost or reordered");
+        // 24 estimated bytes each: ten fit in 240 bytes.
+        let parts = split_ops(ops.clone(), 1000, 240);
+        assert!(parts.iter().all(|p| p.len() == 10 && ops_bytes(p) <= 240));
+        assert_eq!(parts.concat(), ops);
+        // An operation larger than the byte bound alone is a part of its own.
+        let big = vec![add(1, 8), add(2, 500), add(3, 8)];
+        let parts = split_ops(big, 1000, 100);
+        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        assert!(split_ops(Vec::new(), 0, 0).is_empty());
+    }
 }

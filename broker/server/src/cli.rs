@@ -141,7 +141,7 @@ pub struct StatusArgs {
     /// Print the raw JSON document instead of the summary.
     #[arg(long)]
     pub json: bool,
-    /// Configuration to read `admin.bind` from when `--admin` is not given.
+    /// Configuration to read `admin.token` from, and `admin.bind` when `--admin` is not given.
     #[command(flatten)]
     pub config: ConfigArgs,
 }

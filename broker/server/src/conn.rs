@@ -574,35 +574,40 @@ impl ConnTask {
             return;
         };
         let broker = self.ctx.broker.clone();
+        let security = &broker.security;
+        // Every filter of the packet goes into the trie in one batch: the levels a filter
+        // passes through are copied once per SUBSCRIBE instead of once per filter, which is
+        // what a SUBSCRIBE carrying thousands of filters (a gateway, a bridge) costs most.
+        let inserted: Vec<Result<Option<SubValue>, ReasonCode>> = broker.trie.batch(|b| {
+            requests
+                .iter()
+                .map(|r| {
+                    r.status?;
+                    if !security.may_subscribe(&client_id, self.username.as_deref(), &r.filter) {
+                        security.count(Denial::Subscribe);
+                        return Err(ReasonCode::NOT_AUTHORIZED);
+                    }
+                    let value = SubValue {
+                        route: route.clone(),
+                        client_id: client_id.clone(),
+                        username: self.username.clone(),
+                        options: r.options,
+                        subscription_id: r.subscription_id,
+                    };
+                    match &r.share_group {
+                        Some(group) => b.insert_shared(group, &r.topic_filter, key, value),
+                        None => b.insert(&r.topic_filter, key, value),
+                    }
+                    .map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)
+                })
+                .collect()
+        });
         let mut granted = Vec::with_capacity(requests.len());
         let mut retained: Vec<Delivery> = Vec::new();
-        for r in requests {
-            if let Err(code) = r.status {
-                granted.push(code);
-                continue;
-            }
-            let security = &broker.security;
-            if !security.may_subscribe(&client_id, self.username.as_deref(), &r.filter) {
-                security.count(Denial::Subscribe);
-                granted.push(ReasonCode::NOT_AUTHORIZED);
-                continue;
-            }
-            let value = SubValue {
-                route: route.clone(),
-                client_id: client_id.clone(),
-                username: self.username.clone(),
-                options: r.options,
-                subscription_id: r.subscription_id,
-            };
-            let inserted = match &r.share_group {
-                Some(group) => broker
-                    .trie
-                    .insert_shared(group, &r.topic_filter, key, value),
-                None => broker.trie.insert(&r.topic_filter, key, value),
-            };
+        for (r, inserted) in requests.iter().zip(inserted) {
             match inserted {
-                Err(_) => {
-                    granted.push(ReasonCode::TOPIC_FILTER_INVALID);
+                Err(code) => {
+                    granted.push(code);
                     continue;
                 }
                 Ok(None) => crate::cluster::subscribed(&broker, &r.filter),

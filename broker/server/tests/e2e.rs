@@ -616,7 +616,10 @@ async fn session_expires_v5() {
     c.disconnect().await.unwrap();
     let _ = timeout(WAIT, async { while el.poll().await.is_ok() {} }).await;
     // Wait (bounded) until the registry no longer holds the session.
-    let admin = format!("127.0.0.1:{}", b.admin_port);
+    let admin = halyard_server::admin::ctl::AdminTarget {
+        addr: format!("127.0.0.1:{}", b.admin_port),
+        token: None,
+    };
     let gone = tokio::task::spawn_blocking(move || {
         for _ in 0..100 {
             let body = halyard_server::admin::ctl::get(&admin, "/status").unwrap();

@@ -35,13 +35,30 @@ pub enum CtlError {
     Json(#[from] serde_json::Error),
 }
 
-/// Performs `GET path` against `addr` and returns the body of a 200 reply.
-pub fn get(addr: &str, path: &str) -> Result<String, CtlError> {
-    request(addr, "GET", path, "")
+/// Where a `ctl` command sends its requests: the admin address and, when `admin.token` is
+/// configured, the bearer token every endpoint but `/healthz` requires.
+#[derive(Debug, Clone)]
+pub struct AdminTarget {
+    /// The admin HTTP address (`host:port`).
+    pub addr: String,
+    /// `admin.token` of the configuration (file or `HALYARD_ADMIN__TOKEN`), sent as
+    /// `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
 }
 
-/// Performs `METHOD path` with `body` against `addr` and returns the body of a 200 reply.
-pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Result<String, CtlError> {
+/// Performs `GET path` against `target` and returns the body of a 200 reply.
+pub fn get(target: &AdminTarget, path: &str) -> Result<String, CtlError> {
+    request(target, "GET", path, "")
+}
+
+/// Performs `METHOD path` with `body` against `target` and returns the body of a 200 reply.
+pub fn request(
+    target: &AdminTarget,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<String, CtlError> {
+    let addr = target.addr.as_str();
     let connect_err = |source| CtlError::Connect {
         addr: addr.to_string(),
         source,
@@ -54,9 +71,13 @@ pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Result<Strin
     let mut stream = TcpStream::connect_timeout(&sock, CTL_TIMEOUT).map_err(connect_err)?;
     stream.set_read_timeout(Some(CTL_TIMEOUT))?;
     stream.set_write_timeout(Some(CTL_TIMEOUT))?;
+    let auth = target
+        .token
+        .as_deref()
+        .map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut reply = String::new();
@@ -69,31 +90,33 @@ pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Result<Strin
     Ok(body.to_string())
 }
 
-/// The admin address a `ctl` command talks to: `--admin` if given, else `admin.bind` of the
-/// configuration. A configuration error is printed and mapped to exit status 2.
-pub fn admin_addr(
+/// The admin server a `ctl` command talks to: `--admin` if given, else `admin.bind` of the
+/// configuration; the token is always `admin.token` of the configuration (`--config FILE`
+/// and the `HALYARD_*` environment), so every `ctl` command authenticates the same way. A
+/// configuration error is printed and mapped to exit status 2.
+pub fn admin_target(
     admin: Option<&str>,
     config: &crate::cli::ConfigArgs,
-) -> Result<String, ExitCode> {
-    match admin {
-        Some(a) => Ok(a.to_string()),
-        None => match Config::load_from_process(config.config.as_deref()) {
-            Ok(c) => Ok(c.admin.bind.to_string()),
-            Err(e) => {
-                eprintln!("{e}");
-                Err(ExitCode::from(2))
-            }
-        },
+) -> Result<AdminTarget, ExitCode> {
+    match Config::load_from_process(config.config.as_deref()) {
+        Ok(c) => Ok(AdminTarget {
+            addr: admin.map_or_else(|| c.admin.bind.to_string(), str::to_string),
+            token: c.admin.token,
+        }),
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(2))
+        }
     }
 }
 
 /// `halyard ctl status`.
 pub fn status(args: &StatusArgs) -> ExitCode {
-    let addr = match admin_addr(args.admin.as_deref(), &args.config) {
-        Ok(a) => a,
+    let target = match admin_target(args.admin.as_deref(), &args.config) {
+        Ok(t) => t,
         Err(code) => return code,
     };
-    let result = get(&addr, "/status").and_then(|body| {
+    let result = get(&target, "/status").and_then(|body| {
         if args.json {
             Ok(body)
         } else {
@@ -119,11 +142,11 @@ pub fn status(args: &StatusArgs) -> ExitCode {
 
 /// `halyard ctl cluster status`: the `cluster` section of `/status` (JSON with `--json`).
 pub fn cluster_status(args: &StatusArgs) -> ExitCode {
-    let addr = match admin_addr(args.admin.as_deref(), &args.config) {
-        Ok(a) => a,
+    let target = match admin_target(args.admin.as_deref(), &args.config) {
+        Ok(t) => t,
         Err(code) => return code,
     };
-    let result = get(&addr, "/status").and_then(|body| {
+    let result = get(&target, "/status").and_then(|body| {
         let doc: serde_json::Value = serde_json::from_str(&body)?;
         let c = &doc["cluster"];
         if args.json {
@@ -146,11 +169,11 @@ pub fn cluster_status(args: &StatusArgs) -> ExitCode {
 /// `halyard ctl cluster join|leave|remove|evict`: one membership request to the admin
 /// server of the node given by `--admin` (join/remove: the Raft leader).
 pub fn cluster_member(args: &StatusArgs, path: &str, body: &str) -> ExitCode {
-    let addr = match admin_addr(args.admin.as_deref(), &args.config) {
-        Ok(a) => a,
+    let target = match admin_target(args.admin.as_deref(), &args.config) {
+        Ok(t) => t,
         Err(code) => return code,
     };
-    match request(&addr, "POST", path, body) {
+    match request(&target, "POST", path, body) {
         Ok(text) => {
             println!("{}", text.trim_end());
             ExitCode::SUCCESS

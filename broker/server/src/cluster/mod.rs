@@ -314,7 +314,13 @@ fn glue_thread(
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-/// Reconciles dirty filters with the cluster and releases SUBACK barriers.
+/// Most route operations the glue proposes in one call (each call is queued whole in the
+/// cluster's route queue, `cluster.route_queue_max`, which also caps it at half its size).
+const ROUTE_PROPOSAL_MAX: usize = 10_000;
+
+/// Reconciles dirty filters with the cluster and releases SUBACK barriers (also after a
+/// failed proposal, which is retried in the background: a SUBACK is not held up for longer
+/// than one `cluster.write_timeout_ms` by an unavailable core group).
 async fn route_loop(cluster: Arc<Cluster>) {
     let mut proposed: HashSet<String> = HashSet::new();
     loop {
@@ -348,34 +354,26 @@ async fn route_loop(cluster: Arc<Cluster>) {
             }
             continue;
         }
-        cluster.stats.route_batches.fetch_add(1, Ordering::Relaxed);
-        let result = match cluster.node.propose_routes(ops.clone()).await {
-            Ok(i) => cluster.node.wait_applied(i).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                for op in ops {
-                    match op {
-                        RouteOp::Add { filter, .. } => {
-                            proposed.insert(filter);
-                        }
-                        RouteOp::Remove { filter, .. } => {
-                            proposed.remove(&filter);
-                        }
-                        RouteOp::RemoveNode(_) => {}
-                    }
-                }
-            }
-            Err(e) => {
+        // A node with many subscriptions (a reconnecting fleet, a restarted node) can have
+        // more dirty filters than the cluster's route queue holds: propose them in parts
+        // that always fit, one after the other.
+        let part_max = (cluster.node.config().route_queue_max / 2).clamp(1, ROUTE_PROPOSAL_MAX);
+        let parts: Vec<&[RouteOp]> = ops.chunks(part_max).collect();
+        for (n, part) in parts.iter().enumerate() {
+            cluster.stats.route_batches.fetch_add(1, Ordering::Relaxed);
+            let result = match cluster.node.propose_routes(part.to_vec()).await {
+                Ok(i) => cluster.node.wait_applied(i).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 cluster.stats.route_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "route proposal failed; retrying");
                 {
                     let mut book = lock(&cluster.book);
-                    for op in ops {
+                    for op in parts[n..].iter().flat_map(|p| p.iter()) {
                         match op {
                             RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => {
-                                book.dirty.insert(filter);
+                                book.dirty.insert(filter.clone());
                             }
                             RouteOp::RemoveNode(_) => {}
                         }
@@ -383,6 +381,18 @@ async fn route_loop(cluster: Arc<Cluster>) {
                 }
                 compio::time::sleep(Duration::from_millis(200)).await;
                 let _ = cluster.wake.try_send(());
+                break;
+            }
+            for op in *part {
+                match op {
+                    RouteOp::Add { filter, .. } => {
+                        proposed.insert(filter.clone());
+                    }
+                    RouteOp::Remove { filter, .. } => {
+                        proposed.remove(filter);
+                    }
+                    RouteOp::RemoveNode(_) => {}
+                }
             }
         }
         for b in barriers {

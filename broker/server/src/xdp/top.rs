@@ -26,7 +26,7 @@ pub struct TopArgs {
     /// Print the raw JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Configuration to read `admin.bind` from when `--admin` is not given.
+    /// Configuration to read `admin.token` from, and `admin.bind` when `--admin` is not given.
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -35,11 +35,11 @@ pub struct TopArgs {
 /// is off on stderr and exits with status 1.
 pub fn ctl(cmd: &XdpCtl) -> ExitCode {
     let XdpCtl::Top(args) = cmd;
-    let addr = match crate::admin::ctl::admin_addr(args.admin.as_deref(), &args.config) {
-        Ok(a) => a,
+    let target = match crate::admin::ctl::admin_target(args.admin.as_deref(), &args.config) {
+        Ok(t) => t,
         Err(code) => return code,
     };
-    let body = match crate::admin::ctl::get(&addr, "/xdp") {
+    let body = match crate::admin::ctl::get(&target, "/xdp") {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
