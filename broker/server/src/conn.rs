@@ -1,12 +1,12 @@
 //! One task per client connection: socket bytes into the sans-IO `Connection`, its events
 //! answered by the engine, its output written back in one batched write.
 //!
-//! Memory per idle connection: one read buffer of `io.read_buffer_bytes` (4 KiB by default,
-//! held by the pending read), the `Connection` and `Session` state, the task, a mailbox and
+//! Memory per idle connection: no read buffer (the task waits for readability and reads into
+//! its thread's shared buffer, see `read`), the `Connection` and `Session` state inside the
+//! task's future (about 2 KB; the rare, large steps are boxed when they run), a mailbox and
 //! entries in the thread tables; the write buffer is allocated only while writing. Measured
-//! (3000 idle 3.1.1 clients, RSS delta): about 10 KB per connection with the default 4 KiB
-//! buffer on either backend, 6.6 KB with `io.read_buffer_bytes = 512`. Provided-buffer rings
-//! (io_uring) or a shared read buffer (epoll) would remove the per-connection buffer.
+//! (10 000 idle 3.1.1 clients, RSS delta): about 3.1 KB per connection on either backend,
+//! 4.0-4.1 KB with one subscription each (benches/RESULTS.md).
 
 use std::rc::Rc;
 use std::sync::Arc;
