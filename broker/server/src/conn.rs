@@ -1,12 +1,12 @@
 //! One task per client connection: socket bytes into the sans-IO `Connection`, its events
 //! answered by the engine, its output written back in one batched write.
 //!
-//! Memory per idle connection: one read buffer of `io.read_buffer_bytes` (4 KiB by default,
-//! held by the pending read), the `Connection` and `Session` state, the task, a mailbox and
+//! Memory per idle connection: no read buffer (the task waits for readability and reads into
+//! its thread's shared buffer, see `read`), the `Connection` and `Session` state inside the
+//! task's future (about 2 KB; the rare, large steps are boxed when they run), a mailbox and
 //! entries in the thread tables; the write buffer is allocated only while writing. Measured
-//! (3000 idle 3.1.1 clients, RSS delta): about 10 KB per connection with the default 4 KiB
-//! buffer on either backend, 6.6 KB with `io.read_buffer_bytes = 512`. Provided-buffer rings
-//! (io_uring) or a shared read buffer (epoll) would remove the per-connection buffer.
+//! (10 000 idle 3.1.1 clients, RSS delta): about 3.1 KB per connection on either backend,
+//! 4.0-4.1 KB with one subscription each (benches/RESULTS.md).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 use halyard_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling};
@@ -33,7 +33,10 @@ use crate::engine::{Claim, ConnRef, Moving, Route, SessionKey, SubValue, ThreadM
 use crate::metrics::{DropReason, Limit};
 use crate::security::{Denial, SourceSlot};
 
+mod read;
 mod store;
+
+use read::{ReadNow, Reader};
 
 use store::StepPublish;
 
@@ -87,14 +90,16 @@ pub async fn serve(
         step: Vec::new(),
     };
     task.run().await;
-    task.finish().await;
+    // Boxed: closing is rare and its future large; the idle task stays small.
+    Box::pin(task.finish()).await;
     ctx.remove_conn(me.conn);
     ctx.stats().connections.fetch_sub(1, Relaxed);
 }
 
 /// Why the connection task woke up.
 enum Wake {
-    Read(BufResult<usize, Vec<u8>>),
+    /// The socket is readable (or the last read filled the buffer).
+    Read,
     Mail,
     Timer,
 }
@@ -126,7 +131,7 @@ struct ConnTask {
     /// A session handed over when no longer waiting (kept for `finish`).
     orphan: Option<Box<Moving>>,
     /// The will from `Event::Closed` (outer `Some` once closed).
-    closed_will: Option<Option<Will>>,
+    closed_will: Option<Option<Box<Will>>>,
     last_stats: ConnectionStats,
     /// Store queue entries backing the session's pending queue (when `persistent`).
     ledger: QueueLedger,
@@ -142,36 +147,29 @@ struct ConnTask {
     step: Vec<StepPublish>,
 }
 
-async fn read_some(stream: TcpStream, buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
-    let mut stream = stream;
-    stream.read(buf).await
-}
-
 impl ConnTask {
     async fn run(&mut self) {
-        let cap = self.ctx.broker.config.io.read_buffer_bytes;
-        let mut read_fut = Some(Box::pin(read_some(
-            self.stream.clone(),
-            Vec::with_capacity(cap),
-        )));
+        let mut reader = match Reader::new(&self.stream) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot poll the socket");
+                self.conn.socket_closed(Instant::now());
+                None
+            }
+        };
         let mut wbuf = BytesMut::new();
         loop {
-            let wake = self.wait(&mut read_fut).await;
+            let wake = self.wait(reader.as_ref()).await;
             let now = Instant::now();
             match wake {
-                Wake::Read(BufResult(Ok(n), buf)) if n > 0 => {
-                    self.receive(now, &buf[..n]);
-                    if self.conn.is_closed() {
-                        read_fut = None;
-                    } else {
-                        read_fut = Some(Box::pin(read_some(self.stream.clone(), buf)));
+                Wake::Read => {
+                    self.read_input(now, &mut reader);
+                    // Input never starves the mailbox.
+                    if !self.handle.is_empty() {
+                        Box::pin(self.drain_mailbox(now)).await;
                     }
                 }
-                Wake::Read(_) => {
-                    read_fut = None;
-                    self.conn.socket_closed(now);
-                }
-                Wake::Mail => self.drain_mailbox(now).await,
+                Wake::Mail => Box::pin(self.drain_mailbox(now)).await,
                 Wake::Timer => {
                     self.conn.handle_timeout(now);
                     if self.awaiting.is_some_and(|d| d <= now) {
@@ -179,29 +177,46 @@ impl ConnTask {
                         // refuse the client forever.
                         tracing::warn!(client_id = ?self.client_id, "session handover timed out");
                         self.awaiting = None;
-                        self.accept_held(now, None, false).await;
+                        Box::pin(self.accept_held(now, None, false)).await;
                     }
                 }
             }
             self.process_events(now).await;
             self.flush_outbox().await;
             // Write-ahead: the session's changes are durable before the output showing them.
-            if !(self.persist_step().await && self.write_output(&mut wbuf).await) {
+            if !(self.persist().await && self.write_output(&mut wbuf).await) {
                 self.conn.socket_closed(Instant::now());
                 self.process_events(Instant::now()).await;
             }
             self.sync_stats();
             if self.conn.is_closed() {
                 // Flush the final CONNACK/DISCONNECT, then close the socket.
-                if self.persist_step().await {
+                if self.persist().await {
                     let _ = self.write_output(&mut wbuf).await;
                 }
                 break;
             }
         }
-        drop(read_fut);
+        drop(reader);
+        Box::pin(self.close_socket()).await;
+    }
+
+    /// [`Self::persist_step`], its future boxed (it is large) and only when the session is
+    /// stored: the common, non-persistent step allocates nothing.
+    async fn persist(&mut self) -> bool {
+        if self.unsafe_output {
+            return false;
+        }
+        if !self.persistent {
+            return true;
+        }
+        Box::pin(self.persist_step()).await
+    }
+
+    /// Ends the transport (TLS close_notify, WebSocket close frame), then shuts the TCP
+    /// socket down.
+    async fn close_socket(&mut self) {
         if let Some(t) = self.transport.as_mut() {
-            // TLS close_notify / WebSocket close frame before the TCP shutdown.
             t.close();
             let mut w = BytesMut::new();
             let _ = t.send(&[], &mut w);
@@ -211,6 +226,26 @@ impl ConnTask {
             }
         }
         let _ = self.stream.shutdown().await;
+    }
+
+    /// Reads what the socket has into the thread's shared buffer and feeds it to the
+    /// session; drops the reader at the end of the stream or once the session closed.
+    fn read_input(&mut self, now: Instant, reader: &mut Option<Reader>) {
+        let Some(r) = reader.as_mut() else {
+            return;
+        };
+        let mut buf = self.ctx.take_read_buf();
+        let got = r.read(&mut buf);
+        if let ReadNow::Data(n) = got {
+            self.receive(now, &buf[..n]);
+        }
+        self.ctx.put_read_buf(buf);
+        if got == ReadNow::Closed {
+            *reader = None;
+            self.conn.socket_closed(now);
+        } else if self.conn.is_closed() {
+            *reader = None;
+        }
     }
 
     /// Feeds bytes read from the socket to the session, through the transport if any. A
@@ -235,10 +270,7 @@ impl ConnTask {
     }
 
     /// Waits for input, a mailbox message or the next deadline.
-    async fn wait(
-        &self,
-        read_fut: &mut Option<std::pin::Pin<Box<impl Future<Output = BufResult<usize, Vec<u8>>>>>>,
-    ) -> Wake {
+    async fn wait(&self, reader: Option<&Reader>) -> Wake {
         let deadline = match (self.conn.poll_timeout(), self.awaiting) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -251,9 +283,9 @@ impl ConnTask {
         });
         let mail = std::pin::pin!(self.handle.ready());
         let other = select(mail, timer);
-        match read_fut {
-            Some(rf) => match select(rf.as_mut(), other).await {
-                Either::Left((r, _)) => Wake::Read(r),
+        match reader {
+            Some(r) => match select(std::pin::pin!(r.ready()), other).await {
+                Either::Left(_) => Wake::Read,
                 Either::Right((Either::Left(_), _)) => Wake::Mail,
                 Either::Right((Either::Right(_), _)) => Wake::Timer,
             },
@@ -323,7 +355,10 @@ impl ConnTask {
             }
             return;
         }
-        let outcome = self.conn.deliver(now, d);
+        let outcome = {
+            let mut cache = self.ctx.publish_cache.borrow_mut();
+            self.conn.deliver_cached(now, d, &mut cache)
+        };
         if self.persistent {
             match outcome {
                 DeliverOutcome::Queued => self.ledger.pushed(seq),
@@ -344,17 +379,25 @@ impl ConnTask {
         }
     }
 
+    /// Answers the session's events, if any; the work runs boxed, so that the task's own
+    /// future does not carry its (large) state while idle.
     async fn process_events(&mut self, now: Instant) {
+        if self.conn.has_events() || !self.step.is_empty() {
+            Box::pin(self.answer_events(now)).await;
+        }
+    }
+
+    async fn answer_events(&mut self, now: Instant) {
         while let Some(event) = self.conn.poll_event() {
             match event {
-                Event::Connect(req) => self.on_connect(*req, now).await,
+                Event::Connect(req) => Box::pin(self.on_connect(*req, now)).await,
                 Event::Publish { packet_id, message } => {
                     if self.ctx.broker.durable.is_enabled() {
                         self.stage_publish(now, packet_id, message);
                     } else {
                         let (mut code, cluster_wait) = self.on_publish(&message);
                         if let Some(wait) = cluster_wait
-                            && let Err(e) = wait.await
+                            && let Err(e) = Box::pin(wait).await
                         {
                             match crate::cluster::retained::refusal(
                                 self.conn.protocol_version(),
@@ -375,7 +418,7 @@ impl ConnTask {
                 Event::Subscribe {
                     packet_id,
                     requests,
-                } => self.on_subscribe(now, packet_id, &requests).await,
+                } => Box::pin(self.on_subscribe(now, packet_id, &requests)).await,
                 Event::Unsubscribe { packet_id, filters } => {
                     let codes = filters
                         .iter()
@@ -405,12 +448,12 @@ impl ConnTask {
                         }
                         _ => {}
                     }
-                    self.closed_will = Some(will);
+                    self.closed_will = Some(will.map(Box::new));
                 }
             }
         }
         if !self.step.is_empty() {
-            self.complete_staged().await;
+            Box::pin(self.complete_staged()).await;
         }
     }
 
@@ -647,9 +690,12 @@ impl ConnTask {
     /// batch per destination thread. A full inbox drops QoS 0 deliveries (counted) and waits
     /// for room for QoS 1/2 ones (back-pressure on this publisher).
     async fn flush_outbox(&mut self) {
-        if self.outbox.is_empty() {
-            return;
+        if !self.outbox.is_empty() {
+            Box::pin(self.send_batches()).await;
         }
+    }
+
+    async fn send_batches(&mut self) {
         let batches: Vec<(usize, Vec<crate::engine::Routed>)> = self.outbox.drain().collect();
         for (thread, batch) in batches {
             if thread == self.ctx.index {
@@ -705,8 +751,9 @@ impl ConnTask {
             }
             let buf = std::mem::take(wbuf);
             let limit = Duration::from_secs(self.ctx.broker.config.limits.write_timeout_secs);
+            // Boxed: the write's future is large and the idle task should not carry it.
             let Ok(BufResult(res, mut buf)) =
-                compio::time::timeout(limit, self.stream.write_all(buf)).await
+                Box::pin(compio::time::timeout(limit, self.stream.write_all(buf))).await
             else {
                 tracing::debug!(client_id = ?self.client_id, "write timed out: slow consumer");
                 self.ctx.stats().hit_limit(Limit::WriteTimeout);
@@ -786,7 +833,7 @@ impl ConnTask {
         let (Some(key), Some(client_id)) = (self.key, self.client_id.clone()) else {
             return;
         };
-        let will = self.closed_will.take().flatten();
+        let will = self.closed_will.take().flatten().map(|w| *w);
         let filters: Vec<String> = self
             .conn
             .session()
@@ -961,4 +1008,31 @@ enum Fate {
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if a.as_u8() <= b.as_u8() { a } else { b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an `async fn` taking four arguments returns.
+    fn future_size<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// An idle connection's task is allocated at this size for its whole life, so the rare,
+    /// large steps (CONNECT, SUBSCRIBE, store writes, close) are boxed: this bound fails
+    /// when one of them is inlined into the task again.
+    #[test]
+    fn idle_connection_task_is_small() {
+        let task = future_size(serve);
+        let state = std::mem::size_of::<ConnTask>();
+        eprintln!(
+            "serve future {task} B, ConnTask {state} B, Connection {} B",
+            std::mem::size_of::<Connection>()
+        );
+        assert!(
+            task <= state + 1024,
+            "serve future {task} B, ConnTask {state} B"
+        );
+    }
 }

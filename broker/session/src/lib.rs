@@ -54,7 +54,9 @@ mod session;
 mod stats;
 
 pub use config::{QueuePolicy, SessionConfig};
-pub use connection::{Connection, DeliverOutcome};
+pub use connection::{
+    Connection, DeliverOutcome, PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PublishCache,
+};
 pub use error::{CloseReason, PartsError, ProtocolError};
 pub use event::{ConnectRequest, Event, SubscribeRequest};
 pub use message::{ClientId, Delivery, Message, MessageParts, MessageProperties, WallClock, Will};

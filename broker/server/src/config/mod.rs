@@ -201,7 +201,7 @@ pub struct IoConfig {
     pub threads: usize,
     /// Driver choice.
     pub backend: Backend,
-    /// Per-connection read buffer size.
+    /// Bytes read from a socket at once, into the I/O thread's shared read buffer.
     pub read_buffer_bytes: usize,
     /// io_uring submission queue entries per thread.
     pub uring_entries: u32,

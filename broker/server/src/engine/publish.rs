@@ -1,6 +1,7 @@
 //! The publish path: retained update, trie match, per-session merge, per-thread batching.
 //! Takes no lock except the retained index's (only for RETAIN=1 messages).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -58,6 +59,16 @@ struct Target {
     qos: QoS,
     retain_as_published: bool,
     ids: SmallVec<[u32; 2]>,
+}
+
+/// Sessions matched by one PUBLISH, merged (see [`route_scoped`]).
+type Targets = HashMap<SessionKey, Target, ahash::RandomState>;
+
+thread_local! {
+    /// Each thread's scratch map for [`route_scoped`]: emptied after every PUBLISH but kept
+    /// allocated, so routing does not grow a fresh map for every message. Its capacity is
+    /// bounded by the largest fan-out seen (the sessions one topic matches).
+    static TARGETS: RefCell<Targets> = RefCell::new(Targets::default());
 }
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
@@ -124,6 +135,10 @@ pub fn route_acked(
     outbox: &mut Outbox,
     acked: bool,
 ) -> (usize, Option<crate::cluster::AckWait>) {
+    if let [only] = outbox.per_thread.as_mut_slice() {
+        // One I/O thread: every delivery goes to it, straight into its batch.
+        return route_collect_acked(broker, message, only, acked);
+    }
     let mut routed = Vec::new();
     let (n, wait) = route_collect_acked(broker, message, &mut routed, acked);
     for r in routed {
@@ -190,7 +205,21 @@ pub fn route_scoped(
     out: &mut Vec<Routed>,
     scope: &Scope<'_>,
 ) -> usize {
-    let mut targets: HashMap<SessionKey, Target> = HashMap::new();
+    TARGETS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut targets) => collect_targets(broker, message, out, scope, &mut targets),
+        // Only a nested call could find it borrowed: use a map of its own.
+        Err(_) => collect_targets(broker, message, out, scope, &mut Targets::default()),
+    })
+}
+
+/// The body of [`route_scoped`], merging into `targets` (empty on entry and on return).
+fn collect_targets(
+    broker: &Broker,
+    message: &Arc<Message>,
+    out: &mut Vec<Routed>,
+    scope: &Scope<'_>,
+    targets: &mut Targets,
+) -> usize {
     let publisher = message.publisher.as_deref();
     let acl = broker.security.acl.load();
     let check_read = !acl.allows_everything();
@@ -237,7 +266,8 @@ pub fn route_scoped(
         }
     });
     let n = targets.len();
-    for (key, t) in targets {
+    out.reserve(n);
+    for (key, t) in targets.drain() {
         out.push(Routed {
             key,
             route: t.value.route,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use halyard_session::{ClientId, Delivery, Dropped, SESSION_NEVER_EXPIRES, Session, Will};
+use halyard_session::{
+    ClientId, Delivery, Dropped, PublishCache, SESSION_NEVER_EXPIRES, Session, Will,
+};
 
 use super::publish::{self, Outbox};
 use super::{Broker, ConnRef, Moving, Routed, SessionKey, ThreadMsg};
@@ -127,8 +129,14 @@ pub struct ThreadCtx {
     pub index: usize,
     /// Shared broker state.
     pub broker: Arc<Broker>,
-    conns: RefCell<HashMap<u64, Rc<ConnHandle>>>,
-    sessions: RefCell<HashMap<SessionKey, Local>>,
+    conns: RefCell<HashMap<u64, Rc<ConnHandle>, ahash::RandomState>>,
+    sessions: RefCell<HashMap<SessionKey, Local, ahash::RandomState>>,
+    /// The read buffer every connection task of the thread reads into
+    /// (`io.read_buffer_bytes`): taken for one synchronous read, then put back, so an idle
+    /// connection holds no buffer.
+    read_buf: RefCell<Vec<u8>>,
+    /// Encoded PUBLISH packets shared by the thread's connections (see [`PublishCache`]).
+    pub publish_cache: RefCell<PublishCache>,
     timers: RefCell<BTreeMap<(Instant, SessionKey, TimerKind), ()>>,
     /// Set when the broker is stopping.
     pub shutting_down: Cell<bool>,
@@ -141,13 +149,31 @@ impl ThreadCtx {
     pub fn new(index: usize, broker: Arc<Broker>) -> Rc<Self> {
         Rc::new(ThreadCtx {
             index,
-            broker,
-            conns: RefCell::new(HashMap::new()),
-            sessions: RefCell::new(HashMap::new()),
+            conns: RefCell::new(HashMap::default()),
+            sessions: RefCell::new(HashMap::default()),
+            read_buf: RefCell::new(vec![0; broker.config.io.read_buffer_bytes]),
+            publish_cache: RefCell::new(PublishCache::new()),
             timers: RefCell::new(BTreeMap::new()),
             shutting_down: Cell::new(false),
             shutdown_waker: RefCell::new(None),
+            broker,
         })
+    }
+
+    /// Takes the thread's shared read buffer (a fresh one if it is out, which only a
+    /// nested read would cause). Give it back with [`Self::put_read_buf`].
+    pub fn take_read_buf(&self) -> Vec<u8> {
+        let buf = std::mem::take(&mut *self.read_buf.borrow_mut());
+        if buf.is_empty() {
+            vec![0; self.broker.config.io.read_buffer_bytes]
+        } else {
+            buf
+        }
+    }
+
+    /// Returns the buffer [`Self::take_read_buf`] gave.
+    pub fn put_read_buf(&self, buf: Vec<u8>) {
+        *self.read_buf.borrow_mut() = buf;
     }
 
     /// This thread's counters.

@@ -126,7 +126,7 @@ impl Connection {
         self.keep_alive = keep_alive;
         self.connect_expiry_interval = session_expiry_interval;
         self.state = State::AwaitDecision;
-        self.pending_connect = Some(PendingConnect {
+        self.pending_connect = Some(Box::new(PendingConnect {
             client_id: client_id.clone(),
             client_id_assigned,
             clean_start: c.clean_start,
@@ -134,7 +134,7 @@ impl Connection {
             session_expiry_capped: session_expiry_interval != requested_expiry,
             will: will.clone(),
             server_keep_alive,
-        });
+        }));
         self.events
             .push_back(Event::Connect(Box::new(ConnectRequest {
                 protocol_version: self.version,
@@ -236,7 +236,7 @@ impl Connection {
         };
         self.send_connack(ReasonCode::SUCCESS, session_present, props);
         self.state = State::Connected;
-        self.will = p.will;
+        self.will = p.will.map(Box::new);
         self.last_packet = now;
         self.resend_pending = session.inflight_len() > 0;
         self.session = Some(session);

@@ -17,6 +17,7 @@
 mod connect;
 mod inbound;
 mod outbound;
+mod publish_cache;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use crate::session::Session;
 use crate::stats::ConnectionStats;
 
 pub use outbound::DeliverOutcome;
+pub use publish_cache::{PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PublishCache};
 
 /// `code` if MQTT 5.0 allows it in `packet`, else 0x80 (unspecified error), so that a
 /// server-chosen code can never make an acknowledgement unencodable.
@@ -126,10 +128,12 @@ pub struct Connection {
     /// The latest `now` given to any method (for work triggered by `poll_transmit`).
     last_now: Instant,
     keep_alive: u16,
-    pending_connect: Option<PendingConnect>,
+    /// Boxed: present only between CONNECT and the server's decision.
+    pending_connect: Option<Box<PendingConnect>>,
     peer: PeerLimits,
     session: Option<Session>,
-    will: Option<Will>,
+    /// Boxed: most connections have none, and a `Will` is large.
+    will: Option<Box<Will>>,
     /// Session Expiry Interval of the CONNECT (for [MQTT-3.14.2-2]).
     connect_expiry_interval: u32,
     /// Outgoing messages sent on this connection and not yet acknowledged (the window).
@@ -141,6 +145,9 @@ pub struct Connection {
     aliases_out: HashMap<MqttString, u16>,
     pending_subscribes: HashMap<u16, Vec<SubscribeRequest>>,
     pending_unsubscribes: HashMap<u16, Vec<MqttString>>,
+    /// The server's shared cache, lent for one [`Connection::deliver_cached`] call (empty
+    /// otherwise).
+    cache: PublishCache,
 }
 
 impl Connection {
@@ -173,6 +180,7 @@ impl Connection {
             aliases_out: HashMap::new(),
             pending_subscribes: HashMap::new(),
             pending_unsubscribes: HashMap::new(),
+            cache: PublishCache::default(),
         }
     }
 
@@ -374,10 +382,21 @@ impl Connection {
         self.tx.len()
     }
 
+    /// Whether [`Self::poll_event`] has an event to give.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event for the server, in order. Drain it after every call into the
     /// connection.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            // Drained: an idle connection keeps no event buffer (four `Event`s are about
+            // 1 KB; a busy one allocates it again on its next event).
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// True once the connection is closed ([`Event::Closed`] was queued): flush
@@ -532,7 +551,7 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
-        let will = self.will.take().filter(|_| send_will);
+        let will = self.will.take().filter(|_| send_will).map(|w| *w);
         self.rx = BytesMut::new();
         self.partial_since = None;
         self.pending_subscribes.clear();

@@ -129,7 +129,9 @@ impl Connection {
     /// Sends a QoS 1/2 message for the first time: checks the size, assigns a packet id,
     /// records it in flight and encodes it.
     fn send_new(&mut self, now: Instant, delivery: Delivery) -> Result<(), Dropped> {
-        if self.publish_len(now, &delivery) > self.peer.max_packet_size as usize {
+        if self.peer_limits_size()
+            && self.publish_len(now, &delivery) > self.peer.max_packet_size as usize
+        {
             return Err(Dropped::TooLarge);
         }
         let Some(session) = self.session.as_mut() else {
@@ -157,6 +159,12 @@ impl Connection {
             f.ever_sent = true;
             self.inflight_sent += 1;
         }
+    }
+
+    /// Whether the client set a Maximum Packet Size below the protocol's: only then can an
+    /// encodable PUBLISH be too large for it, and only then is its size measured.
+    pub(crate) fn peer_limits_size(&self) -> bool {
+        self.peer.max_packet_size < halyard_codec::MAX_PACKET_SIZE
     }
 
     /// Size of the PUBLISH for `delivery` with the full topic and no alias (the largest
@@ -211,11 +219,15 @@ impl Connection {
     }
 
     /// The alias to use for `topic`: `(alias, send_topic, newly_assigned)`.
-    fn alias_for(&mut self, topic: &MqttString) -> (Option<u16>, bool, bool) {
-        let limit = self
-            .peer
+    /// How many outgoing topic aliases this connection may use.
+    pub(crate) fn alias_limit(&self) -> u16 {
+        self.peer
             .topic_alias_maximum
-            .min(self.cfg.max_topic_alias_out);
+            .min(self.cfg.max_topic_alias_out)
+    }
+
+    fn alias_for(&mut self, topic: &MqttString) -> (Option<u16>, bool, bool) {
+        let limit = self.alias_limit();
         if !self.is_v5() || limit == 0 {
             return (None, true, false);
         }
@@ -239,10 +251,23 @@ impl Connection {
         packet_id: u16,
         dup: bool,
     ) -> Result<(), Dropped> {
+        let variant = self.cache_variant(d, dup);
+        if let Some(v) = variant
+            && self.state != State::Closed
+            && self.send_cached(&d.message, v, packet_id)
+        {
+            self.stats.count_publish_out(d.qos);
+            return Ok(());
+        }
         let (alias, with_topic, new_alias) = self.alias_for(&d.message.topic);
         let packet = self.build_publish(now, d, packet_id, dup, alias, with_topic);
-        let fits = encoded_len(&packet, self.version) <= self.peer.max_packet_size as usize;
+        let fits = !self.peer_limits_size()
+            || encoded_len(&packet, self.version) <= self.peer.max_packet_size as usize;
+        let start = self.tx.len();
         if fits && self.send(&packet) {
+            if let Some(v) = variant {
+                self.cache_sent(&d.message, v, start);
+            }
             self.stats.count_publish_out(d.qos);
             if dup {
                 self.stats.publish_resent += 1;

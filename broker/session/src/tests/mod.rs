@@ -5,6 +5,7 @@ mod connect;
 mod fuzz;
 mod partial;
 mod parts;
+mod publish_cache;
 mod publish_in;
 mod publish_out;
 mod subscribe;

@@ -1,0 +1,205 @@
+//! [`PublishCache`]: encoded PUBLISH packets shared by the connections a message fans out to.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use halyard_codec::{ProtocolVersion, QoS};
+
+use crate::message::Message;
+
+/// Slots of a [`PublishCache`] (direct-mapped by message address; a colliding message
+/// replaces the older one).
+pub const PUBLISH_CACHE_SLOTS: usize = 128;
+
+/// Largest encoded PUBLISH a [`PublishCache`] keeps; larger ones are encoded per connection
+/// (the copy would cost about as much as the encode, and the cache stays small: at most
+/// `PUBLISH_CACHE_SLOTS` x this many bytes, plus the messages it holds).
+pub const PUBLISH_CACHE_MAX_PACKET: usize = 2048;
+
+/// The per-receiver form of a PUBLISH that a cached encoding is valid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Variant {
+    version: ProtocolVersion,
+    qos: QoS,
+    retain: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// Held so that the address the slot is keyed by cannot be reused by another message.
+    message: Arc<Message>,
+    variant: Variant,
+    packet: Bytes,
+    /// Where the packet identifier sits in `packet` (QoS 1/2), to patch per receiver.
+    packet_id_at: Option<usize>,
+}
+
+/// Encoded PUBLISH packets of recent messages, shared by the [`crate::Connection`]s of one
+/// thread through [`crate::Connection::deliver_cached`]: when one message goes to many
+/// subscribers, it is encoded once per form (protocol version, QoS, RETAIN) and copied
+/// into each connection's output, with its packet identifier patched.
+///
+/// Only first transmissions of PUBLISH packets whose bytes are the same for every receiver
+/// are cached: 3.1.1, and 5.0 without a topic alias, subscription identifiers or a Message
+/// Expiry Interval (which changes with time), to clients without a Maximum Packet Size.
+/// Bounded by [`PUBLISH_CACHE_SLOTS`] and [`PUBLISH_CACHE_MAX_PACKET`]. Plain data, no
+/// clock, no global: the server owns one per thread.
+#[derive(Debug, Default)]
+pub struct PublishCache {
+    slots: Vec<Option<Slot>>,
+    /// PUBLISH packets copied from the cache.
+    pub hits: u64,
+    /// PUBLISH packets encoded and stored.
+    pub misses: u64,
+}
+
+impl PublishCache {
+    /// An empty cache of [`PUBLISH_CACHE_SLOTS`] slots. ([`PublishCache::default`] has no
+    /// slots and caches nothing.)
+    pub fn new() -> Self {
+        PublishCache {
+            slots: (0..PUBLISH_CACHE_SLOTS).map(|_| None).collect(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    fn index(&self, message: &Arc<Message>) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        // Messages are heap blocks of more than 64 bytes: drop the low bits that never vary.
+        let addr = Arc::as_ptr(message) as usize >> 6;
+        Some(addr % self.slots.len())
+    }
+
+    /// The cached packet for `message` in `variant`, with where its packet id goes.
+    fn get(&self, message: &Arc<Message>, variant: Variant) -> Option<(&[u8], Option<usize>)> {
+        let slot = self.slots.get(self.index(message)?)?.as_ref()?;
+        (Arc::ptr_eq(&slot.message, message) && slot.variant == variant)
+            .then_some((&slot.packet[..], slot.packet_id_at))
+    }
+
+    /// Stores `packet`, the encoding of `message` in `variant`.
+    fn put(&mut self, message: &Arc<Message>, variant: Variant, packet: &[u8]) {
+        if packet.len() > PUBLISH_CACHE_MAX_PACKET {
+            return;
+        }
+        let Some(i) = self.index(message) else {
+            return;
+        };
+        let packet_id_at = if variant.qos == QoS::AtMostOnce {
+            None
+        } else {
+            match packet_id_offset(packet) {
+                Some(at) => Some(at),
+                None => return,
+            }
+        };
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(Slot {
+                message: message.clone(),
+                variant,
+                packet: Bytes::copy_from_slice(packet),
+                packet_id_at,
+            });
+        }
+    }
+}
+
+/// Offset of the packet identifier in an encoded PUBLISH: after the fixed header (one byte
+/// and the Remaining Length, 1-4 bytes) and the topic name (two length bytes and the name).
+fn packet_id_offset(packet: &[u8]) -> Option<usize> {
+    let mut at = 1;
+    loop {
+        let b = *packet.get(at)?;
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            return None;
+        }
+    }
+    let len = u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]);
+    let id_at = at + 2 + usize::from(len);
+    (id_at + 2 <= packet.len()).then_some(id_at)
+}
+
+impl super::Connection {
+    /// As [`crate::Connection::deliver`], encoding through `cache` (see [`PublishCache`]).
+    pub fn deliver_cached(
+        &mut self,
+        now: std::time::Instant,
+        delivery: crate::Delivery,
+        cache: &mut PublishCache,
+    ) -> crate::DeliverOutcome {
+        std::mem::swap(&mut self.cache, cache);
+        let outcome = self.deliver(now, delivery);
+        std::mem::swap(&mut self.cache, cache);
+        outcome
+    }
+
+    /// The cache form of `d` on this connection, when its bytes would be the same for every
+    /// receiver (see [`PublishCache`]).
+    pub(crate) fn cache_variant(&self, d: &crate::Delivery, dup: bool) -> Option<Variant> {
+        if dup || self.cache.slots.is_empty() || self.peer_limits_size() {
+            return None;
+        }
+        if self.version == ProtocolVersion::V5
+            && (self.alias_limit() > 0
+                || !d.subscription_ids.is_empty()
+                || d.message.expires_at.is_some())
+        {
+            return None;
+        }
+        Some(Variant {
+            version: self.version,
+            qos: d.qos,
+            retain: d.retain,
+        })
+    }
+
+    /// Appends the cached PUBLISH of `message` in `variant` to the output with `packet_id`;
+    /// false when not cached.
+    pub(crate) fn send_cached(
+        &mut self,
+        message: &Arc<Message>,
+        variant: Variant,
+        packet_id: u16,
+    ) -> bool {
+        let Some((packet, id_at)) = self.cache.get(message, variant) else {
+            return false;
+        };
+        let start = self.tx.len();
+        self.tx.extend_from_slice(packet);
+        if let Some(at) = id_at {
+            self.tx[start + at..start + at + 2].copy_from_slice(&packet_id.to_be_bytes());
+        }
+        self.cache.hits += 1;
+        self.stats.packets_out += 1;
+        true
+    }
+
+    /// Stores the PUBLISH just encoded at `start..` of the output in the cache.
+    pub(crate) fn cache_sent(&mut self, message: &Arc<Message>, variant: Variant, start: usize) {
+        self.cache.misses += 1;
+        if let Some(packet) = self.tx.get(start..) {
+            self.cache.put(message, variant, packet);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_id_offset_skips_header_and_topic() {
+        // PUBLISH QoS 1, remaining 7: topic "a/b", id 0x0102, payload "x".
+        let p = [0x32, 8, 0, 3, b'a', b'/', b'b', 1, 2, b'x'];
+        assert_eq!(packet_id_offset(&p), Some(7));
+        assert_eq!(packet_id_offset(&p[..7]), None);
+        assert_eq!(packet_id_offset(&[0x32, 0x80, 0x80, 0x80, 0x80, 0]), None);
+    }
+}
