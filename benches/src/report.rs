@@ -48,6 +48,10 @@ pub struct ConnStats {
 pub struct RunResult {
     /// `fanin`, `fanout`, `p2p` or `conn`.
     pub scenario: String,
+    /// Subscribers used persistent sessions (`--persistent`: Clean Start 0, Session Expiry
+    /// Interval > 0).
+    #[serde(default)]
+    pub persistent: bool,
     /// MQTT protocol level used (4 or 5).
     pub protocol: u8,
     /// QoS of publishes and subscriptions.

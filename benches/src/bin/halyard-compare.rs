@@ -18,7 +18,8 @@ use halyard_bench::procfs;
     about = "Side-by-side MQTT broker benchmark (loopback only)"
 )]
 struct Args {
-    /// Brokers, comma-separated, in turn order: halyard-uring, halyard-epoll, mosquitto, rumqttd.
+    /// Brokers, comma-separated, in turn order: halyard-uring, halyard-epoll, mosquitto, rumqttd;
+    /// also halyard-uring-store, halyard-epoll-store (store on, a fresh store per run).
     #[arg(
         long,
         default_value = "halyard-uring,halyard-epoll,mosquitto,rumqttd",
@@ -26,7 +27,7 @@ struct Args {
     )]
     brokers: Vec<String>,
     /// Cases to run (default: all): fanin-q0, fanin-q1, fanout-q0, fanout-q1, p2p-q0, p2p-q1,
-    /// p2p-q0-5k, p2p-q1-50k, conn-idle, conn-sub.
+    /// p2p-q1-persistent, p2p-q0-5k, p2p-q1-50k, conn-idle, conn-sub.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// Rounds over every case and broker.

@@ -78,6 +78,11 @@ struct Args {
     /// conn: idle time after connecting before memory is sampled, seconds.
     #[arg(long, default_value_t = 2.0)]
     hold: f64,
+    /// Subscribers connect with persistent sessions (Clean Start 0 / Clean Session 0; 5.0:
+    /// Session Expiry Interval 3600 s), so a broker with a store on makes each QoS 1 delivery
+    /// durable before acknowledging its PUBLISH. Publishers connect clean.
+    #[arg(long)]
+    persistent: bool,
     /// Print only the JSON line.
     #[arg(long)]
     json_only: bool,
@@ -120,13 +125,19 @@ fn config(a: &Args) -> Result<LoadConfig, String> {
         conn_concurrency: a.concurrency,
         hold: secs(a.hold),
         id_prefix: format!("hl{}", std::process::id()),
+        persistent: a.persistent,
     })
 }
 
 fn human(r: &RunResult) -> String {
     let mut s = format!(
-        "scenario {} qos {} payload {} B  pubs {} subs {}  {}\n",
+        "scenario {}{} qos {} payload {} B  pubs {} subs {}  {}\n",
         r.scenario,
+        if r.persistent {
+            " (persistent sessions)"
+        } else {
+            ""
+        },
         r.qos,
         r.payload,
         r.publishers,

@@ -36,6 +36,9 @@ pub enum Broker {
     Halyard {
         /// `io.backend`.
         backend: String,
+        /// `store.enabled`: durable sessions in a fresh store directory per run (the
+        /// `-store` variants), else in memory.
+        store: bool,
     },
     /// Eclipse Mosquitto.
     Mosquitto,
@@ -44,15 +47,23 @@ pub enum Broker {
 }
 
 impl Broker {
-    /// Parses `halyard-uring`, `halyard-epoll`, `halyard` (= uring), `mosquitto`, `rumqttd`.
+    /// Parses `halyard-uring`, `halyard-epoll`, `halyard` (= uring), their store-on variants
+    /// `halyard-uring-store`, `halyard-epoll-store`, `mosquitto`, `rumqttd`.
     pub fn parse(s: &str) -> Option<Broker> {
-        match s {
-            "halyard" | "halyard-uring" => Some(Broker::Halyard {
-                backend: "uring".into(),
-            }),
-            "halyard-epoll" => Some(Broker::Halyard {
-                backend: "epoll".into(),
-            }),
+        let (base, store) = match s.strip_suffix("-store") {
+            Some(base) => (base, true),
+            None => (s, false),
+        };
+        let halyard = |backend: &str| {
+            Some(Broker::Halyard {
+                backend: backend.into(),
+                store,
+            })
+        };
+        match base {
+            "halyard" | "halyard-uring" => halyard("uring"),
+            "halyard-epoll" => halyard("epoll"),
+            _ if store => None,
             "mosquitto" => Some(Broker::Mosquitto),
             "rumqttd" => Some(Broker::Rumqttd),
             _ => None,
@@ -62,7 +73,14 @@ impl Broker {
     /// Display name, e.g. `halyard-uring`.
     pub fn name(&self) -> String {
         match self {
-            Broker::Halyard { backend } => format!("halyard-{backend}"),
+            Broker::Halyard {
+                backend,
+                store: false,
+            } => format!("halyard-{backend}"),
+            Broker::Halyard {
+                backend,
+                store: true,
+            } => format!("halyard-{backend}-store"),
             Broker::Mosquitto => "mosquitto".into(),
             Broker::Rumqttd => "rumqttd".into(),
         }
@@ -135,7 +153,16 @@ pub fn start(
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg(cpus);
     match broker {
-        Broker::Halyard { backend } => {
+        Broker::Halyard { backend, store } => {
+            if *store {
+                // A fresh, empty store for every run.
+                let dir = work.join(format!("store-{port}"));
+                if dir.exists() {
+                    fs::remove_dir_all(&dir)?;
+                }
+                cmd.env("HALYARD_STORE__ENABLED", "true")
+                    .env("HALYARD_STORE__DIR", dir);
+            }
             cmd.arg(&bins.halyard)
                 .arg("run")
                 .env("HALYARD_LISTENERS__TCP__BIND", format!("127.0.0.1:{port}"))
@@ -227,11 +254,19 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for n in ["halyard-uring", "halyard-epoll", "mosquitto", "rumqttd"] {
+        for n in [
+            "halyard-uring",
+            "halyard-epoll",
+            "halyard-uring-store",
+            "halyard-epoll-store",
+            "mosquitto",
+            "rumqttd",
+        ] {
             assert_eq!(Broker::parse(n).unwrap().name(), n);
         }
         assert_eq!(Broker::parse("halyard").unwrap().name(), "halyard-uring");
         assert!(Broker::parse("emqx").is_none());
+        assert!(Broker::parse("mosquitto-store").is_none());
     }
 
     #[test]

@@ -93,6 +93,11 @@ pub fn default_cases(connections: usize) -> Vec<Case> {
         case("p2p-q0", Throughput, "--scenario p2p --clients 50 --qos 0"),
         case("p2p-q1", Throughput, "--scenario p2p --clients 50 --qos 1"),
         case(
+            "p2p-q1-persistent",
+            Throughput,
+            "--scenario p2p --clients 50 --qos 1 --persistent",
+        ),
+        case(
             "p2p-q0-5k",
             Latency,
             "--scenario p2p --clients 50 --qos 0 --rate 5000",

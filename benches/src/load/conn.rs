@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::mqtt::SessionKind;
 use super::{LoadConfig, LoadError, SETUP_TIMEOUT, Shared, mqtt, phase};
 use crate::procfs::{self, Pid};
 use crate::report::{BrokerStats, ConnStats, RunResult};
@@ -115,7 +116,7 @@ fn worker(cfg: &LoadConfig, shared: &Arc<Shared>, ids: Vec<usize>) {
                 let qos = cfg.qos;
                 pending.spawn(async move {
                     let f = filter.as_deref().map(|f| (f, qos));
-                    mqtt::connect(&client, &id, f).await
+                    mqtt::connect(&client, &id, f, SessionKind::Clean).await
                 });
             }
             let Some(done) = pending.join_next().await else {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use halyard_codec::{DecodeError, EncodeError, QoS};
 use tokio::sync::{Notify, watch};
 
-pub use mqtt::{ClientParams, PublishTemplate};
+pub use mqtt::{ClientParams, PERSISTENT_SESSION_EXPIRY, PublishTemplate, SessionKind};
 
 use crate::latency::Latency;
 use crate::payload::{Clock, HEADER_LEN};
@@ -136,6 +136,9 @@ pub struct LoadConfig {
     pub hold: Duration,
     /// Client identifier prefix (unique per run).
     pub id_prefix: String,
+    /// Subscribers ask for persistent sessions ([`SessionKind::Persistent`]); publishers
+    /// always connect clean.
+    pub persistent: bool,
 }
 
 impl LoadConfig {
@@ -168,6 +171,9 @@ impl LoadConfig {
         }
         if self.conn_concurrency == 0 {
             return bad("conn concurrency must be >= 1");
+        }
+        if self.persistent && self.scenario == Scenario::Conn {
+            return bad("persistent applies to traffic scenarios (fanin, fanout, p2p)");
         }
         Ok(())
     }
@@ -579,6 +585,7 @@ fn summarise(
         .and_then(|_| shared.send_lag.lock().ok().map(|l| l.summary()));
     RunResult {
         scenario: cfg.scenario.name().into(),
+        persistent: cfg.persistent,
         protocol: cfg.client.version.level(),
         qos: cfg.qos.as_u8(),
         payload: cfg.payload,

@@ -33,6 +33,21 @@ pub struct ClientParams {
     pub keep_alive: u16,
 }
 
+/// Session Expiry Interval a persistent subscriber asks for (5.0), seconds: longer than any
+/// run, short enough that a broker keeping sessions forgets them after an hour.
+pub const PERSISTENT_SESSION_EXPIRY: u32 = 3600;
+
+/// The session a client asks for in CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Clean Start 1 (3.1.1: Clean Session 1), no Session Expiry Interval.
+    Clean,
+    /// Clean Start 0 (3.1.1: Clean Session 0) and, with 5.0, a Session Expiry Interval of
+    /// [`PERSISTENT_SESSION_EXPIRY`]: the broker keeps (and, with a store, persists) the
+    /// session and its QoS 1 deliveries.
+    Persistent,
+}
+
 /// Reads packets until one is complete.
 pub async fn read_packet(
     s: &mut TcpStream,
@@ -54,19 +69,26 @@ async fn handshake(
     p: &ClientParams,
     client_id: &str,
     filter: Option<(&str, QoS)>,
+    session: SessionKind,
 ) -> Result<(TcpStream, BytesMut), LoadError> {
     let mut s = TcpStream::connect(p.target).await?;
     s.set_nodelay(true)?;
     let mut out = BytesMut::with_capacity(256);
+    let persistent = session == SessionKind::Persistent;
+    let properties = ConnectProperties {
+        session_expiry_interval: (persistent && p.version == ProtocolVersion::V5)
+            .then_some(PERSISTENT_SESSION_EXPIRY),
+        ..ConnectProperties::default()
+    };
     let connect = Packet::Connect(Box::new(Connect {
         protocol_version: p.version,
-        clean_start: true,
+        clean_start: !persistent,
         keep_alive: p.keep_alive,
         client_id: client_id.into(),
         will: None,
         username: None,
         password: None,
-        properties: ConnectProperties::default(),
+        properties,
     }));
     encode(&connect, p.version, &mut out)?;
     s.write_all(&out).await?;
@@ -114,14 +136,16 @@ async fn handshake(
     Ok((s, buf))
 }
 
-/// Connects (and subscribes to `filter` when given), within [`HANDSHAKE_TIMEOUT`]. Returns the
-/// stream and the read buffer, which may already hold the start of the next packet.
+/// Connects with the `session` asked for (and subscribes to `filter` when given), within
+/// [`HANDSHAKE_TIMEOUT`]. Returns the stream and the read buffer, which may already hold the
+/// start of the next packet.
 pub async fn connect(
     p: &ClientParams,
     client_id: &str,
     filter: Option<(&str, QoS)>,
+    session: SessionKind,
 ) -> Result<(TcpStream, BytesMut), LoadError> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(p, client_id, filter))
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(p, client_id, filter, session))
         .await
         .map_err(|_| LoadError::Timeout("CONNECT/SUBSCRIBE"))?
 }

@@ -13,7 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 
-use super::mqtt::{self, READ_CHUNK};
+use super::mqtt::{self, READ_CHUNK, SessionKind};
 use super::{LoadConfig, LoadError, MAX_BATCH, PubSpec, PubState, PublishTemplate, Shared, phase};
 use crate::latency::Latency;
 use crate::payload::Stamp;
@@ -32,7 +32,7 @@ pub(super) async fn run(cfg: LoadConfig, shared: Arc<Shared>, spec: PubSpec) {
 
 async fn publish(cfg: &LoadConfig, shared: &Arc<Shared>, spec: &PubSpec) -> Result<(), LoadError> {
     let client_id = format!("{}-p{}", cfg.id_prefix, spec.id);
-    let (stream, rbuf) = mqtt::connect(&cfg.client, &client_id, None).await?;
+    let (stream, rbuf) = mqtt::connect(&cfg.client, &client_id, None, SessionKind::Clean).await?;
     shared.ready.fetch_add(1, Ordering::AcqRel);
     let (rd, wr) = stream.into_split();
     let inflight = Arc::new(AtomicI64::new(0));

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use halyard_codec::{MAX_PACKET_SIZE, Packet, PubResponse, QoS, decode, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::mqtt::{self, READ_CHUNK};
+use super::mqtt::{self, READ_CHUNK, SessionKind};
 use super::{LoadConfig, LoadError, Shared, SubOutcome, SubSpec, phase};
 use crate::payload::Stamp;
 use crate::tracker::SeqTracker;
@@ -41,8 +41,18 @@ async fn subscribe(
 ) -> Result<(), LoadError> {
     let client_id = format!("{}-s{}", cfg.id_prefix, spec.id);
     let v = cfg.client.version;
-    let (mut s, mut rbuf) =
-        mqtt::connect(&cfg.client, &client_id, Some((&spec.filter, cfg.qos))).await?;
+    let session = if cfg.persistent {
+        SessionKind::Persistent
+    } else {
+        SessionKind::Clean
+    };
+    let (mut s, mut rbuf) = mqtt::connect(
+        &cfg.client,
+        &client_id,
+        Some((&spec.filter, cfg.qos)),
+        session,
+    )
+    .await?;
     shared.ready.fetch_add(1, Ordering::AcqRel);
     let index: HashMap<u32, usize> = spec
         .expects
