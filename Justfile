@@ -45,6 +45,7 @@ test-image:
     images/install-deps.sh
     images/build.sh core
     images/build.sh replicant
+    images/test-repro.sh replicant
     images/test-boot.sh core
     images/test-boot.sh replicant
     images/test-cluster.sh
