@@ -21,6 +21,7 @@
 //!   override it).
 
 pub mod broker;
+pub mod cluster;
 pub mod http;
 pub mod raw;
 pub mod rumq;

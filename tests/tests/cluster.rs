@@ -19,253 +19,19 @@
 //!   authenticate with `admin.token`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use halyard_tests::broker::{free_port, run_halyard};
+use halyard_tests::broker::run_halyard;
+use halyard_tests::cluster::{Cluster, FORM};
 use halyard_tests::rumq::v4::{Client, QoS, opts};
-use halyard_tests::{TestBroker, WAIT, halyard_bin, require_halyard, wait_for};
+use halyard_tests::{WAIT, halyard_bin, require_halyard, wait_for};
 use rumqttc::SubscribeFilter;
 
-/// Bound on the cluster forming or recovering.
-const FORM: Duration = Duration::from_secs(30);
 /// Generous bound on a new Raft leader after the old one died (the target is 2 s;
 /// the measured time is printed, not asserted).
 const ELECTION: Duration = Duration::from_secs(15);
-
-struct Node {
-    name: &'static str,
-    role: &'static str,
-    ip: Ipv4Addr,
-    cluster_port: u16,
-    store: PathBuf,
-    /// `HALYARD_CLUSTER__SEEDS` for this node when not the cluster's list.
-    seeds: Option<String>,
-    /// Extra environment for this node.
-    env: Vec<(&'static str, String)>,
-    broker: Option<TestBroker>,
-}
-
-struct Cluster {
-    nodes: Vec<Node>,
-    seeds: String,
-    root: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Stop every node first (TestBroker's drop kills it), then remove the data dirs;
-        // kept after a failure for inspection.
-        for n in &mut self.nodes {
-            n.broker.take();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
-    }
-}
-
-impl Cluster {
-    /// Node `i` gets the loopback address 127.0.0.(10 + i).
-    fn new(names: &[(&'static str, &'static str)]) -> Cluster {
-        let root = std::env::temp_dir().join("halyard-tests").join(format!(
-            "cluster-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        let _ = std::fs::remove_dir_all(&root);
-        let nodes: Vec<Node> = names
-            .iter()
-            .enumerate()
-            .map(|(i, (name, role))| Node {
-                name,
-                role,
-                ip: Ipv4Addr::new(127, 0, 0, 10 + i as u8),
-                cluster_port: free_port(),
-                store: root.join(name),
-                seeds: None,
-                env: Vec::new(),
-                broker: None,
-            })
-            .collect();
-        let seeds = nodes
-            .iter()
-            .filter(|n| n.role == "core")
-            .map(|n| format!("{}:{}", n.ip, n.cluster_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        Cluster { nodes, seeds, root }
-    }
-
-    fn start(&mut self, i: usize) {
-        let cores = self
-            .nodes
-            .iter()
-            .filter(|n| n.role == "core")
-            .map(|n| n.name)
-            .collect::<Vec<_>>()
-            .join(",");
-        let n = &self.nodes[i];
-        let listen = self.cluster_addr(i);
-        let store = n.store.display().to_string();
-        let seeds = n.seeds.as_deref().unwrap_or(&self.seeds);
-        let mut env = vec![
-            ("HALYARD_NODE__NAME", n.name),
-            ("HALYARD_NODE__ROLE", n.role),
-            ("HALYARD_CLUSTER__LISTEN", listen.as_str()),
-            ("HALYARD_CLUSTER__SEEDS", seeds),
-            ("HALYARD_CLUSTER__INITIAL_CORES", cores.as_str()),
-            ("HALYARD_STORE__DIR", store.as_str()),
-        ];
-        env.extend(n.env.iter().map(|(k, v)| (*k, v.as_str())));
-        let b = TestBroker::start_on(n.ip, &env);
-        self.nodes[i].broker = Some(b);
-    }
-
-    fn cluster_addr(&self, i: usize) -> String {
-        format!("{}:{}", self.nodes[i].ip, self.nodes[i].cluster_port)
-    }
-
-    fn broker(&self, i: usize) -> &TestBroker {
-        self.nodes[i].broker.as_ref().expect("node running")
-    }
-
-    fn running(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].broker.is_some())
-    }
-
-    fn cores(&self) -> impl Iterator<Item = usize> + '_ {
-        self.running().filter(|&i| self.nodes[i].role == "core")
-    }
-
-    fn status(&self, i: usize) -> serde_json::Value {
-        let body = self.broker(i).http_get("/status").body;
-        let doc: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
-        doc["cluster"].clone()
-    }
-
-    fn all_status(&self) -> BTreeMap<&str, String> {
-        self.running()
-            .map(|i| (self.nodes[i].name, self.status(i).to_string()))
-            .collect()
-    }
-
-    /// Waits until every running node sees `members` members and has applied what its
-    /// cores committed, cores know a leader, and running replicants stream in `normal` state.
-    fn wait_formed(&self, members: u64) {
-        let ok = wait_for(FORM, || {
-            let all = self.running().all(|i| {
-                let c = self.status(i);
-                let members_ok = c["members"].as_u64() == Some(members);
-                let applied = c["applied_index"].as_u64().unwrap_or(0);
-                let role = self.nodes[i].role;
-                let has_leader = role != "core" || !c["raft_leader"].is_null();
-                let streaming = role != "replicant" || c["stream_state"] == "normal";
-                members_ok && applied > 0 && has_leader && streaming
-            });
-            all.then_some(())
-        });
-        if ok.is_none() {
-            panic!(
-                "cluster did not form within {FORM:?}: {:#?}",
-                self.all_status()
-            );
-        }
-    }
-
-    /// Waits until every running node applied everything the cores committed so far: a
-    /// route committed by one node's SUBACK is then known to the publishing node too.
-    fn settle(&self) {
-        let committed = self
-            .cores()
-            .filter_map(|i| self.status(i)["committed_index"].as_u64())
-            .max()
-            .unwrap_or(0);
-        let ok = wait_for(FORM, || {
-            self.running()
-                .all(|i| self.status(i)["applied_index"].as_u64() >= Some(committed))
-                .then_some(())
-        });
-        if ok.is_none() {
-            panic!(
-                "nodes did not apply index {committed} within {FORM:?}: {:#?}",
-                self.all_status()
-            );
-        }
-    }
-
-    /// The index of the core every running core names as Raft leader.
-    fn leader(&self) -> usize {
-        let found = wait_for(FORM, || {
-            let ids: BTreeSet<u64> = self
-                .cores()
-                .filter_map(|i| self.status(i)["raft_leader"].as_u64())
-                .collect();
-            let id = *ids.first()?;
-            (ids.len() == 1)
-                .then(|| self.cores().find(|&i| self.status(i)["node_id"] == id))
-                .flatten()
-        });
-        found.unwrap_or_else(|| panic!("no agreed Raft leader: {:#?}", self.all_status()))
-    }
-
-    /// The core a replicant streams from, by its cluster address.
-    fn upstream_of(&self, replicant: usize) -> Option<usize> {
-        let up = self.status(replicant)["upstream_core"]
-            .as_str()?
-            .to_string();
-        (0..self.nodes.len()).find(|&i| self.nodes[i].role == "core" && self.cluster_addr(i) == up)
-    }
-
-    /// Makes sure one of `replicants` streams from core `target` and returns it: if none
-    /// does, the last one restarts with its seed list rotated so that its first choice (the
-    /// seed at its node id modulo the list length) is `target`.
-    fn replicant_following(&mut self, target: usize, replicants: &[usize]) -> usize {
-        if let Some(&r) = replicants
-            .iter()
-            .find(|&&r| self.upstream_of(r) == Some(target))
-        {
-            return r;
-        }
-        let r = *replicants.last().expect("a replicant");
-        let id = self.status(r)["node_id"].as_u64().expect("node id");
-        let mut cores: Vec<String> = self.seeds.split(',').map(str::to_string).collect();
-        let at = cores
-            .iter()
-            .position(|a| *a == self.cluster_addr(target))
-            .expect("target is a seed");
-        let want = (id % cores.len() as u64) as usize;
-        let len = cores.len();
-        cores.rotate_left((at + len - want) % len);
-        self.nodes[r].seeds = Some(cores.join(","));
-        let mut b = self.nodes[r].broker.take().expect("running");
-        b.sigterm();
-        drop(b);
-        self.start(r);
-        let ok = wait_for(FORM, || {
-            (self.status(r)["stream_state"] == "normal").then_some(())
-        });
-        assert!(
-            ok.is_some(),
-            "restarted replicant streams: {}",
-            self.status(r)
-        );
-        assert_eq!(
-            self.upstream_of(r),
-            Some(target),
-            "replicant follows the chosen core: {}",
-            self.status(r)
-        );
-        r
-    }
-
-    fn mqtt(&self, i: usize) -> std::net::SocketAddr {
-        self.broker(i).mqtt_addr()
-    }
-}
 
 async fn client(c: &Cluster, node: usize, id: &str) -> Client {
     Client::connect(opts(c.mqtt(node), id)).await.0
@@ -493,13 +259,17 @@ const R1: usize = 3;
 const R2: usize = 4;
 
 fn five_nodes() -> Cluster {
-    let mut cl = Cluster::new(&[
-        ("c1", "core"),
-        ("c2", "core"),
-        ("c3", "core"),
-        ("r1", "replicant"),
-        ("r2", "replicant"),
-    ]);
+    let mut cl = Cluster::new(
+        "cluster",
+        10,
+        &[
+            ("c1", "core"),
+            ("c2", "core"),
+            ("c3", "core"),
+            ("r1", "replicant"),
+            ("r2", "replicant"),
+        ],
+    );
     // r2 lists the cores in another order: a replicant starts with the seed at its node id
     // modulo the list length, so the two replicants (most likely) follow different cores.
     let mut seeds: Vec<&str> = cl.seeds.split(',').collect();
@@ -781,12 +551,16 @@ fn bulk_filter(i: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicant_bootstraps_a_table_of_100k_routes() {
     require_halyard();
-    let mut cl = Cluster::new(&[
-        ("c1", "core"),
-        ("c2", "core"),
-        ("c3", "core"),
-        ("r1", "replicant"),
-    ]);
+    let mut cl = Cluster::new(
+        "cluster",
+        10,
+        &[
+            ("c1", "core"),
+            ("c2", "core"),
+            ("c3", "core"),
+            ("r1", "replicant"),
+        ],
+    );
     cl.nodes[C1].env.push((
         "HALYARD_MQTT__MAX_SUBSCRIPTIONS_PER_CLIENT",
         (BULK_PER_CLIENT + 10).to_string(),
@@ -890,7 +664,7 @@ async fn replicant_bootstraps_a_table_of_100k_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_cluster_sends_the_admin_token() {
     require_halyard();
-    let mut cl = Cluster::new(&[("c1", "core")]);
+    let mut cl = Cluster::new("cluster", 10, &[("c1", "core")]);
     cl.nodes[C1]
         .env
         .push(("HALYARD_ADMIN__TOKEN", "s3cret-t".into()));

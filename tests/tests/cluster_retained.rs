@@ -10,154 +10,21 @@
 //! cluster-wide once expired; after every core is killed and restarted on its data
 //! directory, the retained messages are still there.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use halyard_tests::TestBroker;
-use halyard_tests::broker::free_port;
+use halyard_tests::cluster::{Cluster, FORM};
 use halyard_tests::rumq::{v4, v5};
 use halyard_tests::{require_halyard, wait_for};
 
-/// Bound on the cluster forming, recovering or converging.
-const FORM: Duration = Duration::from_secs(30);
-
-struct Node {
-    name: &'static str,
-    role: &'static str,
-    cluster: String,
-    store: PathBuf,
-    broker: Option<TestBroker>,
-}
-
-struct Cluster {
-    nodes: Vec<Node>,
-    seeds: String,
-    root: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            n.broker.take();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
-    }
-}
-
-impl Cluster {
-    /// Node `i`'s cluster listener is on 127.0.0.(20 + i).
-    fn new(names: &[(&'static str, &'static str)]) -> Cluster {
-        let root = std::env::temp_dir().join("halyard-tests").join(format!(
-            "cluster-retained-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        let _ = std::fs::remove_dir_all(&root);
-        let nodes: Vec<Node> = names
-            .iter()
-            .enumerate()
-            .map(|(i, (name, role))| Node {
-                name,
-                role,
-                cluster: format!("127.0.0.{}:{}", 20 + i, free_port()),
-                store: root.join(name),
-                broker: None,
-            })
-            .collect();
-        let seeds = nodes
-            .iter()
-            .filter(|n| n.role == "core")
-            .map(|n| n.cluster.clone())
-            .collect::<Vec<_>>()
-            .join(",");
-        Cluster { nodes, seeds, root }
-    }
-
-    fn start(&mut self, i: usize) {
-        let cores = self
-            .nodes
-            .iter()
-            .filter(|n| n.role == "core")
-            .map(|n| n.name)
-            .collect::<Vec<_>>()
-            .join(",");
-        let n = &self.nodes[i];
-        let store = n.store.display().to_string();
-        let env = [
-            ("HALYARD_NODE__NAME", n.name),
-            ("HALYARD_NODE__ROLE", n.role),
-            ("HALYARD_CLUSTER__LISTEN", n.cluster.as_str()),
-            ("HALYARD_CLUSTER__SEEDS", self.seeds.as_str()),
-            ("HALYARD_CLUSTER__INITIAL_CORES", cores.as_str()),
-            // Snapshots early and often, so restarts and bootstraps go through them.
-            ("HALYARD_CLUSTER__SNAPSHOT_EVERY_ENTRIES", "4"),
-            ("HALYARD_STORE__DIR", store.as_str()),
-        ];
-        self.nodes[i].broker = Some(TestBroker::start_with(&env));
-    }
-
-    fn kill(&mut self, i: usize) {
-        let mut b = self.nodes[i].broker.take().expect("node running");
-        b.kill();
-    }
-
-    fn broker(&self, i: usize) -> &TestBroker {
-        self.nodes[i].broker.as_ref().expect("node running")
-    }
-
-    fn status(&self, i: usize) -> serde_json::Value {
-        let body = self.broker(i).http_get("/status").body;
-        let doc: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
-        doc["cluster"].clone()
-    }
-
-    fn running(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].broker.is_some())
-    }
-
-    fn dump(&self) -> BTreeMap<&str, String> {
-        self.running()
-            .map(|i| (self.nodes[i].name, self.status(i).to_string()))
-            .collect()
-    }
-
-    /// Waits until every running node sees `members` members, cores know a leader and
-    /// replicants stream in `normal` state.
-    fn wait_formed(&self, members: u64) {
-        let ok = wait_for(FORM, || {
-            self.running()
-                .all(|i| {
-                    let c = self.status(i);
-                    let n = &self.nodes[i];
-                    c["members"].as_u64() == Some(members)
-                        && c["applied_index"].as_u64().unwrap_or(0) > 0
-                        && (n.role != "core" || !c["raft_leader"].is_null())
-                        && (n.role != "replicant" || c["stream_state"] == "normal")
-                })
-                .then_some(())
-        });
-        if ok.is_none() {
-            panic!("cluster did not form within {FORM:?}: {:#?}", self.dump());
-        }
-    }
-
-    /// Waits until every running node holds `n` retained messages in its replicated state.
-    fn wait_retained(&self, n: u64) {
-        let ok = wait_for(FORM, || {
-            self.running()
-                .all(|i| self.status(i)["retained"].as_u64() == Some(n))
-                .then_some(())
-        });
-        if ok.is_none() {
-            panic!("nodes do not all hold {n} retained: {:#?}", self.dump());
-        }
-    }
-
-    fn mqtt(&self, i: usize) -> std::net::SocketAddr {
-        self.broker(i).mqtt_addr()
+/// Waits until every running node holds `n` retained messages in its replicated state.
+fn wait_retained(cl: &Cluster, n: u64) {
+    let ok = wait_for(FORM, || {
+        cl.running()
+            .all(|i| cl.status(i)["retained"].as_u64() == Some(n))
+            .then_some(())
+    });
+    if ok.is_none() {
+        panic!("nodes do not all hold {n} retained: {:#?}", cl.all_status());
     }
 }
 
@@ -216,13 +83,22 @@ const R2: usize = 4;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_messages_are_cluster_wide_durable_and_expire() {
     require_halyard();
-    let mut cl = Cluster::new(&[
-        ("c1", "core"),
-        ("c2", "core"),
-        ("c3", "core"),
-        ("r1", "replicant"),
-        ("r2", "replicant"),
-    ]);
+    let mut cl = Cluster::new(
+        "cluster-retained",
+        20,
+        &[
+            ("c1", "core"),
+            ("c2", "core"),
+            ("c3", "core"),
+            ("r1", "replicant"),
+            ("r2", "replicant"),
+        ],
+    );
+    for n in &mut cl.nodes {
+        // Snapshots early and often, so restarts and bootstraps go through them.
+        n.env
+            .push(("HALYARD_CLUSTER__SNAPSHOT_EVERY_ENTRIES", "4".to_string()));
+    }
     for i in [C1, C2, C3, R1] {
         cl.start(i);
     }
@@ -257,7 +133,7 @@ async fn retained_messages_are_cluster_wide_durable_and_expire() {
             cl.nodes[node].name
         );
     }
-    cl.wait_retained(2);
+    wait_retained(&cl, 2);
     let both = vec![
         msg("ret/core", b"from-core"),
         msg("ret/replicant", b"from-replicant"),
@@ -281,7 +157,7 @@ async fn retained_messages_are_cluster_wide_durable_and_expire() {
     pub_c
         .publish("ret/replicant", v4::QoS::AtMostOnce, true, b"")
         .await;
-    cl.wait_retained(1);
+    wait_retained(&cl, 1);
     only_replaced_on(
         &cl,
         &[(C3, "del-c3"), (R1, "del-r1"), (C1, "del-c1")],
@@ -320,9 +196,9 @@ async fn retained_messages_are_cluster_wide_durable_and_expire() {
     assert!(
         swept.is_some(),
         "the leader removed the expired message: {:#?}",
-        cl.dump()
+        cl.all_status()
     );
-    cl.wait_retained(1);
+    wait_retained(&cl, 1);
     only_replaced_on(&cl, &[(R1, "exp-r1"), (C2, "exp-c2")], "expired").await;
 
     // Every core killed at once and restarted on its data directory: the retained message
@@ -334,7 +210,7 @@ async fn retained_messages_are_cluster_wide_durable_and_expire() {
         cl.start(i);
     }
     cl.wait_formed(5);
-    cl.wait_retained(1);
+    wait_retained(&cl, 1);
     only_replaced_on(
         &cl,
         &[(C1, "back-c1"), (C3, "back-c3"), (R2, "back-r2")],
