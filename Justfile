@@ -72,3 +72,13 @@ bench *ARGS:
 # Halyard vs Mosquitto vs rumqttd side by side (installs the peers if missing); writes benches/out/.
 bench-compare *ARGS:
     benches/compare.sh {{ARGS}}
+
+# Cluster benchmark (issue 8): 3 cores on 127.0.0.61-63, cross-node vs same-node p2p (QoS 0/1) and
+# the route-commit rate batched/unbatched; builds the release binaries, writes benches/out/cluster/.
+bench-cluster *ARGS:
+    cargo build --release -p halyard-server --bin halyard
+    cargo build --release -p halyard-bench --bin halyard-load --bin halyard-cluster
+    "${CARGO_TARGET_DIR:-target}/release/halyard-cluster" \
+        --load-bin "${CARGO_TARGET_DIR:-target}/release/halyard-load" \
+        --halyard-bin "${CARGO_TARGET_DIR:-target}/release/halyard" \
+        --out benches/out/cluster --command "just bench-cluster {{ARGS}}" {{ARGS}}

@@ -84,6 +84,27 @@ pub fn reset_peak_rss(pid: Pid) -> io::Result<()> {
     fs::write(format!("{}/clear_refs", pid.dir()), "5")
 }
 
+/// Samples every process of `pids` and sums their figures (CPU time, RSS, peak RSS), e.g. the
+/// brokers of a cluster; `None` when `pids` is empty.
+pub fn sample_sum(pids: &[u32]) -> io::Result<Option<ProcSample>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    let mut sum = ProcSample::default();
+    for &p in pids {
+        let s = sample(Pid::Other(p))?;
+        sum.cpu_s += s.cpu_s;
+        sum.rss_kib += s.rss_kib;
+        sum.hwm_kib += s.hwm_kib;
+    }
+    Ok(Some(sum))
+}
+
+/// [`reset_peak_rss`] for every process of `pids`.
+pub fn reset_peak_rss_all(pids: &[u32]) -> io::Result<()> {
+    pids.iter().try_for_each(|&p| reset_peak_rss(Pid::Other(p)))
+}
+
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.
 /// Children inherit it (the runner relies on that for the brokers).
 pub fn raise_nofile_limit() -> io::Result<u64> {
@@ -132,5 +153,14 @@ mod tests {
         reset_peak_rss(Pid::Me).unwrap();
         let after = sample(Pid::Me).unwrap();
         assert!(after.hwm_kib <= s.hwm_kib.max(after.rss_kib));
+    }
+
+    #[test]
+    fn sums_over_processes() {
+        assert_eq!(sample_sum(&[]).unwrap(), None);
+        let me = std::process::id();
+        let two = sample_sum(&[me, me]).unwrap().unwrap();
+        let one = sample(Pid::Me).unwrap();
+        assert!(two.rss_kib >= one.rss_kib && two.cpu_s >= one.cpu_s);
     }
 }

@@ -1,5 +1,7 @@
 //! The generator's result: one JSON object per run, read back by the runner.
 
+use std::process::{Command, Stdio};
+
 use serde::{Deserialize, Serialize};
 
 use crate::latency::LatencySummary;
@@ -102,4 +104,26 @@ pub struct RunResult {
     pub send_lag: Option<LatencySummary>,
     /// Errors met (connections refused or closed, decode errors); empty on a clean run.
     pub errors: Vec<String>,
+}
+
+/// The first non-empty line `cmd args` prints (stdout, then stderr), e.g. a version.
+pub fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+}
+
+/// The time now, `YYYY-MM-DD HH:MM:SS UTC` (from `date`; empty if it cannot run).
+pub fn utc_now() -> String {
+    first_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]).unwrap_or_default()
 }

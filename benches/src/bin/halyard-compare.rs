@@ -4,13 +4,14 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use clap::Parser;
 use halyard_bench::compare::charts::{self, ChartSpec};
 use halyard_bench::compare::summary::{self, Cell, RunInfo};
 use halyard_bench::compare::{self, Broker, BrokerBins, CaseKind, CompareConfig, CompareError};
 use halyard_bench::procfs;
+use halyard_bench::report::{first_line, utc_now};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,22 +73,6 @@ struct Args {
     /// The command line to print in the report (the wrapper script passes its own).
     #[arg(long)]
     command: Option<String>,
-}
-
-fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_owned())
 }
 
 fn versions(brokers: &[Broker], bins: &BrokerBins) -> Vec<String> {
@@ -174,10 +159,6 @@ fn chart_specs() -> Vec<ChartSpec<'static>> {
             filter: conns,
         },
     ]
-}
-
-fn utc_now() -> String {
-    first_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]).unwrap_or_default()
 }
 
 fn run(a: Args) -> Result<(), CompareError> {

@@ -66,9 +66,18 @@ struct Args {
     /// exceed the run time; the default (the maximum, ~18 h) does. rumqttd refuses 0.
     #[arg(long, default_value_t = u16::MAX)]
     keep_alive: u16,
-    /// Broker pid to sample (CPU, RSS, peak RSS).
+    /// Broker pid(s) to sample (CPU, RSS, peak RSS), comma-separated; several (the nodes of
+    /// a cluster) are summed.
+    #[arg(long, value_delimiter = ',')]
+    broker_pid: Vec<u32>,
+    /// Subscribers connect here instead of --target (e.g. another node of a cluster);
+    /// must resolve to loopback only.
     #[arg(long)]
-    broker_pid: Option<u32>,
+    sub_target: Option<String>,
+    /// Pause after every client has connected and subscribed, before the warm-up, seconds
+    /// (a cluster: time for the subscribers' routes to reach the publishers' node).
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
     /// conn: subscribe each connection to its own topic.
     #[arg(long)]
     subscribe: bool,
@@ -120,7 +129,14 @@ fn config(a: &Args) -> Result<LoadConfig, String> {
         drain: secs(a.drain),
         stall_timeout: secs(a.stall_timeout),
         workers: a.workers,
-        broker_pid: a.broker_pid,
+        broker_pids: a.broker_pid.clone(),
+        sub_target: a
+            .sub_target
+            .as_deref()
+            .map(load::loopback_target)
+            .transpose()
+            .map_err(|e| e.to_string())?,
+        settle: secs(a.settle),
         conn_subscribe: a.subscribe,
         conn_concurrency: a.concurrency,
         hold: secs(a.hold),

@@ -232,20 +232,29 @@ pub fn start(
 
 /// Stops a broker: SIGTERM, then SIGKILL after a grace period.
 pub fn stop(r: &mut Running) {
-    if let Ok(pid) = i32::try_from(r.pid) {
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid
-        // signal number has no memory-safety preconditions.
+    stop_child(&mut r.child);
+}
+
+/// Stops a child process we spawned and have not reaped: SIGTERM, then SIGKILL after
+/// [`STOP_TIMEOUT`]; reaps it.
+pub fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped: checked just
+        // above) and a valid signal number has no memory-safety preconditions.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = r.child.try_wait() {
+        if let Ok(Some(_)) = child.try_wait() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = r.child.kill();
-    let _ = r.child.wait();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]

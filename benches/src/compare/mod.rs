@@ -213,16 +213,39 @@ fn run_load(
     target: String,
     pid: u32,
 ) -> Result<RunResult, CompareError> {
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c")
-        .arg(&cfg.load_cpus)
-        .arg(&cfg.load_bin)
-        .args(&c.args)
-        .args(["--target", &target])
-        .args(["--broker-pid", &pid.to_string()])
-        .args(["--duration", &cfg.duration.to_string()])
-        .args(["--warmup", &cfg.warmup.to_string()])
-        .args(["--workers", &cfg.workers.to_string()])
+    let mut args = c.args.clone();
+    for (k, v) in [
+        ("--target", target),
+        ("--broker-pid", pid.to_string()),
+        ("--duration", cfg.duration.to_string()),
+        ("--warmup", cfg.warmup.to_string()),
+        ("--workers", cfg.workers.to_string()),
+    ] {
+        args.push(k.into());
+        args.push(v);
+    }
+    let fence = Duration::from_secs_f64(cfg.duration + cfg.warmup) + Duration::from_secs(300);
+    run_generator(&cfg.load_bin, Some(&cfg.load_cpus), &args, fence)
+}
+
+/// Runs `halyard-load` with `args` (plus `--json-only`), pinned with `taskset` to `cpus` when
+/// given, and returns its result. The generator bounds its own run time (hard cap); `fence`
+/// is a second one: past it the generator is killed.
+pub fn run_generator(
+    load_bin: &std::path::Path,
+    cpus: Option<&str>,
+    args: &[String],
+    fence: Duration,
+) -> Result<RunResult, CompareError> {
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(load_bin);
+            c
+        }
+        None => Command::new(load_bin),
+    };
+    cmd.args(args)
         .arg("--json-only")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -230,8 +253,6 @@ fn run_load(
     let child = cmd
         .spawn()
         .map_err(|e| CompareError::Load(format!("cannot start: {e}")))?;
-    // The generator bounds its own run time (hard cap); this is a second fence.
-    let fence = Duration::from_secs_f64(cfg.duration + cfg.warmup) + Duration::from_secs(300);
     let started = Instant::now();
     let pid = child.id();
     let waiter = std::thread::spawn(move || child.wait_with_output());

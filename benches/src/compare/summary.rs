@@ -203,7 +203,8 @@ pub fn fmt_num(x: f64) -> String {
     }
 }
 
-fn cell(s: &Option<Stat>) -> String {
+/// A statistic as `median (min-max)`, or the value alone for one run, or `-`.
+pub fn fmt_stat(s: &Option<Stat>) -> String {
     match s {
         Some(s) if s.n > 1 => format!(
             "{} ({}-{})",
@@ -264,14 +265,14 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {}{} |",
             c.case,
             c.broker,
-            cell(&c.msgs_per_s),
-            cell(&c.per_cpu_s),
+            fmt_stat(&c.msgs_per_s),
+            fmt_stat(&c.per_cpu_s),
             pct(&c.broker_cpu),
             pct(&c.load_cpu),
-            cell(&c.p50_us),
-            cell(&c.p99_us),
-            cell(&c.p999_us),
-            cell(&c.peak_rss_mib),
+            fmt_stat(&c.p50_us),
+            fmt_stat(&c.p99_us),
+            fmt_stat(&c.p999_us),
+            fmt_stat(&c.peak_rss_mib),
             c.lost,
             c.duplicated,
             c.reordered,
@@ -296,16 +297,16 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 c.case,
                 c.broker,
-                cell(&c.msgs_per_s),
-                cell(&c.p50_us),
-                cell(&c.p99_us),
-                cell(&c.p999_us),
+                fmt_stat(&c.msgs_per_s),
+                fmt_stat(&c.p50_us),
+                fmt_stat(&c.p99_us),
+                fmt_stat(&c.p999_us),
                 c.lag_p50_us.map_or("-".into(), |s| fmt_num(s.median)),
                 c.lag_p99_us.map_or("-".into(), |s| fmt_num(s.median)),
                 pct(&c.broker_cpu),
                 pct(&c.load_cpu),
-                cell(&c.per_cpu_s),
-                cell(&c.peak_rss_mib),
+                fmt_stat(&c.per_cpu_s),
+                fmt_stat(&c.peak_rss_mib),
                 c.lost,
                 c.duplicated,
                 c.reordered,
@@ -326,9 +327,9 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 "| {} | {} | {} | {} | {} | {} |",
                 c.case,
                 c.broker,
-                cell(&c.connect_rate),
-                cell(&c.bytes_per_conn),
-                cell(&c.peak_rss_mib),
+                fmt_stat(&c.connect_rate),
+                fmt_stat(&c.bytes_per_conn),
+                fmt_stat(&c.peak_rss_mib),
                 c.runs
             );
         }

@@ -17,13 +17,11 @@ const SETTLE: Duration = Duration::from_millis(300);
 
 /// Runs the scenario.
 pub(super) fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
-    let broker = cfg.broker_pid.map(Pid::Other);
+    let broker = &cfg.broker_pids;
     let shared = Arc::new(Shared::new(0));
     std::thread::sleep(SETTLE);
-    if let Some(b) = broker {
-        procfs::reset_peak_rss(b)?;
-    }
-    let b0 = broker.map(procfs::sample).transpose()?;
+    procfs::reset_peak_rss_all(broker)?;
+    let b0 = procfs::sample_sum(broker)?;
     let me0 = procfs::sample(Pid::Me)?;
     let t0 = Instant::now();
     let mut handles = Vec::new();
@@ -43,10 +41,10 @@ pub(super) fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
         std::thread::sleep(Duration::from_millis(2));
     }
     let connect_s = t0.elapsed().as_secs_f64();
-    let b_conn = broker.map(procfs::sample).transpose()?;
+    let b_conn = procfs::sample_sum(broker)?;
     let me1 = procfs::sample(Pid::Me)?;
     std::thread::sleep(cfg.hold);
-    let b1 = broker.map(procfs::sample).transpose()?;
+    let b1 = procfs::sample_sum(broker)?;
     shared.set_phase(phase::DONE);
     for h in handles {
         let _ = h.join();

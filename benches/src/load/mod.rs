@@ -11,7 +11,7 @@
 //! DONE. A watchdog thread ends the process if the run overshoots its hard cap.
 
 mod conn;
-mod mqtt;
+pub mod mqtt;
 mod publisher;
 mod subscriber;
 
@@ -126,8 +126,14 @@ pub struct LoadConfig {
     pub stall_timeout: Duration,
     /// Worker threads.
     pub workers: usize,
-    /// Broker process to sample.
-    pub broker_pid: Option<u32>,
+    /// Broker processes to sample (their figures are summed, e.g. the nodes of a cluster).
+    pub broker_pids: Vec<u32>,
+    /// Where the subscribers connect when not to `client.target` (a cluster: publishers on
+    /// one node, subscribers on another).
+    pub sub_target: Option<SocketAddr>,
+    /// Pause between the end of setup (every SUBACK received) and the warm-up: in a cluster,
+    /// the time for the subscribers' routes to reach the publishers' node.
+    pub settle: Duration,
     /// conn: subscribe each connection to its own topic.
     pub conn_subscribe: bool,
     /// conn: handshakes in flight per worker.
@@ -175,12 +181,24 @@ impl LoadConfig {
         if self.persistent && self.scenario == Scenario::Conn {
             return bad("persistent applies to traffic scenarios (fanin, fanout, p2p)");
         }
+        if self.sub_target.is_some() && self.scenario == Scenario::Conn {
+            return bad("sub-target applies to traffic scenarios (fanin, fanout, p2p)");
+        }
         Ok(())
+    }
+
+    /// The connection parameters of the subscribers: `client` with `sub_target`, if set.
+    pub fn subscriber_params(&self) -> ClientParams {
+        ClientParams {
+            target: self.sub_target.unwrap_or(self.client.target),
+            ..self.client.clone()
+        }
     }
 
     /// The longest a run may take before the watchdog ends the process.
     pub fn hard_cap(&self) -> Duration {
         SETUP_TIMEOUT
+            + self.settle
             + self.warmup
             + self.duration
             + self.drain
@@ -402,21 +420,20 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
             .spawn(move || worker(&cfg, &shared, subs, pubs))?;
         handles.push(h);
     }
-    let broker = cfg.broker_pid.map(Pid::Other);
-    if let Some(b) = broker {
-        procfs::reset_peak_rss(b)?;
-    }
+    let broker = &cfg.broker_pids;
+    procfs::reset_peak_rss_all(broker)?;
     wait_ready(&shared, total)?;
+    std::thread::sleep(cfg.settle);
     shared.set_phase(phase::WARMUP);
     std::thread::sleep(cfg.warmup);
-    let b0 = broker.map(procfs::sample).transpose()?;
+    let b0 = procfs::sample_sum(broker)?;
     let me0 = procfs::sample(Pid::Me)?;
     let t0 = Instant::now();
     shared.set_phase(phase::MEASURE);
     sleep_unless_failed(&shared, cfg.duration);
     shared.set_phase(phase::DRAIN);
     let window_s = t0.elapsed().as_secs_f64();
-    let b1 = broker.map(procfs::sample).transpose()?;
+    let b1 = procfs::sample_sum(broker)?;
     let me1 = procfs::sample(Pid::Me)?;
     let drain_end = Instant::now() + cfg.drain;
     while Instant::now() < drain_end

@@ -47,7 +47,7 @@ async fn subscribe(
         SessionKind::Clean
     };
     let (mut s, mut rbuf) = mqtt::connect(
-        &cfg.client,
+        &cfg.subscriber_params(),
         &client_id,
         Some((&spec.filter, cfg.qos)),
         session,
