@@ -284,13 +284,18 @@ pub fn run(
     result?;
     run.term_changed = cluster.status_u64(sub, "raft_term")? != term0;
     run.refused = shared.refused.load(Ordering::Acquire);
-    let errs = shared
-        .errors
-        .lock()
-        .map(|e| e.join("; "))
-        .unwrap_or_default();
+    let mut errs = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    if run.refused > 0 {
+        errs.push(format!(
+            "{} filters refused in SUBACK (mqtt.max_subscriptions_per_client?)",
+            run.refused
+        ));
+    }
+    if let Some(e) = run.error.take() {
+        errs.insert(0, e);
+    }
     if !errs.is_empty() {
-        run.error = Some(errs);
+        run.error = Some(errs.join("; "));
     }
     Ok(run)
 }
