@@ -274,3 +274,58 @@ pub fn markdown(info: &Info, m: &Measured) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{P2pRun, RouteRun};
+    use crate::report::RunResult;
+
+    fn p2p(case: &str, msgs: f64, per_cpu: f64) -> P2pRun {
+        P2pRun {
+            case: case.into(),
+            repeat: 0,
+            nodes: vec!["c2".into()],
+            result: Some(RunResult {
+                msgs_per_s: msgs,
+                deliveries_per_broker_cpu_s: Some(per_cpu),
+                ..RunResult::default()
+            }),
+            term_changed: false,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn cells_and_markdown() {
+        let m = Measured {
+            p2p: vec![
+                p2p("same-q0", 100.0, 400.0),
+                p2p("cross-q0", 50.0, 100.0),
+                p2p("same-q0", 300.0, 600.0),
+            ],
+            routes: vec![RouteRun {
+                mode: "unbatched".into(),
+                filters: 10,
+                visible_s: 2.0,
+                routes_per_s: 5.0,
+                ops_proposed: 10,
+                entries_proposed: 10,
+                term_changed: true,
+                ..RouteRun::default()
+            }],
+            roles: vec!["batched: leader c1".into()],
+        };
+        let cells = p2p_cells(&m);
+        assert_eq!(cells.len(), 2);
+        assert_eq!(cells[0].runs, 2);
+        assert_eq!(cells[0].msgs_per_s.map(|s| s.median), Some(200.0));
+        let routes = route_cells(&m);
+        assert_eq!(routes[0].ops_per_entry.map(|s| s.median), Some(1.0));
+        assert_eq!(routes[0].troubled, 1);
+        let md = markdown(&Info::default(), &m);
+        assert!(md.contains("cross-q0 / same-q0: msgs/s x0.25, deliveries per broker CPU-s x0.20"));
+        assert!(md.contains("| unbatched | 10 |"));
+        assert!(md.contains("1 run(s) saw a Raft election"));
+    }
+}
