@@ -54,6 +54,9 @@ pub struct WiringStats {
     pub inbound: AtomicU64,
     /// Forwarded messages that could not be decoded.
     pub inbound_malformed: AtomicU64,
+    /// Forwarded QoS 1/2 messages for persistent sessions that the store refused (full,
+    /// failed): delivered from memory only, so a crash of this node can lose them.
+    pub inbound_not_stored: AtomicU64,
     /// Route batches proposed.
     pub route_batches: AtomicU64,
     /// Route proposals that failed (retried).
@@ -321,8 +324,15 @@ const ROUTE_PROPOSAL_MAX: usize = 10_000;
 /// Reconciles dirty filters with the cluster and releases SUBACK barriers (also after a
 /// failed proposal, which is retried in the background: a SUBACK is not held up for longer
 /// than one `cluster.write_timeout_ms` by an unavailable core group).
+///
+/// A proposal that failed (a timeout, a leader change) may still commit later, after this
+/// loop has moved on. Its filters are therefore *uncertain*: their next proposal states the
+/// wanted state whatever this node believes it proposed (Add and Remove are idempotent in the
+/// state machine), so a late commit of the failed entry is overwritten by an entry that Raft
+/// orders after it, and no route is left behind or missing.
 async fn route_loop(cluster: Arc<Cluster>) {
     let mut proposed: HashSet<String> = HashSet::new();
+    let mut uncertain: HashSet<String> = HashSet::new();
     loop {
         if cluster.wake_rx.recv_async().await.is_err() {
             return;
@@ -334,12 +344,13 @@ async fn route_loop(cluster: Arc<Cluster>) {
             let mut ops = Vec::new();
             for f in dirty {
                 let want = book.counts.contains_key(&f);
-                if want && !proposed.contains(&f) {
+                let unsure = uncertain.contains(&f);
+                if want && (unsure || !proposed.contains(&f)) {
                     ops.push(RouteOp::Add {
                         filter: f,
                         node: cluster.id,
                     });
-                } else if !want && proposed.contains(&f) {
+                } else if !want && (unsure || proposed.contains(&f)) {
                     ops.push(RouteOp::Remove {
                         filter: f,
                         node: cluster.id,
@@ -374,6 +385,7 @@ async fn route_loop(cluster: Arc<Cluster>) {
                         match op {
                             RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => {
                                 book.dirty.insert(filter.clone());
+                                uncertain.insert(filter.clone());
                             }
                             RouteOp::RemoveNode(_) => {}
                         }
@@ -386,9 +398,11 @@ async fn route_loop(cluster: Arc<Cluster>) {
             for op in *part {
                 match op {
                     RouteOp::Add { filter, .. } => {
+                        uncertain.remove(filter);
                         proposed.insert(filter.clone());
                     }
                     RouteOp::Remove { filter, .. } => {
+                        uncertain.remove(filter);
                         proposed.remove(filter);
                     }
                     RouteOp::RemoveNode(_) => {}
@@ -401,42 +415,120 @@ async fn route_loop(cluster: Arc<Cluster>) {
     }
 }
 
-/// Delivers forwarded messages in order; dropping each `Inbound` acknowledges it.
+/// Most forwarded messages taken from the inbound queue at once: their store writes go into
+/// one group commit.
+const INBOUND_BATCH_MAX: usize = 256;
+
+/// A forwarded message on its way to the local sessions.
+struct InboundStep {
+    msg: halyard_cluster::Inbound,
+    routed: Vec<crate::engine::Routed>,
+    /// The store commit of its deliveries to persistent sessions (store on).
+    pending: Option<crate::durable::Pending>,
+}
+
+/// Delivers forwarded messages in order; dropping each `Inbound` acknowledges it (and every
+/// earlier one of its link) to the sender, which then acknowledges the publisher. With the
+/// store on, QoS 1/2 deliveries to persistent sessions are stored first, as for a local
+/// publisher: the acknowledgement means the message is durable on this node too. Messages
+/// waiting in the queue are taken together (up to [`INBOUND_BATCH_MAX`]) so that their
+/// writes share a commit.
 async fn inbound_loop(
     broker: &Arc<Broker>,
     cluster: &Cluster,
     mut inbound: tokio_mpsc::Receiver<halyard_cluster::Inbound>,
 ) {
-    while let Some(msg) = inbound.recv().await {
+    let mut batch = Vec::with_capacity(INBOUND_BATCH_MAX);
+    while let Some(first) = inbound.recv().await {
+        batch.push(first);
+        while batch.len() < INBOUND_BATCH_MAX {
+            match inbound.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
         let clock = wire::wall_clock();
-        let fwd = match wire::decode(msg.message.clone(), &clock) {
-            Ok(f) => f,
-            Err(e) => {
-                cluster
-                    .stats
-                    .inbound_malformed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(from = msg.from, error = %e, "forwarded message dropped");
-                continue;
-            }
-        };
-        let scope = Scope::Inbound {
-            ordinary: fwd.ordinary,
-            groups: &fwd.groups,
-        };
-        let mut routed = Vec::new();
-        crate::engine::publish::route_scoped(broker, &fwd.message, &mut routed, &scope);
-        let mut per_thread: HashMap<usize, Vec<crate::engine::Routed>> = HashMap::new();
-        for r in routed {
-            per_thread.entry(r.route.thread()).or_default().push(r);
+        let store_clock = crate::durable::wall_clock(std::time::Instant::now());
+        let mut steps = Vec::with_capacity(batch.len());
+        for msg in batch.drain(..) {
+            let fwd = match wire::decode(msg.message.clone(), &clock) {
+                Ok(f) => f,
+                Err(e) => {
+                    cluster
+                        .stats
+                        .inbound_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(from = msg.from, error = %e, "forwarded message dropped");
+                    // Kept in line: dropping it acknowledges the earlier ones too.
+                    steps.push(InboundStep {
+                        msg,
+                        routed: Vec::new(),
+                        pending: None,
+                    });
+                    continue;
+                }
+            };
+            let scope = Scope::Inbound {
+                ordinary: fwd.ordinary,
+                groups: &fwd.groups,
+            };
+            let mut routed = Vec::new();
+            crate::engine::publish::route_scoped(broker, &fwd.message, &mut routed, &scope);
+            let pending = broker.durable.is_enabled().then(|| {
+                let targets = crate::engine::publish::durable_targets(&routed);
+                // Retained messages are replicated by the core group, not stored from here.
+                let unretained;
+                let message: &Message = if fwd.message.retain {
+                    unretained = Message {
+                        retain: false,
+                        ..(*fwd.message).clone()
+                    };
+                    &unretained
+                } else {
+                    &fwd.message
+                };
+                broker
+                    .durable
+                    .persist_publish_from(message, &targets, None, &store_clock)
+            });
+            steps.push(InboundStep {
+                msg,
+                routed,
+                pending,
+            });
         }
-        for (t, batch) in per_thread {
-            if let Some(tx) = broker.inboxes.get(t) {
-                let _ = tx.send_async(ThreadMsg::Deliver(batch)).await;
+        for step in steps {
+            let InboundStep {
+                msg,
+                mut routed,
+                pending,
+            } = step;
+            if let Some(pending) = pending {
+                match pending.await {
+                    Ok(committed) => {
+                        crate::engine::publish::apply_seqs(&mut routed, committed.seqs)
+                    }
+                    Err(e) => {
+                        cluster
+                            .stats
+                            .inbound_not_stored
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(from = msg.from, error = %e, "forwarded message not stored; delivered from memory");
+                    }
+                }
             }
+            let mut per_thread: HashMap<usize, Vec<crate::engine::Routed>> = HashMap::new();
+            for r in routed {
+                per_thread.entry(r.route.thread()).or_default().push(r);
+            }
+            for (t, batch) in per_thread {
+                if let Some(tx) = broker.inboxes.get(t) {
+                    let _ = tx.send_async(ThreadMsg::Deliver(batch)).await;
+                }
+            }
+            cluster.stats.inbound.fetch_add(1, Ordering::Relaxed);
+            drop(msg);
         }
-        cluster.stats.inbound.fetch_add(1, Ordering::Relaxed);
-        drop(msg);
     }
 }
 

@@ -200,9 +200,11 @@ impl ConnTask {
         } else {
             None
         };
-        let retained = crate::cluster::retained::ack_wait(message.qos, None, retained);
+        // In a cluster the copies for other nodes leave now, and the acknowledgement also
+        // waits for those nodes (which store them for their persistent sessions first).
         let mut routed = Vec::new();
-        publish::route_collect(broker, &message, &mut routed);
+        let (_, acks) = publish::route_collect_acked(broker, &message, &mut routed, true);
+        let retained = crate::cluster::retained::ack_wait(message.qos, acks, retained);
         let targets = publish::durable_targets(&routed);
         let client_id = self.client_id.as_deref().unwrap_or("");
         let incoming = match packet_id {

@@ -171,14 +171,8 @@ pub fn apply_seqs(routed: &mut [Routed], seqs: Vec<Option<u64>>) {
     }
 }
 
-/// As [`route`], into a plain list (the caller stores the durable targets first). In a
-/// cluster, copies for other nodes are sent without waiting for their acknowledgement.
-pub fn route_collect(broker: &Broker, message: &Arc<Message>, out: &mut Vec<Routed>) -> usize {
-    route_collect_acked(broker, message, out, false).0
-}
-
-/// As [`route_collect`], forwarding to the other nodes of a cluster (see
-/// [`crate::cluster::Cluster::dispatch`]).
+/// As [`route`], into a plain list (the caller stores the durable targets first), forwarding
+/// to the other nodes of a cluster (see [`crate::cluster::Cluster::dispatch`]).
 pub fn route_collect_acked(
     broker: &Broker,
     message: &Arc<Message>,

@@ -565,7 +565,9 @@ impl ThreadCtx {
             drop(publish::update_retained(&self.broker, stats, &msg));
         }
         let mut routed = Vec::new();
-        publish::route_collect(&self.broker, &msg, &mut routed);
+        // In a cluster, QoS 1/2 copies for other nodes are sent with back-pressure and
+        // resent until acknowledged (the task waits for that before forgetting the will).
+        let (_, acks) = publish::route_collect_acked(&self.broker, &msg, &mut routed, true);
         let broker = self.broker.clone();
         let client_id = client_id.clone();
         // Flush from a task: the caller may hold borrows of this context.
@@ -586,6 +588,9 @@ impl ThreadCtx {
             }
             for (thread, batch) in outbox.drain() {
                 broker.send_to(thread, ThreadMsg::Deliver(batch)).await;
+            }
+            if let Some(acks) = acks {
+                acks.await;
             }
             if stored && durable.is_enabled() {
                 let _ = durable.delete_will(&client_id).await;
