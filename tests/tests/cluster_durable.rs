@@ -1,6 +1,7 @@
-//! Multi-process cluster test of durability across nodes: three cores with the store on, a
-//! persistent (offline) session on one core, a publisher on another.
+//! Multi-process cluster tests of QoS 1/2 across nodes when a node dies.
 //!
+//! First test: three cores with the store on, a persistent (offline) session on one core, a
+//! publisher on another.
 //! Checked: once a QoS 1 or QoS 2 PUBLISH on c1 is acknowledged, the copy forwarded to c2
 //! (where the subscriber's persistent session lives) is in c2's store: c2 is SIGKILLed right
 //! after the last acknowledgement and restarted on its data directory, and the subscriber,
@@ -104,4 +105,79 @@ async fn acknowledged_forwarded_messages_survive_the_subscribers_node_crash() {
     }
     let q2: Vec<&String> = got.iter().filter(|m| m.starts_with("q2")).collect();
     assert_eq!(q2.len(), N, "QoS 2 exactly once: {q2:?}");
+}
+
+/// A dead node with routes does not hold QoS 1 publishers: once its link has been down for
+/// `cluster.link_ack_timeout_ms`, acknowledged sends to it stop waiting (counted in
+/// `link_unreachable`), and the live subscribers get every message. Before, each PUBLISH of
+/// a publisher waited the whole timeout, one after the other, until autoclean removed the
+/// dead node's routes (never, for a core).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_does_not_hold_qos1_publishers() {
+    require_halyard();
+    const ACK_TIMEOUT_MS: u64 = 1000;
+    const MSGS: u64 = 40;
+    let mut cl = Cluster::new(
+        "cluster-dead-node",
+        40,
+        &[("c1", "core"), ("c2", "core"), ("c3", "core")],
+    );
+    for n in &mut cl.nodes {
+        n.env.push((
+            "HALYARD_CLUSTER__LINK_ACK_TIMEOUT_MS",
+            ACK_TIMEOUT_MS.to_string(),
+        ));
+    }
+    for i in [C1, C2, C3] {
+        cl.start(i);
+    }
+    cl.wait_formed(3);
+    let (mut live, _) = v4::Client::connect(v4::opts(cl.mqtt(C2), "live-sub")).await;
+    live.subscribe("dead/#", v4::QoS::AtLeastOnce).await;
+    let (mut doomed, _) = v4::Client::connect(v4::opts(cl.mqtt(C3), "doomed-sub")).await;
+    doomed.subscribe("dead/#", v4::QoS::AtLeastOnce).await;
+    cl.settle();
+    cl.kill(C3);
+    drop(doomed);
+
+    let (mut publisher, _) = v4::Client::connect(v4::opts(cl.mqtt(C1), "dead-pub")).await;
+    // Waiting the timeout per message would take MSGS seconds; half of that is the bound.
+    let bound = Duration::from_millis(ACK_TIMEOUT_MS * MSGS / 2);
+    let all = async {
+        for i in 0..MSGS {
+            publisher
+                .publish(
+                    "dead/x",
+                    v4::QoS::AtLeastOnce,
+                    false,
+                    format!("{i}").as_bytes(),
+                )
+                .await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(bound, all).await.is_ok(),
+        "{MSGS} QoS 1 PUBLISHes not all acknowledged within {bound:?}: held by the dead node: {:#?}",
+        cl.all_status()
+    );
+    let mut got = BTreeSet::new();
+    while got.len() < MSGS as usize {
+        match live.next_event(Duration::from_secs(5)).await {
+            Some(Ok(v4::Event::Incoming(v4::Packet::Publish(p)))) => {
+                got.insert(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(
+        got.len(),
+        MSGS as usize,
+        "the live subscriber on c2 got every message"
+    );
+    let unreachable = cl.status(C1)["link_unreachable"].as_u64();
+    assert!(
+        unreachable.is_some_and(|n| n > 0),
+        "c1 counted sends that did not wait for the dead node: {unreachable:?}"
+    );
 }

@@ -425,14 +425,32 @@ impl ClusterNode {
     /// [`ClusterError::Timeout`] after `cluster.link_ack_timeout_ms` (the message may still
     /// arrive later: the link keeps resending it until acknowledged). Needs no particular
     /// runtime.
+    ///
+    /// When the link to `node` has been down for `link_ack_timeout_ms` already (a dead node
+    /// whose routes autoclean has not removed yet, or a core being restarted), it does not
+    /// wait: the message is queued if there is room (sent if the node comes back; else
+    /// dropped and counted in `link_dropped`) and [`ClusterError::Unreachable`] returned at
+    /// once, so one dead node does not hold every QoS 1/2 publisher for the timeout.
     pub async fn send_acked(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
+        let ms = self.shared.cfg.link_ack_timeout_ms;
+        if self
+            .shared
+            .links
+            .unreachable(node, Duration::from_millis(ms))
+        {
+            self.shared
+                .counters
+                .link_unreachable
+                .fetch_add(1, Ordering::Relaxed);
+            self.send(node, message)?;
+            return Err(ClusterError::Unreachable(node));
+        }
         let rx = self
             .shared
             .links
             .send_wait(&self.shared, node, message, true)
             .await?
             .ok_or(ClusterError::Stopped)?;
-        let ms = self.shared.cfg.link_ack_timeout_ms;
         let task = self.shared.rt.spawn(async move {
             match tokio::time::timeout(Duration::from_millis(ms), rx).await {
                 Ok(Ok(())) => Ok(()),

@@ -53,6 +53,7 @@ pub(crate) struct Counters {
     pub route_ops_proposed: AtomicU64,
     pub route_entries_proposed: AtomicU64,
     pub link_dropped: AtomicU64,
+    pub link_unreachable: AtomicU64,
     pub link_blocked: AtomicU64,
     pub link_lost: AtomicU64,
     pub link_sent: AtomicU64,
@@ -162,6 +163,9 @@ pub struct ClusterStatus {
     pub link_departed_dropped: u64,
     /// Messages refused by `send` because a link queue was full.
     pub link_dropped: u64,
+    /// Acknowledged sends that did not wait because the destination's link had been down
+    /// for `link_ack_timeout_ms` (the publisher was acknowledged at once).
+    pub link_unreachable: u64,
     /// `send_wait` calls that had to wait for queue space.
     pub link_blocked: u64,
     /// Messages dropped because one alone exceeds `cluster.max_frame_bytes`.
@@ -271,6 +275,10 @@ impl ClusterStatus {
             (
                 "halyard_cluster_link_dropped_total",
                 self.link_dropped as f64,
+            ),
+            (
+                "halyard_cluster_link_unreachable_total",
+                self.link_unreachable as f64,
             ),
             (
                 "halyard_cluster_link_blocked_total",

@@ -362,6 +362,7 @@ pub(crate) fn status(shared: &Shared) -> ClusterStatus {
         link_duplicates: Counters::get(&c.link_duplicates),
         link_departed_dropped: Counters::get(&c.link_departed_dropped),
         link_dropped: Counters::get(&c.link_dropped),
+        link_unreachable: Counters::get(&c.link_unreachable),
         link_blocked: Counters::get(&c.link_blocked),
         link_lost: Counters::get(&c.link_lost),
         link_sent: Counters::get(&c.link_sent),
