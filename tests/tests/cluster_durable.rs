@@ -181,3 +181,73 @@ async fn a_dead_node_does_not_hold_qos1_publishers() {
         "c1 counted sends that did not wait for the dead node: {unreachable:?}"
     );
 }
+
+/// One publisher with many QoS 1 PUBLISHes in flight to a subscriber on another node, over
+/// a link whose queue and window are tiny (2 messages), so that copies keep finding the
+/// queue full: every message arrives exactly once per copy sent and in publish order, and
+/// every PUBLISH is acknowledged. (Copies are queued at once while the queue has room, and
+/// behind the blocked one once it had none; the acknowledgements of a read's PUBLISHes
+/// overlap instead of waiting one after the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_qos1_keeps_order_through_a_full_link_queue() {
+    require_halyard();
+    const MSGS: usize = 300;
+    let mut cl = Cluster::new(
+        "cluster-pipeline",
+        50,
+        &[("c1", "core"), ("r1", "replicant")],
+    );
+    for n in &mut cl.nodes {
+        n.env
+            .push(("HALYARD_CLUSTER__LINK_QUEUE_MAX", "2".to_string()));
+        n.env
+            .push(("HALYARD_CLUSTER__LINK_INFLIGHT_MAX", "2".to_string()));
+    }
+    cl.start(0);
+    cl.wait_formed(1);
+    cl.start(1);
+    cl.wait_formed(2);
+    let (mut sub, _) = v4::Client::connect(v4::opts(cl.mqtt(0), "pipe-sub")).await;
+    sub.subscribe("pipe/#", v4::QoS::AtLeastOnce).await;
+    cl.settle();
+
+    let (mut publisher, _) = v4::Client::connect(v4::opts(cl.mqtt(1), "pipe-pub")).await;
+    let send = async {
+        for i in 0..MSGS {
+            publisher
+                .client
+                .publish("pipe/x", v4::QoS::AtLeastOnce, false, format!("{i}"))
+                .await
+                .expect("queue PUBLISH");
+        }
+        let mut acked = 0;
+        while acked < MSGS {
+            match publisher.next_event(Duration::from_secs(10)).await {
+                Some(Ok(v4::Event::Incoming(v4::Packet::PubAck(_)))) => acked += 1,
+                Some(Ok(_)) => {}
+                other => panic!("{acked} of {MSGS} PUBACKs, then {other:?}"),
+            }
+        }
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        while got.len() < MSGS {
+            match sub.next_event(Duration::from_secs(10)).await {
+                Some(Ok(v4::Event::Incoming(v4::Packet::Publish(p)))) => {
+                    got.push(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        got
+    };
+    let ((), got) = tokio::join!(send, receive);
+    let expected: Vec<String> = (0..MSGS).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected, "every message once, in publish order");
+    let blocked = cl.status(1)["link_blocked"].as_u64();
+    assert!(
+        blocked.is_some_and(|n| n > 0),
+        "the test did fill the link queue: link_blocked = {blocked:?}"
+    );
+}

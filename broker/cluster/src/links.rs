@@ -212,6 +212,27 @@ impl Links {
         }
     }
 
+    /// Queues `msg` with an acknowledgement receiver if the queue has room now; gives the
+    /// message back when it is full.
+    pub fn try_send_acked(
+        &self,
+        shared: &Arc<Shared>,
+        node: NodeId,
+        msg: Bytes,
+    ) -> Result<Result<oneshot::Receiver<()>, Bytes>, ClusterError> {
+        fits(shared, &msg)?;
+        let q = self.queue(shared, node)?;
+        let (tx, rx) = oneshot::channel();
+        match q.try_send(Outgoing {
+            msg,
+            done: Some(tx),
+        }) {
+            Ok(()) => Ok(Ok(rx)),
+            Err(TrySendError::Full(out)) => Ok(Err(out.msg)),
+            Err(TrySendError::Closed(_)) => Err(ClusterError::Stopped),
+        }
+    }
+
     /// Queues `msg`, waiting for room; with `acked`, returns the receiver that completes
     /// when the destination acknowledged it.
     pub async fn send_wait(

@@ -90,6 +90,16 @@ impl Shared {
     }
 }
 
+/// What [`ClusterNode::send_acked_now`] did with a message.
+#[derive(Debug)]
+pub enum AckStart {
+    /// Queued; the receiver completes when the destination acknowledged it (an error if the
+    /// link gave it up, e.g. the node left).
+    Queued(oneshot::Receiver<()>),
+    /// The link queue was full; the message is handed back.
+    Full(Bytes),
+}
+
 /// A running cluster node. Dropping it (or [`ClusterNode::shutdown`]) stops the control
 /// plane at once: its runtime and every socket are dropped, as if the process died.
 pub struct ClusterNode {
@@ -432,19 +442,8 @@ impl ClusterNode {
     /// dropped and counted in `link_dropped`) and [`ClusterError::Unreachable`] returned at
     /// once, so one dead node does not hold every QoS 1/2 publisher for the timeout.
     pub async fn send_acked(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
+        let message = self.unless_unreachable(node, message)?;
         let ms = self.shared.cfg.link_ack_timeout_ms;
-        if self
-            .shared
-            .links
-            .unreachable(node, Duration::from_millis(ms))
-        {
-            self.shared
-                .counters
-                .link_unreachable
-                .fetch_add(1, Ordering::Relaxed);
-            self.send(node, message)?;
-            return Err(ClusterError::Unreachable(node));
-        }
         let rx = self
             .shared
             .links
@@ -459,6 +458,51 @@ impl ClusterNode {
             }
         });
         task.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Like [`ClusterNode::send_acked`], but queues the message at once, without waiting,
+    /// so that a publisher can have many messages in flight: [`AckStart::Queued`] holds the
+    /// receiver that completes when `node` acknowledged it (the caller bounds the wait by
+    /// `cluster.link_ack_timeout_ms`; it fails if the link gives the message up). When the
+    /// link queue is full the message comes back in [`AckStart::Full`]: send it with
+    /// [`ClusterNode::send_acked`], and queue this publisher's later messages to the same
+    /// nodes only after it, to keep their order. An unreachable node is handled as in
+    /// `send_acked`.
+    pub fn send_acked_now(&self, node: NodeId, message: Bytes) -> Result<AckStart, ClusterError> {
+        let message = self.unless_unreachable(node, message)?;
+        Ok(
+            match self
+                .shared
+                .links
+                .try_send_acked(&self.shared, node, message)?
+            {
+                Ok(rx) => AckStart::Queued(rx),
+                Err(message) => {
+                    self.shared
+                        .counters
+                        .link_blocked
+                        .fetch_add(1, Ordering::Relaxed);
+                    AckStart::Full(message)
+                }
+            },
+        )
+    }
+
+    /// Gives `message` back unless the link to `node` has been down for
+    /// `cluster.link_ack_timeout_ms`; then queues it without waiting (dropped and counted
+    /// when the queue is full), counts it in `link_unreachable` and fails with
+    /// [`ClusterError::Unreachable`].
+    fn unless_unreachable(&self, node: NodeId, message: Bytes) -> Result<Bytes, ClusterError> {
+        let after = Duration::from_millis(self.shared.cfg.link_ack_timeout_ms);
+        if !self.shared.links.unreachable(node, after) {
+            return Ok(message);
+        }
+        self.shared
+            .counters
+            .link_unreachable
+            .fetch_add(1, Ordering::Relaxed);
+        self.send(node, message)?;
+        Err(ClusterError::Unreachable(node))
     }
 
     /// Drops every outgoing link connection; each reconnects at once and resends what its

@@ -166,7 +166,8 @@ pub struct ClusterStatus {
     /// Acknowledged sends that did not wait because the destination's link had been down
     /// for `link_ack_timeout_ms` (the publisher was acknowledged at once).
     pub link_unreachable: u64,
-    /// `send_wait` calls that had to wait for queue space.
+    /// Sends that found their link queue full (`send_wait` then waits for room; a
+    /// `send_acked_now` hands the message back to be sent that way).
     pub link_blocked: u64,
     /// Messages dropped because one alone exceeds `cluster.max_frame_bytes`.
     pub link_lost: u64,

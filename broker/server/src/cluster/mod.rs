@@ -32,14 +32,48 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use halyard_cluster::{ClusterNode, Dispatch, NodeId, RouteOp, SharedPick};
+use halyard_cluster::{AckStart, ClusterError, ClusterNode, Dispatch, NodeId, RouteOp, SharedPick};
 use halyard_codec::QoS;
 use halyard_session::Message;
 
 use crate::engine::{Broker, ThreadMsg};
 
+/// How a PUBLISH's copies for other nodes are sent (see [`Cluster::dispatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Nothing is awaited (every copy sent like a QoS 0 one, dropped when a queue is full).
+    Unacked,
+    /// QoS 1/2 copies are queued now; the wait covers their acknowledgements only, so a
+    /// publisher can have many in flight.
+    Now,
+    /// QoS 1/2 copies are queued when the wait is first polled: used after an earlier wait
+    /// of the same publisher was [`AckWait::blocked`], until it resolved, so that copies keep
+    /// the publisher's order.
+    Later,
+}
+
 /// A publisher's wait for the destination nodes' acknowledgements (QoS 1/2).
-pub type AckWait = Pin<Box<dyn Future<Output = ()>>>;
+pub struct AckWait {
+    fut: Pin<Box<dyn Future<Output = ()>>>,
+    blocked: bool,
+}
+
+impl AckWait {
+    /// Whether some copy is not queued yet (a full link queue, or [`Forward::Later`]): it is
+    /// queued when this wait is polled, so the publisher's later copies must use
+    /// [`Forward::Later`] until this resolved.
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+}
+
+impl Future for AckWait {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.fut.as_mut().poll(cx)
+    }
+}
 
 /// Counters of the wiring, shown on `/metrics` as `halyard_cluster_wiring_*`.
 #[derive(Debug, Default)]
@@ -214,8 +248,9 @@ impl Cluster {
 
     /// Plans `message` over the cluster: sends one copy to every other node with matching
     /// routes and returns the shared groups served elsewhere (for the local [`Scope`]) and,
-    /// when `acked` and the message is QoS 1/2, the wait for the destinations' acks.
-    pub fn dispatch(&self, message: &Message, acked: bool) -> (Vec<SharedPick>, Option<AckWait>) {
+    /// for a QoS 1/2 message forwarded [`Forward::Now`] or [`Forward::Later`], the wait for
+    /// the destinations' acks.
+    pub fn dispatch(&self, message: &Message, mode: Forward) -> (Vec<SharedPick>, Option<AckWait>) {
         let mut plan: Vec<Dispatch> = Vec::new();
         self.node.routes().plan(&message.topic, &mut plan);
         let mut elsewhere = Vec::new();
@@ -223,7 +258,7 @@ impl Cluster {
             return (elsewhere, None);
         }
         let clock = wire::wall_clock();
-        let reliable = acked && message.qos != QoS::AtMostOnce;
+        let reliable = mode != Forward::Unacked && message.qos != QoS::AtMostOnce;
         let mut pending = Vec::new();
         for d in plan {
             if d.node == self.id {
@@ -238,27 +273,51 @@ impl Cluster {
                 self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let wait = (!pending.is_empty()).then(|| {
-            let node = self.node.clone();
-            let f = self.stats.ack_failures.clone();
-            let fut: AckWait = Box::pin(async move {
-                let sends = pending
-                    .into_iter()
-                    .map(|(n, b)| {
-                        let node = node.clone();
-                        async move { node.send_acked(n, b).await }
-                    })
-                    .collect::<Vec<_>>();
-                for r in futures_util::future::join_all(sends).await {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "forwarded message not acknowledged");
-                        f.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-            fut
-        });
+        let wait = (!pending.is_empty()).then(|| self.ack_wait(pending, mode == Forward::Now));
         (elsewhere, wait)
+    }
+
+    /// The wait for the acknowledgements of `pending` copies; with `now`, each is queued at
+    /// once where its link queue has room (the others when the wait is polled).
+    fn ack_wait(&self, pending: Vec<(NodeId, bytes::Bytes)>, now: bool) -> AckWait {
+        type Send = Pin<Box<dyn Future<Output = Result<(), ClusterError>>>>;
+        let node = &self.node;
+        let ms = node.config().link_ack_timeout_ms;
+        let mut blocked = false;
+        let mut later = |n: NodeId, bytes: bytes::Bytes| -> Send {
+            blocked = true;
+            let node = node.clone();
+            Box::pin(async move { node.send_acked(n, bytes).await })
+        };
+        let sends: Vec<Send> = pending
+            .into_iter()
+            .map(|(n, bytes)| {
+                if !now {
+                    return later(n, bytes);
+                }
+                match node.send_acked_now(n, bytes) {
+                    Ok(AckStart::Queued(rx)) => Box::pin(async move {
+                        match compio::time::timeout(Duration::from_millis(ms), rx).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(_)) => Err(ClusterError::Stopped),
+                            Err(_) => Err(ClusterError::Timeout(ms)),
+                        }
+                    }) as Send,
+                    Ok(AckStart::Full(bytes)) => later(n, bytes),
+                    Err(e) => Box::pin(std::future::ready(Err(e))),
+                }
+            })
+            .collect();
+        let failures = self.stats.ack_failures.clone();
+        let fut = Box::pin(async move {
+            for r in futures_util::future::join_all(sends).await {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "forwarded message not acknowledged");
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        AckWait { fut, blocked }
     }
 }
 

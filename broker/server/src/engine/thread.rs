@@ -567,7 +567,12 @@ impl ThreadCtx {
         let mut routed = Vec::new();
         // In a cluster, QoS 1/2 copies for other nodes are sent with back-pressure and
         // resent until acknowledged (the task waits for that before forgetting the will).
-        let (_, acks) = publish::route_collect_acked(&self.broker, &msg, &mut routed, true);
+        let (_, acks) = publish::route_collect_acked(
+            &self.broker,
+            &msg,
+            &mut routed,
+            crate::cluster::Forward::Now,
+        );
         let broker = self.broker.clone();
         let client_id = client_id.clone();
         // Flush from a task: the caller may hold borrows of this context.
