@@ -1,4 +1,5 @@
-//! Multi-process cluster tests of QoS 1/2 across nodes when a node dies.
+//! Multi-process cluster tests of what crosses nodes: QoS 1/2 when a node dies, pipelined
+//! acknowledgements, and persistent sessions that follow their client to another node.
 //!
 //! First test: three cores with the store on, a persistent (offline) session on one core, a
 //! publisher on another.
@@ -229,19 +230,7 @@ async fn pipelined_qos1_keeps_order_through_a_full_link_queue() {
             }
         }
     };
-    let receive = async {
-        let mut got = Vec::new();
-        while got.len() < MSGS {
-            match sub.next_event(Duration::from_secs(10)).await {
-                Some(Ok(v4::Event::Incoming(v4::Packet::Publish(p)))) => {
-                    got.push(String::from_utf8_lossy(&p.payload).into_owned());
-                }
-                Some(Ok(_)) => {}
-                _ => break,
-            }
-        }
-        got
-    };
+    let receive = collect_payloads(&mut sub, MSGS);
     let ((), got) = tokio::join!(send, receive);
     let expected: Vec<String> = (0..MSGS).map(|i| i.to_string()).collect();
     assert_eq!(got, expected, "every message once, in publish order");
@@ -249,5 +238,118 @@ async fn pipelined_qos1_keeps_order_through_a_full_link_queue() {
     assert!(
         blocked.is_some_and(|n| n > 0),
         "the test did fill the link queue: link_blocked = {blocked:?}"
+    );
+}
+
+async fn collect_payloads(c: &mut v4::Client, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match c.next_event(Duration::from_secs(10)).await {
+            Some(Ok(v4::Event::Incoming(v4::Packet::Publish(p)))) => {
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    got
+}
+
+fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A persistent session follows its client to another node (store on): offline on c1 with
+/// queued QoS 1 messages, the client reconnects to r1 and gets Session Present, the queue
+/// and its subscription (messages published on c1 afterwards reach it on r1); connecting to
+/// c1 again while connected to r1 takes the connected session back (the r1 connection is
+/// closed) and keeps delivering; a Clean Start elsewhere ends it (the connection on c1 is
+/// closed, and the next persistent connect finds no session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_follows_its_client_to_another_node() {
+    require_halyard();
+    let mut cl = Cluster::new("cluster-roam", 60, &[("c1", "core"), ("r1", "replicant")]);
+    for n in &mut cl.nodes {
+        n.env.push(("HALYARD_STORE__ENABLED", "true".to_string()));
+    }
+    const CORE: usize = 0;
+    const REPLICANT: usize = 1;
+    cl.start(CORE);
+    cl.wait_formed(1);
+    cl.start(REPLICANT);
+    cl.wait_formed(2);
+
+    let (mut roam, ack) = v4::Client::connect(persistent(&cl, CORE, "roamer")).await;
+    assert!(!ack.session_present);
+    roam.subscribe("roam/#", v4::QoS::AtLeastOnce).await;
+    roam.disconnect().await;
+    let (mut p1, _) = v4::Client::connect(v4::opts(cl.mqtt(CORE), "roam-pub-c1")).await;
+    for m in numbered("queued", 0..5) {
+        p1.publish("roam/a", v4::QoS::AtLeastOnce, false, m.as_bytes())
+            .await;
+    }
+
+    // To the replicant: the session, its queue and its subscription come along.
+    let (mut roam, ack) = v4::Client::connect(persistent(&cl, REPLICANT, "roamer")).await;
+    assert!(ack.session_present, "the session followed the client to r1");
+    assert_eq!(
+        collect_payloads(&mut roam, 5).await,
+        numbered("queued", 0..5)
+    );
+    cl.settle();
+    for m in numbered("after-move", 0..3) {
+        p1.publish("roam/b", v4::QoS::AtLeastOnce, false, m.as_bytes())
+            .await;
+    }
+    assert_eq!(
+        collect_payloads(&mut roam, 3).await,
+        numbered("after-move", 0..3),
+        "the subscription moved with the session"
+    );
+
+    // Back to the core while connected to the replicant: a takeover across nodes.
+    let (mut back, ack) = v4::Client::connect(persistent(&cl, CORE, "roamer")).await;
+    assert!(ack.session_present, "the connected session came back to c1");
+    roam.wait_closed().await;
+    cl.settle();
+    let (mut p2, _) = v4::Client::connect(v4::opts(cl.mqtt(REPLICANT), "roam-pub-r1")).await;
+    for m in numbered("back", 0..3) {
+        p2.publish("roam/c", v4::QoS::AtLeastOnce, false, m.as_bytes())
+            .await;
+    }
+    // A message still unacknowledged when the session left r1 comes again, with DUP.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match back.next_event(Duration::from_secs(10)).await {
+            Some(Ok(v4::Event::Incoming(v4::Packet::Publish(p)))) => {
+                let text = String::from_utf8_lossy(&p.payload).into_owned();
+                if text.starts_with("back") {
+                    got.push(text);
+                } else {
+                    assert!(
+                        p.dup && numbered("after-move", 0..3).contains(&text),
+                        "only an earlier in-flight message may come again, with DUP: {p:?}"
+                    );
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(got, numbered("back", 0..3));
+    let moved = cl.status(CORE)["sessions_taken_over"].as_u64();
+    assert_eq!(moved, Some(1), "c1 took one session over from r1");
+    let moved = cl.status(REPLICANT)["sessions_taken_over"].as_u64();
+    assert_eq!(moved, Some(1), "r1 took one session over from c1");
+
+    // A Clean Start on the replicant ends the session on the core.
+    let (clean, ack) = v4::Client::connect(v4::opts(cl.mqtt(REPLICANT), "roamer")).await;
+    assert!(!ack.session_present, "clean start");
+    back.wait_closed().await;
+    clean.disconnect().await;
+    let (_again, ack) = v4::Client::connect(persistent(&cl, CORE, "roamer")).await;
+    assert!(
+        !ack.session_present,
+        "the clean start ended the old session everywhere"
     );
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use openraft::BasicNode;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClusterConfig;
@@ -54,6 +54,22 @@ pub(crate) struct Shared {
     pub leaving: std::sync::atomic::AtomicBool,
     /// The routes this node proposed for itself.
     pub own_routes: crate::autoclean::OwnRoutes,
+    /// The server's sessions, for [`ClusterNode::take_session`] asked by other nodes.
+    pub session_source: std::sync::OnceLock<Arc<dyn SessionSource>>,
+}
+
+/// The server's side of moving persistent sessions between nodes (a client that reconnects
+/// to another node gets its session back): hands a local session over, encoded by the server.
+pub trait SessionSource: Send + Sync + 'static {
+    /// Takes this node's session of `client_id` away from it: disconnects its connection
+    /// (0x8E Session taken over), removes its subscriptions and stored state here, and
+    /// returns it encoded; with `discard` (the client connected elsewhere with Clean Start)
+    /// ends it and returns `None`. `None` when there is no such session.
+    fn take(
+        &self,
+        client_id: String,
+        discard: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
 }
 
 impl Shared {
@@ -519,6 +535,93 @@ impl ClusterNode {
         self.shared.links.take_inbound()
     }
 
+    /// Installs the server's [`SessionSource`] (once, before serving clients).
+    pub fn set_session_source(&self, source: Arc<dyn SessionSource>) {
+        let _ = self.shared.session_source.set(source);
+    }
+
+    /// Asks every other member for its session of `client_id` (a client connecting here):
+    /// each one that has it disconnects it and sends it here, or ends it when `discard`
+    /// (Clean Start). Returns the encoded session, if one was sent. Members that do not
+    /// answer within `cluster.write_timeout_ms` are counted in `session_takeover_failures`
+    /// and skipped (a client should not wait longer for a dead node). Should two nodes
+    /// answer (only after a partition), the first answer is kept and the others counted in
+    /// `sessions_dropped`. Needs no particular runtime.
+    pub async fn take_session(&self, client_id: &str, discard: bool) -> Option<Vec<u8>> {
+        let others: Vec<String> = self
+            .members()
+            .into_values()
+            .filter(|m| m.id != self.shared.id && !m.cluster_addr.is_empty())
+            .map(|m| m.cluster_addr)
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let shared = self.shared.clone();
+        let client_id = client_id.to_owned();
+        let task =
+            self.shared.rt.spawn(async move {
+                let bound = Duration::from_millis(shared.cfg.write_timeout_ms);
+                let asks: Vec<_> = others.into_iter().map(|addr| {
+                let shared = shared.clone();
+                let client_id = client_id.clone();
+                tokio::spawn(async move {
+                    let ask = async {
+                        let mut sock = TcpStream::connect(addr.as_str()).await?;
+                        let _ = sock.set_nodelay(true);
+                        let max = shared.max_frame();
+                        write_frame(&mut sock, &Hello::Session { client_id, discard }, max)
+                            .await?;
+                        let answer: crate::wire::SessionAnswer =
+                            read_frame(&mut sock, max).await?;
+                        Ok::<_, ClusterError>(answer.0)
+                    };
+                    match tokio::time::timeout(bound, ask).await {
+                        Ok(Ok(answer)) => answer,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "session takeover: no answer");
+                            shared
+                                .counters
+                                .session_takeover_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "session takeover: timed out");
+                            shared
+                                .counters
+                                .session_takeover_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                    }
+                })
+            }).collect();
+                let mut found = Vec::new();
+                for ask in asks {
+                    if let Ok(Some(answer)) = ask.await {
+                        found.push(answer);
+                    }
+                }
+                let extra = found.len().saturating_sub(1) as u64;
+                let first = found.into_iter().next();
+                if extra > 0 {
+                    shared
+                        .counters
+                        .sessions_dropped
+                        .fetch_add(extra, Ordering::Relaxed);
+                }
+                if first.is_some() {
+                    shared
+                        .counters
+                        .sessions_taken_over
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                first
+            });
+        task.await.ok().flatten()
+    }
+
     /// The member table as applied here.
     pub fn members(&self) -> BTreeMap<NodeId, Member> {
         self.shared.hub.lock().replica.state().members().clone()
@@ -634,6 +737,7 @@ async fn boot(
         streaming: std::sync::Mutex::new(std::collections::HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
         own_routes: crate::autoclean::OwnRoutes::default(),
+        session_source: std::sync::OnceLock::new(),
         writes: WritePool::default(),
         upstream: std::sync::Mutex::new(None),
         discovery,

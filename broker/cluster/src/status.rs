@@ -54,6 +54,10 @@ pub(crate) struct Counters {
     pub route_entries_proposed: AtomicU64,
     pub link_dropped: AtomicU64,
     pub link_unreachable: AtomicU64,
+    pub sessions_taken_over: AtomicU64,
+    pub sessions_handed_over: AtomicU64,
+    pub session_takeover_failures: AtomicU64,
+    pub sessions_dropped: AtomicU64,
     pub link_blocked: AtomicU64,
     pub link_lost: AtomicU64,
     pub link_sent: AtomicU64,
@@ -166,6 +170,14 @@ pub struct ClusterStatus {
     /// Acknowledged sends that did not wait because the destination's link had been down
     /// for `link_ack_timeout_ms` (the publisher was acknowledged at once).
     pub link_unreachable: u64,
+    /// Sessions this node received from another node (a client reconnected here).
+    pub sessions_taken_over: u64,
+    /// Sessions this node sent to another node.
+    pub sessions_handed_over: u64,
+    /// Members that did not answer a session takeover in time (skipped).
+    pub session_takeover_failures: u64,
+    /// Extra copies of a session from a second node (after a partition), dropped.
+    pub sessions_dropped: u64,
     /// Sends that found their link queue full (`send_wait` then waits for room; a
     /// `send_acked_now` hands the message back to be sent that way).
     pub link_blocked: u64,
@@ -280,6 +292,22 @@ impl ClusterStatus {
             (
                 "halyard_cluster_link_unreachable_total",
                 self.link_unreachable as f64,
+            ),
+            (
+                "halyard_cluster_sessions_taken_over_total",
+                self.sessions_taken_over as f64,
+            ),
+            (
+                "halyard_cluster_sessions_handed_over_total",
+                self.sessions_handed_over as f64,
+            ),
+            (
+                "halyard_cluster_session_takeover_failures_total",
+                self.session_takeover_failures as f64,
+            ),
+            (
+                "halyard_cluster_sessions_dropped_total",
+                self.sessions_dropped as f64,
             ),
             (
                 "halyard_cluster_link_blocked_total",

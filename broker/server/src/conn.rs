@@ -512,6 +512,9 @@ impl ConnTask {
         }
         self.client_id = Some(req.client_id.clone());
         self.username = req.username.as_deref().map(Arc::from);
+        // In a cluster, the client's session may be on another node: bring it here first
+        // (or, with Clean Start, have it ended there).
+        crate::cluster::session::import(&self.ctx, &req.client_id, req.clean_start).await;
         match broker.claim(&req.client_id, req.clean_start, self.me) {
             Err(e) => {
                 tracing::warn!(client_id = %req.client_id, error = %e, "connect refused");

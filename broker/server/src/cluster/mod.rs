@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod ops;
 pub mod retained;
+pub mod session;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -115,7 +116,7 @@ struct RouteBook {
 
 /// The running cluster wiring of this node.
 pub struct Cluster {
-    node: Arc<ClusterNode>,
+    pub(crate) node: Arc<ClusterNode>,
     id: NodeId,
     book: Mutex<RouteBook>,
     wake: flume::Sender<()>,
@@ -341,6 +342,9 @@ pub fn start(broker: &Arc<Broker>) -> Result<(), StartError> {
     let cluster = Cluster::new(node, config.cluster.suback_waits_for_route);
     let _ = broker.cluster.set(cluster.clone());
     retained::attach(broker, &cluster);
+    cluster.node.set_session_source(Arc::new(session::Sessions {
+        broker: Arc::downgrade(broker),
+    }));
     let _ = broker.metrics.cluster.set(cluster.clone());
     let b = broker.clone();
     std::thread::Builder::new()
