@@ -560,6 +560,10 @@ async fn inbound_loop(
                 pending,
             });
         }
+        // One batch per destination thread for all of them (in order), then the
+        // acknowledgements.
+        let mut per_thread: HashMap<usize, Vec<crate::engine::Routed>> = HashMap::new();
+        let mut done = Vec::with_capacity(steps.len());
         for step in steps {
             let InboundStep {
                 msg,
@@ -580,16 +584,22 @@ async fn inbound_loop(
                     }
                 }
             }
-            let mut per_thread: HashMap<usize, Vec<crate::engine::Routed>> = HashMap::new();
             for r in routed {
                 per_thread.entry(r.route.thread()).or_default().push(r);
             }
-            for (t, batch) in per_thread {
-                if let Some(tx) = broker.inboxes.get(t) {
-                    let _ = tx.send_async(ThreadMsg::Deliver(batch)).await;
-                }
+            done.push(msg);
+        }
+        for (t, batch) in per_thread {
+            if let Some(tx) = broker.inboxes.get(t) {
+                let _ = tx.send_async(ThreadMsg::Deliver(batch)).await;
             }
-            cluster.stats.inbound.fetch_add(1, Ordering::Relaxed);
+        }
+        cluster
+            .stats
+            .inbound
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        // In order: each drop acknowledges its link's messages up to it.
+        for msg in done {
             drop(msg);
         }
     }
