@@ -54,6 +54,11 @@ pub enum ClusterError {
     /// The destination node is unknown (no member record with a cluster address).
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+    /// The link to the destination node has been down for longer than
+    /// `cluster.link_ack_timeout_ms`: an acknowledged send does not wait for it (the message
+    /// stays queued, when there is room, and is sent if the node comes back).
+    #[error("node {0} unreachable")]
+    Unreachable(NodeId),
     /// The peer violated the cluster protocol.
     #[error("protocol error: {0}")]
     Protocol(String),

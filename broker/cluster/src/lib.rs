@@ -88,7 +88,7 @@ pub use config::ClusterConfig;
 pub use discovery::{Discovery, StaticSeeds};
 pub use error::ClusterError;
 pub use links::{Inbound, MAX_LINK_PEERS};
-pub use node::ClusterNode;
+pub use node::{AckStart, ClusterNode, SessionSource};
 pub use replicant::MAX_SNAPSHOT_BYTES;
 pub use server::MAX_CLUSTER_CONNECTIONS;
 pub use state::{

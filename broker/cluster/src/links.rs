@@ -20,6 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
@@ -105,6 +106,9 @@ pub(crate) struct Links {
     inflight: AtomicU64,
     /// Bumped by [`Links::reset`]: every connected link drops its connection.
     reset: watch::Sender<u64>,
+    /// Since when each destination's link has been without a connection (absent: connected,
+    /// or never tried yet). One entry per member at most.
+    down: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl Links {
@@ -118,7 +122,26 @@ impl Links {
             peers: Mutex::new(HashMap::new()),
             inflight: AtomicU64::new(0),
             reset: watch::channel(0).0,
+            down: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the link to `node` has been without a connection for at least `after`.
+    pub fn unreachable(&self, node: NodeId, after: Duration) -> bool {
+        let g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&node).is_some_and(|since| since.elapsed() >= after)
+    }
+
+    /// Records that the link to `node` has no connection (keeps the earlier time).
+    fn mark_down(&self, node: NodeId) {
+        let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry(node).or_insert_with(Instant::now);
+    }
+
+    /// Records that the link to `node` is connected (or closed for good).
+    fn mark_up(&self, node: NodeId) {
+        let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        g.remove(&node);
     }
 
     /// Forgets the queue of `node` (its link task is ending).
@@ -185,6 +208,27 @@ impl Links {
                 shared.counters.link_dropped.fetch_add(1, Ordering::Relaxed);
                 Err(ClusterError::QueueFull)
             }
+            Err(TrySendError::Closed(_)) => Err(ClusterError::Stopped),
+        }
+    }
+
+    /// Queues `msg` with an acknowledgement receiver if the queue has room now; gives the
+    /// message back when it is full.
+    pub fn try_send_acked(
+        &self,
+        shared: &Arc<Shared>,
+        node: NodeId,
+        msg: Bytes,
+    ) -> Result<Result<oneshot::Receiver<()>, Bytes>, ClusterError> {
+        fits(shared, &msg)?;
+        let q = self.queue(shared, node)?;
+        let (tx, rx) = oneshot::channel();
+        match q.try_send(Outgoing {
+            msg,
+            done: Some(tx),
+        }) {
+            Ok(()) => Ok(Ok(rx)),
+            Err(TrySendError::Full(out)) => Ok(Err(out.msg)),
             Err(TrySendError::Closed(_)) => Err(ClusterError::Stopped),
         }
     }
@@ -293,6 +337,7 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Outg
             // counted; `send_acked` waiters see an error. A later send to the node (if it
             // joins again) opens a new link.
             shared.links.close(node);
+            shared.links.mark_up(node);
             rx.close();
             let mut dropped = unacked.items.len() as u64;
             shared.links.inflight.fetch_sub(dropped, Ordering::Relaxed);
@@ -311,6 +356,7 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Outg
         let mut sock = match connect.await {
             Ok(Ok(s)) => s,
             _ => {
+                shared.links.mark_down(node);
                 tokio::time::sleep(shared.backoff()).await;
                 continue;
             }
@@ -324,12 +370,15 @@ async fn run_link(shared: Arc<Shared>, node: NodeId, mut rx: mpsc::Receiver<Outg
             .await
             .is_err()
         {
+            shared.links.mark_down(node);
             continue;
         }
+        shared.links.mark_up(node);
         match connected(&shared, sock, &mut rx, &mut unacked).await {
             Ok(()) => return,
             Err(e) => tracing::debug!(node, error = %e, "link broken; reconnecting"),
         }
+        shared.links.mark_down(node);
         tokio::time::sleep(shared.backoff()).await;
     }
 }

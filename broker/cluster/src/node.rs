@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use openraft::BasicNode;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClusterConfig;
@@ -54,6 +54,22 @@ pub(crate) struct Shared {
     pub leaving: std::sync::atomic::AtomicBool,
     /// The routes this node proposed for itself.
     pub own_routes: crate::autoclean::OwnRoutes,
+    /// The server's sessions, for [`ClusterNode::take_session`] asked by other nodes.
+    pub session_source: std::sync::OnceLock<Arc<dyn SessionSource>>,
+}
+
+/// The server's side of moving persistent sessions between nodes (a client that reconnects
+/// to another node gets its session back): hands a local session over, encoded by the server.
+pub trait SessionSource: Send + Sync + 'static {
+    /// Takes this node's session of `client_id` away from it: disconnects its connection
+    /// (0x8E Session taken over), removes its subscriptions and stored state here, and
+    /// returns it encoded; with `discard` (the client connected elsewhere with Clean Start)
+    /// ends it and returns `None`. `None` when there is no such session.
+    fn take(
+        &self,
+        client_id: String,
+        discard: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
 }
 
 impl Shared {
@@ -88,6 +104,16 @@ impl Shared {
             .get(&node)
             .map(|m| m.cluster_addr.clone())
     }
+}
+
+/// What [`ClusterNode::send_acked_now`] did with a message.
+#[derive(Debug)]
+pub enum AckStart {
+    /// Queued; the receiver completes when the destination acknowledged it (an error if the
+    /// link gave it up, e.g. the node left).
+    Queued(oneshot::Receiver<()>),
+    /// The link queue was full; the message is handed back.
+    Full(Bytes),
 }
 
 /// A running cluster node. Dropping it (or [`ClusterNode::shutdown`]) stops the control
@@ -425,14 +451,21 @@ impl ClusterNode {
     /// [`ClusterError::Timeout`] after `cluster.link_ack_timeout_ms` (the message may still
     /// arrive later: the link keeps resending it until acknowledged). Needs no particular
     /// runtime.
+    ///
+    /// When the link to `node` has been down for `link_ack_timeout_ms` already (a dead node
+    /// whose routes autoclean has not removed yet, or a core being restarted), it does not
+    /// wait: the message is queued if there is room (sent if the node comes back; else
+    /// dropped and counted in `link_dropped`) and [`ClusterError::Unreachable`] returned at
+    /// once, so one dead node does not hold every QoS 1/2 publisher for the timeout.
     pub async fn send_acked(&self, node: NodeId, message: Bytes) -> Result<(), ClusterError> {
+        let message = self.unless_unreachable(node, message)?;
+        let ms = self.shared.cfg.link_ack_timeout_ms;
         let rx = self
             .shared
             .links
             .send_wait(&self.shared, node, message, true)
             .await?
             .ok_or(ClusterError::Stopped)?;
-        let ms = self.shared.cfg.link_ack_timeout_ms;
         let task = self.shared.rt.spawn(async move {
             match tokio::time::timeout(Duration::from_millis(ms), rx).await {
                 Ok(Ok(())) => Ok(()),
@@ -441,6 +474,51 @@ impl ClusterNode {
             }
         });
         task.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Like [`ClusterNode::send_acked`], but queues the message at once, without waiting,
+    /// so that a publisher can have many messages in flight: [`AckStart::Queued`] holds the
+    /// receiver that completes when `node` acknowledged it (the caller bounds the wait by
+    /// `cluster.link_ack_timeout_ms`; it fails if the link gives the message up). When the
+    /// link queue is full the message comes back in [`AckStart::Full`]: send it with
+    /// [`ClusterNode::send_acked`], and queue this publisher's later messages to the same
+    /// nodes only after it, to keep their order. An unreachable node is handled as in
+    /// `send_acked`.
+    pub fn send_acked_now(&self, node: NodeId, message: Bytes) -> Result<AckStart, ClusterError> {
+        let message = self.unless_unreachable(node, message)?;
+        Ok(
+            match self
+                .shared
+                .links
+                .try_send_acked(&self.shared, node, message)?
+            {
+                Ok(rx) => AckStart::Queued(rx),
+                Err(message) => {
+                    self.shared
+                        .counters
+                        .link_blocked
+                        .fetch_add(1, Ordering::Relaxed);
+                    AckStart::Full(message)
+                }
+            },
+        )
+    }
+
+    /// Gives `message` back unless the link to `node` has been down for
+    /// `cluster.link_ack_timeout_ms`; then queues it without waiting (dropped and counted
+    /// when the queue is full), counts it in `link_unreachable` and fails with
+    /// [`ClusterError::Unreachable`].
+    fn unless_unreachable(&self, node: NodeId, message: Bytes) -> Result<Bytes, ClusterError> {
+        let after = Duration::from_millis(self.shared.cfg.link_ack_timeout_ms);
+        if !self.shared.links.unreachable(node, after) {
+            return Ok(message);
+        }
+        self.shared
+            .counters
+            .link_unreachable
+            .fetch_add(1, Ordering::Relaxed);
+        self.send(node, message)?;
+        Err(ClusterError::Unreachable(node))
     }
 
     /// Drops every outgoing link connection; each reconnects at once and resends what its
@@ -455,6 +533,93 @@ impl ClusterNode {
     /// the sender). When nobody drains it, links stop reading (back-pressure).
     pub fn take_inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
         self.shared.links.take_inbound()
+    }
+
+    /// Installs the server's [`SessionSource`] (once, before serving clients).
+    pub fn set_session_source(&self, source: Arc<dyn SessionSource>) {
+        let _ = self.shared.session_source.set(source);
+    }
+
+    /// Asks every other member for its session of `client_id` (a client connecting here):
+    /// each one that has it disconnects it and sends it here, or ends it when `discard`
+    /// (Clean Start). Returns the encoded session, if one was sent. Members that do not
+    /// answer within `cluster.write_timeout_ms` are counted in `session_takeover_failures`
+    /// and skipped (a client should not wait longer for a dead node). Should two nodes
+    /// answer (only after a partition), the first answer is kept and the others counted in
+    /// `sessions_dropped`. Needs no particular runtime.
+    pub async fn take_session(&self, client_id: &str, discard: bool) -> Option<Vec<u8>> {
+        let others: Vec<String> = self
+            .members()
+            .into_values()
+            .filter(|m| m.id != self.shared.id && !m.cluster_addr.is_empty())
+            .map(|m| m.cluster_addr)
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let shared = self.shared.clone();
+        let client_id = client_id.to_owned();
+        let task =
+            self.shared.rt.spawn(async move {
+                let bound = Duration::from_millis(shared.cfg.write_timeout_ms);
+                let asks: Vec<_> = others.into_iter().map(|addr| {
+                let shared = shared.clone();
+                let client_id = client_id.clone();
+                tokio::spawn(async move {
+                    let ask = async {
+                        let mut sock = TcpStream::connect(addr.as_str()).await?;
+                        let _ = sock.set_nodelay(true);
+                        let max = shared.max_frame();
+                        write_frame(&mut sock, &Hello::Session { client_id, discard }, max)
+                            .await?;
+                        let answer: crate::wire::SessionAnswer =
+                            read_frame(&mut sock, max).await?;
+                        Ok::<_, ClusterError>(answer.0)
+                    };
+                    match tokio::time::timeout(bound, ask).await {
+                        Ok(Ok(answer)) => answer,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "session takeover: no answer");
+                            shared
+                                .counters
+                                .session_takeover_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "session takeover: timed out");
+                            shared
+                                .counters
+                                .session_takeover_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                    }
+                })
+            }).collect();
+                let mut found = Vec::new();
+                for ask in asks {
+                    if let Ok(Some(answer)) = ask.await {
+                        found.push(answer);
+                    }
+                }
+                let extra = found.len().saturating_sub(1) as u64;
+                let first = found.into_iter().next();
+                if extra > 0 {
+                    shared
+                        .counters
+                        .sessions_dropped
+                        .fetch_add(extra, Ordering::Relaxed);
+                }
+                if first.is_some() {
+                    shared
+                        .counters
+                        .sessions_taken_over
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                first
+            });
+        task.await.ok().flatten()
     }
 
     /// The member table as applied here.
@@ -572,6 +737,7 @@ async fn boot(
         streaming: std::sync::Mutex::new(std::collections::HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
         own_routes: crate::autoclean::OwnRoutes::default(),
+        session_source: std::sync::OnceLock::new(),
         writes: WritePool::default(),
         upstream: std::sync::Mutex::new(None),
         discovery,

@@ -82,6 +82,20 @@ async fn handle(shared: &Arc<Shared>, mut sock: TcpStream) -> Result<(), Cluster
             };
             write_frame(&mut sock, &answer, max).await
         }
+        Hello::Session { client_id, discard } => {
+            let source = shared.session_source.get().cloned();
+            let answer = match source {
+                Some(source) => source.take(client_id, discard).await,
+                None => None,
+            };
+            if answer.is_some() {
+                shared
+                    .counters
+                    .sessions_handed_over
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            write_frame(&mut sock, &crate::wire::SessionAnswer(answer), max).await
+        }
     }
 }
 

@@ -53,6 +53,11 @@ pub(crate) struct Counters {
     pub route_ops_proposed: AtomicU64,
     pub route_entries_proposed: AtomicU64,
     pub link_dropped: AtomicU64,
+    pub link_unreachable: AtomicU64,
+    pub sessions_taken_over: AtomicU64,
+    pub sessions_handed_over: AtomicU64,
+    pub session_takeover_failures: AtomicU64,
+    pub sessions_dropped: AtomicU64,
     pub link_blocked: AtomicU64,
     pub link_lost: AtomicU64,
     pub link_sent: AtomicU64,
@@ -162,7 +167,19 @@ pub struct ClusterStatus {
     pub link_departed_dropped: u64,
     /// Messages refused by `send` because a link queue was full.
     pub link_dropped: u64,
-    /// `send_wait` calls that had to wait for queue space.
+    /// Acknowledged sends that did not wait because the destination's link had been down
+    /// for `link_ack_timeout_ms` (the publisher was acknowledged at once).
+    pub link_unreachable: u64,
+    /// Sessions this node received from another node (a client reconnected here).
+    pub sessions_taken_over: u64,
+    /// Sessions this node sent to another node.
+    pub sessions_handed_over: u64,
+    /// Members that did not answer a session takeover in time (skipped).
+    pub session_takeover_failures: u64,
+    /// Extra copies of a session from a second node (after a partition), dropped.
+    pub sessions_dropped: u64,
+    /// Sends that found their link queue full (`send_wait` then waits for room; a
+    /// `send_acked_now` hands the message back to be sent that way).
     pub link_blocked: u64,
     /// Messages dropped because one alone exceeds `cluster.max_frame_bytes`.
     pub link_lost: u64,
@@ -271,6 +288,26 @@ impl ClusterStatus {
             (
                 "halyard_cluster_link_dropped_total",
                 self.link_dropped as f64,
+            ),
+            (
+                "halyard_cluster_link_unreachable_total",
+                self.link_unreachable as f64,
+            ),
+            (
+                "halyard_cluster_sessions_taken_over_total",
+                self.sessions_taken_over as f64,
+            ),
+            (
+                "halyard_cluster_sessions_handed_over_total",
+                self.sessions_handed_over as f64,
+            ),
+            (
+                "halyard_cluster_session_takeover_failures_total",
+                self.session_takeover_failures as f64,
+            ),
+            (
+                "halyard_cluster_sessions_dropped_total",
+                self.sessions_dropped as f64,
             ),
             (
                 "halyard_cluster_link_blocked_total",

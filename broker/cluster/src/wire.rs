@@ -45,7 +45,19 @@ pub(crate) enum Hello {
     },
     /// The leader's liveness poll: answered with one [`Liveness`], then closed.
     Liveness,
+    /// A client connected to another node: hand over (or, with `discard`, end) this node's
+    /// session of `client_id`. Answered with one [`SessionAnswer`], then closed.
+    Session {
+        /// The client identifier.
+        client_id: String,
+        /// Clean start: end the session here instead of sending it.
+        discard: bool,
+    },
 }
+
+/// Answer to [`Hello::Session`]: the session as the server encoded it, if this node had it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionAnswer(pub Option<Vec<u8>>);
 
 /// Answer to [`Hello::Liveness`]: the replicants this core streams to now.
 #[derive(Debug, Clone, Serialize, Deserialize)]

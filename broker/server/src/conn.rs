@@ -26,6 +26,8 @@ use halyard_session::{
 
 use halyard_transport::{Layer, Transport};
 
+use crate::cluster::retained::RetainWait;
+use crate::cluster::{AckWait, Forward};
 use crate::durable::QueueLedger;
 use crate::engine::publish::{self, Outbox};
 use crate::engine::thread::{ConnHandle, ConnMsg, ThreadCtx, count_drop};
@@ -388,6 +390,11 @@ impl ConnTask {
     }
 
     async fn answer_events(&mut self, now: Instant) {
+        // Store off, in a cluster: the PUBLISHes of this step whose acknowledgement waits
+        // for other nodes (or a retained commit), answered in arrival order after the loop;
+        // their copies are already on their way, so the waits overlap.
+        let mut waiting: Vec<(Option<u16>, ReasonCode, Option<RetainWait>)> = Vec::new();
+        let mut forward = Forward::Now;
         while let Some(event) = self.conn.poll_event() {
             match event {
                 Event::Connect(req) => Box::pin(self.on_connect(*req, now)).await,
@@ -395,22 +402,15 @@ impl ConnTask {
                     if self.ctx.broker.durable.is_enabled() {
                         self.stage_publish(now, packet_id, message);
                     } else {
-                        let (mut code, cluster_wait) = self.on_publish(&message);
-                        if let Some(wait) = cluster_wait
-                            && let Err(e) = Box::pin(wait).await
-                        {
-                            match crate::cluster::retained::refusal(
-                                self.conn.protocol_version(),
-                                &e,
-                            ) {
-                                Some(refused) => code = refused,
-                                None => {
-                                    self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
-                                    continue;
-                                }
-                            }
+                        let (code, wait, blocked) = self.on_publish(&message, forward);
+                        if blocked {
+                            // A copy waits for room in a link queue: later copies queue
+                            // behind it (when awaited, in order).
+                            forward = Forward::Later;
                         }
-                        if let Some(id) = packet_id {
+                        if wait.is_some() || !waiting.is_empty() {
+                            waiting.push((packet_id, code, wait));
+                        } else if let Some(id) = packet_id {
                             self.conn.complete_publish(now, id, code);
                         }
                     }
@@ -452,8 +452,36 @@ impl ConnTask {
                 }
             }
         }
+        if !waiting.is_empty() {
+            Box::pin(self.answer_forwarded(waiting)).await;
+        }
         if !self.step.is_empty() {
             Box::pin(self.complete_staged()).await;
+        }
+    }
+
+    /// Acknowledges PUBLISHes once their waits resolved, in arrival order: a failed
+    /// retained update gets its refusal code (5.0) or closes the connection (3.1.1 cannot
+    /// refuse a PUBLISH).
+    async fn answer_forwarded(
+        &mut self,
+        waiting: Vec<(Option<u16>, ReasonCode, Option<RetainWait>)>,
+    ) {
+        for (packet_id, mut code, wait) in waiting {
+            if let Some(wait) = wait
+                && let Err(e) = wait.await
+            {
+                match crate::cluster::retained::refusal(self.conn.protocol_version(), &e) {
+                    Some(refused) => code = refused,
+                    None => {
+                        self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
+                        continue;
+                    }
+                }
+            }
+            if let Some(id) = packet_id {
+                self.conn.complete_publish(Instant::now(), id, code);
+            }
         }
     }
 
@@ -484,6 +512,9 @@ impl ConnTask {
         }
         self.client_id = Some(req.client_id.clone());
         self.username = req.username.as_deref().map(Arc::from);
+        // In a cluster, the client's session may be on another node: bring it here first
+        // (or, with Clean Start, have it ended there).
+        crate::cluster::session::import(&self.ctx, &req.client_id, req.clean_start).await;
         match broker.claim(&req.client_id, req.clean_start, self.me) {
             Err(e) => {
                 tracing::warn!(client_id = %req.client_id, error = %e, "connect refused");
@@ -572,13 +603,15 @@ impl ConnTask {
     /// Routes a PUBLISH; the code for its PUBACK/PUBREC: 0x87 when the ACL refuses the topic
     /// (5.0; a 3.1.1 client gets a normal acknowledgement and the message is dropped). In a
     /// cluster, also what a QoS 1/2 acknowledgement waits for (the destination nodes, and
-    /// the commit of a retained update).
+    /// the commit of a retained update), and whether a copy is still to be queued when that
+    /// is awaited ([`crate::cluster::AckWait::blocked`]).
     fn on_publish(
         &mut self,
         message: &Arc<Message>,
-    ) -> (ReasonCode, Option<crate::cluster::retained::RetainWait>) {
+        forward: Forward,
+    ) -> (ReasonCode, Option<RetainWait>, bool) {
         if let Some(code) = self.publish_denied(message) {
-            return (code, None);
+            return (code, None, false);
         }
         let broker = &self.ctx.broker;
         let retained = if message.retain {
@@ -586,9 +619,10 @@ impl ConnTask {
         } else {
             None
         };
-        let (_, cluster_acks) = publish::route_acked(broker, message, &mut self.outbox, true);
+        let (_, cluster_acks) = publish::route_acked(broker, message, &mut self.outbox, forward);
+        let blocked = cluster_acks.as_ref().is_some_and(AckWait::blocked);
         let wait = crate::cluster::retained::ack_wait(message.qos, cluster_acks, retained);
-        (ReasonCode::SUCCESS, wait)
+        (ReasonCode::SUCCESS, wait, blocked)
     }
 
     /// The acknowledgement code of a PUBLISH the ACL refuses (0x87 for 5.0; a 3.1.1 client

@@ -18,7 +18,7 @@ use crate::admin::{Admin, ListenerInfo, NodeInfo};
 use crate::config::{Backend, Config, QueuePolicy};
 use crate::durable::{Durability, RestoredState};
 use crate::engine::thread::ThreadCtx;
-use crate::engine::{Broker, Moving, SubValue, ThreadMsg};
+use crate::engine::{Broker, Moving, ThreadMsg};
 use crate::io;
 use crate::metrics::{Limit, Metrics};
 use crate::security::{Security, SourceSlot};
@@ -437,31 +437,7 @@ fn restore_into(
         let Some((key, route)) = broker.register_restored(&client_id, thread) else {
             continue;
         };
-        for (filter, sub) in r.session.subscriptions() {
-            let value = SubValue {
-                route: route.clone(),
-                client_id: client_id.clone(),
-                username: None,
-                options: sub.options,
-                subscription_id: sub.subscription_id,
-            };
-            let limits = &broker.session_config.topic_limits;
-            let inserted = match limits.parse_shared_subscription(filter) {
-                Ok(Some(shared)) => {
-                    broker
-                        .trie
-                        .insert_shared(shared.group, shared.filter, key, value)
-                }
-                _ => broker.trie.insert(filter, key, value),
-            };
-            match inserted {
-                Err(e) => {
-                    tracing::warn!(%client_id, %filter, error = %e, "stored subscription not restored");
-                }
-                Ok(None) => crate::cluster::subscribed(broker, filter),
-                Ok(Some(_)) => {}
-            }
-        }
+        broker.restore_subscriptions(key, &route, &client_id, &r.session);
         per_thread[thread].push(RestoredOffline {
             key,
             will: wills.remove(&client_id),

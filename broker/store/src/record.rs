@@ -74,7 +74,7 @@ pub struct InflightEntry {
 /// A persistent session as a whole. Stored in three tables (session, outgoing in-flight,
 /// incoming QoS 2) so that the frequent in-flight changes do not rewrite the session.
 /// The offline queue is stored separately, see [`QueuedMessage`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Client identifier (the key).
     pub client_id: String,

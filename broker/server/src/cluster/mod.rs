@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod ops;
 pub mod retained;
+pub mod session;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -32,14 +33,48 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use halyard_cluster::{ClusterNode, Dispatch, NodeId, RouteOp, SharedPick};
+use halyard_cluster::{AckStart, ClusterError, ClusterNode, Dispatch, NodeId, RouteOp, SharedPick};
 use halyard_codec::QoS;
 use halyard_session::Message;
 
 use crate::engine::{Broker, ThreadMsg};
 
+/// How a PUBLISH's copies for other nodes are sent (see [`Cluster::dispatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Nothing is awaited (every copy sent like a QoS 0 one, dropped when a queue is full).
+    Unacked,
+    /// QoS 1/2 copies are queued now; the wait covers their acknowledgements only, so a
+    /// publisher can have many in flight.
+    Now,
+    /// QoS 1/2 copies are queued when the wait is first polled: used after an earlier wait
+    /// of the same publisher was [`AckWait::blocked`], until it resolved, so that copies keep
+    /// the publisher's order.
+    Later,
+}
+
 /// A publisher's wait for the destination nodes' acknowledgements (QoS 1/2).
-pub type AckWait = Pin<Box<dyn Future<Output = ()>>>;
+pub struct AckWait {
+    fut: Pin<Box<dyn Future<Output = ()>>>,
+    blocked: bool,
+}
+
+impl AckWait {
+    /// Whether some copy is not queued yet (a full link queue, or [`Forward::Later`]): it is
+    /// queued when this wait is polled, so the publisher's later copies must use
+    /// [`Forward::Later`] until this resolved.
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+}
+
+impl Future for AckWait {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.fut.as_mut().poll(cx)
+    }
+}
 
 /// Counters of the wiring, shown on `/metrics` as `halyard_cluster_wiring_*`.
 #[derive(Debug, Default)]
@@ -54,6 +89,9 @@ pub struct WiringStats {
     pub inbound: AtomicU64,
     /// Forwarded messages that could not be decoded.
     pub inbound_malformed: AtomicU64,
+    /// Forwarded QoS 1/2 messages for persistent sessions that the store refused (full,
+    /// failed): delivered from memory only, so a crash of this node can lose them.
+    pub inbound_not_stored: AtomicU64,
     /// Route batches proposed.
     pub route_batches: AtomicU64,
     /// Route proposals that failed (retried).
@@ -78,7 +116,7 @@ struct RouteBook {
 
 /// The running cluster wiring of this node.
 pub struct Cluster {
-    node: Arc<ClusterNode>,
+    pub(crate) node: Arc<ClusterNode>,
     id: NodeId,
     book: Mutex<RouteBook>,
     wake: flume::Sender<()>,
@@ -211,8 +249,9 @@ impl Cluster {
 
     /// Plans `message` over the cluster: sends one copy to every other node with matching
     /// routes and returns the shared groups served elsewhere (for the local [`Scope`]) and,
-    /// when `acked` and the message is QoS 1/2, the wait for the destinations' acks.
-    pub fn dispatch(&self, message: &Message, acked: bool) -> (Vec<SharedPick>, Option<AckWait>) {
+    /// for a QoS 1/2 message forwarded [`Forward::Now`] or [`Forward::Later`], the wait for
+    /// the destinations' acks.
+    pub fn dispatch(&self, message: &Message, mode: Forward) -> (Vec<SharedPick>, Option<AckWait>) {
         let mut plan: Vec<Dispatch> = Vec::new();
         self.node.routes().plan(&message.topic, &mut plan);
         let mut elsewhere = Vec::new();
@@ -220,7 +259,7 @@ impl Cluster {
             return (elsewhere, None);
         }
         let clock = wire::wall_clock();
-        let reliable = acked && message.qos != QoS::AtMostOnce;
+        let reliable = mode != Forward::Unacked && message.qos != QoS::AtMostOnce;
         let mut pending = Vec::new();
         for d in plan {
             if d.node == self.id {
@@ -235,27 +274,51 @@ impl Cluster {
                 self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let wait = (!pending.is_empty()).then(|| {
-            let node = self.node.clone();
-            let f = self.stats.ack_failures.clone();
-            let fut: AckWait = Box::pin(async move {
-                let sends = pending
-                    .into_iter()
-                    .map(|(n, b)| {
-                        let node = node.clone();
-                        async move { node.send_acked(n, b).await }
-                    })
-                    .collect::<Vec<_>>();
-                for r in futures_util::future::join_all(sends).await {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "forwarded message not acknowledged");
-                        f.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-            fut
-        });
+        let wait = (!pending.is_empty()).then(|| self.ack_wait(pending, mode == Forward::Now));
         (elsewhere, wait)
+    }
+
+    /// The wait for the acknowledgements of `pending` copies; with `now`, each is queued at
+    /// once where its link queue has room (the others when the wait is polled).
+    fn ack_wait(&self, pending: Vec<(NodeId, bytes::Bytes)>, now: bool) -> AckWait {
+        type Send = Pin<Box<dyn Future<Output = Result<(), ClusterError>>>>;
+        let node = &self.node;
+        let ms = node.config().link_ack_timeout_ms;
+        let mut blocked = false;
+        let mut later = |n: NodeId, bytes: bytes::Bytes| -> Send {
+            blocked = true;
+            let node = node.clone();
+            Box::pin(async move { node.send_acked(n, bytes).await })
+        };
+        let sends: Vec<Send> = pending
+            .into_iter()
+            .map(|(n, bytes)| {
+                if !now {
+                    return later(n, bytes);
+                }
+                match node.send_acked_now(n, bytes) {
+                    Ok(AckStart::Queued(rx)) => Box::pin(async move {
+                        match compio::time::timeout(Duration::from_millis(ms), rx).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(_)) => Err(ClusterError::Stopped),
+                            Err(_) => Err(ClusterError::Timeout(ms)),
+                        }
+                    }) as Send,
+                    Ok(AckStart::Full(bytes)) => later(n, bytes),
+                    Err(e) => Box::pin(std::future::ready(Err(e))),
+                }
+            })
+            .collect();
+        let failures = self.stats.ack_failures.clone();
+        let fut = Box::pin(async move {
+            for r in futures_util::future::join_all(sends).await {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "forwarded message not acknowledged");
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        AckWait { fut, blocked }
     }
 }
 
@@ -279,6 +342,9 @@ pub fn start(broker: &Arc<Broker>) -> Result<(), StartError> {
     let cluster = Cluster::new(node, config.cluster.suback_waits_for_route);
     let _ = broker.cluster.set(cluster.clone());
     retained::attach(broker, &cluster);
+    cluster.node.set_session_source(Arc::new(session::Sessions {
+        broker: Arc::downgrade(broker),
+    }));
     let _ = broker.metrics.cluster.set(cluster.clone());
     let b = broker.clone();
     std::thread::Builder::new()
@@ -321,8 +387,15 @@ const ROUTE_PROPOSAL_MAX: usize = 10_000;
 /// Reconciles dirty filters with the cluster and releases SUBACK barriers (also after a
 /// failed proposal, which is retried in the background: a SUBACK is not held up for longer
 /// than one `cluster.write_timeout_ms` by an unavailable core group).
+///
+/// A proposal that failed (a timeout, a leader change) may still commit later, after this
+/// loop has moved on. Its filters are therefore *uncertain*: their next proposal states the
+/// wanted state whatever this node believes it proposed (Add and Remove are idempotent in the
+/// state machine), so a late commit of the failed entry is overwritten by an entry that Raft
+/// orders after it, and no route is left behind or missing.
 async fn route_loop(cluster: Arc<Cluster>) {
     let mut proposed: HashSet<String> = HashSet::new();
+    let mut uncertain: HashSet<String> = HashSet::new();
     loop {
         if cluster.wake_rx.recv_async().await.is_err() {
             return;
@@ -334,12 +407,13 @@ async fn route_loop(cluster: Arc<Cluster>) {
             let mut ops = Vec::new();
             for f in dirty {
                 let want = book.counts.contains_key(&f);
-                if want && !proposed.contains(&f) {
+                let unsure = uncertain.contains(&f);
+                if want && (unsure || !proposed.contains(&f)) {
                     ops.push(RouteOp::Add {
                         filter: f,
                         node: cluster.id,
                     });
-                } else if !want && proposed.contains(&f) {
+                } else if !want && (unsure || proposed.contains(&f)) {
                     ops.push(RouteOp::Remove {
                         filter: f,
                         node: cluster.id,
@@ -374,6 +448,7 @@ async fn route_loop(cluster: Arc<Cluster>) {
                         match op {
                             RouteOp::Add { filter, .. } | RouteOp::Remove { filter, .. } => {
                                 book.dirty.insert(filter.clone());
+                                uncertain.insert(filter.clone());
                             }
                             RouteOp::RemoveNode(_) => {}
                         }
@@ -386,9 +461,11 @@ async fn route_loop(cluster: Arc<Cluster>) {
             for op in *part {
                 match op {
                     RouteOp::Add { filter, .. } => {
+                        uncertain.remove(filter);
                         proposed.insert(filter.clone());
                     }
                     RouteOp::Remove { filter, .. } => {
+                        uncertain.remove(filter);
                         proposed.remove(filter);
                     }
                     RouteOp::RemoveNode(_) => {}
@@ -401,42 +478,130 @@ async fn route_loop(cluster: Arc<Cluster>) {
     }
 }
 
-/// Delivers forwarded messages in order; dropping each `Inbound` acknowledges it.
+/// Most forwarded messages taken from the inbound queue at once: their store writes go into
+/// one group commit.
+const INBOUND_BATCH_MAX: usize = 256;
+
+/// A forwarded message on its way to the local sessions.
+struct InboundStep {
+    msg: halyard_cluster::Inbound,
+    routed: Vec<crate::engine::Routed>,
+    /// The store commit of its deliveries to persistent sessions (store on).
+    pending: Option<crate::durable::Pending>,
+}
+
+/// Delivers forwarded messages in order; dropping each `Inbound` acknowledges it (and every
+/// earlier one of its link) to the sender, which then acknowledges the publisher. With the
+/// store on, QoS 1/2 deliveries to persistent sessions are stored first, as for a local
+/// publisher: the acknowledgement means the message is durable on this node too. Messages
+/// waiting in the queue are taken together (up to [`INBOUND_BATCH_MAX`]) so that their
+/// writes share a commit.
 async fn inbound_loop(
     broker: &Arc<Broker>,
     cluster: &Cluster,
     mut inbound: tokio_mpsc::Receiver<halyard_cluster::Inbound>,
 ) {
-    while let Some(msg) = inbound.recv().await {
-        let clock = wire::wall_clock();
-        let fwd = match wire::decode(msg.message.clone(), &clock) {
-            Ok(f) => f,
-            Err(e) => {
-                cluster
-                    .stats
-                    .inbound_malformed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(from = msg.from, error = %e, "forwarded message dropped");
-                continue;
+    let mut batch = Vec::with_capacity(INBOUND_BATCH_MAX);
+    while let Some(first) = inbound.recv().await {
+        batch.push(first);
+        while batch.len() < INBOUND_BATCH_MAX {
+            match inbound.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
             }
-        };
-        let scope = Scope::Inbound {
-            ordinary: fwd.ordinary,
-            groups: &fwd.groups,
-        };
-        let mut routed = Vec::new();
-        crate::engine::publish::route_scoped(broker, &fwd.message, &mut routed, &scope);
+        }
+        let clock = wire::wall_clock();
+        let store_clock = crate::durable::wall_clock(std::time::Instant::now());
+        let mut steps = Vec::with_capacity(batch.len());
+        for msg in batch.drain(..) {
+            let fwd = match wire::decode(msg.message.clone(), &clock) {
+                Ok(f) => f,
+                Err(e) => {
+                    cluster
+                        .stats
+                        .inbound_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(from = msg.from, error = %e, "forwarded message dropped");
+                    // Kept in line: dropping it acknowledges the earlier ones too.
+                    steps.push(InboundStep {
+                        msg,
+                        routed: Vec::new(),
+                        pending: None,
+                    });
+                    continue;
+                }
+            };
+            let scope = Scope::Inbound {
+                ordinary: fwd.ordinary,
+                groups: &fwd.groups,
+            };
+            let mut routed = Vec::new();
+            crate::engine::publish::route_scoped(broker, &fwd.message, &mut routed, &scope);
+            let pending = broker.durable.is_enabled().then(|| {
+                let targets = crate::engine::publish::durable_targets(&routed);
+                // Retained messages are replicated by the core group, not stored from here.
+                let unretained;
+                let message: &Message = if fwd.message.retain {
+                    unretained = Message {
+                        retain: false,
+                        ..(*fwd.message).clone()
+                    };
+                    &unretained
+                } else {
+                    &fwd.message
+                };
+                broker
+                    .durable
+                    .persist_publish_from(message, &targets, None, &store_clock)
+            });
+            steps.push(InboundStep {
+                msg,
+                routed,
+                pending,
+            });
+        }
+        // One batch per destination thread for all of them (in order), then the
+        // acknowledgements.
         let mut per_thread: HashMap<usize, Vec<crate::engine::Routed>> = HashMap::new();
-        for r in routed {
-            per_thread.entry(r.route.thread()).or_default().push(r);
+        let mut done = Vec::with_capacity(steps.len());
+        for step in steps {
+            let InboundStep {
+                msg,
+                mut routed,
+                pending,
+            } = step;
+            if let Some(pending) = pending {
+                match pending.await {
+                    Ok(committed) => {
+                        crate::engine::publish::apply_seqs(&mut routed, committed.seqs)
+                    }
+                    Err(e) => {
+                        cluster
+                            .stats
+                            .inbound_not_stored
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(from = msg.from, error = %e, "forwarded message not stored; delivered from memory");
+                    }
+                }
+            }
+            for r in routed {
+                per_thread.entry(r.route.thread()).or_default().push(r);
+            }
+            done.push(msg);
         }
         for (t, batch) in per_thread {
             if let Some(tx) = broker.inboxes.get(t) {
                 let _ = tx.send_async(ThreadMsg::Deliver(batch)).await;
             }
         }
-        cluster.stats.inbound.fetch_add(1, Ordering::Relaxed);
-        drop(msg);
+        cluster
+            .stats
+            .inbound
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        // In order: each drop acknowledges its link's messages up to it.
+        for msg in done {
+            drop(msg);
+        }
     }
 }
 

@@ -27,6 +27,7 @@ impl Cluster {
                 ("ack_failures", &*s.ack_failures),
                 ("inbound", &s.inbound),
                 ("inbound_malformed", &s.inbound_malformed),
+                ("inbound_not_stored", &s.inbound_not_stored),
                 ("route_batches", &s.route_batches),
                 ("route_failures", &s.route_failures),
                 ("retained_failures", &*s.retained_failures),
@@ -76,6 +77,11 @@ impl Cluster {
                 "inbound_malformed",
                 "Forwarded messages that could not be decoded",
                 &s.inbound_malformed,
+            ),
+            (
+                "inbound_not_stored",
+                "Forwarded QoS 1/2 messages for persistent sessions the store refused (held in memory only)",
+                &s.inbound_not_stored,
             ),
             (
                 "route_batches",

@@ -9,6 +9,7 @@ use halyard_codec::{ProtocolVersion, QoS, ReasonCode};
 use halyard_session::{ClientId, Message, Session, SessionChanges, Will};
 
 use super::ConnTask;
+use crate::cluster::{AckWait, Forward};
 use crate::durable::{self, Pending, QueueLedger};
 use crate::engine::publish;
 use crate::engine::thread::count_drop;
@@ -22,6 +23,9 @@ pub(super) struct StepPublish {
     pending: Option<Pending>,
     /// In a cluster, a QoS 1/2 PUBLISH's wait for its retained update's commit.
     retained: Option<crate::cluster::retained::RetainWait>,
+    /// A copy for another node is queued only when `retained` is awaited (a full link
+    /// queue): the step's later PUBLISHes forward [`Forward::Later`].
+    blocked: bool,
     code: ReasonCode,
 }
 
@@ -187,6 +191,7 @@ impl ConnTask {
                 routed: Vec::new(),
                 pending: None,
                 retained: None,
+                blocked: false,
                 code,
             });
             return;
@@ -200,9 +205,18 @@ impl ConnTask {
         } else {
             None
         };
-        let retained = crate::cluster::retained::ack_wait(message.qos, None, retained);
+        // In a cluster the copies for other nodes leave now, and the acknowledgement also
+        // waits for those nodes (which store them for their persistent sessions first).
         let mut routed = Vec::new();
-        publish::route_collect(broker, &message, &mut routed);
+        // Copies queue now unless an earlier one of this step still waits for room.
+        let forward = if self.step.iter().any(|p| p.blocked) {
+            Forward::Later
+        } else {
+            Forward::Now
+        };
+        let (_, acks) = publish::route_collect_acked(broker, &message, &mut routed, forward);
+        let blocked = acks.as_ref().is_some_and(AckWait::blocked);
+        let retained = crate::cluster::retained::ack_wait(message.qos, acks, retained);
         let targets = publish::durable_targets(&routed);
         let client_id = self.client_id.as_deref().unwrap_or("");
         let incoming = match packet_id {
@@ -219,6 +233,7 @@ impl ConnTask {
             routed,
             pending: Some(pending),
             retained,
+            blocked,
             code: ReasonCode::SUCCESS,
         });
     }

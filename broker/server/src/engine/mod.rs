@@ -102,6 +102,14 @@ pub struct ConnRef {
     pub conn: u64,
 }
 
+/// The thread of a [`ConnRef`] that stands for another node taking a session over
+/// (`cluster::session`): no I/O thread has this number; a session handed to it goes to the
+/// waiting export through [`Broker::finish_export`].
+pub const EXPORT_THREAD: usize = usize::MAX;
+
+/// What an export waits for: the session (with its key), or `None` when it ended instead.
+pub type Exported = Option<(SessionKey, Box<Moving>)>;
+
 /// The registry's record of one client id.
 #[derive(Debug)]
 pub struct RegEntry {
@@ -246,6 +254,8 @@ pub struct Broker {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     next_key: AtomicU64,
     next_conn: AtomicU64,
+    /// Sessions being taken over by another node: export id -> its waiter.
+    exports: Mutex<HashMap<u64, flume::Sender<Exported>>>,
 }
 
 impl Broker {
@@ -272,7 +282,48 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             next_key: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
+            exports: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts taking `client_id`'s session away for another node: records export `me`
+    /// (thread [`EXPORT_THREAD`]) as its claimant and returns the session's key and thread
+    /// (send it `Release`), with the receiver of the session. `None` when there is no
+    /// such session here. The route keeps pointing at the session's thread meanwhile, so
+    /// deliveries still reach it (and travel with it).
+    pub fn claim_export(
+        &self,
+        client_id: &str,
+        me: ConnRef,
+    ) -> Option<(SessionKey, usize, flume::Receiver<Exported>)> {
+        let mut reg = self.registry();
+        let entry = reg.get_mut(client_id)?;
+        entry.conn = Some(me);
+        let (tx, rx) = flume::bounded(1);
+        self.lock_exports().insert(me.conn, tx);
+        Some((entry.key, entry.route.thread(), rx))
+    }
+
+    /// Hands an exported session (or `None`: it ended) to export `id`; gives it back when
+    /// the export is no longer waiting (timed out), so that the caller keeps it.
+    pub fn finish_export(&self, id: u64, session: Exported) -> Exported {
+        let waiter = self.lock_exports().remove(&id);
+        match waiter {
+            Some(tx) => match tx.send(session) {
+                Ok(()) => None,
+                Err(flume::SendError(back)) => back,
+            },
+            None => session,
+        }
+    }
+
+    /// Ends export `id` (done or given up); a session arriving later stays here.
+    pub fn drop_export(&self, id: u64) {
+        self.lock_exports().remove(&id);
+    }
+
+    fn lock_exports(&self) -> MutexGuard<'_, HashMap<u64, flume::Sender<Exported>>> {
+        self.exports.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A fresh connection id.
@@ -381,6 +432,42 @@ impl Broker {
         );
         self.update_session_gauge(reg.len());
         Some((key, route))
+    }
+
+    /// Puts the subscriptions of a session that arrives offline (read back from the store,
+    /// or handed over by another node) into the trie, pointing at `route`.
+    pub fn restore_subscriptions(
+        &self,
+        key: SessionKey,
+        route: &Arc<Route>,
+        client_id: &ClientId,
+        session: &Session,
+    ) {
+        for (filter, sub) in session.subscriptions() {
+            let value = SubValue {
+                route: route.clone(),
+                client_id: client_id.clone(),
+                username: None,
+                options: sub.options,
+                subscription_id: sub.subscription_id,
+            };
+            let limits = &self.session_config.topic_limits;
+            let inserted = match limits.parse_shared_subscription(filter) {
+                Ok(Some(shared)) => {
+                    self.trie
+                        .insert_shared(shared.group, shared.filter, key, value)
+                }
+                _ => self.trie.insert(filter, key, value),
+            };
+            match inserted {
+                Err(e) => {
+                    tracing::warn!(%client_id, %filter, error = %e, "subscription not restored");
+                }
+                Ok(None) => crate::cluster::subscribed(self, filter),
+                Ok(Some(_)) => {}
+            }
+        }
+        self.update_subscription_gauge();
     }
 
     /// Whether `client_id` has no session in the registry (its stored state may go).

@@ -11,8 +11,8 @@ use halyard_topics::Match;
 use smallvec::SmallVec;
 
 use super::{Broker, Routed, SessionKey, SubValue};
-use crate::cluster::Scope;
 use crate::cluster::retained::RetainWait;
+use crate::cluster::{Forward, Scope};
 use crate::durable::DurableTarget;
 use crate::metrics::{Limit, ThreadStats};
 
@@ -124,23 +124,23 @@ pub fn update_retained(
 /// copy at the highest granted QoS carrying every subscription identifier [MQTT-3.3.4-2]
 /// [MQTT-3.3.4-3]; one member per shared group, round robin. Returns the number of sessions.
 pub fn route(broker: &Broker, message: &Arc<Message>, outbox: &mut Outbox) -> usize {
-    route_acked(broker, message, outbox, false).0
+    route_acked(broker, message, outbox, Forward::Unacked).0
 }
 
-/// As [`route`]; in a cluster, when `acked`, also returns the wait for the other nodes'
-/// acknowledgements of a QoS 1/2 message (await it before the PUBACK/PUBREC).
+/// As [`route`]; in a cluster, also returns the wait for the other nodes' acknowledgements
+/// of a QoS 1/2 message forwarded with `mode` (await it before the PUBACK/PUBREC).
 pub fn route_acked(
     broker: &Broker,
     message: &Arc<Message>,
     outbox: &mut Outbox,
-    acked: bool,
+    mode: Forward,
 ) -> (usize, Option<crate::cluster::AckWait>) {
     if let [only] = outbox.per_thread.as_mut_slice() {
         // One I/O thread: every delivery goes to it, straight into its batch.
-        return route_collect_acked(broker, message, only, acked);
+        return route_collect_acked(broker, message, only, mode);
     }
     let mut routed = Vec::new();
-    let (n, wait) = route_collect_acked(broker, message, &mut routed, acked);
+    let (n, wait) = route_collect_acked(broker, message, &mut routed, mode);
     for r in routed {
         outbox.push(r);
     }
@@ -171,24 +171,18 @@ pub fn apply_seqs(routed: &mut [Routed], seqs: Vec<Option<u64>>) {
     }
 }
 
-/// As [`route`], into a plain list (the caller stores the durable targets first). In a
-/// cluster, copies for other nodes are sent without waiting for their acknowledgement.
-pub fn route_collect(broker: &Broker, message: &Arc<Message>, out: &mut Vec<Routed>) -> usize {
-    route_collect_acked(broker, message, out, false).0
-}
-
-/// As [`route_collect`], forwarding to the other nodes of a cluster (see
-/// [`crate::cluster::Cluster::dispatch`]).
+/// As [`route`], into a plain list (the caller stores the durable targets first), forwarding
+/// to the other nodes of a cluster (see [`crate::cluster::Cluster::dispatch`]).
 pub fn route_collect_acked(
     broker: &Broker,
     message: &Arc<Message>,
     out: &mut Vec<Routed>,
-    acked: bool,
+    mode: Forward,
 ) -> (usize, Option<crate::cluster::AckWait>) {
     match broker.cluster.get() {
         None => (route_scoped(broker, message, out, &Scope::All), None),
         Some(c) => {
-            let (elsewhere, wait) = c.dispatch(message, acked);
+            let (elsewhere, wait) = c.dispatch(message, mode);
             let scope = Scope::Publisher {
                 elsewhere: &elsewhere,
             };

@@ -384,7 +384,9 @@ impl ThreadCtx {
 
     /// Sends a session to a claiming connection, on this thread or another.
     pub async fn send_handover(&self, to: ConnRef, key: SessionKey, session: Box<Moving>) {
-        if to.thread == self.index {
+        if to.thread == super::EXPORT_THREAD {
+            self.export_done(to, Some((key, session)));
+        } else if to.thread == self.index {
             Box::pin(self.handover(to, key, session)).await;
         } else {
             let msg = ThreadMsg::Handover { to, key, session };
@@ -394,13 +396,50 @@ impl ThreadCtx {
 
     /// Tells claiming connection `to` that the session it waits for ended.
     pub async fn send_no_session(&self, to: ConnRef) {
-        if to.thread == self.index {
+        if to.thread == super::EXPORT_THREAD {
+            self.export_done(to, None);
+        } else if to.thread == self.index {
             self.no_session(to);
         } else {
             self.broker
                 .send_to(to.thread, ThreadMsg::NoSession { to })
                 .await;
         }
+    }
+
+    /// A session released to another node's export `to` (or `None`: it ended): handed to
+    /// the waiting export; kept offline here when that gave up waiting.
+    fn export_done(&self, to: ConnRef, session: super::Exported) {
+        let Some((key, moving)) = self.broker.finish_export(to.conn, session) else {
+            return;
+        };
+        let client_id = moving.session.client_id().clone();
+        {
+            let mut reg = self.broker.registry();
+            if let Some(e) = reg.get_mut(&client_id).filter(|e| e.key == key) {
+                if e.conn == Some(to) {
+                    e.conn = None;
+                }
+                e.route.set_thread(self.index);
+            }
+        }
+        self.park_offline(key, moving, None, Instant::now());
+    }
+
+    /// Takes in a session another node handed over (a client reconnecting here): registers
+    /// it offline on this thread with its subscriptions, so that the client's CONNECT
+    /// resumes it as any offline session. `false` when the client id is registered here
+    /// already (that session wins).
+    pub fn adopt(&self, moving: Box<Moving>) -> bool {
+        let client_id = moving.session.client_id().clone();
+        let Some((key, route)) = self.broker.register_restored(&client_id, self.index) else {
+            return false;
+        };
+        route.set_persistent(moving.session.tracks_changes());
+        self.broker
+            .restore_subscriptions(key, &route, &client_id, &moving.session);
+        self.park_offline(key, moving, None, Instant::now());
+        true
     }
 
     fn no_session(&self, to: ConnRef) {
@@ -565,7 +604,14 @@ impl ThreadCtx {
             drop(publish::update_retained(&self.broker, stats, &msg));
         }
         let mut routed = Vec::new();
-        publish::route_collect(&self.broker, &msg, &mut routed);
+        // In a cluster, QoS 1/2 copies for other nodes are sent with back-pressure and
+        // resent until acknowledged (the task waits for that before forgetting the will).
+        let (_, acks) = publish::route_collect_acked(
+            &self.broker,
+            &msg,
+            &mut routed,
+            crate::cluster::Forward::Now,
+        );
         let broker = self.broker.clone();
         let client_id = client_id.clone();
         // Flush from a task: the caller may hold borrows of this context.
@@ -586,6 +632,9 @@ impl ThreadCtx {
             }
             for (thread, batch) in outbox.drain() {
                 broker.send_to(thread, ThreadMsg::Deliver(batch)).await;
+            }
+            if let Some(acks) = acks {
+                acks.await;
             }
             if stored && durable.is_enabled() {
                 let _ = durable.delete_will(&client_id).await;
