@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub own_routes: crate::autoclean::OwnRoutes,
     /// The server's sessions, for [`ClusterNode::take_session`] asked by other nodes.
     pub session_source: std::sync::OnceLock<Arc<dyn SessionSource>>,
+    /// Idle connections for session takeover requests, by member address.
+    pub session_conns: WritePool,
 }
 
 /// The server's side of moving persistent sessions between nodes (a client that reconnects
@@ -567,13 +569,24 @@ impl ClusterNode {
                 let client_id = client_id.clone();
                 tokio::spawn(async move {
                     let ask = async {
+                        let max = shared.max_frame();
+                        let req = crate::wire::SessionRequest { client_id, discard };
+                        // A pooled connection the peer closed meanwhile (it restarted) fails
+                        // before any answer: then once more on a new one.
+                        if let Some(mut sock) = shared.session_conns.take(&addr)
+                            && write_frame(&mut sock, &req, max).await.is_ok()
+                            && let Ok(answer) =
+                                read_frame::<_, crate::wire::SessionAnswer>(&mut sock, max).await
+                        {
+                            shared.session_conns.give(&addr, sock);
+                            return Ok(answer.0);
+                        }
                         let mut sock = TcpStream::connect(addr.as_str()).await?;
                         let _ = sock.set_nodelay(true);
-                        let max = shared.max_frame();
-                        write_frame(&mut sock, &Hello::Session { client_id, discard }, max)
-                            .await?;
-                        let answer: crate::wire::SessionAnswer =
-                            read_frame(&mut sock, max).await?;
+                        write_frame(&mut sock, &Hello::Sessions, max).await?;
+                        write_frame(&mut sock, &req, max).await?;
+                        let answer: crate::wire::SessionAnswer = read_frame(&mut sock, max).await?;
+                        shared.session_conns.give(&addr, sock);
                         Ok::<_, ClusterError>(answer.0)
                     };
                     match tokio::time::timeout(bound, ask).await {
@@ -738,6 +751,7 @@ async fn boot(
         leaving: std::sync::atomic::AtomicBool::new(false),
         own_routes: crate::autoclean::OwnRoutes::default(),
         session_source: std::sync::OnceLock::new(),
+        session_conns: WritePool::default(),
         writes: WritePool::default(),
         upstream: std::sync::Mutex::new(None),
         discovery,

@@ -82,10 +82,11 @@ async fn handle(shared: &Arc<Shared>, mut sock: TcpStream) -> Result<(), Cluster
             };
             write_frame(&mut sock, &answer, max).await
         }
-        Hello::Session { client_id, discard } => {
+        Hello::Sessions => loop {
+            let req: crate::wire::SessionRequest = read_frame(&mut sock, max).await?;
             let source = shared.session_source.get().cloned();
             let answer = match source {
-                Some(source) => source.take(client_id, discard).await,
+                Some(source) => source.take(req.client_id, req.discard).await,
                 None => None,
             };
             if answer.is_some() {
@@ -94,8 +95,8 @@ async fn handle(shared: &Arc<Shared>, mut sock: TcpStream) -> Result<(), Cluster
                     .sessions_handed_over
                     .fetch_add(1, Ordering::Relaxed);
             }
-            write_frame(&mut sock, &crate::wire::SessionAnswer(answer), max).await
-        }
+            write_frame(&mut sock, &crate::wire::SessionAnswer(answer), max).await?;
+        },
     }
 }
 

@@ -45,17 +45,22 @@ pub(crate) enum Hello {
     },
     /// The leader's liveness poll: answered with one [`Liveness`], then closed.
     Liveness,
-    /// A client connected to another node: hand over (or, with `discard`, end) this node's
-    /// session of `client_id`. Answered with one [`SessionAnswer`], then closed.
-    Session {
-        /// The client identifier.
-        client_id: String,
-        /// Clean start: end the session here instead of sending it.
-        discard: bool,
-    },
+    /// Session takeovers: [`SessionRequest`] / [`SessionAnswer`] pairs (a client connected
+    /// to the asking node).
+    Sessions,
 }
 
-/// Answer to [`Hello::Session`]: the session as the server encoded it, if this node had it.
+/// Hand over (or, with `discard`, end) this node's session of `client_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRequest {
+    /// The client identifier.
+    pub client_id: String,
+    /// Clean start: end the session here instead of sending it.
+    pub discard: bool,
+}
+
+/// Answer to a [`SessionRequest`]: the session as the server encoded it, if this node had
+/// it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SessionAnswer(pub Option<Vec<u8>>);
 

@@ -251,20 +251,21 @@ pub(crate) async fn submit(
     }
 }
 
-/// Pooled connections for forwarded writes (one request in flight per connection).
+/// Pooled connections by destination address, one request in flight per connection (for
+/// forwarded writes, and for session takeovers).
 #[derive(Default)]
 pub(crate) struct WritePool {
     idle: std::sync::Mutex<HashMap<String, Vec<TcpStream>>>,
 }
 
 impl WritePool {
-    fn take(&self, addr: &str) -> Option<TcpStream> {
+    pub(crate) fn take(&self, addr: &str) -> Option<TcpStream> {
         // Only map operations happen under this lock.
         let mut g = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         g.get_mut(addr).and_then(Vec::pop)
     }
 
-    fn give(&self, addr: &str, s: TcpStream) {
+    pub(crate) fn give(&self, addr: &str, s: TcpStream) {
         let mut g = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let v = g.entry(addr.to_owned()).or_default();
         if v.len() < POOL_IDLE_MAX {

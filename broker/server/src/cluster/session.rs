@@ -1,5 +1,6 @@
 //! Persistent sessions that follow their client across nodes: a client connecting to this
-//! node asks every other node for its session (`ClusterNode::take_session`) before its
+//! node asks every other node for its session (`ClusterNode::take_session`, over pooled
+//! connections) before its
 //! CONNECT claims one here. A node that has it takes it from its connection (which is
 //! disconnected with 0x8E Session taken over) or from its offline table, exactly as a local
 //! takeover does, but towards an export ([`EXPORT_THREAD`]); removes its subscriptions,
@@ -74,25 +75,42 @@ async fn export(broker: &Arc<Broker>, client_id: &str, discard: bool) -> Option<
     let got = tokio::time::timeout(bound, rx.recv_async()).await;
     broker.drop_export(me.conn);
     let moving = match got {
-        Ok(Ok(Some((k, moving)))) if k == key => Some(moving),
-        Ok(Ok(Some((_, moving)))) => {
-            // Not the session asked for (cannot happen: one key per export); keep nothing.
-            tracing::warn!(client_id, "session takeover: unexpected session; ended");
-            Some(moving)
+        Ok(Ok(Some((_, moving)))) => moving,
+        Ok(Ok(None)) | Ok(Err(_)) => {
+            // The session ended as its connection closed (expiry 0).
+            let mut reg = broker.registry();
+            if reg
+                .get(client_id)
+                .is_some_and(|e| e.key == key && e.conn == Some(me))
+            {
+                reg.remove(client_id);
+            }
+            broker.update_session_gauge(reg.len());
+            return None;
         }
-        _ => None,
+        Err(_) => {
+            // Not released in time: it stays here (parked offline when it arrives).
+            tracing::warn!(
+                client_id,
+                "session takeover: not released in time; kept here"
+            );
+            let mut reg = broker.registry();
+            if let Some(e) = reg.get_mut(client_id)
+                && e.key == key
+                && e.conn == Some(me)
+            {
+                e.conn = None;
+            }
+            return None;
+        }
     };
     {
         let mut reg = broker.registry();
-        let ours = reg
-            .get(client_id)
-            .is_some_and(|e| e.key == key && (e.conn == Some(me) || moving.is_some()));
-        if ours {
+        if reg.get(client_id).is_some_and(|e| e.key == key) {
             reg.remove(client_id);
         }
         broker.update_session_gauge(reg.len());
     }
-    let moving = moving?;
     let filters: Vec<String> = moving.session.subscriptions().keys().cloned().collect();
     broker.remove_subscriptions(key, filters.iter().map(String::as_str));
     if broker.durable.is_enabled()
