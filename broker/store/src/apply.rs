@@ -105,7 +105,7 @@ pub(crate) fn precheck(ops: &[Op], acc: &Accounts, limits: &Limits) -> Result<()
             ..
         } = op
         {
-            let e = per_client.entry(client.as_str()).or_default();
+            let e = per_client.entry(&**client).or_default();
             e.0 += 1;
             e.1 += op.added_bytes();
         }
@@ -157,7 +157,7 @@ fn apply_one(
             inflight,
             incoming,
         } => {
-            let c = client.as_str();
+            let c = &**client;
             match t.sessions.insert(c, base.as_ref())? {
                 Some(old) => acc.bytes -= key_bytes(c, old.value().len()),
                 None => acc.sessions += 1,
@@ -180,10 +180,10 @@ fn apply_one(
             value,
             drop_if_full,
         } => {
-            let c = client.as_str();
+            let c = &**client;
             let size = key_bytes(c, 8 + value.len());
             if !acc.queues.contains_key(c) {
-                acc.queues.insert(client.clone(), QueueMeta::default());
+                acc.queues.insert(c.to_owned(), QueueMeta::default());
             }
             // Cannot fail: the entry was inserted just above when missing.
             let m = acc.queues.get_mut(c).expect("queue meta present");
@@ -210,7 +210,7 @@ fn apply_one(
             acc.queued += 1;
             acc.bytes += size;
             if !acc.dirty.contains(c) {
-                acc.dirty.insert(client.clone());
+                acc.dirty.insert(c.to_owned());
             }
             out.seqs.push(Some(seq));
         }
@@ -226,20 +226,17 @@ fn apply_one(
             value,
         } => set_inflight(t, acc, client, *packet_id, value)?,
         Op::AckInflight { client, packet_id } => {
-            if let Some(old) = t.inflight.remove((client.as_str(), *packet_id))? {
+            if let Some(old) = t.inflight.remove((&**client, *packet_id))? {
                 acc.bytes -= key_bytes(client, 2 + old.value().len());
             }
         }
         Op::SetIncoming { client, packet_id } => {
-            if t.incoming
-                .insert((client.as_str(), *packet_id), ())?
-                .is_none()
-            {
+            if t.incoming.insert((&**client, *packet_id), ())?.is_none() {
                 acc.bytes += key_bytes(client, 2);
             }
         }
         Op::ReleaseIncoming { client, packet_id } => {
-            if t.incoming.remove((client.as_str(), *packet_id))?.is_some() {
+            if t.incoming.remove((&**client, *packet_id))?.is_some() {
                 acc.bytes -= key_bytes(client, 2);
             }
         }
@@ -257,14 +254,14 @@ fn apply_one(
             }
         }
         Op::PutWill { client, value } => {
-            match t.wills.insert(client.as_str(), value.as_ref())? {
+            match t.wills.insert(&**client, value.as_ref())? {
                 Some(old) => acc.bytes -= key_bytes(client, old.value().len()),
                 None => acc.wills += 1,
             }
             acc.bytes += key_bytes(client, value.len());
         }
         Op::DeleteWill { client } => {
-            if let Some(old) = t.wills.remove(client.as_str())? {
+            if let Some(old) = t.wills.remove(&**client)? {
                 acc.bytes -= key_bytes(client, old.value().len());
                 acc.wills -= 1;
             }
@@ -331,19 +328,32 @@ fn remove_queue_range(
         return Ok(());
     }
     let (mut count, mut bytes) = (0u64, 0u64);
-    for row in t
-        .queue
-        .extract_from_if((client, from)..=(client, to), |_, _| true)?
-    {
-        let (_, v) = row?;
-        count += 1;
-        bytes += key_bytes(client, 8 + v.value().len());
+    if from == to {
+        // One entry (a PUBACK, a dropped message): a point delete, no range scan.
+        if let Some(v) = t.queue.remove((client, from))? {
+            count = 1;
+            bytes = key_bytes(client, 8 + v.value().len());
+        }
+    } else {
+        for row in t
+            .queue
+            .extract_from_if((client, from)..=(client, to), |_, _| true)?
+        {
+            let (_, v) = row?;
+            count += 1;
+            bytes += key_bytes(client, 8 + v.value().len());
+        }
+    }
+    if count == 0 {
+        return Ok(());
     }
     m.count -= count;
     m.bytes -= bytes;
     acc.queued -= count;
     acc.bytes -= bytes;
-    acc.dirty.insert(client.to_owned());
+    if !acc.dirty.contains(client) {
+        acc.dirty.insert(client.to_owned());
+    }
     Ok(())
 }
 

@@ -58,6 +58,10 @@ pub(crate) const META_WILLS: &str = "wills";
 pub(crate) const META_QUEUED: &str = "queued";
 pub(crate) const META_LAST_COMMIT: &str = "last_commit_unix_ms";
 
+/// Hasher of the writer's per-client maps (looked up for every queue operation; the keys are
+/// client ids, and the maps are not exposed to the network, only to the broker's own writes).
+pub(crate) type FastHash = ahash::RandomState;
+
 /// Per-session queue bookkeeping.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct QueueMeta {
@@ -75,9 +79,9 @@ pub(crate) struct Accounts {
     pub retained: u64,
     pub wills: u64,
     pub queued: u64,
-    pub queues: HashMap<String, QueueMeta>,
+    pub queues: HashMap<String, QueueMeta, FastHash>,
     /// Clients whose `queues` entry changed in the current transaction.
-    pub dirty: HashSet<String>,
+    pub dirty: HashSet<String, FastHash>,
 }
 
 impl Accounts {

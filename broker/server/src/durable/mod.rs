@@ -23,6 +23,7 @@ mod tests;
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +32,8 @@ use halyard_session::{
     ClientId, Delivery, Message, PartsError, Session, SessionChanges, WallClock, Will,
 };
 use halyard_store::{
-    Batch, CommitFuture, Committed, LoadedState, Store, StoreConfig, StoreError, StoreStats,
+    Batch, CommitFuture, CommitResult, Committed, LoadedState, Store, StoreConfig, StoreError,
+    StoreStats,
 };
 
 pub use ledger::QueueLedger;
@@ -134,11 +136,60 @@ impl Future for Pending {
     }
 }
 
+/// Several independent writes on their way to disk ([`Durability::submit_each`]): resolves
+/// to one result per batch, in order.
+#[derive(Debug)]
+#[must_use = "the writes are durable only when this resolves"]
+pub struct PendingEach {
+    n: usize,
+    state: PendingEachState,
+}
+
+#[derive(Debug)]
+enum PendingEachState {
+    Ready(Option<Vec<CommitResult>>),
+    Waiting(CommitFuture<Vec<CommitResult>>),
+}
+
+impl Future for PendingEach {
+    type Output = Vec<Result<Committed, DurableError>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let n = self.n;
+        let results = match &mut self.state {
+            PendingEachState::Ready(r) => r.take().unwrap_or_default(),
+            PendingEachState::Waiting(f) => match Pin::new(f).poll(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        // A store that closed mid-way answers with fewer results: the rest failed.
+        let disabled = matches!(self.state, PendingEachState::Ready(_));
+        let mut out: Vec<_> = results
+            .into_iter()
+            .map(|r| r.map_err(DurableError::from))
+            .collect();
+        while out.len() < n {
+            out.push(if disabled {
+                Ok(Committed::default())
+            } else {
+                Err(StoreError::Closed.into())
+            });
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// Whether two deliveries of one message are stored alike.
+fn same_delivery(a: &Delivery, b: &Delivery) -> bool {
+    a.qos == b.qos && a.retain == b.retain && a.subscription_ids == b.subscription_ids
+}
+
 /// One persistent session a published message was routed to.
 #[derive(Debug, Clone, Copy)]
 pub struct DurableTarget<'a> {
     /// The subscriber's client identifier.
-    pub client_id: &'a str,
+    pub client_id: &'a ClientId,
     /// What it gets.
     pub delivery: &'a Delivery,
 }
@@ -262,29 +313,77 @@ impl Durability {
         incoming_qos2: Option<(&str, u16)>,
         clock: &WallClock,
     ) -> Pending {
-        if self.store.is_none() || (!message.retain && targets.is_empty()) {
-            return Pending::ready(Ok(Committed {
+        match (
+            &self.store,
+            self.publish_batch(message, targets, incoming_qos2, clock),
+        ) {
+            (Some(store), Some(batch)) => Pending::submit(store, batch),
+            _ => Pending::ready(Ok(Committed {
                 seqs: vec![None; targets.len()],
-            }));
+            })),
         }
-        self.submit(|b| {
-            if message.retain {
-                if message.payload.is_empty() {
-                    b.delete_retained(&message.topic);
-                } else {
-                    b.set_retained(&convert::message_to_stored(message, clock));
-                }
+    }
+
+    /// The writes of [`Durability::persist_publish_from`] as a batch, to be submitted with
+    /// others through [`Durability::submit_each`]; `None` when there is nothing to write
+    /// (store disabled, no retained update and no persistent target): acknowledge at once.
+    /// Targets with the same delivery (QoS, RETAIN, subscription identifiers) share one
+    /// encoding of the message.
+    pub fn publish_batch(
+        &self,
+        message: &Message,
+        targets: &[DurableTarget<'_>],
+        incoming_qos2: Option<(&str, u16)>,
+        clock: &WallClock,
+    ) -> Option<Batch> {
+        if self.store.is_none() || (!message.retain && targets.is_empty()) {
+            return None;
+        }
+        let mut b = Batch::new();
+        if message.retain {
+            if message.payload.is_empty() {
+                b.delete_retained(&message.topic);
+            } else {
+                b.set_retained(&convert::message_to_stored(message, clock));
             }
-            for t in targets {
-                let stored = convert::delivery_to_stored(t.delivery, None, clock);
-                b.enqueue_many([t.client_id], &stored);
-            }
-            if let Some((publisher, id)) = incoming_qos2
-                && !targets.is_empty()
-            {
-                b.set_incoming_qos2(publisher, id);
-            }
-        })
+        }
+        let mut done = 0;
+        while done < targets.len() {
+            // Targets [done..end) with the same delivery as targets[done], in target order
+            // (`Committed::seqs` follows the target order).
+            let first = targets[done].delivery;
+            let end = done
+                + targets[done..]
+                    .iter()
+                    .take_while(|t| same_delivery(t.delivery, first))
+                    .count();
+            let stored = convert::delivery_to_stored(first, None, clock);
+            b.enqueue_many(targets[done..end].iter().map(|t| t.client_id), &stored);
+            done = end;
+        }
+        if let Some((publisher, id)) = incoming_qos2
+            && !targets.is_empty()
+        {
+            b.set_incoming_qos2(publisher, id);
+        }
+        Some(b)
+    }
+
+    /// Submits independent batches (e.g. the PUBLISHes of one step) in one submission: one
+    /// group commit, one wake-up, one result per batch in order. Ready at once when the store
+    /// is disabled or there is nothing to write.
+    pub fn submit_each(&self, batches: Vec<Batch>) -> PendingEach {
+        let n = batches.len();
+        match &self.store {
+            Some(store) if n > 0 => PendingEach {
+                n,
+                state: PendingEachState::Waiting(store.submit_each(batches).into_future()),
+            },
+            _ => PendingEach {
+                n,
+                state: PendingEachState::Ready(Some(Vec::new())),
+            },
+        }
     }
 
     /// Writes what changed in a session: `changes` from [`Session::take_changes`] or
@@ -292,8 +391,14 @@ impl Durability {
     /// entries from. Outgoing in-flight entries are written or removed, incoming QoS 2 ids
     /// recorded or released, queue entries that left the session's queue (through `ledger`,
     /// popped or consumed) removed, and the whole record rewritten when subscriptions or
-    /// expiry changed. Transmit the connection's output only once this resolved `Ok`. Ready
-    /// at once when nothing changed.
+    /// expiry changed. Transmit the connection's output only once this resolved `Ok`.
+    ///
+    /// Two shortcuts keep the common QoS 1 path to one insert and one delete per message:
+    /// a stored delivery that goes in flight at QoS 1 keeps its queue entry as its store
+    /// copy (no in-flight entry; see [`QueueLedger`]), and a step whose writes are only
+    /// removals (PUBACK, PUBCOMP, dropped messages) does not wait for them: losing them in a
+    /// crash only means a redelivery (at least once), never a loss. Ready at once then, and
+    /// when nothing changed.
     pub fn persist_changes(
         &self,
         changes: SessionChanges,
@@ -302,39 +407,100 @@ impl Durability {
         protocol_version: u8,
         clock: &WallClock,
     ) -> Pending {
-        if self.store.is_none() || (changes.is_empty() && !ledger.has_consumed()) {
+        let Some(store) = &self.store else {
+            return Pending::ready(Ok(Committed::default()));
+        };
+        if changes.is_empty() && !ledger.has_consumed() {
             return Pending::ready(Ok(Committed::default()));
         }
-        let client = session.client_id().clone();
-        let mut removed = ledger.popped(changes.queue_popped);
-        removed.extend(ledger.take_consumed());
-        self.submit(|b| {
-            if changes.subscriptions || changes.expiry_interval {
-                b.put_session(&convert::session_to_record(
-                    session,
-                    protocol_version,
-                    None,
-                    clock,
-                ));
-            } else {
-                for id in &changes.outgoing {
-                    match session.outgoing_parts(*id) {
-                        Some(o) => b.set_inflight(&client, &convert::outgoing_to_entry(&o, clock)),
-                        None => b.ack_inflight(&client, *id),
+        let client = session.client_id();
+        let mut left = ledger.popped_tracked(changes.queue_popped);
+        left.extend(ledger.take_consumed());
+        // Writes that must be durable before the output showing them.
+        let mut ahead = Batch::new();
+        // Removals: they may follow.
+        let mut lazy = Batch::new();
+        if changes.subscriptions || changes.expiry_interval {
+            ahead.put_session(&convert::session_to_record(
+                session,
+                protocol_version,
+                None,
+                clock,
+            ));
+            // The record holds every in-flight entry, by-reference ones included.
+            for (_, seq) in ledger.take_by_ref() {
+                ahead.remove_queued(client, seq);
+            }
+        } else {
+            let mut wrote_inflight = false;
+            for id in &changes.outgoing {
+                let id = *id;
+                let Some(o) = session.outgoing_parts(id) else {
+                    match ledger.unmap_by_ref(id) {
+                        Some(seq) => lazy.remove_queued(client, seq),
+                        None => lazy.ack_inflight(client, id),
                     };
+                    continue;
+                };
+                match ledger.by_ref_state(id, &o.delivery.message) {
+                    // Unchanged (a resend): its queue entry still stands for it.
+                    Some(true) => continue,
+                    Some(false) => {
+                        if let Some(seq) = ledger.unmap_by_ref(id) {
+                            lazy.remove_queued(client, seq);
+                        }
+                    }
+                    None => {}
                 }
-                for id in &changes.incoming_qos2 {
-                    if session.has_incoming_qos2(*id) {
-                        b.set_incoming_qos2(&client, *id);
-                    } else {
-                        b.release_incoming_qos2(&client, *id);
+                if o.delivery.qos == halyard_codec::QoS::AtLeastOnce
+                    && let Some(i) = left.iter().position(|t| {
+                        t.message
+                            .as_ref()
+                            .is_some_and(|m| Arc::ptr_eq(m, &o.delivery.message))
+                    })
+                {
+                    let t = left.swap_remove(i);
+                    if let (Some(seq), Some(m)) = (t.seq, t.message) {
+                        ledger.map_by_ref(id, seq, m);
+                        continue;
                     }
                 }
+                ahead.set_inflight(client, &convert::outgoing_to_entry(&o, clock));
+                wrote_inflight = true;
             }
-            for seq in removed {
-                b.remove_queued(&client, seq);
+            if wrote_inflight && ledger.has_by_ref() {
+                // Keep the resend order after a crash: in-flight entries are restored before
+                // the queue, so every by-reference entry becomes an in-flight entry as soon as
+                // a later one is written as such.
+                for (id, seq) in ledger.take_by_ref() {
+                    if let Some(o) = session.outgoing_parts(id) {
+                        ahead.set_inflight(client, &convert::outgoing_to_entry(&o, clock));
+                    }
+                    ahead.remove_queued(client, seq);
+                }
             }
-        })
+            for id in &changes.incoming_qos2 {
+                if session.has_incoming_qos2(*id) {
+                    ahead.set_incoming_qos2(client, *id);
+                } else {
+                    ahead.release_incoming_qos2(client, *id);
+                }
+            }
+        }
+        for seq in left.into_iter().filter_map(|t| t.seq) {
+            lazy.remove_queued(client, seq);
+        }
+        if ahead.is_empty() {
+            // Nothing to wait for; removals are ordered after every earlier submission.
+            if !lazy.is_empty() {
+                drop(store.submit(lazy));
+            }
+            return Pending::ready(Ok(Committed::default()));
+        }
+        // Removals of entries replaced in this step commit with their replacement (a popped
+        // QoS 2 delivery must not exist both queued and in flight).
+        ahead.append(lazy);
+        Pending::submit(store, ahead)
     }
 
     /// The session's connection closed and it stays offline: writes its whole record (with
@@ -355,7 +521,9 @@ impl Durability {
         }
         let client = session.client_id().clone();
         let mut removed = ledger.popped(changes.queue_popped);
-        removed.extend(ledger.take_consumed());
+        removed.extend(ledger.take_consumed().into_iter().filter_map(|t| t.seq));
+        // The record holds every in-flight entry, by-reference ones included.
+        removed.extend(ledger.take_by_ref().into_iter().map(|(_, seq)| seq));
         let record = convert::session_to_record(session, protocol_version, Some(now), clock);
         self.submit(|b| {
             b.put_session(&record);

@@ -113,8 +113,8 @@ fn restore_session(
     let mut seqs = Vec::with_capacity(queue.len());
     for q in queue {
         let (d, _) = stored_to_delivery(q.message, clock)?;
+        seqs.push((q.seq, d.message.clone()));
         deliveries.push(d);
-        seqs.push(q.seq);
     }
     let protocol_version = record.protocol_version;
     let expires_at = (record.session_expiry_interval_secs != NEVER_EXPIRES).then(|| {
@@ -133,8 +133,11 @@ fn restore_session(
     let stale: Vec<u64> = match cfg.queue_policy {
         QueuePolicy::DropNewest => seqs.split_off(seqs.len() - excess),
         QueuePolicy::DropOldest => seqs.drain(..excess).collect(),
-    };
-    let ledger = QueueLedger::from_seqs(seqs);
+    }
+    .into_iter()
+    .map(|(seq, _)| seq)
+    .collect();
+    let ledger = QueueLedger::from_stored(seqs);
     Ok(RestoredSession {
         session,
         stale_queued: stale,

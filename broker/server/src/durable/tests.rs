@@ -225,6 +225,25 @@ fn drain(conn: &mut Connection) {
     }
 }
 
+/// A 5.0 connection whose CONNECT was accepted with a fresh session stored first (as the
+/// connection task does for a persistent session), and its empty ledger.
+fn connect_stored(
+    d: &Durability,
+    cfg: &Arc<SessionConfig>,
+    client: &str,
+    now: Instant,
+    clock: &WallClock,
+) -> (Connection, QueueLedger) {
+    let mut conn = Connection::new(cfg.clone(), now);
+    feed(&mut conn, now, v5_connect(client));
+    assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
+    let mut fresh = Session::new(client.into(), 600, cfg);
+    block(d.persist_session(&mut fresh, 5, None, clock)).unwrap();
+    conn.accept_connect(now, Some(fresh), false);
+    drain(&mut conn);
+    (conn, QueueLedger::new())
+}
+
 /// The incremental path the connection task uses: persist_changes after every step.
 #[test]
 fn incremental_changes_match_the_live_session_after_reopen() {
@@ -237,14 +256,7 @@ fn incremental_changes_match_the_live_session_after_reopen() {
     let clock = WallClock::new(now, T0);
     let live = {
         let d = dir.open();
-        let mut conn = Connection::new(cfg.clone(), now);
-        feed(&mut conn, now, v5_connect("inc"));
-        assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
-        let mut fresh = Session::new("inc".into(), 600, &cfg);
-        block(d.persist_session(&mut fresh, 5, None, &clock)).unwrap();
-        let mut ledger = QueueLedger::new();
-        conn.accept_connect(now, Some(fresh), false);
-        drain(&mut conn);
+        let (mut conn, mut ledger) = connect_stored(&d, &cfg, "inc", now, &clock);
         // Four messages routed: persisted to the queue first, then delivered.
         let msgs: Vec<Arc<Message>> = (0..4)
             .map(|i| message(&format!("m/{i}"), QoS::ExactlyOnce, None))
@@ -254,7 +266,7 @@ fn incremental_changes_match_the_live_session_after_reopen() {
             let c = block(d.persist_publish(
                 m,
                 &[DurableTarget {
-                    client_id: "inc",
+                    client_id: &ClientId::from("inc"),
                     delivery: &dl,
                 }],
                 &clock,
@@ -315,6 +327,97 @@ fn incremental_changes_match_the_live_session_after_reopen() {
     assert_eq!(state.sessions[0].ledger.len(), 1);
 }
 
+/// Drives a connected, stored session through `script` (deliveries published to it first,
+/// each persisted like the connection task does; then PUBACKs), and drops everything without
+/// parking the session (a crash). Returns what the reopened store restores.
+fn crash_after(qos: &[QoS], pubacks: &[u16], max_inflight: u16) -> SessionParts {
+    let dir = TempDir::new();
+    let cfg = Arc::new(SessionConfig {
+        max_inflight,
+        ..SessionConfig::default()
+    });
+    let now = Instant::now();
+    let clock = WallClock::new(now, T0);
+    {
+        let d = dir.open();
+        let (mut conn, mut ledger) = connect_stored(&d, &cfg, "byref", now, &clock);
+        for (i, q) in qos.iter().enumerate() {
+            let m = message(&format!("m/{i}"), *q, None);
+            let dl = delivery(&m, *q);
+            let c = block(d.persist_publish(
+                &m,
+                &[DurableTarget {
+                    client_id: &ClientId::from("byref"),
+                    delivery: &dl,
+                }],
+                &clock,
+            ))
+            .unwrap();
+            match conn.deliver(now, dl) {
+                halyard_session::DeliverOutcome::Queued => ledger.pushed_message(c.seqs[0], &m),
+                _ => ledger.consumed_message(c.seqs[0], &m),
+            }
+            persist(&d, &mut conn, &mut ledger, &clock);
+            drain(&mut conn);
+        }
+        for id in pubacks {
+            feed(&mut conn, now, Packet::PubAck(PubResponse::new(*id)));
+            persist(&d, &mut conn, &mut ledger, &clock);
+            drain(&mut conn);
+        }
+        // Dropping `d` waits for the writer to commit what was submitted (lazy removals
+        // included), as a running broker would have done before a later crash.
+    }
+    let d = dir.open();
+    let state = d.load(Instant::now(), &SessionConfig::default()).unwrap();
+    assert_eq!(state.sessions.len(), 1);
+    state.sessions[0].session.to_parts()
+}
+
+fn topics(ds: impl IntoIterator<Item = Delivery>) -> Vec<String> {
+    ds.into_iter()
+        .map(|d| d.message.topic.to_string())
+        .collect()
+}
+
+/// QoS 1 deliveries sent at once keep their queue entry as their only store copy (no
+/// in-flight entry is written) until the PUBACK; after a crash the unacknowledged ones come
+/// back from the queue, in order, and the acknowledged ones are gone.
+#[test]
+fn qos1_in_flight_by_reference_comes_back_from_the_queue_after_a_crash() {
+    let parts = crash_after(&[QoS::AtLeastOnce; 5], &[1, 3], 3);
+    assert!(parts.outgoing.is_empty(), "{:?}", parts.outgoing);
+    // m/0 and m/2 acknowledged; m/1 in flight; m/3 (popped when a window slot freed) and
+    // m/4 (sent after) were in flight or queued: all come back in publish order.
+    assert_eq!(topics(parts.queued), ["m/1", "m/3", "m/4"]);
+}
+
+/// A QoS 2 delivery written in flight after QoS 1 ones stored by reference turns those into
+/// in-flight entries too, so that the resend order after a crash is the send order.
+#[test]
+fn qos2_in_flight_after_by_reference_qos1_keeps_the_resend_order() {
+    let parts = crash_after(
+        &[
+            QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
+            QoS::ExactlyOnce,
+            QoS::AtLeastOnce,
+        ],
+        &[],
+        10,
+    );
+    let mut out = parts.outgoing.clone();
+    out.sort_by_key(|o| o.order);
+    let resend: Vec<String> = out
+        .iter()
+        .map(|o| o.delivery.message.topic.to_string())
+        .collect();
+    assert_eq!(resend, ["m/0", "m/1", "m/2"]);
+    assert!(out.iter().all(|o| o.ever_sent));
+    // m/3 was sent by reference after the QoS 2 entry: it comes back from the queue, after.
+    assert_eq!(topics(parts.queued), ["m/3"]);
+}
+
 fn persist(d: &Durability, conn: &mut Connection, ledger: &mut QueueLedger, clock: &WallClock) {
     let (changes, session) = conn.take_session_changes().expect("accepted");
     block(d.persist_changes(changes, session, ledger, 5, clock)).unwrap();
@@ -340,7 +443,7 @@ fn retained_messages_and_queues_from_publish_survive_reopen() {
         let c = block(d.persist_publish(
             &retained,
             &[DurableTarget {
-                client_id: "off",
+                client_id: &ClientId::from("off"),
                 delivery: &dl,
             }],
             &clock,
@@ -397,7 +500,7 @@ fn expiry_counts_downtime() {
             );
             let dl = delivery(&m, QoS::AtLeastOnce);
             let t = [DurableTarget {
-                client_id: "long",
+                client_id: &ClientId::from("long"),
                 delivery: &dl,
             }];
             block(d.persist_publish(&m, &t, &clock)).unwrap();
@@ -460,7 +563,7 @@ fn disabled_store_writes_nothing_and_is_ready_at_once() {
     let p = d.persist_publish(
         &m,
         &[DurableTarget {
-            client_id: "c",
+            client_id: &ClientId::from("c"),
             delivery: &dl,
         }],
         &clock,
