@@ -681,3 +681,91 @@ fn outgoing_qos2_state_is_resent_after_a_crash() {
         other => panic!("nothing more expected, got {other:?}"),
     }
 }
+
+/// The (packet id, DUP, payload) of the next `n` PUBLISHes, none acknowledged.
+fn recv_unacked(s: &mut RawClient, n: usize) -> Vec<(u16, bool, Vec<u8>)> {
+    (0..n)
+        .map(|_| match s.recv_publish() {
+            Packet::Publish {
+                pid, dup, payload, ..
+            } => (pid, dup, payload),
+            _ => unreachable!("recv_publish returns a PUBLISH"),
+        })
+        .collect()
+}
+
+/// Outgoing QoS 1 state survives SIGKILL: PUBLISHes the subscriber received but did not
+/// acknowledge come again after the restart with their original packet identifiers and
+/// DUP=1 [MQTT-4.4.0-1] [MQTT-3.3.1-1], in order; later messages come with DUP=0.
+fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash(version: Version) {
+    require_halyard();
+    let store = StoreDir::new(&format!("inflight-q1-{version:?}"));
+    let mut broker = start(&store, &[]);
+    let addr = broker.mqtt_addr();
+    let sub = |addr| {
+        let mut c = Connect::new(version, "q1-sub");
+        c.clean = false;
+        if version == Version::V5 {
+            c.props = Props::new().with(Prop::U32(prop::SESSION_EXPIRY, 3600));
+        }
+        RawClient::connect(addr, &c)
+    };
+    let (mut s, _, code, _) = sub(addr);
+    assert_eq!(code, 0);
+    assert_eq!(s.subscribe(1, &[("q1/t", 1)], &Props::new()), vec![1]);
+    let mut p = RawClient::connected(addr, Version::V5, "q1-pub");
+    let publish = |p: &mut RawClient, n: u16| {
+        let body = format!("m{n}");
+        assert_eq!(
+            p.publish(&Publish::new("q1/t", body.as_bytes()).qos(1, n)),
+            0
+        );
+    };
+    // Three delivered and acknowledged, so that the packet ids in flight at the crash are
+    // not the first ones a fresh counter would give.
+    for n in 1..=3 {
+        publish(&mut p, n);
+    }
+    for (pid, _, _) in recv_unacked(&mut s, 3) {
+        s.send(&ack(0x40, pid));
+    }
+    for n in 4..=7 {
+        publish(&mut p, n);
+    }
+    let sent = recv_unacked(&mut s, 4);
+    let payloads: Vec<&[u8]> = sent.iter().map(|(_, _, b)| b.as_slice()).collect();
+    assert_eq!(payloads, [&b"m4"[..], b"m5", b"m6", b"m7"]);
+    assert!(sent.iter().all(|(_, dup, _)| !dup), "first sends: {sent:?}");
+    // Not acknowledged: the broker dies with the four in flight.
+    broker.kill();
+    broker = start(&store, &[]);
+    let (mut s, present, code, _) = sub(broker.mqtt_addr());
+    assert_eq!((code, present), (0, true));
+    let again = recv_unacked(&mut s, 4);
+    let want: Vec<_> = sent
+        .iter()
+        .map(|(pid, _, b)| (*pid, true, b.clone()))
+        .collect();
+    assert_eq!(
+        again, want,
+        "resent in order with DUP=1 and the same packet ids [MQTT-4.4.0-1]"
+    );
+    for (pid, _, _) in &again {
+        s.send(&ack(0x40, *pid));
+    }
+    // A new message after the restart is a first send.
+    let mut p = RawClient::connected(broker.mqtt_addr(), Version::V5, "q1-pub");
+    publish(&mut p, 8);
+    let next = recv_unacked(&mut s, 1);
+    assert_eq!((next[0].1, next[0].2.as_slice()), (false, &b"m8"[..]));
+}
+
+#[test]
+fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash_v5() {
+    qos1_in_flight_is_resent_with_its_packet_id_after_a_crash(Version::V5);
+}
+
+#[test]
+fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash_v311() {
+    qos1_in_flight_is_resent_with_its_packet_id_after_a_crash(Version::V311);
+}

@@ -682,6 +682,7 @@ impl ConnTask {
                         qos: min_qos(r.options.qos, m.qos),
                         retain: true,
                         subscription_ids: r.subscription_id.into_iter().collect(),
+                        packet_id: None,
                     });
                 });
             }

@@ -7,8 +7,8 @@ use redb::{Table, WriteTransaction};
 
 use crate::batch::Op;
 use crate::db::{
-    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, QueueMeta, RETAINED,
-    SESSIONS, WILLS,
+    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, QUEUE_SENT, QueueMeta,
+    RETAINED, SESSIONS, WILLS,
 };
 use crate::error::QuotaLimit;
 
@@ -27,6 +27,7 @@ pub(crate) struct Tables<'txn> {
     incoming: Table<'txn, (&'static str, u16), ()>,
     queue: Table<'txn, (&'static str, u64), &'static [u8]>,
     queue_meta: Table<'txn, &'static str, (u64, u64, u64)>,
+    queue_sent: Table<'txn, &'static str, u64>,
     retained: Table<'txn, &'static str, &'static [u8]>,
     wills: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
@@ -40,6 +41,7 @@ impl<'txn> Tables<'txn> {
             incoming: txn.open_table(INCOMING)?,
             queue: txn.open_table(QUEUE)?,
             queue_meta: txn.open_table(QUEUE_META)?,
+            queue_sent: txn.open_table(QUEUE_SENT)?,
             retained: txn.open_table(RETAINED)?,
             wills: txn.open_table(WILLS)?,
             meta: txn.open_table(META)?,
@@ -240,6 +242,11 @@ fn apply_one(
                 acc.bytes -= key_bytes(client, 2);
             }
         }
+        Op::SetSentLimit { client, limit } => {
+            if t.queue_sent.insert(&**client, *limit)?.is_none() {
+                acc.bytes += key_bytes(client, 8);
+            }
+        }
         Op::SetRetained { topic, value } => {
             match t.retained.insert(topic.as_str(), value.as_ref())? {
                 Some(old) => acc.bytes -= key_bytes(topic, old.value().len()),
@@ -365,6 +372,9 @@ fn delete_session(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> DbRes
     clear_inflight(t, acc, client)?;
     clear_incoming(t, acc, client)?;
     remove_queue_range(t, acc, client, 0, u64::MAX)?;
+    if t.queue_sent.remove(client)?.is_some() {
+        acc.bytes -= key_bytes(client, 8);
+    }
     if acc.queues.remove(client).is_some() {
         acc.dirty.insert(client.to_owned());
     }

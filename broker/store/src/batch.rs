@@ -85,6 +85,10 @@ pub(crate) enum Op {
         client: Arc<str>,
         packet_id: u16,
     },
+    SetSentLimit {
+        client: Arc<str>,
+        limit: u64,
+    },
     SetRetained {
         topic: String,
         value: Bytes,
@@ -125,6 +129,7 @@ impl Op {
             Op::Enqueue { client, value, .. } => client.len() + 8 + value.len(),
             Op::SetInflight { client, value, .. } => client.len() + 2 + value.len(),
             Op::SetIncoming { client, .. } => client.len() + 2,
+            Op::SetSentLimit { client, .. } => client.len() + 8,
             Op::SetRetained { topic, value } => topic.len() + value.len(),
             Op::PutWill { client, value } => client.len() + value.len(),
             _ => 0,
@@ -261,6 +266,17 @@ impl Batch {
         self.push(Op::RemoveQueued {
             client: client_id.into_client(),
             seq,
+        })
+    }
+
+    /// Records that the client's queue entries with a sequence number below `limit` may have
+    /// been sent to it (a server that keeps a QoS 1 message in flight as its queue entry
+    /// only). [`crate::LoadedState::sent_limits`] returns it; such entries are not dropped as
+    /// expired at load (their delivery may have started). Removed with the session.
+    pub fn set_sent_limit(&mut self, client_id: impl ClientRef, limit: u64) -> &mut Self {
+        self.push(Op::SetSentLimit {
+            client: client_id.into_client(),
+            limit,
         })
     }
 

@@ -125,6 +125,10 @@ impl ConnTask {
             .await
         {
             Ok(c) => {
+                // Stored anew: the queue entries' numbers fix the packet ids.
+                session.set_queued_packet_ids(
+                    c.seqs.iter().map(|seq| seq.map(durable::packet_id_for)),
+                );
                 self.ledger = QueueLedger::from_seqs(c.seqs.into_iter().flatten());
                 self.set_persistent(true);
                 Ok(Some(session))

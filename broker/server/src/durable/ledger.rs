@@ -3,8 +3,84 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use halyard_session::Message;
+use halyard_store::Commit;
+
+/// How far past the newest queue entry sent by reference the session's stored sent limit
+/// is moved (`Batch::set_sent_limit`). A queue entry may be sent by reference only below
+/// the durable limit; the limit is moved ahead lazily (not awaited) when the entries sent
+/// come within half of this of it, so a session awaits a limit write only when it sends
+/// faster than a commit returns. After a crash, at most this many entries that were never
+/// sent come back with DUP=1 (allowed: DUP=1 means "may have been sent before").
+pub const SENT_LEASE: u64 = 1024;
+
+/// The packet identifier of the delivery stored as queue entry `seq`: (seq mod 65535) + 1.
+/// It is a function of the entry, so a message in flight by reference gets the same
+/// identifier again after a restart [MQTT-4.4.0-1]; two entries of one session share one
+/// only 65,535 entries apart, and the session does not send the later one while the
+/// earlier one holds it.
+pub fn packet_id_for(seq: u64) -> u16 {
+    // `seq % 65535` is below 65535: the cast cannot truncate.
+    (seq % 65535) as u16 + 1
+}
+
+/// The session's stored sent limit: what is durable, and a higher one on its way.
+#[derive(Debug, Default)]
+pub(crate) struct SentLease {
+    /// Queue entries below this may be sent by reference. Shared with the [`super::Pending`]
+    /// of the write that raises it.
+    pub durable: Arc<AtomicU64>,
+    /// A higher limit submitted without waiting, not yet known to be committed.
+    pending: Option<(u64, Commit)>,
+}
+
+impl Clone for SentLease {
+    fn clone(&self) -> Self {
+        SentLease {
+            durable: Arc::new(AtomicU64::new(self.durable())),
+            pending: None,
+        }
+    }
+}
+
+impl SentLease {
+    /// The durable limit.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Takes in the lazily submitted limit if its commit returned (without waiting).
+    pub(crate) fn poll(&mut self) {
+        if let Some((limit, commit)) = &mut self.pending
+            && let Some(result) = commit.try_result()
+        {
+            if result.is_ok() {
+                self.durable.fetch_max(*limit, Ordering::AcqRel);
+            }
+            self.pending = None;
+        }
+    }
+
+    /// The highest limit durable or on its way.
+    pub(crate) fn reach(&self) -> u64 {
+        self.pending
+            .as_ref()
+            .map_or(0, |(l, _)| *l)
+            .max(self.durable())
+    }
+
+    /// Whether a lazily submitted limit is on its way.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Follows a limit submitted without waiting.
+    pub(crate) fn submitted(&mut self, limit: u64, commit: Commit) {
+        self.pending = Some((limit, commit));
+    }
+}
 
 /// One stored (or memory-only) delivery the ledger follows. The message is kept (a reference
 /// count, the session holds it anyway) so that the in-flight entry it becomes can be
@@ -34,8 +110,11 @@ pub struct QueueLedger {
     seqs: VecDeque<Tracked>,
     consumed: Vec<Tracked>,
     /// Outgoing packet id -> (queue sequence number, message) of QoS 1 deliveries in flight
-    /// stored by reference. At most `mqtt.max_inflight` entries.
+    /// stored by reference. At most `mqtt.max_inflight` entries (after a restart, those
+    /// below the sent limit: at most [`SENT_LEASE`] more).
     by_ref: HashMap<u16, (u64, Arc<Message>)>,
+    /// The stored sent limit (see [`SENT_LEASE`]).
+    pub(crate) lease: SentLease,
 }
 
 impl PartialEq for QueueLedger {
@@ -46,7 +125,10 @@ impl PartialEq for QueueLedger {
         let mut b: Vec<_> = other.by_ref.iter().map(|(k, v)| (*k, v.0)).collect();
         a.sort_unstable();
         b.sort_unstable();
-        seqs(self) == seqs(other) && consumed(self) == consumed(other) && a == b
+        seqs(self) == seqs(other)
+            && consumed(self) == consumed(other)
+            && a == b
+            && self.lease.durable() == other.lease.durable()
     }
 }
 
@@ -148,6 +230,21 @@ impl QueueLedger {
             .into_iter()
             .filter_map(|t| t.seq)
             .collect()
+    }
+
+    /// A restored ledger: queued entries `seqs` (with their messages), QoS 1 deliveries in
+    /// flight by reference (packet id, queue entry, message), and the stored sent limit.
+    pub(crate) fn restored(
+        queued: Vec<(u64, Arc<Message>)>,
+        by_ref: Vec<(u16, u64, Arc<Message>)>,
+        sent_limit: u64,
+    ) -> Self {
+        let mut l = QueueLedger::from_stored(queued);
+        for (id, seq, m) in by_ref {
+            l.by_ref.insert(id, (seq, m));
+        }
+        l.lease.durable = Arc::new(AtomicU64::new(sent_limit));
+        l
     }
 
     /// Outgoing packet id `id` now stands for `message`, stored as queue entry `seq`.

@@ -24,6 +24,7 @@ mod tests;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,7 +37,7 @@ use halyard_store::{
     StoreStats,
 };
 
-pub use ledger::QueueLedger;
+pub use ledger::{QueueLedger, SENT_LEASE, packet_id_for};
 pub use restore::{RestoredSession, RestoredState, RestoredWill, restore};
 
 use blob::BlobError;
@@ -96,6 +97,8 @@ pub fn wall_clock(now: Instant) -> WallClock {
 #[must_use = "the write is durable only when this resolves"]
 pub struct Pending {
     state: PendingState,
+    /// On success, raise this sent limit to this value (see [`ledger::SENT_LEASE`]).
+    raise: Option<(Arc<AtomicU64>, u64)>,
 }
 
 #[derive(Debug)]
@@ -108,12 +111,14 @@ impl Pending {
     fn ready(r: Result<Committed, DurableError>) -> Self {
         Pending {
             state: PendingState::Ready(Some(r)),
+            raise: None,
         }
     }
 
     fn submit(store: &Store, batch: Batch) -> Self {
         Pending {
             state: PendingState::Waiting(store.submit(batch).into_future()),
+            raise: None,
         }
     }
 
@@ -127,12 +132,19 @@ impl Future for Pending {
     type Output = Result<Committed, DurableError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            PendingState::Ready(r) => {
-                Poll::Ready(r.take().unwrap_or(Err(StoreError::Closed.into())))
-            }
-            PendingState::Waiting(f) => Pin::new(f).poll(cx).map(|r| r.map_err(Into::into)),
+        let r = match &mut self.state {
+            PendingState::Ready(r) => r.take().unwrap_or(Err(StoreError::Closed.into())),
+            PendingState::Waiting(f) => match Pin::new(f).poll(cx) {
+                Poll::Ready(r) => r.map_err(Into::into),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        if r.is_ok()
+            && let Some((limit, to)) = self.raise.take()
+        {
+            limit.fetch_max(to, Ordering::AcqRel);
         }
+        Poll::Ready(r)
     }
 }
 
@@ -418,6 +430,8 @@ impl Durability {
         left.extend(ledger.take_consumed());
         // Writes that must be durable before the output showing them.
         let mut ahead = Batch::new();
+        // A new sent limit written in this step.
+        let mut lease = None;
         // Removals: they may follow.
         let mut lazy = Batch::new();
         if changes.subscriptions || changes.expiry_interval {
@@ -433,6 +447,8 @@ impl Durability {
             }
         } else {
             let mut wrote_inflight = false;
+            // The newest queue entry sent by reference in this step.
+            let mut top: Option<u64> = None;
             for id in &changes.outgoing {
                 let id = *id;
                 let Some(o) = session.outgoing_parts(id) else {
@@ -452,16 +468,20 @@ impl Durability {
                     }
                     None => {}
                 }
+                // By reference only with the packet id its queue entry fixes, so that the
+                // same id comes back after a restart.
                 if o.delivery.qos == halyard_codec::QoS::AtLeastOnce
                     && let Some(i) = left.iter().position(|t| {
-                        t.message
-                            .as_ref()
-                            .is_some_and(|m| Arc::ptr_eq(m, &o.delivery.message))
+                        t.seq.is_some_and(|seq| packet_id_for(seq) == id)
+                            && t.message
+                                .as_ref()
+                                .is_some_and(|m| Arc::ptr_eq(m, &o.delivery.message))
                     })
                 {
                     let t = left.swap_remove(i);
                     if let (Some(seq), Some(m)) = (t.seq, t.message) {
                         ledger.map_by_ref(id, seq, m);
+                        top = top.max(Some(seq));
                         continue;
                     }
                 }
@@ -486,6 +506,9 @@ impl Durability {
                     ahead.release_incoming_qos2(client, *id);
                 }
             }
+            if let Some(top) = top {
+                lease = Self::extend_lease(ledger, client, top, &mut ahead, &mut lazy);
+            }
         }
         for seq in left.into_iter().filter_map(|t| t.seq) {
             lazy.remove_queued(client, seq);
@@ -493,14 +516,46 @@ impl Durability {
         if ahead.is_empty() {
             // Nothing to wait for; removals are ordered after every earlier submission.
             if !lazy.is_empty() {
-                drop(store.submit(lazy));
+                let commit = store.submit(lazy);
+                match lease {
+                    Some(limit) => ledger.lease.submitted(limit, commit),
+                    None => drop(commit),
+                }
             }
             return Pending::ready(Ok(Committed::default()));
         }
         // Removals of entries replaced in this step commit with their replacement (a popped
         // QoS 2 delivery must not exist both queued and in flight).
         ahead.append(lazy);
-        Pending::submit(store, ahead)
+        let mut pending = Pending::submit(store, ahead);
+        pending.raise = lease.map(|limit| (ledger.lease.durable.clone(), limit));
+        pending
+    }
+
+    /// The sent limit for a step that sent queue entries up to `top` by reference (see
+    /// [`SENT_LEASE`]): below the durable limit nothing waits; past it, the step's output
+    /// waits for a new limit (`ahead`); near it, a new limit goes with the removals
+    /// (`lazy`). Returns the limit written, if any.
+    fn extend_lease(
+        ledger: &mut QueueLedger,
+        client: &ClientId,
+        top: u64,
+        ahead: &mut Batch,
+        lazy: &mut Batch,
+    ) -> Option<u64> {
+        ledger.lease.poll();
+        let limit = top.saturating_add(SENT_LEASE);
+        if top >= ledger.lease.durable() {
+            ahead.set_sent_limit(client, limit);
+            Some(limit)
+        } else if !ledger.lease.has_pending()
+            && top.saturating_add(SENT_LEASE / 2) >= ledger.lease.reach()
+        {
+            lazy.set_sent_limit(client, limit);
+            Some(limit)
+        } else {
+            None
+        }
     }
 
     /// The session's connection closed and it stays offline: writes its whole record (with
