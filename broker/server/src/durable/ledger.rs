@@ -101,10 +101,12 @@ pub(crate) struct Tracked {
 /// A stored delivery that never entered the session's queue (sent at once, or dropped) is
 /// reported with [`QueueLedger::consumed_message`]; that list is emptied by every
 /// `persist_changes`, so it holds at most one step's deliveries. When such a delivery (or
-/// one popped from the queue) went in flight at QoS 1, its queue entry is kept as its store
-/// copy ("by reference", no in-flight entry written before the PUBLISH leaves: after a crash
-/// it comes back from the queue, at least once, in order) and removed after its PUBACK;
-/// anything else leaving the queue has its entry removed.
+/// one popped from the queue) went in flight at QoS 1 with the packet id its entry fixes
+/// ([`packet_id_for`]), its queue entry is kept as its store copy ("by reference", no
+/// in-flight entry written before the PUBLISH leaves, only the session's sent limit
+/// ([`SENT_LEASE`]) must cover it: after a crash it comes back in flight with the same packet
+/// id and DUP=1) and removed after its PUBACK; anything else leaving the queue has its entry
+/// removed.
 #[derive(Debug, Clone, Default)]
 pub struct QueueLedger {
     seqs: VecDeque<Tracked>,

@@ -10,8 +10,10 @@
 //! routed to, retained update stored); a session's output is transmitted only once
 //! [`Durability::persist_changes`] for the step that produced it resolved (outgoing
 //! in-flight entries before their PUBLISH/PUBREL leave, incoming QoS 2 ids before their
-//! PUBREC leaves). Nothing here blocks a runtime thread: the returned [`Pending`] futures
-//! complete when the store's group commit is durable. See
+//! PUBREC leaves; a QoS 1 delivery in flight by reference to its queue entry writes nothing
+//! before it leaves but needs the session's sent limit durable, see [`QueueLedger`]).
+//! Nothing here blocks a runtime thread: the returned [`Pending`] futures complete when the
+//! store's group commit is durable. See
 //! `/work/notes/durable-integration.md` for where each call goes.
 
 pub mod blob;
@@ -406,11 +408,13 @@ impl Durability {
     /// expiry changed. Transmit the connection's output only once this resolved `Ok`.
     ///
     /// Two shortcuts keep the common QoS 1 path to one insert and one delete per message:
-    /// a stored delivery that goes in flight at QoS 1 keeps its queue entry as its store
-    /// copy (no in-flight entry; see [`QueueLedger`]), and a step whose writes are only
-    /// removals (PUBACK, PUBCOMP, dropped messages) does not wait for them: losing them in a
-    /// crash only means a redelivery (at least once), never a loss. Ready at once then, and
-    /// when nothing changed.
+    /// a stored delivery that goes in flight at QoS 1 with the packet id its queue entry
+    /// fixes ([`packet_id_for`]) keeps that entry as its store copy (no in-flight entry; see
+    /// [`QueueLedger`]), and a step whose writes are only removals (PUBACK, PUBCOMP, dropped
+    /// messages) does not wait for them: losing them in a crash only means a redelivery (at
+    /// least once), never a loss. Ready at once then, and when nothing changed. The
+    /// session's sent limit ([`SENT_LEASE`]) is moved ahead of the entries sent by reference:
+    /// awaited only by a step that sends past the durable limit.
     pub fn persist_changes(
         &self,
         changes: SessionChanges,
@@ -592,8 +596,9 @@ impl Durability {
     /// state and offline queue (every queued message is stored). Use it when a session
     /// becomes persistent (CONNECT accepted with expiry > 0) and when it is parked
     /// (`disconnected_at = Some(now)`). On `Ok`, replace the session's ledger with
-    /// `QueueLedger::from_seqs(committed.seqs.into_iter().flatten())`. Also starts change
-    /// tracking on the session.
+    /// `QueueLedger::from_seqs(committed.seqs.into_iter().flatten())` and give the queued
+    /// deliveries the packet ids their new entries fix (`Session::set_queued_packet_ids`
+    /// with [`packet_id_for`]). Also starts change tracking on the session.
     pub fn persist_session(
         &self,
         session: &mut Session,
