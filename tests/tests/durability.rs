@@ -769,3 +769,56 @@ fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash_v5() {
 fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash_v311() {
     qos1_in_flight_is_resent_with_its_packet_id_after_a_crash(Version::V311);
 }
+
+/// As above past the sent limit's first lease (1024 entries, moved ahead while messages
+/// flow): 1,100 messages delivered and acknowledged, then three left unacknowledged at the
+/// crash come back with their packet ids and DUP=1, and only they.
+#[test]
+fn qos1_packet_ids_survive_a_crash_past_the_first_sent_lease() {
+    require_halyard();
+    let store = StoreDir::new("inflight-q1-lease");
+    let mut broker = start(&store, &[]);
+    let (mut s, _) = connect(broker.mqtt_addr(), &persistent("lease-sub", 3600));
+    assert_eq!(s.subscribe(1, &[("l/t", 1)], &Props::new()), vec![1]);
+    let mut p = RawClient::connected(broker.mqtt_addr(), Version::V5, "lease-pub");
+    let flow = 1_100u16;
+    // In rounds of 50 (within the broker's Receive Maximum and in-flight window), each
+    // delivery acknowledged as it comes.
+    for round in 0..flow / 50 {
+        for n in round * 50 + 1..=round * 50 + 50 {
+            let body = format!("m{n}");
+            assert_eq!(
+                p.publish(&Publish::new("l/t", body.as_bytes()).qos(1, n)),
+                0
+            );
+        }
+        for _ in 0..50 {
+            let (pid, _, _) = recv_unacked(&mut s, 1)[0];
+            s.send(&ack(0x40, pid));
+        }
+    }
+    // The broker has read every PUBACK above once it answers this PINGREQ.
+    s.send(&halyard_tests::raw::pingreq());
+    s.recv_until(|x| matches!(x, Packet::PingResp));
+    for n in flow + 1..=flow + 3 {
+        assert_eq!(
+            p.publish(&Publish::new("l/t", format!("m{n}").as_bytes()).qos(1, n)),
+            0
+        );
+    }
+    let sent = recv_unacked(&mut s, 3);
+    broker.kill();
+    broker = start(&store, &[]);
+    let (mut s, present) = connect(broker.mqtt_addr(), &persistent("lease-sub", 3600));
+    assert!(present);
+    let again = recv_unacked(&mut s, 3);
+    let want: Vec<_> = sent
+        .iter()
+        .map(|(pid, _, b)| (*pid, true, b.clone()))
+        .collect();
+    assert_eq!(again, want, "the same packet ids, DUP=1 [MQTT-4.4.0-1]");
+    match s.recv_within(Duration::from_millis(500)) {
+        Err(RecvError::Timeout) => {}
+        other => panic!("nothing more expected, got {other:?}"),
+    }
+}
