@@ -296,6 +296,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn packet_ids_from_entries_are_never_zero_and_repeat_65535_apart() {
+        assert_eq!(packet_id_for(0), 1);
+        assert_eq!(packet_id_for(65_533), 65_534);
+        assert_eq!(packet_id_for(65_534), 65_535);
+        assert_eq!(packet_id_for(65_535), 1);
+        for seq in [7, 1 << 20, 1 << 40] {
+            assert_ne!(packet_id_for(seq), 0);
+            assert_eq!(packet_id_for(seq), packet_id_for(seq + 65_535));
+            assert_ne!(packet_id_for(seq), packet_id_for(seq + 1));
+        }
+        assert_ne!(packet_id_for(u64::MAX), 0);
+    }
+
+    #[test]
     fn pops_follow_pushes_in_order_and_skip_memory_only_entries() {
         let mut l = QueueLedger::from_seqs([3, 4]);
         l.pushed(None);
