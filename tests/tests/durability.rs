@@ -681,3 +681,144 @@ fn outgoing_qos2_state_is_resent_after_a_crash() {
         other => panic!("nothing more expected, got {other:?}"),
     }
 }
+
+/// The (packet id, DUP, payload) of the next `n` PUBLISHes, none acknowledged.
+fn recv_unacked(s: &mut RawClient, n: usize) -> Vec<(u16, bool, Vec<u8>)> {
+    (0..n)
+        .map(|_| match s.recv_publish() {
+            Packet::Publish {
+                pid, dup, payload, ..
+            } => (pid, dup, payload),
+            _ => unreachable!("recv_publish returns a PUBLISH"),
+        })
+        .collect()
+}
+
+/// Outgoing QoS 1 state survives SIGKILL: PUBLISHes the subscriber received but did not
+/// acknowledge come again after the restart with their original packet identifiers and
+/// DUP=1 [MQTT-4.4.0-1] [MQTT-3.3.1-1], in order; later messages come with DUP=0.
+fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash(version: Version) {
+    require_halyard();
+    let store = StoreDir::new(&format!("inflight-q1-{version:?}"));
+    let mut broker = start(&store, &[]);
+    let addr = broker.mqtt_addr();
+    let sub = |addr| {
+        let mut c = Connect::new(version, "q1-sub");
+        c.clean = false;
+        if version == Version::V5 {
+            c.props = Props::new().with(Prop::U32(prop::SESSION_EXPIRY, 3600));
+        }
+        RawClient::connect(addr, &c)
+    };
+    let (mut s, _, code, _) = sub(addr);
+    assert_eq!(code, 0);
+    assert_eq!(s.subscribe(1, &[("q1/t", 1)], &Props::new()), vec![1]);
+    let mut p = RawClient::connected(addr, Version::V5, "q1-pub");
+    let publish = |p: &mut RawClient, n: u16| {
+        let body = format!("m{n}");
+        assert_eq!(
+            p.publish(&Publish::new("q1/t", body.as_bytes()).qos(1, n)),
+            0
+        );
+    };
+    // Three delivered and acknowledged, so that the packet ids in flight at the crash are
+    // not the first ones a fresh counter would give.
+    for n in 1..=3 {
+        publish(&mut p, n);
+    }
+    for (pid, _, _) in recv_unacked(&mut s, 3) {
+        s.send(&ack(0x40, pid));
+    }
+    for n in 4..=7 {
+        publish(&mut p, n);
+    }
+    let sent = recv_unacked(&mut s, 4);
+    let payloads: Vec<&[u8]> = sent.iter().map(|(_, _, b)| b.as_slice()).collect();
+    assert_eq!(payloads, [&b"m4"[..], b"m5", b"m6", b"m7"]);
+    assert!(sent.iter().all(|(_, dup, _)| !dup), "first sends: {sent:?}");
+    // Not acknowledged: the broker dies with the four in flight.
+    broker.kill();
+    broker = start(&store, &[]);
+    let (mut s, present, code, _) = sub(broker.mqtt_addr());
+    assert_eq!((code, present), (0, true));
+    let again = recv_unacked(&mut s, 4);
+    let want: Vec<_> = sent
+        .iter()
+        .map(|(pid, _, b)| (*pid, true, b.clone()))
+        .collect();
+    assert_eq!(
+        again, want,
+        "resent in order with DUP=1 and the same packet ids [MQTT-4.4.0-1]"
+    );
+    for (pid, _, _) in &again {
+        s.send(&ack(0x40, *pid));
+    }
+    // A new message after the restart is a first send.
+    let mut p = RawClient::connected(broker.mqtt_addr(), Version::V5, "q1-pub");
+    publish(&mut p, 8);
+    let next = recv_unacked(&mut s, 1);
+    assert_eq!((next[0].1, next[0].2.as_slice()), (false, &b"m8"[..]));
+}
+
+#[test]
+fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash_v5() {
+    qos1_in_flight_is_resent_with_its_packet_id_after_a_crash(Version::V5);
+}
+
+#[test]
+fn qos1_in_flight_is_resent_with_its_packet_id_after_a_crash_v311() {
+    qos1_in_flight_is_resent_with_its_packet_id_after_a_crash(Version::V311);
+}
+
+/// As above past the sent limit's first lease (1024 entries, moved ahead while messages
+/// flow): 1,100 messages delivered and acknowledged, then three left unacknowledged at the
+/// crash come back with their packet ids and DUP=1, and only they.
+#[test]
+fn qos1_packet_ids_survive_a_crash_past_the_first_sent_lease() {
+    require_halyard();
+    let store = StoreDir::new("inflight-q1-lease");
+    let mut broker = start(&store, &[]);
+    let (mut s, _) = connect(broker.mqtt_addr(), &persistent("lease-sub", 3600));
+    assert_eq!(s.subscribe(1, &[("l/t", 1)], &Props::new()), vec![1]);
+    let mut p = RawClient::connected(broker.mqtt_addr(), Version::V5, "lease-pub");
+    let flow = 1_100u16;
+    // In rounds of 50 (within the broker's Receive Maximum and in-flight window), each
+    // delivery acknowledged as it comes.
+    for round in 0..flow / 50 {
+        for n in round * 50 + 1..=round * 50 + 50 {
+            let body = format!("m{n}");
+            assert_eq!(
+                p.publish(&Publish::new("l/t", body.as_bytes()).qos(1, n)),
+                0
+            );
+        }
+        for _ in 0..50 {
+            let (pid, _, _) = recv_unacked(&mut s, 1)[0];
+            s.send(&ack(0x40, pid));
+        }
+    }
+    // The broker has read every PUBACK above once it answers this PINGREQ.
+    s.send(&halyard_tests::raw::pingreq());
+    s.recv_until(|x| matches!(x, Packet::PingResp));
+    for n in flow + 1..=flow + 3 {
+        assert_eq!(
+            p.publish(&Publish::new("l/t", format!("m{n}").as_bytes()).qos(1, n)),
+            0
+        );
+    }
+    let sent = recv_unacked(&mut s, 3);
+    broker.kill();
+    broker = start(&store, &[]);
+    let (mut s, present) = connect(broker.mqtt_addr(), &persistent("lease-sub", 3600));
+    assert!(present);
+    let again = recv_unacked(&mut s, 3);
+    let want: Vec<_> = sent
+        .iter()
+        .map(|(pid, _, b)| (*pid, true, b.clone()))
+        .collect();
+    assert_eq!(again, want, "the same packet ids, DUP=1 [MQTT-4.4.0-1]");
+    match s.recv_within(Duration::from_millis(500)) {
+        Err(RecvError::Timeout) => {}
+        other => panic!("nothing more expected, got {other:?}"),
+    }
+}

@@ -357,11 +357,19 @@ impl ConnTask {
             }
             return;
         }
+        let message = (self.persistent && seq.is_some()).then(|| d.message.clone());
         let outcome = {
             let mut cache = self.ctx.publish_cache.borrow_mut();
             self.conn.deliver_cached(now, d, &mut cache)
         };
-        if self.persistent {
+        if let Some(m) = &message {
+            match outcome {
+                DeliverOutcome::Queued => self.ledger.pushed_message(seq, m),
+                DeliverOutcome::Sent | DeliverOutcome::Dropped(_) => {
+                    self.ledger.consumed_message(seq, m);
+                }
+            }
+        } else if self.persistent {
             match outcome {
                 DeliverOutcome::Queued => self.ledger.pushed(seq),
                 DeliverOutcome::Sent | DeliverOutcome::Dropped(_) => self.ledger.consumed(seq),
@@ -708,6 +716,7 @@ impl ConnTask {
                         qos: min_qos(r.options.qos, m.qos),
                         retain: true,
                         subscription_ids: r.subscription_id.into_iter().collect(),
+                        packet_id: None,
                     });
                 });
             }
@@ -966,8 +975,9 @@ impl ConnTask {
         };
         let stored = m.session.tracks_changes();
         for (d, seq) in late {
+            let message = d.message.clone();
             match m.session.enqueue(now, d) {
-                Ok(()) if stored => m.ledger.pushed(seq),
+                Ok(()) if stored => m.ledger.pushed_message(seq, &message),
                 Ok(()) => {}
                 Err(reason) => {
                     if stored {

@@ -93,6 +93,7 @@ fn delivery(qos: QoS, topic: u8) -> Delivery {
         qos,
         retain: false,
         subscription_ids: SmallVec::new(),
+        packet_id: None,
     }
 }
 

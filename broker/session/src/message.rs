@@ -93,6 +93,13 @@ pub struct Delivery {
     /// Subscription identifiers of every matching subscription [MQTT-3.3.4-3]; ignored for
     /// 3.1.1 connections.
     pub subscription_ids: SmallVec<[u32; 2]>,
+    /// The packet identifier a QoS 1/2 PUBLISH of this delivery must use, when the server
+    /// fixes it (a durable server derives it from the message's store sequence number, so
+    /// that it is the same after a restart [MQTT-4.4.0-1]); `None` = the session picks a
+    /// free one. While another outgoing message holds that identifier the delivery waits
+    /// in the session's queue (and the messages behind it too: order is kept). Ignored at
+    /// QoS 0; 0 counts as `None`.
+    pub packet_id: Option<u16>,
 }
 
 /// A will message from CONNECT, returned in [`crate::Event::Closed`] when it must be

@@ -62,7 +62,8 @@ pub struct OutgoingParts {
     pub packet_id: u16,
     /// Exchange stage.
     pub stage: OutgoingStage,
-    /// The delivery (message, delivery QoS, RETAIN flag, subscription identifiers).
+    /// The delivery (message, delivery QoS, RETAIN flag, subscription identifiers; its
+    /// [`Delivery::packet_id`] is `None`: the identifier is [`OutgoingParts::packet_id`]).
     pub delivery: Delivery,
     /// Whether the PUBLISH was ever sent: a resend then carries DUP=1 [MQTT-3.3.1-1].
     /// A server that writes in-flight state before transmitting should restore `true`.
@@ -78,7 +79,12 @@ impl OutgoingParts {
         OutgoingParts {
             packet_id,
             stage: OutgoingStage::of(f.state),
-            delivery: f.delivery.clone(),
+            // In flight, the identifier is `packet_id`; the delivery's own (fixed) one
+            // said which to take and is not part of the state.
+            delivery: Delivery {
+                packet_id: None,
+                ..f.delivery.clone()
+            },
             ever_sent: f.ever_sent,
             order: f.seq,
         }

@@ -46,6 +46,8 @@ pub trait MessageQueue: Send + fmt::Debug {
     fn push_back(&mut self, delivery: Delivery);
     /// Removes and returns the front message.
     fn pop_front(&mut self) -> Option<Delivery>;
+    /// Puts a message just taken with [`MessageQueue::pop_front`] back at the front.
+    fn push_front(&mut self, delivery: Delivery);
     /// The front message, without removing it.
     fn front(&self) -> Option<&Delivery>;
     /// Number of queued messages.
@@ -79,6 +81,10 @@ impl MessageQueue for MemoryQueue {
 
     fn pop_front(&mut self) -> Option<Delivery> {
         self.items.pop_front()
+    }
+
+    fn push_front(&mut self, delivery: Delivery) {
+        self.items.push_front(delivery);
     }
 
     fn front(&self) -> Option<&Delivery> {

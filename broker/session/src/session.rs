@@ -371,17 +371,40 @@ impl Session {
         !self.queue.is_empty()
     }
 
-    /// Records a new outgoing QoS 1/2 message and returns its packet identifier, or `None`
-    /// when all 65,535 identifiers are in use.
+    /// Puts a delivery just taken with [`Session::pop_pending`] back at the front of the
+    /// queue (its packet identifier is still in use): as if it had never left.
+    pub(crate) fn unpop_pending(&mut self, delivery: Delivery) {
+        self.queue.push_front(delivery);
+        self.note(|c| c.queue_popped = c.queue_popped.saturating_sub(1));
+    }
+
+    /// Whether `delivery` could get a packet identifier now: its fixed one
+    /// ([`Delivery::packet_id`]) is free, or any is.
+    pub(crate) fn packet_id_free(&self, delivery: &Delivery) -> bool {
+        match delivery.packet_id.filter(|id| *id != 0) {
+            Some(id) => !self.outgoing.contains_key(&id),
+            None => self.outgoing.len() < usize::from(u16::MAX),
+        }
+    }
+
+    /// Records a new outgoing QoS 1/2 message and returns its packet identifier: its fixed
+    /// one ([`Delivery::packet_id`]) or the next free one. `None` when that identifier (or,
+    /// without one, every identifier) is in use: the caller keeps the delivery queued.
     pub(crate) fn assign_packet_id(&mut self, delivery: Delivery) -> Option<u16> {
-        if self.outgoing.len() >= usize::from(u16::MAX) {
+        if !self.packet_id_free(&delivery) {
             return None;
         }
-        let mut id = self.next_packet_id;
-        while id == 0 || self.outgoing.contains_key(&id) {
-            id = id.wrapping_add(1);
-        }
-        self.next_packet_id = id.wrapping_add(1);
+        let id = match delivery.packet_id.filter(|id| *id != 0) {
+            Some(id) => id,
+            None => {
+                let mut id = self.next_packet_id;
+                while id == 0 || self.outgoing.contains_key(&id) {
+                    id = id.wrapping_add(1);
+                }
+                self.next_packet_id = id.wrapping_add(1);
+                id
+            }
+        };
         let state = if delivery.qos == QoS::ExactlyOnce {
             OutState::Qos2Published
         } else {
@@ -402,6 +425,21 @@ impl Session {
             c.outgoing.insert(id);
         });
         Some(id)
+    }
+
+    /// Sets the fixed packet identifier ([`Delivery::packet_id`]) of every queued delivery,
+    /// front first (a server that stored the queue anew and derives identifiers from its
+    /// store). Not a change of the queue: nothing is recorded.
+    pub fn set_queued_packet_ids(&mut self, ids: impl IntoIterator<Item = Option<u16>>) {
+        let mut ids = ids.into_iter();
+        let n = self.queue.len();
+        for _ in 0..n {
+            let Some(mut d) = self.queue.pop_front() else {
+                break;
+            };
+            d.packet_id = ids.next().flatten();
+            self.queue.push_back(d);
+        }
     }
 
     /// Packet identifiers of outgoing messages not yet sent on the current connection, in

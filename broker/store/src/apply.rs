@@ -7,8 +7,8 @@ use redb::{Table, WriteTransaction};
 
 use crate::batch::Op;
 use crate::db::{
-    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, QueueMeta, RETAINED,
-    SESSIONS, WILLS,
+    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, QUEUE_SENT, QueueMeta,
+    RETAINED, SESSIONS, WILLS,
 };
 use crate::error::QuotaLimit;
 
@@ -27,6 +27,7 @@ pub(crate) struct Tables<'txn> {
     incoming: Table<'txn, (&'static str, u16), ()>,
     queue: Table<'txn, (&'static str, u64), &'static [u8]>,
     queue_meta: Table<'txn, &'static str, (u64, u64, u64)>,
+    queue_sent: Table<'txn, &'static str, u64>,
     retained: Table<'txn, &'static str, &'static [u8]>,
     wills: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
@@ -40,6 +41,7 @@ impl<'txn> Tables<'txn> {
             incoming: txn.open_table(INCOMING)?,
             queue: txn.open_table(QUEUE)?,
             queue_meta: txn.open_table(QUEUE_META)?,
+            queue_sent: txn.open_table(QUEUE_SENT)?,
             retained: txn.open_table(RETAINED)?,
             wills: txn.open_table(WILLS)?,
             meta: txn.open_table(META)?,
@@ -105,7 +107,7 @@ pub(crate) fn precheck(ops: &[Op], acc: &Accounts, limits: &Limits) -> Result<()
             ..
         } = op
         {
-            let e = per_client.entry(client.as_str()).or_default();
+            let e = per_client.entry(&**client).or_default();
             e.0 += 1;
             e.1 += op.added_bytes();
         }
@@ -157,7 +159,7 @@ fn apply_one(
             inflight,
             incoming,
         } => {
-            let c = client.as_str();
+            let c = &**client;
             match t.sessions.insert(c, base.as_ref())? {
                 Some(old) => acc.bytes -= key_bytes(c, old.value().len()),
                 None => acc.sessions += 1,
@@ -180,10 +182,10 @@ fn apply_one(
             value,
             drop_if_full,
         } => {
-            let c = client.as_str();
+            let c = &**client;
             let size = key_bytes(c, 8 + value.len());
             if !acc.queues.contains_key(c) {
-                acc.queues.insert(client.clone(), QueueMeta::default());
+                acc.queues.insert(c.to_owned(), QueueMeta::default());
             }
             // Cannot fail: the entry was inserted just above when missing.
             let m = acc.queues.get_mut(c).expect("queue meta present");
@@ -210,7 +212,7 @@ fn apply_one(
             acc.queued += 1;
             acc.bytes += size;
             if !acc.dirty.contains(c) {
-                acc.dirty.insert(client.clone());
+                acc.dirty.insert(c.to_owned());
             }
             out.seqs.push(Some(seq));
         }
@@ -226,21 +228,23 @@ fn apply_one(
             value,
         } => set_inflight(t, acc, client, *packet_id, value)?,
         Op::AckInflight { client, packet_id } => {
-            if let Some(old) = t.inflight.remove((client.as_str(), *packet_id))? {
+            if let Some(old) = t.inflight.remove((&**client, *packet_id))? {
                 acc.bytes -= key_bytes(client, 2 + old.value().len());
             }
         }
         Op::SetIncoming { client, packet_id } => {
-            if t.incoming
-                .insert((client.as_str(), *packet_id), ())?
-                .is_none()
-            {
+            if t.incoming.insert((&**client, *packet_id), ())?.is_none() {
                 acc.bytes += key_bytes(client, 2);
             }
         }
         Op::ReleaseIncoming { client, packet_id } => {
-            if t.incoming.remove((client.as_str(), *packet_id))?.is_some() {
+            if t.incoming.remove((&**client, *packet_id))?.is_some() {
                 acc.bytes -= key_bytes(client, 2);
+            }
+        }
+        Op::SetSentLimit { client, limit } => {
+            if t.queue_sent.insert(&**client, *limit)?.is_none() {
+                acc.bytes += key_bytes(client, 8);
             }
         }
         Op::SetRetained { topic, value } => {
@@ -257,14 +261,14 @@ fn apply_one(
             }
         }
         Op::PutWill { client, value } => {
-            match t.wills.insert(client.as_str(), value.as_ref())? {
+            match t.wills.insert(&**client, value.as_ref())? {
                 Some(old) => acc.bytes -= key_bytes(client, old.value().len()),
                 None => acc.wills += 1,
             }
             acc.bytes += key_bytes(client, value.len());
         }
         Op::DeleteWill { client } => {
-            if let Some(old) = t.wills.remove(client.as_str())? {
+            if let Some(old) = t.wills.remove(&**client)? {
                 acc.bytes -= key_bytes(client, old.value().len());
                 acc.wills -= 1;
             }
@@ -331,19 +335,32 @@ fn remove_queue_range(
         return Ok(());
     }
     let (mut count, mut bytes) = (0u64, 0u64);
-    for row in t
-        .queue
-        .extract_from_if((client, from)..=(client, to), |_, _| true)?
-    {
-        let (_, v) = row?;
-        count += 1;
-        bytes += key_bytes(client, 8 + v.value().len());
+    if from == to {
+        // One entry (a PUBACK, a dropped message): a point delete, no range scan.
+        if let Some(v) = t.queue.remove((client, from))? {
+            count = 1;
+            bytes = key_bytes(client, 8 + v.value().len());
+        }
+    } else {
+        for row in t
+            .queue
+            .extract_from_if((client, from)..=(client, to), |_, _| true)?
+        {
+            let (_, v) = row?;
+            count += 1;
+            bytes += key_bytes(client, 8 + v.value().len());
+        }
+    }
+    if count == 0 {
+        return Ok(());
     }
     m.count -= count;
     m.bytes -= bytes;
     acc.queued -= count;
     acc.bytes -= bytes;
-    acc.dirty.insert(client.to_owned());
+    if !acc.dirty.contains(client) {
+        acc.dirty.insert(client.to_owned());
+    }
     Ok(())
 }
 
@@ -355,6 +372,9 @@ fn delete_session(t: &mut Tables<'_>, acc: &mut Accounts, client: &str) -> DbRes
     clear_inflight(t, acc, client)?;
     clear_incoming(t, acc, client)?;
     remove_queue_range(t, acc, client, 0, u64::MAX)?;
+    if t.queue_sent.remove(client)?.is_some() {
+        acc.bytes -= key_bytes(client, 8);
+    }
     if acc.queues.remove(client).is_some() {
         acc.dirty.insert(client.to_owned());
     }

@@ -36,8 +36,14 @@ impl std::error::Error for DbError {
 /// Result of a redb operation.
 pub(crate) type DbResult<T> = Result<T, DbError>;
 
-/// On-disk format version written to the `meta` table.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// On-disk format version written to the `meta` table. Version 2 added the `queue_sent`
+/// table.
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The oldest format this build opens. A version-1 file is upgraded when opened for writing
+/// (the `queue_sent` table is created, empty: a version-1 writer removed a queue entry
+/// before its message was sent, so no entry of such a file was ever sent). A file with a
+/// newer version is refused with [`StoreError::Format`], never misread.
+pub(crate) const FORMAT_VERSION_OLDEST: u64 = 1;
 
 pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 pub(crate) const INFLIGHT: TableDefinition<(&str, u16), &[u8]> = TableDefinition::new("inflight");
@@ -46,6 +52,9 @@ pub(crate) const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 /// client id -> (next sequence number, entries, bytes)
 pub(crate) const QUEUE_META: TableDefinition<&str, (u64, u64, u64)> =
     TableDefinition::new("queue_meta");
+/// client id -> sent limit: its queue entries with a lower sequence number may have been
+/// sent (a QoS 1 message in flight keeps its queue entry as its only copy). Format 2.
+pub(crate) const QUEUE_SENT: TableDefinition<&str, u64> = TableDefinition::new("queue_sent");
 pub(crate) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 pub(crate) const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -57,6 +66,10 @@ pub(crate) const META_RETAINED: &str = "retained";
 pub(crate) const META_WILLS: &str = "wills";
 pub(crate) const META_QUEUED: &str = "queued";
 pub(crate) const META_LAST_COMMIT: &str = "last_commit_unix_ms";
+
+/// Hasher of the writer's per-client maps (looked up for every queue operation; the keys are
+/// client ids, and the maps are not exposed to the network, only to the broker's own writes).
+pub(crate) type FastHash = ahash::RandomState;
 
 /// Per-session queue bookkeeping.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,9 +88,9 @@ pub(crate) struct Accounts {
     pub retained: u64,
     pub wills: u64,
     pub queued: u64,
-    pub queues: HashMap<String, QueueMeta>,
+    pub queues: HashMap<String, QueueMeta, FastHash>,
     /// Clients whose `queues` entry changed in the current transaction.
-    pub dirty: HashSet<String>,
+    pub dirty: HashSet<String, FastHash>,
 }
 
 impl Accounts {
@@ -125,8 +138,21 @@ pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database,
         Err(e) => return Err(StoreError::io(path, e)),
     }
     let db = open_existing(path, cache_bytes)?;
-    check_format(path, &db)?;
+    if check_format(path, &db)? < FORMAT_VERSION {
+        upgrade(&db).map_err(|e| StoreError::corrupt(path, e))?;
+        tracing::info!(file = %path.display(), to = FORMAT_VERSION, "store format upgraded");
+    }
     Ok(db)
+}
+
+/// Brings a file of an older format (see [`FORMAT_VERSION_OLDEST`]) to [`FORMAT_VERSION`] in
+/// one transaction.
+fn upgrade(db: &Database) -> DbResult<()> {
+    let txn = db.begin_write()?;
+    create_tables(&txn)?;
+    txn.open_table(META)?.insert(META_FORMAT, FORMAT_VERSION)?;
+    txn.commit()?;
+    Ok(())
 }
 
 fn builder(cache_bytes: usize) -> redb::Builder {
@@ -217,13 +243,15 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> DbResult<()> {
     txn.open_table(INCOMING)?;
     txn.open_table(QUEUE)?;
     txn.open_table(QUEUE_META)?;
+    txn.open_table(QUEUE_SENT)?;
     txn.open_table(RETAINED)?;
     txn.open_table(WILLS)?;
     txn.open_table(META)?;
     Ok(())
 }
 
-pub(crate) fn check_format(path: &Path, db: &Database) -> Result<(), StoreError> {
+/// The file's format version, when this build reads it.
+pub(crate) fn check_format(path: &Path, db: &Database) -> Result<u64, StoreError> {
     let read = || -> DbResult<Option<u64>> {
         let txn = db.begin_read()?;
         let meta = match txn.open_table(META) {
@@ -234,7 +262,7 @@ pub(crate) fn check_format(path: &Path, db: &Database) -> Result<(), StoreError>
         Ok(meta.get(META_FORMAT)?.map(|v| v.value()))
     };
     match read() {
-        Ok(Some(FORMAT_VERSION)) => Ok(()),
+        Ok(Some(v @ FORMAT_VERSION_OLDEST..=FORMAT_VERSION)) => Ok(v),
         Ok(Some(found)) => Err(StoreError::Format {
             path: path.to_path_buf(),
             found,

@@ -44,7 +44,7 @@ mod writer;
 pub use admin::{
     CheckStatus, Counts, Discarded, Report, check, discard_corrupt, open_discarding_corrupt, repair,
 };
-pub use batch::{Batch, Commit, CommitFuture, CommitResult, Committed};
+pub use batch::{Batch, ClientRef, Commit, CommitFuture, CommitResult, Committed, Outcome};
 pub use config::{STORE_FILE_NAME, StoreConfig};
 pub use error::{Cause, QuotaLimit, StoreError};
 pub use record::{

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::batch::Batch;
 use crate::db::{
-    DbError, INCOMING, INFLIGHT, META, META_LAST_COMMIT, QUEUE, RETAINED, SESSIONS, WILLS,
+    DbError, INCOMING, INFLIGHT, META, META_LAST_COMMIT, QUEUE, QUEUE_SENT, RETAINED, SESSIONS,
+    WILLS,
 };
 use crate::error::StoreError;
 use crate::record::{
@@ -23,6 +24,7 @@ use crate::writer::Writer;
 pub(crate) struct RawState {
     pub sessions: Vec<SessionRecord>,
     pub queues: BTreeMap<String, Vec<QueuedMessage>>,
+    pub sent_limits: BTreeMap<String, u64>,
     pub retained: Vec<StoredMessage>,
     pub wills: BTreeMap<String, WillRecord>,
     pub last_commit_unix_ms: Option<u64>,
@@ -97,6 +99,17 @@ fn read_all_inner(db: &Database, path: &Path) -> Result<RawState, ReadError> {
     }
     raw.orphans.extend(inflight.into_keys());
     raw.orphans.extend(incoming.into_keys());
+    // Absent in a format-1 file opened read-only (`check`): no entry was sent.
+    match txn.open_table(QUEUE_SENT) {
+        Ok(table) => {
+            for row in table.iter()? {
+                let (k, v) = row?;
+                raw.sent_limits.insert(k.value().to_owned(), v.value());
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
 
     for row in txn.open_table(QUEUE)?.iter()? {
         let (k, v) = row?;
@@ -144,6 +157,16 @@ pub(crate) fn filter_expired(raw: RawState, now_unix_ms: u64) -> (LoadedState, B
         cleanup.delete_session(client);
     }
     let live: BTreeSet<&str> = sessions.iter().map(|s| s.client_id.as_str()).collect();
+    let mut sent_limits = BTreeMap::new();
+    for (client, limit) in raw.sent_limits {
+        if live.contains(client.as_str()) {
+            sent_limits.insert(client, limit);
+        } else if !deleted.contains(&client) && !raw.queues.contains_key(&client) {
+            // A sent limit without a session row (or queue); deleting the session clears it.
+            deleted.insert(client.clone());
+            cleanup.delete_session(&client);
+        }
+    }
 
     let mut queues = BTreeMap::new();
     for (client, entries) in raw.queues {
@@ -155,9 +178,12 @@ pub(crate) fn filter_expired(raw: RawState, now_unix_ms: u64) -> (LoadedState, B
             }
             continue;
         }
+        let sent_below = sent_limits.get(&client).copied().unwrap_or(0);
         let mut kept = Vec::with_capacity(entries.len());
         for q in entries {
-            if q.message.is_expired(now_unix_ms) {
+            // An entry that may have been sent is in flight: its delivery started, so it is
+            // completed even if expired [MQTT-3.3.2-5].
+            if q.seq >= sent_below && q.message.is_expired(now_unix_ms) {
                 dropped.queued += 1;
                 cleanup.remove_queued(&client, q.seq);
             } else {
@@ -192,6 +218,7 @@ pub(crate) fn filter_expired(raw: RawState, now_unix_ms: u64) -> (LoadedState, B
     let state = LoadedState {
         sessions,
         queues,
+        sent_limits,
         retained,
         wills,
         dropped,

@@ -158,6 +158,9 @@ pub struct LoadedState {
     pub sessions: Vec<SessionRecord>,
     /// Offline queues per client id, each in sequence order.
     pub queues: BTreeMap<String, Vec<QueuedMessage>>,
+    /// Sent limits per client id (see `Batch::set_sent_limit`): its queue entries with a
+    /// lower sequence number may have been sent. Missing = 0 (none was).
+    pub sent_limits: BTreeMap<String, u64>,
     /// Retained messages, by topic order.
     pub retained: Vec<StoredMessage>,
     /// Pending wills per client id.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::apply::Limits;
-use crate::batch::{Batch, Commit};
+use crate::batch::{Batch, Commit, CommitResult};
 use crate::config::StoreConfig;
 use crate::db::{self, Accounts};
 use crate::error::StoreError;
@@ -141,7 +141,7 @@ impl Store {
             return Commit::ready(Err(StoreError::Closed));
         };
         let (reply, rx) = oneshot::channel();
-        match tx.try_send(Request::Submit(Submission { batch, reply })) {
+        match tx.try_send(Request::Submit(Submission::One { batch, reply })) {
             Ok(()) => Commit::waiting(rx),
             Err(TrySendError::Full(_)) => {
                 self.inner.stats.rejected_busy.fetch_add(1, Relaxed);
@@ -150,6 +150,32 @@ impl Store {
                 }))
             }
             Err(TrySendError::Disconnected(_)) => Commit::ready(Err(StoreError::Closed)),
+        }
+    }
+
+    /// Hands several independent batches to the writer thread in one submission (one
+    /// channel message, one completion): they join the same group commit, each applied
+    /// atomically and refused by a quota on its own, as if submitted one by one in this
+    /// order. Resolves to one result per batch, in order, once the commit is durable.
+    pub fn submit_each(&self, batches: Vec<Batch>) -> Commit<Vec<CommitResult>> {
+        let n = batches.len();
+        if batches.iter().all(Batch::is_empty) {
+            return Commit::ready(vec![Ok(Default::default()); n]);
+        }
+        let Some(tx) = &self.inner.tx else {
+            return Commit::ready(vec![Err(StoreError::Closed); n]);
+        };
+        let (reply, rx) = oneshot::channel();
+        match tx.try_send(Request::Submit(Submission::Each { batches, reply })) {
+            Ok(()) => Commit::waiting(rx),
+            Err(TrySendError::Full(_)) => {
+                self.inner.stats.rejected_busy.fetch_add(1, Relaxed);
+                let err = StoreError::Busy {
+                    limit: self.inner.max_pending,
+                };
+                Commit::ready(vec![Err(err); n])
+            }
+            Err(TrySendError::Disconnected(_)) => Commit::ready(vec![Err(StoreError::Closed); n]),
         }
     }
 

@@ -20,10 +20,48 @@ use crate::stats::StoreStats;
 /// Opens the database file; replaceable in tests (fault injection).
 pub(crate) type Opener = Arc<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
 
-/// A caller's batch with its completion handle.
-pub(crate) struct Submission {
-    pub batch: Batch,
-    pub reply: oneshot::Sender<CommitResult>,
+/// A caller's batch, or several independent batches, with the completion handle.
+pub(crate) enum Submission {
+    /// One batch ([`crate::Store::submit`]).
+    One {
+        batch: Batch,
+        reply: oneshot::Sender<CommitResult>,
+    },
+    /// Independent batches committed together, each with its own result
+    /// ([`crate::Store::submit_each`]).
+    Each {
+        batches: Vec<Batch>,
+        reply: oneshot::Sender<Vec<CommitResult>>,
+    },
+}
+
+impl Submission {
+    /// Encoded size, for the group's byte threshold.
+    fn cost(&self) -> usize {
+        match self {
+            Submission::One { batch, .. } => batch.cost,
+            Submission::Each { batches, .. } => batches.iter().map(|b| b.cost).sum(),
+        }
+    }
+}
+
+/// Where the results of a group's batches go: per submission, its reply and batch count.
+enum Reply {
+    One(oneshot::Sender<CommitResult>),
+    Each(oneshot::Sender<Vec<CommitResult>>, usize),
+}
+
+impl Reply {
+    fn fail(self, err: &StoreError) {
+        match self {
+            Reply::One(r) => {
+                let _ = r.send(Err(err.clone()));
+            }
+            Reply::Each(r, n) => {
+                let _ = r.send(vec![Err(err.clone()); n]);
+            }
+        }
+    }
 }
 
 /// What the writer thread is asked to do.
@@ -67,7 +105,7 @@ impl Writer {
                 }
                 Request::Submit(sub) => group.push(sub),
             }
-            let mut bytes = group[0].batch.cost;
+            let mut bytes = group[0].cost();
             let deadline = Instant::now() + self.interval;
             while bytes < self.max_bytes {
                 let next = if self.interval.is_zero() {
@@ -80,7 +118,7 @@ impl Writer {
                 };
                 match next {
                     Ok(Request::Submit(sub)) => {
-                        bytes += sub.batch.cost;
+                        bytes += sub.cost();
                         group.push(sub);
                     }
                     Ok(Request::Load { now_unix_ms, reply }) => {
@@ -118,8 +156,20 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        let (replies, batches): (Vec<_>, Vec<_>) =
-            group.into_iter().map(|s| (s.reply, s.batch)).unzip();
+        let mut replies = Vec::with_capacity(group.len());
+        let mut batches = Vec::with_capacity(group.len());
+        for sub in group {
+            match sub {
+                Submission::One { batch, reply } => {
+                    replies.push(Reply::One(reply));
+                    batches.push(batch);
+                }
+                Submission::Each { batches: b, reply } => {
+                    replies.push(Reply::Each(reply, b.len()));
+                    batches.extend(b);
+                }
+            }
+        }
         if let Err(err) = self.ensure_open() {
             fail_all(replies.into_iter(), &err);
             return;
@@ -142,8 +192,20 @@ impl Writer {
                 for limit in done.results.iter().filter_map(|r| r.as_ref().err()) {
                     self.stats.record_rejection(*limit);
                 }
-                for (reply, result) in replies.into_iter().zip(done.results) {
-                    let _ = reply.send(result.map_err(|limit| StoreError::QuotaExceeded { limit }));
+                let mut results = done
+                    .results
+                    .into_iter()
+                    .map(|r| r.map_err(|limit| StoreError::QuotaExceeded { limit }));
+                for reply in replies {
+                    match reply {
+                        Reply::One(r) => {
+                            let result = results.next().unwrap_or(Err(StoreError::Closed));
+                            let _ = r.send(result);
+                        }
+                        Reply::Each(r, n) => {
+                            let _ = r.send(results.by_ref().take(n).collect());
+                        }
+                    }
                 }
                 return;
             }
@@ -217,7 +279,7 @@ impl Writer {
             return Ok(Committed::default());
         }
         let (tx, rx) = oneshot::channel();
-        self.commit_group(vec![Submission { batch, reply: tx }]);
+        self.commit_group(vec![Submission::One { batch, reply: tx }]);
         rx.try_recv().unwrap_or(Err(StoreError::Closed))
     }
 }
@@ -234,8 +296,8 @@ struct Transacted {
     committed: bool,
 }
 
-fn fail_all(replies: impl Iterator<Item = oneshot::Sender<CommitResult>>, err: &StoreError) {
+fn fail_all(replies: impl Iterator<Item = Reply>, err: &StoreError) {
     for reply in replies {
-        let _ = reply.send(Err(err.clone()));
+        reply.fail(err);
     }
 }

@@ -384,3 +384,48 @@ fn disabled_or_invalid_config_is_refused() {
     let err = Store::open(&cfg).unwrap_err().to_string();
     assert!(err.contains("store.commit_max_bytes"), "{err}");
 }
+
+/// `submit_each`: independent batches in one submission, one result each, in order; a batch
+/// refused by a quota leaves the others committed.
+#[test]
+fn submit_each_commits_batches_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        max_messages_per_session: 1,
+        ..config(dir.path())
+    };
+    let store = Store::open(&cfg).unwrap();
+    for c in ["a", "b"] {
+        store
+            .put_session(&session(c, NEVER_EXPIRES, None))
+            .wait()
+            .unwrap();
+    }
+    let one = |client: &str, body: &[u8]| {
+        let mut b = Batch::new();
+        b.enqueue(client, &msg("t", body));
+        b
+    };
+    let results = store
+        .submit_each(vec![
+            one("a", b"1"),
+            one("a", b"2"),
+            one("b", b"3"),
+            Batch::new(),
+        ])
+        .wait();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap().seqs, vec![Some(0)]);
+    assert!(
+        results[1].as_ref().unwrap_err().is_quota(),
+        "a's queue is full"
+    );
+    assert_eq!(results[2].as_ref().unwrap().seqs, vec![Some(0)]);
+    assert!(results[3].as_ref().unwrap().seqs.is_empty());
+    let state = store.load_all(now_ms()).unwrap();
+    assert_eq!(state.queues["a"].len(), 1);
+    assert_eq!(state.queues["b"].len(), 1);
+    // Nothing to write: ready at once, one result per batch.
+    let empty = store.submit_each(vec![Batch::new(), Batch::new()]).wait();
+    assert!(empty.iter().all(Result::is_ok) && empty.len() == 2);
+}

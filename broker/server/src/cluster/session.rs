@@ -205,7 +205,13 @@ pub async fn import(ctx: &Rc<ThreadCtx>, client_id: &str, clean_start: bool) {
             .persist_session(&mut moving.session, pv, Some(now), &clock)
             .await;
         match stored {
-            Ok(c) => moving.ledger = QueueLedger::from_seqs(c.seqs.into_iter().flatten()),
+            Ok(c) => {
+                // Stored anew: the queue entries' numbers fix the packet ids.
+                moving.session.set_queued_packet_ids(
+                    c.seqs.iter().map(|seq| seq.map(durable::packet_id_for)),
+                );
+                moving.ledger = QueueLedger::from_seqs(c.seqs.into_iter().flatten());
+            }
             Err(e) => {
                 tracing::warn!(client_id, error = %e, "session from another node not stored");
             }

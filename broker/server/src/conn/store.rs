@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use halyard_codec::{ProtocolVersion, QoS, ReasonCode};
 use halyard_session::{ClientId, Message, Session, SessionChanges, Will};
+use halyard_store::{Batch, Committed, StoreError};
 
 use super::ConnTask;
 use crate::cluster::{AckWait, Forward};
-use crate::durable::{self, Pending, QueueLedger};
+use crate::durable::{self, QueueLedger};
 use crate::engine::publish;
 use crate::engine::thread::count_drop;
 use crate::engine::{Moving, Routed, SessionKey};
@@ -19,8 +20,10 @@ use crate::engine::{Moving, Routed, SessionKey};
 pub(super) struct StepPublish {
     packet_id: Option<u16>,
     routed: Vec<Routed>,
-    /// `None`: refused by the ACL with `code`, nothing to store.
-    pending: Option<Pending>,
+    /// Its writes, submitted together with the step's other PUBLISHes' by
+    /// [`ConnTask::complete_staged`]. `None`: nothing to store (or refused by the ACL with
+    /// `code`).
+    batch: Option<Batch>,
     /// In a cluster, a QoS 1/2 PUBLISH's wait for its retained update's commit.
     retained: Option<crate::cluster::retained::RetainWait>,
     /// A copy for another node is queued only when `retained` is awaited (a full link
@@ -126,6 +129,10 @@ impl ConnTask {
             .await
         {
             Ok(c) => {
+                // Stored anew: the queue entries' numbers fix the packet ids.
+                session.set_queued_packet_ids(
+                    c.seqs.iter().map(|seq| seq.map(durable::packet_id_for)),
+                );
                 self.ledger = QueueLedger::from_seqs(c.seqs.into_iter().flatten());
                 self.set_persistent(true);
                 Ok(Some(session))
@@ -189,7 +196,7 @@ impl ConnTask {
             self.step.push(StepPublish {
                 packet_id,
                 routed: Vec::new(),
-                pending: None,
+                batch: None,
                 retained: None,
                 blocked: false,
                 code,
@@ -224,47 +231,76 @@ impl ConnTask {
             _ => None,
         };
         let clock = durable::wall_clock(now);
-        let pending = broker
+        let batch = broker
             .durable
-            .persist_publish_from(&message, &targets, incoming, &clock);
+            .publish_batch(&message, &targets, incoming, &clock);
         drop(targets);
         self.step.push(StepPublish {
             packet_id,
             routed,
-            pending: Some(pending),
+            batch,
             retained,
             blocked,
             code: ReasonCode::SUCCESS,
         });
     }
 
-    /// Waits for the staged PUBLISHes' commits in arrival order, then routes and
-    /// acknowledges each; a refused one gets the store's reason code (5.0) or closes the
-    /// connection (3.1.1 has no way to refuse a PUBLISH).
+    /// Submits the staged PUBLISHes' writes in one submission (one group commit, one
+    /// wake-up), waits for it, then routes and acknowledges each in arrival order; a refused
+    /// one gets the store's reason code (5.0) or closes the connection (3.1.1 has no way to
+    /// refuse a PUBLISH).
     pub(super) async fn complete_staged(&mut self) {
-        for p in std::mem::take(&mut self.step) {
+        let mut step = std::mem::take(&mut self.step);
+        let mut batches = Vec::new();
+        let mut had_batch = Vec::with_capacity(step.len());
+        for p in &mut step {
+            let b = p.batch.take();
+            had_batch.push(b.is_some());
+            batches.extend(b);
+        }
+        let mut results = if batches.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            self.ctx
+                .broker
+                .durable
+                .submit_each(batches)
+                .await
+                .into_iter()
+        };
+        for (p, had_batch) in step.into_iter().zip(had_batch) {
             let mut code = p.code;
-            if let Some(pending) = p.pending {
-                match pending.await {
-                    Ok(committed) => {
-                        let mut routed = p.routed;
-                        publish::apply_seqs(&mut routed, committed.seqs);
-                        for r in routed {
-                            self.outbox.push(r);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(client_id = ?self.client_id, error = %e, "publish refused by the store");
-                        code = e.reason_code();
-                        self.ctx.stats().store_refused(code);
-                        if p.packet_id.is_some()
-                            && self.conn.protocol_version() != ProtocolVersion::V5
-                        {
-                            self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
-                            continue;
-                        }
+            let result = if had_batch {
+                // `submit_each` answers every batch; a missing answer means a closed store.
+                Some(
+                    results
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Closed.into())),
+                )
+            } else if code == ReasonCode::SUCCESS {
+                Some(Ok(Committed::default()))
+            } else {
+                None
+            };
+            match result {
+                Some(Ok(committed)) => {
+                    let mut routed = p.routed;
+                    publish::apply_seqs(&mut routed, committed.seqs);
+                    for r in routed {
+                        self.outbox.push(r);
                     }
                 }
+                Some(Err(e)) => {
+                    tracing::debug!(client_id = ?self.client_id, error = %e, "publish refused by the store");
+                    code = e.reason_code();
+                    self.ctx.stats().store_refused(code);
+                    if p.packet_id.is_some() && self.conn.protocol_version() != ProtocolVersion::V5
+                    {
+                        self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
+                        continue;
+                    }
+                }
+                None => {}
             }
             if let Some(wait) = p.retained
                 && let Err(e) = wait.await

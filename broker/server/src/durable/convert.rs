@@ -123,6 +123,7 @@ pub fn stored_to_delivery(
             qos,
             retain: s.retain,
             subscription_ids: blob.subscription_ids,
+            packet_id: None,
         },
         blob.order,
     ))

@@ -10,8 +10,10 @@
 //! routed to, retained update stored); a session's output is transmitted only once
 //! [`Durability::persist_changes`] for the step that produced it resolved (outgoing
 //! in-flight entries before their PUBLISH/PUBREL leave, incoming QoS 2 ids before their
-//! PUBREC leaves). Nothing here blocks a runtime thread: the returned [`Pending`] futures
-//! complete when the store's group commit is durable. See
+//! PUBREC leaves; a QoS 1 delivery in flight by reference to its queue entry writes nothing
+//! before it leaves but needs the session's sent limit durable, see [`QueueLedger`]).
+//! Nothing here blocks a runtime thread: the returned [`Pending`] futures complete when the
+//! store's group commit is durable. See
 //! `/work/notes/durable-integration.md` for where each call goes.
 
 pub mod blob;
@@ -23,6 +25,8 @@ mod tests;
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,10 +35,11 @@ use halyard_session::{
     ClientId, Delivery, Message, PartsError, Session, SessionChanges, WallClock, Will,
 };
 use halyard_store::{
-    Batch, CommitFuture, Committed, LoadedState, Store, StoreConfig, StoreError, StoreStats,
+    Batch, CommitFuture, CommitResult, Committed, LoadedState, Store, StoreConfig, StoreError,
+    StoreStats,
 };
 
-pub use ledger::QueueLedger;
+pub use ledger::{QueueLedger, SENT_LEASE, packet_id_for};
 pub use restore::{RestoredSession, RestoredState, RestoredWill, restore};
 
 use blob::BlobError;
@@ -94,6 +99,8 @@ pub fn wall_clock(now: Instant) -> WallClock {
 #[must_use = "the write is durable only when this resolves"]
 pub struct Pending {
     state: PendingState,
+    /// On success, raise this sent limit to this value (see [`ledger::SENT_LEASE`]).
+    raise: Option<(Arc<AtomicU64>, u64)>,
 }
 
 #[derive(Debug)]
@@ -106,12 +113,14 @@ impl Pending {
     fn ready(r: Result<Committed, DurableError>) -> Self {
         Pending {
             state: PendingState::Ready(Some(r)),
+            raise: None,
         }
     }
 
     fn submit(store: &Store, batch: Batch) -> Self {
         Pending {
             state: PendingState::Waiting(store.submit(batch).into_future()),
+            raise: None,
         }
     }
 
@@ -125,20 +134,76 @@ impl Future for Pending {
     type Output = Result<Committed, DurableError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            PendingState::Ready(r) => {
-                Poll::Ready(r.take().unwrap_or(Err(StoreError::Closed.into())))
-            }
-            PendingState::Waiting(f) => Pin::new(f).poll(cx).map(|r| r.map_err(Into::into)),
+        let r = match &mut self.state {
+            PendingState::Ready(r) => r.take().unwrap_or(Err(StoreError::Closed.into())),
+            PendingState::Waiting(f) => match Pin::new(f).poll(cx) {
+                Poll::Ready(r) => r.map_err(Into::into),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        if r.is_ok()
+            && let Some((limit, to)) = self.raise.take()
+        {
+            limit.fetch_max(to, Ordering::AcqRel);
         }
+        Poll::Ready(r)
     }
+}
+
+/// Several independent writes on their way to disk ([`Durability::submit_each`]): resolves
+/// to one result per batch, in order.
+#[derive(Debug)]
+#[must_use = "the writes are durable only when this resolves"]
+pub struct PendingEach {
+    n: usize,
+    state: PendingEachState,
+}
+
+#[derive(Debug)]
+enum PendingEachState {
+    Ready(Option<Vec<CommitResult>>),
+    Waiting(CommitFuture<Vec<CommitResult>>),
+}
+
+impl Future for PendingEach {
+    type Output = Vec<Result<Committed, DurableError>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let n = self.n;
+        let results = match &mut self.state {
+            PendingEachState::Ready(r) => r.take().unwrap_or_default(),
+            PendingEachState::Waiting(f) => match Pin::new(f).poll(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        // A store that closed mid-way answers with fewer results: the rest failed.
+        let disabled = matches!(self.state, PendingEachState::Ready(_));
+        let mut out: Vec<_> = results
+            .into_iter()
+            .map(|r| r.map_err(DurableError::from))
+            .collect();
+        while out.len() < n {
+            out.push(if disabled {
+                Ok(Committed::default())
+            } else {
+                Err(StoreError::Closed.into())
+            });
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// Whether two deliveries of one message are stored alike.
+fn same_delivery(a: &Delivery, b: &Delivery) -> bool {
+    a.qos == b.qos && a.retain == b.retain && a.subscription_ids == b.subscription_ids
 }
 
 /// One persistent session a published message was routed to.
 #[derive(Debug, Clone, Copy)]
 pub struct DurableTarget<'a> {
     /// The subscriber's client identifier.
-    pub client_id: &'a str,
+    pub client_id: &'a ClientId,
     /// What it gets.
     pub delivery: &'a Delivery,
 }
@@ -262,29 +327,77 @@ impl Durability {
         incoming_qos2: Option<(&str, u16)>,
         clock: &WallClock,
     ) -> Pending {
-        if self.store.is_none() || (!message.retain && targets.is_empty()) {
-            return Pending::ready(Ok(Committed {
+        match (
+            &self.store,
+            self.publish_batch(message, targets, incoming_qos2, clock),
+        ) {
+            (Some(store), Some(batch)) => Pending::submit(store, batch),
+            _ => Pending::ready(Ok(Committed {
                 seqs: vec![None; targets.len()],
-            }));
+            })),
         }
-        self.submit(|b| {
-            if message.retain {
-                if message.payload.is_empty() {
-                    b.delete_retained(&message.topic);
-                } else {
-                    b.set_retained(&convert::message_to_stored(message, clock));
-                }
+    }
+
+    /// The writes of [`Durability::persist_publish_from`] as a batch, to be submitted with
+    /// others through [`Durability::submit_each`]; `None` when there is nothing to write
+    /// (store disabled, no retained update and no persistent target): acknowledge at once.
+    /// Targets with the same delivery (QoS, RETAIN, subscription identifiers) share one
+    /// encoding of the message.
+    pub fn publish_batch(
+        &self,
+        message: &Message,
+        targets: &[DurableTarget<'_>],
+        incoming_qos2: Option<(&str, u16)>,
+        clock: &WallClock,
+    ) -> Option<Batch> {
+        if self.store.is_none() || (!message.retain && targets.is_empty()) {
+            return None;
+        }
+        let mut b = Batch::new();
+        if message.retain {
+            if message.payload.is_empty() {
+                b.delete_retained(&message.topic);
+            } else {
+                b.set_retained(&convert::message_to_stored(message, clock));
             }
-            for t in targets {
-                let stored = convert::delivery_to_stored(t.delivery, None, clock);
-                b.enqueue_many([t.client_id], &stored);
-            }
-            if let Some((publisher, id)) = incoming_qos2
-                && !targets.is_empty()
-            {
-                b.set_incoming_qos2(publisher, id);
-            }
-        })
+        }
+        let mut done = 0;
+        while done < targets.len() {
+            // Targets [done..end) with the same delivery as targets[done], in target order
+            // (`Committed::seqs` follows the target order).
+            let first = targets[done].delivery;
+            let end = done
+                + targets[done..]
+                    .iter()
+                    .take_while(|t| same_delivery(t.delivery, first))
+                    .count();
+            let stored = convert::delivery_to_stored(first, None, clock);
+            b.enqueue_many(targets[done..end].iter().map(|t| t.client_id), &stored);
+            done = end;
+        }
+        if let Some((publisher, id)) = incoming_qos2
+            && !targets.is_empty()
+        {
+            b.set_incoming_qos2(publisher, id);
+        }
+        Some(b)
+    }
+
+    /// Submits independent batches (e.g. the PUBLISHes of one step) in one submission: one
+    /// group commit, one wake-up, one result per batch in order. Ready at once when the store
+    /// is disabled or there is nothing to write.
+    pub fn submit_each(&self, batches: Vec<Batch>) -> PendingEach {
+        let n = batches.len();
+        match &self.store {
+            Some(store) if n > 0 => PendingEach {
+                n,
+                state: PendingEachState::Waiting(store.submit_each(batches).into_future()),
+            },
+            _ => PendingEach {
+                n,
+                state: PendingEachState::Ready(Some(Vec::new())),
+            },
+        }
     }
 
     /// Writes what changed in a session: `changes` from [`Session::take_changes`] or
@@ -292,8 +405,16 @@ impl Durability {
     /// entries from. Outgoing in-flight entries are written or removed, incoming QoS 2 ids
     /// recorded or released, queue entries that left the session's queue (through `ledger`,
     /// popped or consumed) removed, and the whole record rewritten when subscriptions or
-    /// expiry changed. Transmit the connection's output only once this resolved `Ok`. Ready
-    /// at once when nothing changed.
+    /// expiry changed. Transmit the connection's output only once this resolved `Ok`.
+    ///
+    /// Two shortcuts keep the common QoS 1 path to one insert and one delete per message:
+    /// a stored delivery that goes in flight at QoS 1 with the packet id its queue entry
+    /// fixes ([`packet_id_for`]) keeps that entry as its store copy (no in-flight entry; see
+    /// [`QueueLedger`]), and a step whose writes are only removals (PUBACK, PUBCOMP, dropped
+    /// messages) does not wait for them: losing them in a crash only means a redelivery (at
+    /// least once), never a loss. Ready at once then, and when nothing changed. The
+    /// session's sent limit ([`SENT_LEASE`]) is moved ahead of the entries sent by reference:
+    /// awaited only by a step that sends past the durable limit.
     pub fn persist_changes(
         &self,
         changes: SessionChanges,
@@ -302,39 +423,143 @@ impl Durability {
         protocol_version: u8,
         clock: &WallClock,
     ) -> Pending {
-        if self.store.is_none() || (changes.is_empty() && !ledger.has_consumed()) {
+        let Some(store) = &self.store else {
+            return Pending::ready(Ok(Committed::default()));
+        };
+        if changes.is_empty() && !ledger.has_consumed() {
             return Pending::ready(Ok(Committed::default()));
         }
-        let client = session.client_id().clone();
-        let mut removed = ledger.popped(changes.queue_popped);
-        removed.extend(ledger.take_consumed());
-        self.submit(|b| {
-            if changes.subscriptions || changes.expiry_interval {
-                b.put_session(&convert::session_to_record(
-                    session,
-                    protocol_version,
-                    None,
-                    clock,
-                ));
-            } else {
-                for id in &changes.outgoing {
-                    match session.outgoing_parts(*id) {
-                        Some(o) => b.set_inflight(&client, &convert::outgoing_to_entry(&o, clock)),
-                        None => b.ack_inflight(&client, *id),
+        let client = session.client_id();
+        let mut left = ledger.popped_tracked(changes.queue_popped);
+        left.extend(ledger.take_consumed());
+        // Writes that must be durable before the output showing them.
+        let mut ahead = Batch::new();
+        // A new sent limit written in this step.
+        let mut lease = None;
+        // Removals: they may follow.
+        let mut lazy = Batch::new();
+        if changes.subscriptions || changes.expiry_interval {
+            ahead.put_session(&convert::session_to_record(
+                session,
+                protocol_version,
+                None,
+                clock,
+            ));
+            // The record holds every in-flight entry, by-reference ones included.
+            for (_, seq) in ledger.take_by_ref() {
+                ahead.remove_queued(client, seq);
+            }
+        } else {
+            let mut wrote_inflight = false;
+            // The newest queue entry sent by reference in this step.
+            let mut top: Option<u64> = None;
+            for id in &changes.outgoing {
+                let id = *id;
+                let Some(o) = session.outgoing_parts(id) else {
+                    match ledger.unmap_by_ref(id) {
+                        Some(seq) => lazy.remove_queued(client, seq),
+                        None => lazy.ack_inflight(client, id),
                     };
+                    continue;
+                };
+                match ledger.by_ref_state(id, &o.delivery.message) {
+                    // Unchanged (a resend): its queue entry still stands for it.
+                    Some(true) => continue,
+                    Some(false) => {
+                        if let Some(seq) = ledger.unmap_by_ref(id) {
+                            lazy.remove_queued(client, seq);
+                        }
+                    }
+                    None => {}
                 }
-                for id in &changes.incoming_qos2 {
-                    if session.has_incoming_qos2(*id) {
-                        b.set_incoming_qos2(&client, *id);
-                    } else {
-                        b.release_incoming_qos2(&client, *id);
+                // By reference only with the packet id its queue entry fixes, so that the
+                // same id comes back after a restart.
+                if o.delivery.qos == halyard_codec::QoS::AtLeastOnce
+                    && let Some(i) = left.iter().position(|t| {
+                        t.seq.is_some_and(|seq| packet_id_for(seq) == id)
+                            && t.message
+                                .as_ref()
+                                .is_some_and(|m| Arc::ptr_eq(m, &o.delivery.message))
+                    })
+                {
+                    let t = left.swap_remove(i);
+                    if let (Some(seq), Some(m)) = (t.seq, t.message) {
+                        ledger.map_by_ref(id, seq, m);
+                        top = top.max(Some(seq));
+                        continue;
                     }
                 }
+                ahead.set_inflight(client, &convert::outgoing_to_entry(&o, clock));
+                wrote_inflight = true;
             }
-            for seq in removed {
-                b.remove_queued(&client, seq);
+            if wrote_inflight && ledger.has_by_ref() {
+                // Keep the resend order after a crash: in-flight entries are restored before
+                // the queue, so every by-reference entry becomes an in-flight entry as soon as
+                // a later one is written as such.
+                for (id, seq) in ledger.take_by_ref() {
+                    if let Some(o) = session.outgoing_parts(id) {
+                        ahead.set_inflight(client, &convert::outgoing_to_entry(&o, clock));
+                    }
+                    ahead.remove_queued(client, seq);
+                }
             }
-        })
+            for id in &changes.incoming_qos2 {
+                if session.has_incoming_qos2(*id) {
+                    ahead.set_incoming_qos2(client, *id);
+                } else {
+                    ahead.release_incoming_qos2(client, *id);
+                }
+            }
+            if let Some(top) = top {
+                lease = Self::extend_lease(ledger, client, top, &mut ahead, &mut lazy);
+            }
+        }
+        for seq in left.into_iter().filter_map(|t| t.seq) {
+            lazy.remove_queued(client, seq);
+        }
+        if ahead.is_empty() {
+            // Nothing to wait for; removals are ordered after every earlier submission.
+            if !lazy.is_empty() {
+                let commit = store.submit(lazy);
+                match lease {
+                    Some(limit) => ledger.lease.submitted(limit, commit),
+                    None => drop(commit),
+                }
+            }
+            return Pending::ready(Ok(Committed::default()));
+        }
+        // Removals of entries replaced in this step commit with their replacement (a popped
+        // QoS 2 delivery must not exist both queued and in flight).
+        ahead.append(lazy);
+        let mut pending = Pending::submit(store, ahead);
+        pending.raise = lease.map(|limit| (ledger.lease.durable.clone(), limit));
+        pending
+    }
+
+    /// The sent limit for a step that sent queue entries up to `top` by reference (see
+    /// [`SENT_LEASE`]): below the durable limit nothing waits; past it, the step's output
+    /// waits for a new limit (`ahead`); near it, a new limit goes with the removals
+    /// (`lazy`). Returns the limit written, if any.
+    fn extend_lease(
+        ledger: &mut QueueLedger,
+        client: &ClientId,
+        top: u64,
+        ahead: &mut Batch,
+        lazy: &mut Batch,
+    ) -> Option<u64> {
+        ledger.lease.poll();
+        let limit = top.saturating_add(SENT_LEASE);
+        if top >= ledger.lease.durable() {
+            ahead.set_sent_limit(client, limit);
+            Some(limit)
+        } else if !ledger.lease.has_pending()
+            && top.saturating_add(SENT_LEASE / 2) >= ledger.lease.reach()
+        {
+            lazy.set_sent_limit(client, limit);
+            Some(limit)
+        } else {
+            None
+        }
     }
 
     /// The session's connection closed and it stays offline: writes its whole record (with
@@ -355,7 +580,9 @@ impl Durability {
         }
         let client = session.client_id().clone();
         let mut removed = ledger.popped(changes.queue_popped);
-        removed.extend(ledger.take_consumed());
+        removed.extend(ledger.take_consumed().into_iter().filter_map(|t| t.seq));
+        // The record holds every in-flight entry, by-reference ones included.
+        removed.extend(ledger.take_by_ref().into_iter().map(|(_, seq)| seq));
         let record = convert::session_to_record(session, protocol_version, Some(now), clock);
         self.submit(|b| {
             b.put_session(&record);
@@ -369,8 +596,9 @@ impl Durability {
     /// state and offline queue (every queued message is stored). Use it when a session
     /// becomes persistent (CONNECT accepted with expiry > 0) and when it is parked
     /// (`disconnected_at = Some(now)`). On `Ok`, replace the session's ledger with
-    /// `QueueLedger::from_seqs(committed.seqs.into_iter().flatten())`. Also starts change
-    /// tracking on the session.
+    /// `QueueLedger::from_seqs(committed.seqs.into_iter().flatten())` and give the queued
+    /// deliveries the packet ids their new entries fix (`Session::set_queued_packet_ids`
+    /// with [`packet_id_for`]). Also starts change tracking on the session.
     pub fn persist_session(
         &self,
         session: &mut Session,

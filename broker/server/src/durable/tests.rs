@@ -96,6 +96,7 @@ fn delivery(m: &Arc<Message>, qos: QoS) -> Delivery {
         qos,
         retain: false,
         subscription_ids: smallvec![3],
+        packet_id: None,
     }
 }
 
@@ -191,6 +192,9 @@ fn session_round_trips_through_the_store() {
         }),
         QoS::AtLeastOnce,
     );
+    // Restored queue entries 0 and 1 fix packet ids 1 and 2.
+    want.queued[0].packet_id = Some(1);
+    want.queued[1].packet_id = Some(2);
     assert_eq!(back, want);
 }
 
@@ -225,6 +229,25 @@ fn drain(conn: &mut Connection) {
     }
 }
 
+/// A 5.0 connection whose CONNECT was accepted with a fresh session stored first (as the
+/// connection task does for a persistent session), and its empty ledger.
+fn connect_stored(
+    d: &Durability,
+    cfg: &Arc<SessionConfig>,
+    client: &str,
+    now: Instant,
+    clock: &WallClock,
+) -> (Connection, QueueLedger) {
+    let mut conn = Connection::new(cfg.clone(), now);
+    feed(&mut conn, now, v5_connect(client));
+    assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
+    let mut fresh = Session::new(client.into(), 600, cfg);
+    block(d.persist_session(&mut fresh, 5, None, clock)).unwrap();
+    conn.accept_connect(now, Some(fresh), false);
+    drain(&mut conn);
+    (conn, QueueLedger::new())
+}
+
 /// The incremental path the connection task uses: persist_changes after every step.
 #[test]
 fn incremental_changes_match_the_live_session_after_reopen() {
@@ -237,14 +260,7 @@ fn incremental_changes_match_the_live_session_after_reopen() {
     let clock = WallClock::new(now, T0);
     let live = {
         let d = dir.open();
-        let mut conn = Connection::new(cfg.clone(), now);
-        feed(&mut conn, now, v5_connect("inc"));
-        assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
-        let mut fresh = Session::new("inc".into(), 600, &cfg);
-        block(d.persist_session(&mut fresh, 5, None, &clock)).unwrap();
-        let mut ledger = QueueLedger::new();
-        conn.accept_connect(now, Some(fresh), false);
-        drain(&mut conn);
+        let (mut conn, mut ledger) = connect_stored(&d, &cfg, "inc", now, &clock);
         // Four messages routed: persisted to the queue first, then delivered.
         let msgs: Vec<Arc<Message>> = (0..4)
             .map(|i| message(&format!("m/{i}"), QoS::ExactlyOnce, None))
@@ -254,7 +270,7 @@ fn incremental_changes_match_the_live_session_after_reopen() {
             let c = block(d.persist_publish(
                 m,
                 &[DurableTarget {
-                    client_id: "inc",
+                    client_id: &ClientId::from("inc"),
                     delivery: &dl,
                 }],
                 &clock,
@@ -262,6 +278,11 @@ fn incremental_changes_match_the_live_session_after_reopen() {
             .unwrap();
             let seq = c.seqs[0];
             assert!(seq.is_some());
+            // As `publish::apply_seqs`: the queue entry fixes the packet id.
+            let dl = Delivery {
+                packet_id: seq.map(packet_id_for),
+                ..dl
+            };
             // Window of 2: the first two go in flight, the rest wait in the queue.
             match conn.deliver(now, dl) {
                 halyard_session::DeliverOutcome::Queued => ledger.pushed(seq),
@@ -315,6 +336,175 @@ fn incremental_changes_match_the_live_session_after_reopen() {
     assert_eq!(state.sessions[0].ledger.len(), 1);
 }
 
+/// Drives a connected, stored session through `script` (deliveries published to it first,
+/// each persisted like the connection task does; then PUBACKs), and drops everything without
+/// parking the session (a crash). Returns the live session's parts at the crash and what the
+/// reopened store restores.
+fn crash_after(qos: &[QoS], pubacks: &[u16], max_inflight: u16) -> (SessionParts, SessionParts) {
+    let dir = TempDir::new();
+    let cfg = Arc::new(SessionConfig {
+        max_inflight,
+        ..SessionConfig::default()
+    });
+    let now = Instant::now();
+    let clock = WallClock::new(now, T0);
+    let live = {
+        let d = dir.open();
+        let (mut conn, mut ledger) = connect_stored(&d, &cfg, "byref", now, &clock);
+        for (i, q) in qos.iter().enumerate() {
+            let m = message(&format!("m/{i}"), *q, None);
+            let dl = delivery(&m, *q);
+            let c = block(d.persist_publish(
+                &m,
+                &[DurableTarget {
+                    client_id: &ClientId::from("byref"),
+                    delivery: &dl,
+                }],
+                &clock,
+            ))
+            .unwrap();
+            // As `publish::apply_seqs`: the queue entry fixes the packet id.
+            let dl = Delivery {
+                packet_id: c.seqs[0].map(packet_id_for),
+                ..dl
+            };
+            match conn.deliver(now, dl) {
+                halyard_session::DeliverOutcome::Queued => ledger.pushed_message(c.seqs[0], &m),
+                _ => ledger.consumed_message(c.seqs[0], &m),
+            }
+            persist(&d, &mut conn, &mut ledger, &clock);
+            drain(&mut conn);
+        }
+        for id in pubacks {
+            feed(&mut conn, now, Packet::PubAck(PubResponse::new(*id)));
+            persist(&d, &mut conn, &mut ledger, &clock);
+            drain(&mut conn);
+        }
+        // Dropping `d` waits for the writer to commit what was submitted (lazy removals
+        // included), as a running broker would have done before a later crash.
+        conn.take_session_changes().expect("accepted").1.to_parts()
+    };
+    let d = dir.open();
+    let state = d.load(Instant::now(), &SessionConfig::default()).unwrap();
+    assert_eq!(state.sessions.len(), 1);
+    (live, state.sessions[0].session.to_parts())
+}
+
+/// (topic, packet id, DUP on resend) of in-flight messages, in resend order.
+fn resends(parts: &SessionParts) -> Vec<(String, u16, bool)> {
+    let mut out = parts.outgoing.clone();
+    out.sort_by_key(|o| o.order);
+    out.into_iter()
+        .map(|o| {
+            (
+                o.delivery.message.topic.to_string(),
+                o.packet_id,
+                o.ever_sent,
+            )
+        })
+        .collect()
+}
+
+/// QoS 1 deliveries sent at once keep their queue entry as their only store copy (no
+/// in-flight entry is written) until the PUBACK; after a crash the unacknowledged ones
+/// below the sent limit come back in flight with the packet ids they were sent with and
+/// DUP=1 [MQTT-4.4.0-1], in order, and the acknowledged ones are gone.
+#[test]
+fn qos1_in_flight_by_reference_comes_back_with_its_packet_id_after_a_crash() {
+    let (live, parts) = crash_after(&[QoS::AtLeastOnce; 5], &[1, 3], 3);
+    // m/0 and m/2 acknowledged; m/1, m/3 (popped when a window slot freed) and m/4 (sent
+    // after) in flight.
+    let live: Vec<_> = resends(&live)
+        .into_iter()
+        .map(|(t, id, _)| (t, id))
+        .collect();
+    assert_eq!(
+        live,
+        [("m/1".into(), 2), ("m/3".into(), 4), ("m/4".into(), 5)]
+    );
+    let back = resends(&parts);
+    let want: Vec<_> = live.into_iter().map(|(t, id)| (t, id, true)).collect();
+    assert_eq!(back, want);
+    assert!(parts.queued.is_empty(), "{:?}", parts.queued);
+}
+
+/// A QoS 2 delivery written in flight after QoS 1 ones stored by reference turns those into
+/// in-flight entries too, so that the resend order after a crash is the send order.
+#[test]
+fn qos2_in_flight_after_by_reference_qos1_keeps_the_resend_order() {
+    let (_, parts) = crash_after(
+        &[
+            QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
+            QoS::ExactlyOnce,
+            QoS::AtLeastOnce,
+        ],
+        &[],
+        10,
+    );
+    let ids = resends(&parts);
+    // m/3 was sent by reference after the QoS 2 entry: it comes back after it.
+    assert_eq!(
+        ids,
+        [
+            ("m/0".into(), 1, true),
+            ("m/1".into(), 2, true),
+            ("m/2".into(), 3, true),
+            ("m/3".into(), 4, true)
+        ]
+    );
+    assert!(parts.queued.is_empty());
+}
+
+/// At restart the queue is split at the sent limit: a QoS 1 entry below it may have been
+/// sent (in flight by reference) and is resent with the packet id its entry fixes and DUP=1;
+/// a QoS 0 entry below it may have been sent and is not sent again (at most once); a QoS 2
+/// entry below it was not sent (its in-flight entry would have replaced it) and stays
+/// queued; entries from the limit on were never sent and stay queued, with fixed ids.
+#[test]
+fn restored_queue_is_split_at_the_sent_limit() {
+    let dir = TempDir::new();
+    let cfg = SessionConfig::default();
+    let clock = WallClock::new(Instant::now(), T0);
+    {
+        let d = dir.open();
+        let mut fresh = Session::new("split".into(), 600, &cfg);
+        block(d.persist_session(&mut fresh, 5, None, &clock)).unwrap();
+        let store = d.store.as_ref().expect("enabled");
+        let mut b = halyard_store::Batch::new();
+        for (i, q) in [
+            QoS::AtMostOnce,
+            QoS::AtLeastOnce,
+            QoS::ExactlyOnce,
+            QoS::AtLeastOnce,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let m = message(&format!("m/{i}"), q, None);
+            b.enqueue(
+                "split",
+                &convert::delivery_to_stored(&delivery(&m, q), None, &clock),
+            );
+        }
+        b.set_sent_limit("split", 3);
+        store.submit(b).wait().unwrap();
+    }
+    let d = dir.open();
+    let state = d.load(Instant::now(), &cfg).unwrap();
+    let r = &state.sessions[0];
+    assert_eq!(r.stale_queued, [0], "the QoS 0 entry is removed");
+    let parts = r.session.to_parts();
+    assert_eq!(resends(&parts), [("m/1".into(), 2, true)]);
+    let queued: Vec<_> = parts
+        .queued
+        .iter()
+        .map(|d| (d.message.topic.to_string(), d.packet_id))
+        .collect();
+    assert_eq!(queued, [("m/2".into(), Some(3)), ("m/3".into(), Some(4))]);
+    assert_eq!(r.ledger.len(), 2);
+}
+
 fn persist(d: &Durability, conn: &mut Connection, ledger: &mut QueueLedger, clock: &WallClock) {
     let (changes, session) = conn.take_session_changes().expect("accepted");
     block(d.persist_changes(changes, session, ledger, 5, clock)).unwrap();
@@ -340,7 +530,7 @@ fn retained_messages_and_queues_from_publish_survive_reopen() {
         let c = block(d.persist_publish(
             &retained,
             &[DurableTarget {
-                client_id: "off",
+                client_id: &ClientId::from("off"),
                 delivery: &dl,
             }],
             &clock,
@@ -397,7 +587,7 @@ fn expiry_counts_downtime() {
             );
             let dl = delivery(&m, QoS::AtLeastOnce);
             let t = [DurableTarget {
-                client_id: "long",
+                client_id: &ClientId::from("long"),
                 delivery: &dl,
             }];
             block(d.persist_publish(&m, &t, &clock)).unwrap();
@@ -460,7 +650,7 @@ fn disabled_store_writes_nothing_and_is_ready_at_once() {
     let p = d.persist_publish(
         &m,
         &[DurableTarget {
-            client_id: "c",
+            client_id: &ClientId::from("c"),
             delivery: &dl,
         }],
         &clock,

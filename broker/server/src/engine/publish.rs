@@ -160,7 +160,8 @@ pub fn durable_targets(routed: &[Routed]) -> Vec<DurableTarget<'_>> {
 }
 
 /// Writes the queue sequence numbers of a resolved `persist_publish` into the durable
-/// targets of `routed` (same order as [`durable_targets`]).
+/// targets of `routed` (same order as [`durable_targets`]), and the packet id each entry
+/// fixes ([`crate::durable::packet_id_for`]).
 pub fn apply_seqs(routed: &mut [Routed], seqs: Vec<Option<u64>>) {
     for (r, seq) in routed
         .iter_mut()
@@ -168,6 +169,10 @@ pub fn apply_seqs(routed: &mut [Routed], seqs: Vec<Option<u64>>) {
         .zip(seqs)
     {
         r.seq = seq;
+        // The queue entry fixes the packet id (the same after a restart).
+        if r.delivery.qos != QoS::AtMostOnce {
+            r.delivery.packet_id = seq.map(crate::durable::packet_id_for);
+        }
     }
 }
 
@@ -271,6 +276,7 @@ fn collect_targets(
                 qos: min_qos(t.qos, message.qos),
                 retain: t.retain_as_published && message.retain,
                 subscription_ids: t.ids,
+                packet_id: None,
             },
             seq: None,
         });

@@ -277,8 +277,9 @@ impl ThreadCtx {
                         None => self.stats().drop_message(DropReason::SessionGone),
                     },
                     Some(Local::Offline(off)) => {
+                        let message = routed.delivery.message.clone();
                         match off.session.enqueue(now, routed.delivery) {
-                            Ok(()) => off.ledger.pushed(routed.seq),
+                            Ok(()) => off.ledger.pushed_message(routed.seq, &message),
                             Err(d) => {
                                 off.ledger.consumed(routed.seq);
                                 count_drop(self.stats(), d);

@@ -138,6 +138,11 @@ fn register_snapshot(s: &StatsSnapshot, reg: &mut Registry) {
             s.submissions,
         ),
         (
+            "halyard_store_operations",
+            "Store operations (inserts and removals) made durable",
+            s.ops,
+        ),
+        (
             "halyard_store_bytes_committed",
             "Encoded bytes made durable",
             s.bytes_committed,

@@ -24,6 +24,14 @@ pub enum DeliverOutcome {
     Dropped(Dropped),
 }
 
+/// What [`Connection::send_new`] did with a message it did not drop.
+enum Sent {
+    /// Encoded and in flight.
+    Now,
+    /// At the front of the session's queue: its packet identifier is in use.
+    Waiting,
+}
+
 impl Connection {
     /// Delivers a message routed to this client.
     ///
@@ -120,15 +128,26 @@ impl Connection {
                 Err(d) => DeliverOutcome::Dropped(d),
             };
         }
-        match self.send_new(now, delivery) {
-            Ok(()) => DeliverOutcome::Sent,
+        match self.send_new(now, delivery, false) {
+            Ok(Sent::Now) => DeliverOutcome::Sent,
+            Ok(Sent::Waiting) => {
+                self.stats.queued += 1;
+                DeliverOutcome::Queued
+            }
             Err(d) => DeliverOutcome::Dropped(d),
         }
     }
 
     /// Sends a QoS 1/2 message for the first time: checks the size, assigns a packet id,
-    /// records it in flight and encodes it.
-    fn send_new(&mut self, now: Instant, delivery: Delivery) -> Result<(), Dropped> {
+    /// records it in flight and encodes it. When its packet id is in use it waits in the
+    /// queue ([`Sent::Waiting`]): back at the front when `popped` (just taken from there),
+    /// else appended (the queue is then empty).
+    fn send_new(
+        &mut self,
+        now: Instant,
+        delivery: Delivery,
+        popped: bool,
+    ) -> Result<Sent, Dropped> {
         if self.peer_limits_size()
             && self.publish_len(now, &delivery) > self.peer.max_packet_size as usize
         {
@@ -137,9 +156,18 @@ impl Connection {
         let Some(session) = self.session.as_mut() else {
             return Err(Dropped::NotConnected);
         };
+        if !session.packet_id_free(&delivery) {
+            // Its fixed identifier (or every identifier) is in use: wait at the front.
+            if popped {
+                session.unpop_pending(delivery);
+            } else {
+                session.push_pending(delivery)?;
+            }
+            return Ok(Sent::Waiting);
+        }
         let Some(id) = session.assign_packet_id(delivery.clone()) else {
-            // All 65,535 identifiers in use: wait in the queue.
-            return session.push_pending(delivery);
+            // Not reached: `packet_id_free` just said there is one.
+            return Err(Dropped::NotConnected);
         };
         if let Err(d) = self.send_publish(now, &delivery, id, false) {
             if let Some(s) = self.session.as_mut() {
@@ -148,7 +176,7 @@ impl Connection {
             return Err(d);
         }
         self.mark_sent(id);
-        Ok(())
+        Ok(Sent::Now)
     }
 
     fn mark_sent(&mut self, id: u16) {
@@ -299,12 +327,16 @@ impl Connection {
                 return;
             };
             let result = if d.qos == QoS::AtMostOnce {
-                self.send_publish(now, &d, 0, false)
+                self.send_publish(now, &d, 0, false).map(|()| Sent::Now)
             } else {
-                self.send_new(now, d)
+                self.send_new(now, d, true)
             };
-            if let Err(reason) = result {
-                self.stats.dropped.count(reason);
+            match result {
+                Ok(Sent::Now) => {}
+                // Back at the front; its identifier frees with an acknowledgement, which
+                // pumps again.
+                Ok(Sent::Waiting) => return,
+                Err(reason) => self.stats.dropped.count(reason),
             }
         }
     }

@@ -46,6 +46,7 @@ fn cached_publish_equals_a_fresh_encoding_with_its_own_packet_id() {
                 qos,
                 retain: true,
                 subscription_ids: smallvec![],
+                packet_id: None,
             };
             first.conn.deliver_cached(first.now, d.clone(), &mut cache);
             second
@@ -102,6 +103,7 @@ fn per_receiver_forms_are_not_cached() {
         qos: QoS::AtMostOnce,
         retain: false,
         subscription_ids: smallvec![],
+        packet_id: None,
     };
     pair.conn.deliver_cached(pair.now, d, &mut cache);
     assert_eq!(

@@ -130,6 +130,7 @@ fn message_too_large_for_the_client_is_dropped_mqtt_3_1_2_25() {
         qos: QoS::AtLeastOnce,
         retain: false,
         subscription_ids: smallvec![],
+        packet_id: None,
     };
     assert_eq!(
         pair.conn.deliver(pair.now, d),
@@ -159,6 +160,7 @@ fn expired_messages_are_never_sent_mqtt_3_3_2_5() {
         qos: QoS::AtMostOnce,
         retain: false,
         subscription_ids: smallvec![],
+        packet_id: None,
     };
     assert_eq!(
         pair.conn.deliver(pair.now, d),
@@ -177,6 +179,7 @@ fn forwarded_expiry_is_the_remaining_time_mqtt_3_3_2_6() {
         qos: QoS::AtMostOnce,
         retain: false,
         subscription_ids: smallvec![],
+        packet_id: None,
     };
     pair.now += Duration::from_secs(3);
     pair.conn.deliver(pair.now, d);
@@ -203,6 +206,7 @@ fn queued_messages_that_expire_are_dropped() {
         qos: QoS::AtLeastOnce,
         retain: false,
         subscription_ids: smallvec![],
+        packet_id: None,
     };
     assert_eq!(pair.conn.deliver(pair.now, d), DeliverOutcome::Queued);
     let packets = pair.recv();
@@ -284,6 +288,7 @@ fn v5_properties_are_forwarded_unchanged_mqtt_3_3_2_17_18_20() {
         qos: QoS::AtMostOnce,
         retain: true,
         subscription_ids: smallvec![4, 9],
+        packet_id: None,
     };
     pair.conn.deliver(pair.now, d);
     let packets = pair.recv();
@@ -307,6 +312,7 @@ fn delivery_retain_flag_is_what_the_server_chose() {
         qos: QoS::AtMostOnce,
         retain: false,
         subscription_ids: smallvec![1],
+        packet_id: None,
     };
     pair.conn.deliver(pair.now, d);
     let packets = pair.recv();
@@ -544,6 +550,7 @@ fn v5_inflight_too_large_for_the_new_connection_is_discarded_mqtt_3_1_2_25() {
         qos: QoS::AtLeastOnce,
         retain: false,
         subscription_ids: smallvec![],
+        packet_id: None,
     };
     assert_eq!(first.conn.deliver(now, d), DeliverOutcome::Sent);
     first.conn.socket_closed(now);
@@ -561,4 +568,51 @@ fn v5_inflight_too_large_for_the_new_connection_is_discarded_mqtt_3_1_2_25() {
     assert!(publishes(&packets).is_empty());
     assert_eq!(next.conn.stats().dropped.too_large, 1);
     assert_eq!(next.conn.session().unwrap().inflight_len(), 0);
+}
+
+#[test]
+fn fixed_packet_ids_are_used_and_wait_while_in_use() {
+    for v in VERSIONS {
+        let cfg = SessionConfig::default();
+        let mut pair = Pair::new(cfg.clone(), v);
+        let mut tracked = Session::new("client".into(), 0, &cfg);
+        tracked.set_track_changes(true);
+        pair.establish(connect(v, "client"), Some(tracked));
+        let _ = pair.conn.take_session_changes();
+        let fixed = |topic: &str, id: u16| Delivery {
+            packet_id: Some(id),
+            ..delivery(topic, QoS::AtLeastOnce)
+        };
+        assert_eq!(
+            pair.conn.deliver(pair.now, fixed("a", 7)),
+            DeliverOutcome::Sent
+        );
+        // Same identifier while 7 is in flight: waits, and what follows waits behind it.
+        assert_eq!(
+            pair.conn.deliver(pair.now, fixed("b", 7)),
+            DeliverOutcome::Queued
+        );
+        assert_eq!(
+            pair.conn.deliver(pair.now, fixed("c", 8)),
+            DeliverOutcome::Queued
+        );
+        let packets = pair.recv();
+        let sent: Vec<(&str, u16)> = publishes(&packets)
+            .iter()
+            .map(|p| (p.topic.as_str(), p.packet_id))
+            .collect();
+        assert_eq!(sent, [("a", 7)]);
+        pair.ack(Packet::PubAck, 7);
+        let packets = pair.recv();
+        let sent: Vec<(&str, u16)> = publishes(&packets)
+            .iter()
+            .map(|p| (p.topic.as_str(), p.packet_id))
+            .collect();
+        assert_eq!(sent, [("b", 7), ("c", 8)]);
+        let changes = pair
+            .conn
+            .take_session_changes()
+            .map(|(c, _)| c.queue_popped);
+        assert_eq!(changes, Some(2), "both left the queue once");
+    }
 }

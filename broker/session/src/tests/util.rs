@@ -238,6 +238,7 @@ pub fn delivery(topic: &str, qos: QoS) -> Delivery {
         qos,
         retain: false,
         subscription_ids: SmallVec::new(),
+        packet_id: None,
     }
 }
 
