@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     pub session_source: std::sync::OnceLock<Arc<dyn SessionSource>>,
     /// Idle connections for session takeover requests, by member address.
     pub session_conns: WritePool,
+    /// Members whose cluster port did not accept a connection, skipped by session takeovers
+    /// until the time given (`cluster.write_timeout_ms` after the failure).
+    pub session_down: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// The server's side of moving persistent sessions between nodes (a client that reconnects
@@ -546,16 +549,27 @@ impl ClusterNode {
     /// each one that has it disconnects it and sends it here, or ends it when `discard`
     /// (Clean Start). Returns the encoded session, if one was sent. Members that do not
     /// answer within `cluster.write_timeout_ms` are counted in `session_takeover_failures`
-    /// and skipped (a client should not wait longer for a dead node). Should two nodes
+    /// and skipped (a client should not wait longer for a dead node); one whose port does not
+    /// accept a connection within `cluster.connect_timeout_ms` is also skipped by the
+    /// takeovers of the next `cluster.write_timeout_ms`. Should two nodes
     /// answer (only after a partition), the first answer is kept and the others counted in
     /// `sessions_dropped`. Needs no particular runtime.
     pub async fn take_session(&self, client_id: &str, discard: bool) -> Option<Vec<u8>> {
-        let others: Vec<String> = self
-            .members()
-            .into_values()
-            .filter(|m| m.id != self.shared.id && !m.cluster_addr.is_empty())
-            .map(|m| m.cluster_addr)
-            .collect();
+        let now = std::time::Instant::now();
+        let others: Vec<String> = {
+            let mut down = self
+                .shared
+                .session_down
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            down.retain(|_, until| *until > now);
+            self.members()
+                .into_values()
+                .filter(|m| m.id != self.shared.id && !m.cluster_addr.is_empty())
+                .map(|m| m.cluster_addr)
+                .filter(|a| !down.contains_key(a))
+                .collect()
+        };
         if others.is_empty() {
             return None;
         }
@@ -581,7 +595,25 @@ impl ClusterNode {
                             shared.session_conns.give(&addr, sock);
                             return Ok(answer.0);
                         }
-                        let mut sock = TcpStream::connect(addr.as_str()).await?;
+                        let connect = tokio::time::timeout(
+                            shared.connect_timeout(),
+                            TcpStream::connect(addr.as_str()),
+                        )
+                        .await;
+                        let Ok(Ok(mut sock)) = connect else {
+                            // Not reachable: skip it for a while rather than make every
+                            // CONNECT wait for it.
+                            let until = std::time::Instant::now()
+                                + Duration::from_millis(shared.cfg.write_timeout_ms);
+                            shared
+                                .session_down
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(addr.clone(), until);
+                            return Err(ClusterError::Io(std::io::Error::other(format!(
+                                "{addr} unreachable"
+                            ))));
+                        };
                         let _ = sock.set_nodelay(true);
                         write_frame(&mut sock, &Hello::Sessions, max).await?;
                         write_frame(&mut sock, &req, max).await?;
@@ -752,6 +784,7 @@ async fn boot(
         own_routes: crate::autoclean::OwnRoutes::default(),
         session_source: std::sync::OnceLock::new(),
         session_conns: WritePool::default(),
+        session_down: std::sync::Mutex::new(std::collections::HashMap::new()),
         writes: WritePool::default(),
         upstream: std::sync::Mutex::new(None),
         discovery,
