@@ -2,11 +2,12 @@
 //! answered by the engine, its output written back in one batched write.
 //!
 //! Memory per idle connection: no read buffer (the task waits for readability and reads into
-//! its thread's shared buffer, see `read`), the `Connection` and `Session` state inside the
-//! task's future (about 2 KB; the rare, large steps are boxed when they run), a mailbox and
-//! entries in the thread tables; the write buffer is allocated only while writing. Measured
-//! (10 000 idle 3.1.1 clients, RSS delta): about 3.1 KB per connection on either backend,
-//! 4.0-4.1 KB with one subscription each (benches/RESULTS.md).
+//! its thread's shared buffer, see `read`), no timer of its own (an entry in the thread's
+//! connection timers), the `Connection` and `Session` state inside the task's future (about
+//! 1.25 KB; the rare, large steps are boxed when they run, rarely used state is boxed on
+//! first use), a mailbox and entries in the thread tables. Measured (10 000 idle 3.1.1
+//! clients, RSS delta): about 2.2 KB per connection (uring) and 2.3 KB (epoll), 2.9-3.1 KB
+//! with one subscription each (benches/RESULTS.md, session 4).
 
 use std::rc::Rc;
 use std::sync::Arc;
