@@ -10,8 +10,10 @@
 //! reads in a row that each found data soon after the previous one, see [`BUSY_STREAK`] and
 //! [`BUSY_GAP`]) switches to a receive operation with its own buffer
 //! (`io.busy_read_buffer_bytes`), submitted again after each completion. It goes back to the
-//! poll path (and frees the buffer) once a receive completes after a quiet gap, or when the
-//! task wakes for its timer while the receive waits. At most `io.max_busy_readers`
+//! poll path (and frees the buffer) once a receive completes after a quiet gap. A receive in
+//! flight is never cancelled while the connection lives: the kernel may already have moved
+//! bytes into its buffer, and cancelling would lose them. So a busy connection that falls
+//! silent keeps its buffer until its next bytes (or its close); at most `io.max_busy_readers`
 //! connections per thread hold such a buffer (hitting it counts
 //! `halyard_limit_hits_total{limit="max_busy_readers"}` and keeps the connection on the
 //! poll path). epoll always uses the poll path: there a receive operation is readiness plus
@@ -65,7 +67,7 @@ struct Busy {
     buf: Vec<u8>,
     /// The result of the completed receive, until [`Reader::read`] consumes it.
     done: Option<io::Result<usize>>,
-    /// Go back to the poll path before the next wait.
+    /// Go back to the poll path once no receive is in flight.
     stop: bool,
     /// This thread's count of busy connections (decremented on drop).
     count: Rc<Cell<usize>>,
@@ -112,7 +114,12 @@ impl Reader {
     /// when this future is dropped (a mailbox message or a timer won the race), so waiting
     /// again costs no new submission.
     pub async fn ready(&mut self) {
-        if self.busy.as_ref().is_some_and(|b| b.stop) {
+        // Only between receives: one in flight may already hold bytes.
+        if self
+            .busy
+            .as_ref()
+            .is_some_and(|b| b.stop && b.recv.is_none() && b.done.is_none())
+        {
             self.busy = None;
         }
         if let Some(b) = self.busy.as_deref_mut() {
@@ -137,14 +144,14 @@ impl Reader {
         let _ = std::future::poll_fn(|cx| self.poll.poll_read_ready(cx)).await;
     }
 
-    /// The task woke for its timer: a busy connection whose receive has waited longer than
-    /// [`BUSY_GAP`] goes back to the poll path (the receive is cancelled, its buffer freed).
+    /// The task woke for its timer: a busy connection quiet for longer than [`BUSY_GAP`]
+    /// goes back to the poll path after its receive in flight completes (not cancelled:
+    /// see the module documentation).
     pub fn on_timer(&mut self, now: Instant) {
-        if self.busy.as_ref().is_some_and(|b| b.done.is_none())
-            && now.saturating_duration_since(self.last_data) > BUSY_GAP
+        if now.saturating_duration_since(self.last_data) > BUSY_GAP
+            && let Some(b) = self.busy.as_deref_mut()
         {
-            self.busy = None;
-            self.streak = 0;
+            b.stop = true;
         }
     }
 
@@ -189,7 +196,7 @@ impl Reader {
             Ok(0) => ReadNow::Closed,
             Ok(n) => {
                 self.last_data = now;
-                b.stop = !quick;
+                b.stop |= !quick;
                 ReadNow::Data(&b.buf[..n.min(b.buf.len())])
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadNow::WouldBlock,
