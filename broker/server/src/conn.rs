@@ -2,11 +2,12 @@
 //! answered by the engine, its output written back in one batched write.
 //!
 //! Memory per idle connection: no read buffer (the task waits for readability and reads into
-//! its thread's shared buffer, see `read`), the `Connection` and `Session` state inside the
-//! task's future (about 2 KB; the rare, large steps are boxed when they run), a mailbox and
-//! entries in the thread tables; the write buffer is allocated only while writing. Measured
-//! (10 000 idle 3.1.1 clients, RSS delta): about 3.1 KB per connection on either backend,
-//! 4.0-4.1 KB with one subscription each (benches/RESULTS.md).
+//! its thread's shared buffer, see `read`), no timer of its own (an entry in the thread's
+//! connection timers), the `Connection` and `Session` state inside the task's future (about
+//! 1.25 KB; the rare, large steps are boxed when they run, rarely used state is boxed on
+//! first use), a mailbox and entries in the thread tables. Measured (10 000 idle 3.1.1
+//! clients, RSS delta): about 2.2 KB per connection (uring) and 2.3 KB (epoll), 2.9-3.1 KB
+//! with one subscription each (benches/RESULTS.md, session 4).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 use halyard_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling};
 use halyard_session::{
-    ClientId, ConnectRequest, Connection, ConnectionStats, DeliverOutcome, Delivery, Event,
-    Message, SubscribeRequest, Will,
+    ClientId, ConnectRequest, Connection, DeliverOutcome, Delivery, Event, Message,
+    SubscribeRequest, Will,
 };
 
 use halyard_transport::{Layer, Transport};
@@ -77,15 +78,18 @@ pub async fn serve(
         client_id: None,
         username: None,
         slot,
-        transport,
-        tbuf: BytesMut::new(),
+        transport: transport.map(|transport| {
+            Box::new(Layers {
+                transport,
+                tbuf: BytesMut::new(),
+            })
+        }),
         accepted: false,
         awaiting: None,
         held: Vec::new(),
         orphan: None,
         closed_will: None,
-        last_stats: ConnectionStats::default(),
-        ledger: QueueLedger::new(),
+        ledger: None,
         persistent: false,
         stored: false,
         unsafe_output: false,
@@ -106,6 +110,13 @@ enum Wake {
     Timer,
 }
 
+/// The transport layers of a TLS or WebSocket connection.
+struct Layers {
+    transport: Transport,
+    /// Plaintext scratch between `transport` and the connection (empty between calls).
+    tbuf: BytesMut,
+}
+
 struct ConnTask {
     ctx: Rc<ThreadCtx>,
     handle: Rc<ConnHandle>,
@@ -118,10 +129,9 @@ struct ConnTask {
     client_id: Option<ClientId>,
     /// The CONNECT's user name (for the ACL).
     username: Option<Arc<str>>,
-    /// TLS/WebSocket layers between the socket and `conn` (none for plain TCP).
-    transport: Option<Transport>,
-    /// Plaintext scratch between `transport` and `conn` (empty between calls).
-    tbuf: BytesMut,
+    /// TLS/WebSocket layers between the socket and `conn`, boxed with their plaintext
+    /// scratch buffer (none for plain TCP).
+    transport: Option<Box<Layers>>,
     /// The per-source slot of the socket (released on drop).
     slot: Option<SourceSlot>,
     /// `accept_connect` was called.
@@ -134,9 +144,9 @@ struct ConnTask {
     orphan: Option<Box<Moving>>,
     /// The will from `Event::Closed` (outer `Some` once closed).
     closed_will: Option<Option<Box<Will>>>,
-    last_stats: ConnectionStats,
-    /// Store queue entries backing the session's pending queue (when `persistent`).
-    ledger: QueueLedger,
+    /// Store queue entries backing the session's pending queue (when `persistent`; boxed
+    /// and allocated then, as most sessions are not stored).
+    ledger: Option<Box<QueueLedger>>,
     /// The session is stored: its changes are written before output leaves.
     persistent: bool,
     /// The session was stored at some point (its stored state goes when it ends).
@@ -151,7 +161,8 @@ struct ConnTask {
 
 impl ConnTask {
     async fn run(&mut self) {
-        let mut reader = match Reader::new(&self.stream) {
+        let uring = compio::runtime::Runtime::with_current(|r| r.driver_type().is_iouring());
+        let mut reader = match Reader::new(&self.stream, uring, Instant::now()) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot poll the socket");
@@ -161,7 +172,7 @@ impl ConnTask {
         };
         let mut wbuf = BytesMut::new();
         loop {
-            let wake = self.wait(reader.as_ref()).await;
+            let wake = self.wait(reader.as_mut()).await;
             let now = Instant::now();
             match wake {
                 Wake::Read => {
@@ -173,6 +184,9 @@ impl ConnTask {
                 }
                 Wake::Mail => Box::pin(self.drain_mailbox(now)).await,
                 Wake::Timer => {
+                    if let Some(r) = reader.as_mut() {
+                        r.on_timer(now);
+                    }
                     self.conn.handle_timeout(now);
                     if self.awaiting.is_some_and(|d| d <= now) {
                         // The previous holder never answered: start afresh rather than
@@ -218,7 +232,7 @@ impl ConnTask {
     /// Ends the transport (TLS close_notify, WebSocket close frame), then shuts the TCP
     /// socket down.
     async fn close_socket(&mut self) {
-        if let Some(t) = self.transport.as_mut() {
+        if let Some(t) = self.transport.as_deref_mut().map(|l| &mut l.transport) {
             t.close();
             let mut w = BytesMut::new();
             let _ = t.send(&[], &mut w);
@@ -237,12 +251,16 @@ impl ConnTask {
             return;
         };
         let mut buf = self.ctx.take_read_buf();
-        let got = r.read(&mut buf);
-        if let ReadNow::Data(n) = got {
-            self.receive(now, &buf[..n]);
-        }
+        let closed = match r.read(&self.ctx, &mut buf, now) {
+            ReadNow::Data(data) => {
+                self.receive(now, data);
+                false
+            }
+            ReadNow::WouldBlock => false,
+            ReadNow::Closed => true,
+        };
         self.ctx.put_read_buf(buf);
-        if got == ReadNow::Closed {
+        if closed {
             *reader = None;
             self.conn.socket_closed(now);
         } else if self.conn.is_closed() {
@@ -253,16 +271,16 @@ impl ConnTask {
     /// Feeds bytes read from the socket to the session, through the transport if any. A
     /// transport error or close is the end of the stream for the session.
     fn receive(&mut self, now: Instant, wire: &[u8]) {
-        let Some(t) = self.transport.as_mut() else {
+        let Some(Layers { transport: t, tbuf }) = self.transport.as_deref_mut() else {
             self.conn.handle_bytes(now, wire);
             return;
         };
-        self.tbuf.clear();
-        let result = t.receive(wire, &mut self.tbuf);
-        if !self.tbuf.is_empty() {
-            self.conn.handle_bytes(now, &self.tbuf);
+        tbuf.clear();
+        let result = t.receive(wire, tbuf);
+        if !tbuf.is_empty() {
+            self.conn.handle_bytes(now, tbuf);
         }
-        self.tbuf.clear();
+        tbuf.clear();
         if let Err(e) = &result {
             tracing::debug!(client_id = ?self.client_id, error = %e, "transport error");
         }
@@ -272,29 +290,28 @@ impl ConnTask {
     }
 
     /// Waits for input, a mailbox message or the next deadline.
-    async fn wait(&self, reader: Option<&Reader>) -> Wake {
+    async fn wait(&self, reader: Option<&mut Reader>) -> Wake {
         let deadline = match (self.conn.poll_timeout(), self.awaiting) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timer = std::pin::pin!(async move {
-            match deadline {
-                Some(d) => compio::time::sleep_until(d).await,
-                None => std::future::pending::<()>().await,
-            }
-        });
-        let mail = std::pin::pin!(self.handle.ready());
-        let other = select(mail, timer);
+        // The thread's connection timers wake the task through its handle.
+        self.ctx.arm_conn_timer(&self.handle, deadline);
+        let other = self.handle.ready();
         match reader {
-            Some(r) => match select(std::pin::pin!(r.ready()), other).await {
-                Either::Left(_) => Wake::Read,
-                Either::Right((Either::Left(_), _)) => Wake::Mail,
-                Either::Right((Either::Right(_), _)) => Wake::Timer,
-            },
-            None => match other.await {
-                Either::Left(_) => Wake::Mail,
-                Either::Right(_) => Wake::Timer,
-            },
+            Some(r) => {
+                if let Either::Left(_) =
+                    select(std::pin::pin!(r.ready()), std::pin::pin!(other)).await
+                {
+                    return Wake::Read;
+                }
+            }
+            None => other.await,
+        }
+        if self.handle.take_timer_due() {
+            Wake::Timer
+        } else {
+            Wake::Mail
         }
     }
 
@@ -364,15 +381,17 @@ impl ConnTask {
         };
         if let Some(m) = &message {
             match outcome {
-                DeliverOutcome::Queued => self.ledger.pushed_message(seq, m),
+                DeliverOutcome::Queued => self.ledger_mut().pushed_message(seq, m),
                 DeliverOutcome::Sent | DeliverOutcome::Dropped(_) => {
-                    self.ledger.consumed_message(seq, m);
+                    self.ledger_mut().consumed_message(seq, m);
                 }
             }
         } else if self.persistent {
             match outcome {
-                DeliverOutcome::Queued => self.ledger.pushed(seq),
-                DeliverOutcome::Sent | DeliverOutcome::Dropped(_) => self.ledger.consumed(seq),
+                DeliverOutcome::Queued => self.ledger_mut().pushed(seq),
+                DeliverOutcome::Sent | DeliverOutcome::Dropped(_) => {
+                    self.ledger_mut().consumed(seq)
+                }
             }
         }
         if let DeliverOutcome::Dropped(reason) = outcome {
@@ -500,7 +519,10 @@ impl ConnTask {
             return;
         }
         // mTLS with `use_identity_as_username`: the certificate's name replaces the username.
-        if let Some(id) = self.transport.as_ref().and_then(|t| t.peer_identity())
+        if let Some(id) = self
+            .transport
+            .as_ref()
+            .and_then(|l| l.transport.peer_identity())
             && id.use_as_username
         {
             match id.username_override() {
@@ -776,17 +798,17 @@ impl ConnTask {
         let max = self.ctx.broker.config.limits.max_write_buffer_bytes;
         let mut ok = true;
         loop {
-            match self.transport.as_mut() {
+            match self.transport.as_deref_mut() {
                 None => while wbuf.len() < max && self.conn.poll_transmit(wbuf) {},
-                Some(t) => {
-                    self.tbuf.clear();
-                    while self.tbuf.len() < max && self.conn.poll_transmit(&mut self.tbuf) {}
+                Some(Layers { transport: t, tbuf }) => {
+                    tbuf.clear();
+                    while tbuf.len() < max && self.conn.poll_transmit(tbuf) {}
                     // Always, even when empty: handshake bytes, pongs and close replies.
-                    if let Err(e) = t.send(&self.tbuf, wbuf) {
+                    if let Err(e) = t.send(tbuf, wbuf) {
                         tracing::debug!(client_id = ?self.client_id, error = %e, "transport send failed");
                         ok = false;
                     }
-                    self.tbuf.clear();
+                    tbuf.clear();
                 }
             }
             if wbuf.is_empty() {
@@ -812,46 +834,45 @@ impl ConnTask {
         }
     }
 
+    /// The store ledger, allocated if it was not.
+    fn ledger_mut(&mut self) -> &mut QueueLedger {
+        self.ledger.get_or_insert_with(Box::default)
+    }
+
     /// Adds the connection's counter deltas to the thread's metrics.
     fn sync_stats(&mut self) {
-        if let Some(t) = self.transport.as_mut() {
-            self.ctx.broker.metrics.transport.add(&t.take_stats());
+        if let Some(l) = self.transport.as_deref_mut() {
+            self.ctx
+                .broker
+                .metrics
+                .transport
+                .add(&l.transport.take_stats());
         }
-        let s = *self.conn.stats();
-        let l = self.last_stats;
+        // Deltas since the last call: the connection zeroes its counters.
+        let s = self.conn.take_stats();
         let t = self.ctx.stats();
-        t.bytes_received.fetch_add(s.bytes_in - l.bytes_in, Relaxed);
-        t.bytes_sent.fetch_add(s.bytes_out - l.bytes_out, Relaxed);
+        t.bytes_received.fetch_add(s.bytes_in, Relaxed);
+        t.bytes_sent.fetch_add(s.bytes_out, Relaxed);
         for q in 0..3 {
-            t.received[q].fetch_add(s.publish_in[q] - l.publish_in[q], Relaxed);
-            t.sent[q].fetch_add(s.publish_out[q] - l.publish_out[q], Relaxed);
+            t.received[q].fetch_add(s.publish_in[q], Relaxed);
+            t.sent[q].fetch_add(s.publish_out[q], Relaxed);
         }
-        let (d, ld) = (s.dropped, l.dropped);
+        let d = s.dropped;
         let add = |reason: DropReason, n: u64| {
             if n > 0 {
                 t.dropped[reason as usize].fetch_add(n, Relaxed);
             }
         };
-        add(DropReason::TooLarge, d.too_large - ld.too_large);
-        add(DropReason::TooLarge, d.unencodable - ld.unencodable);
-        add(DropReason::OutputFull, d.output_full - ld.output_full);
-        add(DropReason::Expired, d.expired - ld.expired);
-        add(DropReason::SessionGone, d.not_connected - ld.not_connected);
-        t.protocol_errors
-            .fetch_add(s.protocol_errors - l.protocol_errors, Relaxed);
-        t.limit_hits[Limit::MaxSubscriptions as usize].fetch_add(
-            s.subscription_limit_hits - l.subscription_limit_hits,
-            Relaxed,
-        );
-        t.limit_hits[Limit::MaxTopicLevels as usize].fetch_add(
-            s.topic_levels_limit_hits - l.topic_levels_limit_hits,
-            Relaxed,
-        );
-        t.limit_hits[Limit::MaxTopicLength as usize].fetch_add(
-            s.topic_length_limit_hits - l.topic_length_limit_hits,
-            Relaxed,
-        );
-        self.last_stats = s;
+        add(DropReason::TooLarge, d.too_large);
+        add(DropReason::TooLarge, d.unencodable);
+        add(DropReason::OutputFull, d.output_full);
+        add(DropReason::Expired, d.expired);
+        add(DropReason::SessionGone, d.not_connected);
+        t.protocol_errors.fetch_add(s.protocol_errors, Relaxed);
+        t.limit_hits[Limit::MaxSubscriptions as usize]
+            .fetch_add(s.subscription_limit_hits, Relaxed);
+        t.limit_hits[Limit::MaxTopicLevels as usize].fetch_add(s.topic_levels_limit_hits, Relaxed);
+        t.limit_hits[Limit::MaxTopicLength as usize].fetch_add(s.topic_length_limit_hits, Relaxed);
     }
 
     /// After close: decide the session's fate (park offline, hand over, or end) and the
@@ -887,7 +908,7 @@ impl ConnTask {
             &mut self.conn,
             Connection::new(self.ctx.broker.session_config.clone(), now),
         );
-        let ledger = std::mem::take(&mut self.ledger);
+        let ledger = self.ledger.take().map(|l| *l).unwrap_or_default();
         let mut session = conn
             .into_session()
             .map(|session| {
@@ -1074,9 +1095,17 @@ mod tests {
             "serve future {task} B, ConnTask {state} B, Connection {} B",
             std::mem::size_of::<Connection>()
         );
+        // Measured at 1248 B / 856 B / 576 B (debug build, session 4); the bounds leave a
+        // little headroom. Grow them only with a reason: every idle connection pays it.
         assert!(
-            task <= state + 1024,
+            task <= state + 512,
             "serve future {task} B, ConnTask {state} B"
+        );
+        assert!(task <= 1344, "serve future {task} B");
+        assert!(
+            std::mem::size_of::<Connection>() <= 640,
+            "Connection {} B",
+            std::mem::size_of::<Connection>()
         );
     }
 }

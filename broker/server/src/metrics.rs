@@ -79,11 +79,13 @@ pub enum Limit {
     MaxTopicLevels = 11,
     /// `mqtt.max_topic_length` (a topic name or filter refused).
     MaxTopicLength = 12,
+    /// `io.max_busy_readers` (a busy io_uring connection kept on the poll path).
+    MaxBusyReaders = 13,
 }
 
 impl Limit {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 13] = [
+    pub const LABELS: [&'static str; 14] = [
         "max_connections",
         "max_sessions",
         "max_retained_messages",
@@ -97,6 +99,7 @@ impl Limit {
         "max_subscriptions",
         "max_topic_levels",
         "max_topic_length",
+        "max_busy_readers",
     ];
 }
 

@@ -75,8 +75,9 @@ pub struct Session {
     policy: QueuePolicy,
     queue_qos0_offline: bool,
     stats: SessionStats,
-    /// Changes since the last [`Session::take_changes`]; `None` while not tracking.
-    changes: Option<SessionChanges>,
+    /// Changes since the last [`Session::take_changes`]; `None` while not tracking (boxed:
+    /// only stored sessions track them, and every session is carried by its connection).
+    changes: Option<Box<SessionChanges>>,
 }
 
 /// What changed in a [`Session`] since the last [`Session::take_changes`], for a server that
@@ -155,7 +156,7 @@ impl Session {
     /// for a client without one) so that nothing the connection does is missed.
     pub fn set_track_changes(&mut self, on: bool) {
         match (on, self.changes.is_some()) {
-            (true, false) => self.changes = Some(SessionChanges::default()),
+            (true, false) => self.changes = Some(Box::default()),
             (false, true) => self.changes = None,
             _ => {}
         }
@@ -170,7 +171,7 @@ impl Session {
     /// record.
     pub fn take_changes(&mut self) -> SessionChanges {
         match self.changes.as_mut() {
-            Some(c) => std::mem::take(c),
+            Some(c) => std::mem::take(&mut **c),
             None => SessionChanges::default(),
         }
     }

@@ -24,6 +24,17 @@ pub struct DropCounters {
 }
 
 impl DropCounters {
+    /// Every counter at zero (as `Default`, usable in constants).
+    pub const ZERO: DropCounters = DropCounters {
+        queue_full: 0,
+        expired: 0,
+        too_large: 0,
+        output_full: 0,
+        qos0_offline: 0,
+        not_connected: 0,
+        unencodable: 0,
+    };
+
     /// Counts one drop.
     pub fn count(&mut self, reason: Dropped) {
         let c = match reason {
@@ -96,6 +107,28 @@ pub struct ConnectionStats {
 }
 
 impl ConnectionStats {
+    /// Every counter at zero (as `Default`, usable in constants).
+    pub const ZERO: ConnectionStats = ConnectionStats {
+        bytes_in: 0,
+        bytes_out: 0,
+        packets_in: 0,
+        packets_out: 0,
+        publish_in: [0; 3],
+        publish_out: [0; 3],
+        publish_resent: 0,
+        qos2_duplicates: 0,
+        dropped: DropCounters::ZERO,
+        queued: 0,
+        receive_maximum_exceeded: 0,
+        subscription_limit_hits: 0,
+        topic_length_limit_hits: 0,
+        topic_levels_limit_hits: 0,
+        protocol_errors: 0,
+        keepalive_timeouts: 0,
+        partial_packet_timeouts: 0,
+        unknown_acks: 0,
+    };
+
     pub(crate) fn count_publish_in(&mut self, qos: QoS) {
         self.publish_in[usize::from(qos.as_u8())] += 1;
     }

@@ -203,6 +203,14 @@ pub struct IoConfig {
     pub backend: Backend,
     /// Bytes read from a socket at once, into the I/O thread's shared read buffer.
     pub read_buffer_bytes: usize,
+    /// io_uring: the receive buffer of a connection that streams (several reads in a row
+    /// finding data), which then reads with its own receive operation instead of a poll
+    /// plus `recv`.
+    pub busy_read_buffer_bytes: usize,
+    /// io_uring: at most this many connections per I/O thread hold a
+    /// `busy_read_buffer_bytes` buffer; others stay on the poll path (counted as a limit
+    /// hit). 0 = never.
+    pub max_busy_readers: usize,
     /// io_uring submission queue entries per thread.
     pub uring_entries: u32,
 }
@@ -412,6 +420,9 @@ impl Config {
         }
         if self.io.read_buffer_bytes < 64 {
             return invalid("io.read_buffer_bytes", "expected at least 64 bytes");
+        }
+        if self.io.busy_read_buffer_bytes < 64 {
+            return invalid("io.busy_read_buffer_bytes", "expected at least 64 bytes");
         }
         if self.limits.inbox_capacity == 0 {
             return invalid("limits.inbox_capacity", "expected at least 1");

@@ -86,7 +86,7 @@ impl ConnTask {
                 if let Err(e) = written.await {
                     tracing::warn!(%client_id, error = %e, "resumed session record not stored");
                 }
-                self.ledger = ledger;
+                self.ledger = Some(Box::new(ledger));
                 self.set_persistent(true);
                 return Ok(Some(session));
             }
@@ -133,7 +133,9 @@ impl ConnTask {
                 session.set_queued_packet_ids(
                     c.seqs.iter().map(|seq| seq.map(durable::packet_id_for)),
                 );
-                self.ledger = QueueLedger::from_seqs(c.seqs.into_iter().flatten());
+                self.ledger = Some(Box::new(QueueLedger::from_seqs(
+                    c.seqs.into_iter().flatten(),
+                )));
                 self.set_persistent(true);
                 Ok(Some(session))
             }
@@ -167,11 +169,12 @@ impl ConnTask {
             return true;
         };
         let clock = durable::wall_clock(Instant::now());
-        let pending =
-            self.ctx
-                .broker
-                .durable
-                .persist_changes(changes, session, &mut self.ledger, pv, &clock);
+        let ledger = self.ledger.get_or_insert_with(Box::default);
+        let pending = self
+            .ctx
+            .broker
+            .durable
+            .persist_changes(changes, session, ledger, pv, &clock);
         match pending.await {
             Ok(_) => true,
             Err(e) => {

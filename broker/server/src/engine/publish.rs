@@ -19,14 +19,19 @@ use crate::metrics::{Limit, ThreadStats};
 /// Deliveries collected during one batch of input, grouped by destination thread.
 #[derive(Debug)]
 pub struct Outbox {
+    /// One batch per destination thread, indexed by thread; grown on the first push, so an
+    /// outbox that never routed anything (an idle connection's) allocates nothing.
     per_thread: Vec<Vec<Routed>>,
+    /// Number of I/O threads (deliveries for others are dropped).
+    threads: usize,
 }
 
 impl Outbox {
     /// An empty outbox for `threads` threads.
     pub fn new(threads: usize) -> Self {
         Outbox {
-            per_thread: (0..threads).map(|_| Vec::new()).collect(),
+            per_thread: Vec::new(),
+            threads,
         }
     }
 
@@ -38,9 +43,13 @@ impl Outbox {
     /// Adds one delivery for the thread in its route.
     pub fn push(&mut self, routed: Routed) {
         let t = routed.route.thread();
-        if let Some(batch) = self.per_thread.get_mut(t) {
-            batch.push(routed);
+        if t >= self.threads {
+            return;
         }
+        if self.per_thread.len() <= t {
+            self.per_thread.resize_with(self.threads, Vec::new);
+        }
+        self.per_thread[t].push(routed);
     }
 
     /// Takes the non-empty batches as (thread, batch).
@@ -135,6 +144,9 @@ pub fn route_acked(
     outbox: &mut Outbox,
     mode: Forward,
 ) -> (usize, Option<crate::cluster::AckWait>) {
+    if outbox.threads == 1 && outbox.per_thread.is_empty() {
+        outbox.per_thread.push(Vec::new());
+    }
     if let [only] = outbox.per_thread.as_mut_slice() {
         // One I/O thread: every delivery goes to it, straight into its batch.
         return route_collect_acked(broker, message, only, mode);

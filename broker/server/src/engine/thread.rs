@@ -2,7 +2,7 @@
 //! session timers (session expiry, delayed wills).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
@@ -37,13 +37,17 @@ pub enum ConnMsg {
     Shutdown,
 }
 
-/// The part of a connection the thread can reach: its mailbox and waker.
+/// The part of a connection the thread can reach: its mailbox, its timer and its waker.
 #[derive(Debug)]
 pub struct ConnHandle {
     /// The connection's identity.
     pub me: ConnRef,
     mailbox: RefCell<VecDeque<ConnMsg>>,
     waker: RefCell<Option<Waker>>,
+    /// The deadline this connection has in the thread's connection timers, if any.
+    timer: Cell<Option<Instant>>,
+    /// That deadline passed: the task wakes for its timer.
+    timer_due: Cell<bool>,
 }
 
 impl ConnHandle {
@@ -53,15 +57,26 @@ impl ConnHandle {
             me,
             mailbox: RefCell::new(VecDeque::new()),
             waker: RefCell::new(None),
+            timer: Cell::new(None),
+            timer_due: Cell::new(false),
         })
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the connection's deadline passed since the last call (and clears it).
+    pub fn take_timer_due(&self) -> bool {
+        self.timer_due.replace(false)
     }
 
     /// Queues a command and wakes the connection task.
     pub fn push(&self, msg: ConnMsg) {
         self.mailbox.borrow_mut().push_back(msg);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
+        self.wake();
     }
 
     /// Messages waiting.
@@ -79,10 +94,11 @@ impl ConnHandle {
         std::mem::take(&mut *self.mailbox.borrow_mut())
     }
 
-    /// Resolves when the mailbox is non-empty.
+    /// Resolves when the mailbox is non-empty or the connection's deadline passed (see
+    /// [`Self::take_timer_due`]).
     pub async fn ready(&self) {
         std::future::poll_fn(|cx| {
-            if self.mailbox.borrow().is_empty() {
+            if self.mailbox.borrow().is_empty() && !self.timer_due.get() {
                 *self.waker.borrow_mut() = Some(cx.waker().clone());
                 std::task::Poll::Pending
             } else {
@@ -135,9 +151,16 @@ pub struct ThreadCtx {
     /// (`io.read_buffer_bytes`): taken for one synchronous read, then put back, so an idle
     /// connection holds no buffer.
     read_buf: RefCell<Vec<u8>>,
+    /// Connections of this thread reading with their own receive buffer (io_uring, busy;
+    /// at most `io.max_busy_readers`, see `conn::read`).
+    pub busy_readers: Rc<Cell<usize>>,
     /// Encoded PUBLISH packets shared by the thread's connections (see [`PublishCache`]).
     pub publish_cache: RefCell<PublishCache>,
     timers: RefCell<BTreeMap<(Instant, SessionKey, TimerKind), ()>>,
+    /// Connection deadlines (CONNECT, keep-alive, partial packet, handover wait) as
+    /// (deadline, connection id), at most one per connection (see [`Self::arm_conn_timer`]);
+    /// fired by [`Self::run_timers`], so connections need no timer of their own.
+    conn_timers: RefCell<BTreeSet<(Instant, u64)>>,
     /// Set when the broker is stopping.
     pub shutting_down: Cell<bool>,
     /// Notified (woken) when shutdown starts, for the accept loop.
@@ -152,8 +175,10 @@ impl ThreadCtx {
             conns: RefCell::new(HashMap::default()),
             sessions: RefCell::new(HashMap::default()),
             read_buf: RefCell::new(vec![0; broker.config.io.read_buffer_bytes]),
+            busy_readers: Rc::new(Cell::new(0)),
             publish_cache: RefCell::new(PublishCache::new()),
             timers: RefCell::new(BTreeMap::new()),
+            conn_timers: RefCell::new(BTreeSet::new()),
             shutting_down: Cell::new(false),
             shutdown_waker: RefCell::new(None),
             broker,
@@ -186,9 +211,55 @@ impl ThreadCtx {
         self.conns.borrow_mut().insert(handle.me.conn, handle);
     }
 
-    /// Forgets a finished connection.
+    /// Forgets a finished connection (and its deadline).
     pub fn remove_conn(&self, conn: u64) {
-        self.conns.borrow_mut().remove(&conn);
+        let handle = self.conns.borrow_mut().remove(&conn);
+        if let Some(at) = handle.and_then(|h| h.timer.take()) {
+            self.conn_timers.borrow_mut().remove(&(at, conn));
+        }
+    }
+
+    /// Makes sure `handle`'s task wakes by `deadline`. Lazy: a deadline that moved later
+    /// (a keep-alive extended by traffic) keeps its earlier entry, whose firing wakes the task
+    /// early (a no-op `handle_timeout`), and the task then arms the later one; only an
+    /// earlier deadline replaces the entry. Fires up to [`TIMER_TICK`] late.
+    pub fn arm_conn_timer(&self, handle: &ConnHandle, deadline: Option<Instant>) {
+        let Some(at) = deadline else { return };
+        let conn = handle.me.conn;
+        match handle.timer.get() {
+            Some(armed) if armed <= at => {}
+            armed => {
+                let mut timers = self.conn_timers.borrow_mut();
+                if let Some(old) = armed {
+                    timers.remove(&(old, conn));
+                }
+                timers.insert((at, conn));
+                handle.timer.set(Some(at));
+            }
+        }
+    }
+
+    /// Wakes the connections whose deadline passed.
+    fn fire_conn_timers(&self, now: Instant) {
+        loop {
+            let due = {
+                let mut timers = self.conn_timers.borrow_mut();
+                match timers.first() {
+                    Some(&(at, conn)) if at <= now => {
+                        timers.remove(&(at, conn));
+                        Some(conn)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(conn) = due else { return };
+            let handle = self.conns.borrow().get(&conn).cloned();
+            if let Some(h) = handle {
+                h.timer.set(None);
+                h.timer_due.set(true);
+                h.wake();
+            }
+        }
     }
 
     /// Open connections on this thread.
@@ -648,7 +719,9 @@ impl ThreadCtx {
     pub async fn run_timers(self: Rc<Self>) {
         loop {
             compio::time::sleep(TIMER_TICK).await;
-            self.fire_due(Instant::now());
+            let now = Instant::now();
+            self.fire_conn_timers(now);
+            self.fire_due(now);
         }
     }
 

@@ -25,7 +25,7 @@ impl Connection {
         err: DecodeError,
         connect_version: Option<ProtocolVersion>,
     ) {
-        self.stats.protocol_errors += 1;
+        self.stats_mut().protocol_errors += 1;
         let code = err.reason_code();
         if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
             self.version = ProtocolVersion::V311;
@@ -158,7 +158,7 @@ impl Connection {
     /// Checks the will against our limits; the error is the CONNACK reason code.
     fn validate_will(&mut self, w: halyard_codec::Will) -> Result<Will, ReasonCode> {
         if let Err(e) = self.cfg.topic_limits.validate_topic_name(&w.topic) {
-            super::inbound::count_topic_limit(&mut self.stats, &e);
+            super::inbound::count_topic_limit(self.stats_mut(), &e);
             return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
         if w.qos > self.cfg.maximum_qos {
@@ -190,7 +190,7 @@ impl Connection {
     /// A fresh client identifier: the configured prefix and 128 random bits (from std's
     /// per-process random hash keys; no clock, no global of ours).
     fn generate_client_id(&self) -> String {
-        let a = RandomState::new().hash_one(self.stats.bytes_in);
+        let a = RandomState::new().hash_one(self.stats().bytes_in);
         let b = RandomState::new().hash_one(self.connect_deadline);
         format!("{}{a:016x}{b:016x}", self.cfg.assigned_client_id_prefix)
     }

@@ -28,8 +28,9 @@ impl Connection {
                 return Err(ProtocolError::TopicAliasInvalid(a));
             }
             Some(a) if p.topic.is_empty() => self
-                .aliases_in
-                .get(&a)
+                .rare
+                .as_ref()
+                .and_then(|r| r.aliases_in.get(&a))
                 .cloned()
                 .ok_or(ProtocolError::TopicAliasUnknown(Some(a)))?,
             None if p.topic.is_empty() && self.is_v5() => {
@@ -38,21 +39,21 @@ impl Connection {
             _ => p.topic.clone(),
         };
         if let Err(e) = self.cfg.topic_limits.validate_topic_name(&topic) {
-            count_topic_limit(&mut self.stats, &e);
+            count_topic_limit(self.stats_mut(), &e);
             return Err(ProtocolError::TopicNameInvalid(e));
         }
         if let Some(a) = alias
             && !p.topic.is_empty()
         {
             // Bounded: at most `topic_alias_maximum` entries.
-            self.aliases_in.insert(a, topic.clone());
+            self.rare_mut().aliases_in.insert(a, topic.clone());
         }
         Ok(topic)
     }
 
     /// Incoming PUBLISH: validate, filter QoS 2 duplicates, enforce Receive Maximum, emit.
     pub(super) fn handle_publish(&mut self, now: Instant, p: Publish) {
-        self.stats.count_publish_in(p.qos);
+        self.stats_mut().count_publish_in(p.qos);
         if p.qos > self.cfg.maximum_qos {
             return self.protocol_error(ProtocolError::QosNotSupported(p.qos));
         }
@@ -74,14 +75,14 @@ impl Connection {
             if p.qos == QoS::ExactlyOnce && session.incoming_qos2.contains(&id) {
                 // Already acknowledged with PUBREC: not emitted again; PUBREC again
                 // (MQTT 5.0 §4.3.3, method B).
-                self.stats.qos2_duplicates += 1;
+                self.stats_mut().qos2_duplicates += 1;
                 self.send(&Packet::PubRec(PubResponse::new(id)));
                 return;
             }
             if self.incoming.iter().any(|i| i.packet_id == id) {
                 // Still awaiting the server's answer: its acknowledgement will follow.
                 if p.qos == QoS::ExactlyOnce {
-                    self.stats.qos2_duplicates += 1;
+                    self.stats_mut().qos2_duplicates += 1;
                 }
                 return;
             }
@@ -204,12 +205,14 @@ impl Connection {
 
     /// SUBSCRIBE: validate each filter and emit [`Event::Subscribe`].
     pub(super) fn handle_subscribe(&mut self, s: Subscribe) {
-        if self.pending_subscribes.len() + self.pending_unsubscribes.len()
-            >= self.cfg.max_pending_requests
-        {
+        if self.pending_requests() >= self.cfg.max_pending_requests {
             return self.protocol_error(ProtocolError::TooManyPendingRequests);
         }
-        if self.pending_subscribes.contains_key(&s.packet_id) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.pending_subscribes.contains_key(&s.packet_id))
+        {
             return self.protocol_error(ProtocolError::PacketIdInUse(s.packet_id));
         }
         let subscription_id = s.properties.subscription_identifier;
@@ -222,12 +225,13 @@ impl Connection {
         // New filters still awaiting the server's answer count too: a client pipelining
         // SUBSCRIBEs must not get past `max_subscriptions` before the first SUBACK (a pending
         // filter the server then refuses was counted for nothing; the bound holds either way).
-        let pending_new = self
-            .pending_subscribes
-            .values()
-            .flatten()
-            .filter(|r| r.is_new && r.status.is_ok())
-            .count();
+        let pending_new = self.rare.as_ref().map_or(0, |rare| {
+            rare.pending_subscribes
+                .values()
+                .flatten()
+                .filter(|r| r.is_new && r.status.is_ok())
+                .count()
+        });
         let mut total = session.subscriptions().len() + pending_new;
         let mut requests = Vec::with_capacity(s.filters.len());
         for f in s.filters {
@@ -236,7 +240,7 @@ impl Connection {
             let (share_group, topic_filter, mut status) =
                 match self.cfg.topic_limits.parse_shared_subscription(&f.filter) {
                     Err(e) => {
-                        count_topic_limit(&mut self.stats, &e);
+                        count_topic_limit(self.stats.get_or_insert_with(Box::default), &e);
                         (
                             None,
                             f.filter.clone(),
@@ -264,7 +268,7 @@ impl Connection {
                             .topic_limits
                             .validate_topic_filter(&f.filter)
                             .map_err(|e| {
-                                count_topic_limit(&mut self.stats, &e);
+                                count_topic_limit(self.stats.get_or_insert_with(Box::default), &e);
                                 ReasonCode::TOPIC_FILTER_INVALID
                             });
                         (None, f.filter.clone(), status)
@@ -279,7 +283,9 @@ impl Connection {
             let is_new = !session.subscriptions().contains_key(f.filter.as_str());
             if status.is_ok() && is_new {
                 if total >= self.cfg.max_subscriptions {
-                    self.stats.subscription_limit_hits += 1;
+                    self.stats
+                        .get_or_insert_with(Box::default)
+                        .subscription_limit_hits += 1;
                     status = Err(ReasonCode::QUOTA_EXCEEDED);
                 } else {
                     total += 1;
@@ -295,7 +301,8 @@ impl Connection {
                 status,
             });
         }
-        self.pending_subscribes
+        self.rare_mut()
+            .pending_subscribes
             .insert(s.packet_id, requests.clone());
         self.events.push_back(Event::Subscribe {
             packet_id: s.packet_id,
@@ -310,9 +317,14 @@ impl Connection {
     /// with the same filter [MQTT-3.8.4-3]); then the SUBACK is sent (3.1.1: failures as
     /// 0x80). Unknown packet ids are ignored.
     pub fn complete_subscribe(&mut self, _now: Instant, packet_id: u16, granted: Vec<ReasonCode>) {
-        let Some(requests) = self.pending_subscribes.remove(&packet_id) else {
+        let Some(requests) = self
+            .rare
+            .as_mut()
+            .and_then(|r| r.pending_subscribes.remove(&packet_id))
+        else {
             return;
         };
+        self.trim_rare();
         let mut codes = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
             let code = match r.status {
@@ -347,15 +359,18 @@ impl Connection {
 
     /// UNSUBSCRIBE: emit [`Event::Unsubscribe`].
     pub(super) fn handle_unsubscribe(&mut self, u: Unsubscribe) {
-        if self.pending_subscribes.len() + self.pending_unsubscribes.len()
-            >= self.cfg.max_pending_requests
-        {
+        if self.pending_requests() >= self.cfg.max_pending_requests {
             return self.protocol_error(ProtocolError::TooManyPendingRequests);
         }
-        if self.pending_unsubscribes.contains_key(&u.packet_id) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.pending_unsubscribes.contains_key(&u.packet_id))
+        {
             return self.protocol_error(ProtocolError::PacketIdInUse(u.packet_id));
         }
-        self.pending_unsubscribes
+        self.rare_mut()
+            .pending_unsubscribes
             .insert(u.packet_id, u.filters.clone());
         self.events.push_back(Event::Unsubscribe {
             packet_id: u.packet_id,
@@ -369,9 +384,14 @@ impl Connection {
     /// session; then UNSUBACK is sent (3.1.1: without codes). Unknown packet ids are
     /// ignored.
     pub fn complete_unsubscribe(&mut self, _now: Instant, packet_id: u16, codes: Vec<ReasonCode>) {
-        let Some(filters) = self.pending_unsubscribes.remove(&packet_id) else {
+        let Some(filters) = self
+            .rare
+            .as_mut()
+            .and_then(|r| r.pending_unsubscribes.remove(&packet_id))
+        else {
             return;
         };
+        self.trim_rare();
         let mut out = Vec::with_capacity(filters.len());
         for (i, f) in filters.iter().enumerate() {
             let existed = self

@@ -106,6 +106,29 @@ struct Incoming {
     result: Option<ReasonCode>,
 }
 
+/// The maps of a [`Connection`] that most connections never fill (see `Connection::rare`).
+#[derive(Debug, Default)]
+struct Rare {
+    /// Topic aliases the client set (5.0), at most `topic_alias_maximum`.
+    aliases_in: HashMap<u16, MqttString>,
+    /// Topic aliases the server set (5.0), at most the client's Topic Alias Maximum.
+    aliases_out: HashMap<MqttString, u16>,
+    /// SUBSCRIBEs awaiting `complete_subscribe` (with the UNSUBSCRIBEs, at most
+    /// `max_pending_requests`).
+    pending_subscribes: HashMap<u16, Vec<SubscribeRequest>>,
+    /// UNSUBSCRIBEs awaiting `complete_unsubscribe`.
+    pending_unsubscribes: HashMap<u16, Vec<MqttString>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.aliases_in.is_empty()
+            && self.aliases_out.is_empty()
+            && self.pending_subscribes.is_empty()
+            && self.pending_unsubscribes.is_empty()
+    }
+}
+
 /// The protocol state machine of one client network connection (MQTT 3.1.1 or 5.0).
 ///
 /// Sans-IO: bytes and `now` in, bytes, [`Event`]s and deadlines out. It never reads the
@@ -119,7 +142,9 @@ pub struct Connection {
     rx: BytesMut,
     tx: BytesMut,
     events: VecDeque<Event>,
-    stats: ConnectionStats,
+    /// Boxed and allocated at the first count: [`Self::take_stats`] frees it, so a
+    /// connection whose server takes its counters after every step holds none while idle.
+    stats: Option<Box<ConnectionStats>>,
     connect_deadline: Instant,
     last_packet: Instant,
     /// When the incomplete packet at the front of `rx` started arriving (the read that left
@@ -141,16 +166,34 @@ pub struct Connection {
     /// The session has in-flight messages not yet (re)sent on this connection.
     resend_pending: bool,
     incoming: VecDeque<Incoming>,
-    aliases_in: HashMap<u16, MqttString>,
-    aliases_out: HashMap<MqttString, u16>,
-    pending_subscribes: HashMap<u16, Vec<SubscribeRequest>>,
-    pending_unsubscribes: HashMap<u16, Vec<MqttString>>,
+    /// Boxed, allocated on first use and freed when empty again: most connections never
+    /// use topic aliases and have no SUBSCRIBE/UNSUBSCRIBE awaiting an answer.
+    rare: Option<Box<Rare>>,
     /// The server's shared cache, lent for one [`Connection::deliver_cached`] call (empty
     /// otherwise).
     cache: PublishCache,
 }
 
 impl Connection {
+    /// The rarely used maps, allocated now if they were not.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the rarely used maps once they are all empty.
+    fn trim_rare(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
+    /// SUBSCRIBE and UNSUBSCRIBE requests awaiting the server's answer.
+    fn pending_requests(&self) -> usize {
+        self.rare.as_ref().map_or(0, |r| {
+            r.pending_subscribes.len() + r.pending_unsubscribes.len()
+        })
+    }
+
     /// A connection for a socket accepted at `now`. The CONNECT must arrive before
     /// `now + cfg.connect_timeout`.
     pub fn new(cfg: Arc<SessionConfig>, now: Instant) -> Self {
@@ -162,7 +205,7 @@ impl Connection {
             rx: BytesMut::new(),
             tx: BytesMut::new(),
             events: VecDeque::new(),
-            stats: ConnectionStats::default(),
+            stats: None,
             connect_deadline,
             last_packet: now,
             partial_since: None,
@@ -176,10 +219,7 @@ impl Connection {
             inflight_sent: 0,
             resend_pending: false,
             incoming: VecDeque::new(),
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
-            pending_subscribes: HashMap::new(),
-            pending_unsubscribes: HashMap::new(),
+            rare: None,
             cache: PublishCache::default(),
         }
     }
@@ -195,7 +235,7 @@ impl Connection {
             return;
         }
         self.last_now = self.last_now.max(now);
-        self.stats.bytes_in += data.len() as u64;
+        self.stats_mut().bytes_in += data.len() as u64;
         if self.state == State::AwaitDecision
             && self.rx.len() + data.len() > self.cfg.max_packet_size as usize
         {
@@ -244,7 +284,7 @@ impl Connection {
                 Ok(None) => return decoded,
                 Ok(Some(packet)) => {
                     decoded = true;
-                    self.stats.packets_in += 1;
+                    self.stats_mut().packets_in += 1;
                     self.last_packet = now;
                     self.handle_packet(now, packet);
                 }
@@ -310,13 +350,13 @@ impl Connection {
                 if let Some(deadline) = self.keepalive_deadline()
                     && now >= deadline
                 {
-                    self.stats.keepalive_timeouts += 1;
+                    self.stats_mut().keepalive_timeouts += 1;
                     self.send_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT);
                     self.close(CloseReason::KeepAliveTimeout, true);
                 } else if let Some(deadline) = self.partial_packet_deadline()
                     && now >= deadline
                 {
-                    self.stats.partial_packet_timeouts += 1;
+                    self.stats_mut().partial_packet_timeouts += 1;
                     self.send_disconnect(ReasonCode::QUOTA_EXCEEDED);
                     self.close(CloseReason::PartialPacketTimeout, true);
                 }
@@ -365,7 +405,7 @@ impl Connection {
         if self.tx.is_empty() {
             return false;
         }
-        self.stats.bytes_out += self.tx.len() as u64;
+        self.stats_mut().bytes_out += self.tx.len() as u64;
         if out.is_empty() {
             std::mem::swap(out, &mut self.tx);
         } else {
@@ -490,7 +530,20 @@ impl Connection {
 
     /// Counters of this connection.
     pub fn stats(&self) -> &ConnectionStats {
-        &self.stats
+        static ZERO: ConnectionStats = ConnectionStats::ZERO;
+        self.stats.as_deref().unwrap_or(&ZERO)
+    }
+
+    /// The counters, allocated if they were not.
+    fn stats_mut(&mut self) -> &mut ConnectionStats {
+        self.stats.get_or_insert_with(Box::default)
+    }
+
+    /// The counters counted since the previous call (or since the start), zeroing them:
+    /// for a server that adds deltas to its metrics without keeping a copy of the last
+    /// totals. [`Self::stats`] then shows only what was counted after this call.
+    pub fn take_stats(&mut self) -> ConnectionStats {
+        self.stats.take().map(|s| *s).unwrap_or_default()
     }
 
     /// The configuration this connection runs with.
@@ -512,7 +565,7 @@ impl Connection {
         }
         match encode(packet, self.version, &mut self.tx) {
             Ok(()) => {
-                self.stats.packets_out += 1;
+                self.stats_mut().packets_out += 1;
                 true
             }
             Err(_) => false,
@@ -535,9 +588,9 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        self.stats.protocol_errors += 1;
+        self.stats_mut().protocol_errors += 1;
         if matches!(err, ProtocolError::ReceiveMaximumExceeded) {
-            self.stats.receive_maximum_exceeded += 1;
+            self.stats_mut().receive_maximum_exceeded += 1;
         }
         self.send_disconnect(err.reason_code());
         let will = self.state == State::Connected;
@@ -554,8 +607,11 @@ impl Connection {
         let will = self.will.take().filter(|_| send_will).map(|w| *w);
         self.rx = BytesMut::new();
         self.partial_since = None;
-        self.pending_subscribes.clear();
-        self.pending_unsubscribes.clear();
+        if let Some(r) = self.rare.as_mut() {
+            r.pending_subscribes.clear();
+            r.pending_unsubscribes.clear();
+        }
+        self.trim_rare();
         if let Some(s) = self.session.as_mut() {
             s.reset_sent_here();
         }

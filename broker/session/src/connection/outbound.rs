@@ -67,7 +67,7 @@ impl Connection {
                 if let DeliverOutcome::Dropped(d) = outcome
                     && d != Dropped::QueueFull
                 {
-                    self.stats.dropped.count(d);
+                    self.stats_mut().dropped.count(d);
                 }
                 outcome
             }
@@ -79,7 +79,7 @@ impl Connection {
                 None => DeliverOutcome::Dropped(Dropped::NotConnected),
             },
             State::AwaitConnect | State::AwaitDecision => {
-                self.stats.dropped.count(Dropped::NotConnected);
+                self.stats_mut().dropped.count(Dropped::NotConnected);
                 DeliverOutcome::Dropped(Dropped::NotConnected)
             }
         }
@@ -122,7 +122,7 @@ impl Connection {
             let Some(session) = self.session.as_mut() else {
                 return DeliverOutcome::Dropped(Dropped::NotConnected);
             };
-            self.stats.queued += 1;
+            self.stats.get_or_insert_with(Box::default).queued += 1;
             return match session.push_pending(delivery) {
                 Ok(()) => DeliverOutcome::Queued,
                 Err(d) => DeliverOutcome::Dropped(d),
@@ -131,7 +131,7 @@ impl Connection {
         match self.send_new(now, delivery, false) {
             Ok(Sent::Now) => DeliverOutcome::Sent,
             Ok(Sent::Waiting) => {
-                self.stats.queued += 1;
+                self.stats_mut().queued += 1;
                 DeliverOutcome::Queued
             }
             Err(d) => DeliverOutcome::Dropped(d),
@@ -259,13 +259,14 @@ impl Connection {
         if !self.is_v5() || limit == 0 {
             return (None, true, false);
         }
-        if let Some(&a) = self.aliases_out.get(topic) {
+        let aliases = &mut self.rare_mut().aliases_out;
+        if let Some(&a) = aliases.get(topic) {
             return (Some(a), false, false);
         }
-        if self.aliases_out.len() < usize::from(limit) {
+        if aliases.len() < usize::from(limit) {
             // Bounded by `limit`, so the cast cannot truncate.
-            let a = (self.aliases_out.len() + 1) as u16;
-            self.aliases_out.insert(topic.clone(), a);
+            let a = (aliases.len() + 1) as u16;
+            aliases.insert(topic.clone(), a);
             return (Some(a), true, true);
         }
         (None, true, false)
@@ -284,7 +285,7 @@ impl Connection {
             && self.state != State::Closed
             && self.send_cached(&d.message, v, packet_id)
         {
-            self.stats.count_publish_out(d.qos);
+            self.stats_mut().count_publish_out(d.qos);
             return Ok(());
         }
         let (alias, with_topic, new_alias) = self.alias_for(&d.message.topic);
@@ -296,15 +297,18 @@ impl Connection {
             if let Some(v) = variant {
                 self.cache_sent(&d.message, v, start);
             }
-            self.stats.count_publish_out(d.qos);
+            self.stats_mut().count_publish_out(d.qos);
             if dup {
-                self.stats.publish_resent += 1;
+                self.stats_mut().publish_resent += 1;
             }
             return Ok(());
         }
         if new_alias {
             // The client never saw this mapping.
-            self.aliases_out.remove(&d.message.topic);
+            if let Some(r) = self.rare.as_mut() {
+                r.aliases_out.remove(&d.message.topic);
+            }
+            self.trim_rare();
         }
         Err(if fits {
             Dropped::Unencodable
@@ -336,7 +340,7 @@ impl Connection {
                 // Back at the front; its identifier frees with an acknowledgement, which
                 // pumps again.
                 Ok(Sent::Waiting) => return,
-                Err(reason) => self.stats.dropped.count(reason),
+                Err(reason) => self.stats_mut().dropped.count(reason),
             }
         }
     }
@@ -360,7 +364,7 @@ impl Connection {
             } else if let Err(reason) = self.send_publish(now, &delivery, id, dup) {
                 // Too large for this connection's client: discard as if delivered
                 // [MQTT-3.1.2-25].
-                self.stats.dropped.count(reason);
+                self.stats_mut().dropped.count(reason);
                 if let Some(s) = self.session.as_mut() {
                     s.remove_outgoing(id);
                 }
@@ -395,7 +399,7 @@ impl Connection {
         if self.sent_state(r.packet_id) == Some(OutState::Qos1Published) {
             self.finish_outgoing(now, r.packet_id);
         } else {
-            self.stats.unknown_acks += 1;
+            self.stats_mut().unknown_acks += 1;
         }
     }
 
@@ -412,7 +416,7 @@ impl Connection {
                 self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
             }
             _ => {
-                self.stats.unknown_acks += 1;
+                self.stats_mut().unknown_acks += 1;
                 if self.is_v5() {
                     self.send(&Packet::PubRel(PubResponse {
                         reason_code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
@@ -428,7 +432,7 @@ impl Connection {
         if self.sent_state(r.packet_id) == Some(OutState::Qos2Released) {
             self.finish_outgoing(now, r.packet_id);
         } else {
-            self.stats.unknown_acks += 1;
+            self.stats_mut().unknown_acks += 1;
         }
     }
 }

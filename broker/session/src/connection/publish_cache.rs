@@ -177,7 +177,7 @@ impl super::Connection {
             self.tx[start + at..start + at + 2].copy_from_slice(&packet_id.to_be_bytes());
         }
         self.cache.hits += 1;
-        self.stats.packets_out += 1;
+        self.stats_mut().packets_out += 1;
         true
     }
 
