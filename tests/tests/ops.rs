@@ -331,6 +331,17 @@ fn offline_queue_bounded_and_counted() {
     for i in 0..10u16 {
         p.publish(&Publish::new("bq/t", format!("{i}").as_bytes()).qos(1, 1 + i));
     }
+    // All ten reached the offline session (7 refused by its bound) before the client comes
+    // back: a message still on its way when the session resumes is delivered, not dropped.
+    let full = "halyard_messages_dropped_total{reason=\"queue_full\"}";
+    let drops = wait_for(Duration::from_secs(10), || {
+        (b.metrics().get(full).unwrap_or(0.0) >= 7.0).then_some(())
+    });
+    assert!(
+        drops.is_some(),
+        "7 queue_full drops: {:?}",
+        b.metrics().samples
+    );
     c.clean = false;
     let (mut s, present, code, _) = RawClient::connect(b.mqtt_addr(), &c);
     assert_eq!((code, present), (0, true));
