@@ -149,6 +149,19 @@ pub fn start(
     cpus: &str,
     work: &Path,
 ) -> Result<Running, CompareError> {
+    // A port someone else holds (another benchmark run with the same --base-port) would make
+    // this run measure that process's broker: refuse instead.
+    let admin = port.wrapping_add(1000);
+    for p in [port, admin] {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", p)) {
+            return Err(CompareError::Broker(
+                broker.name(),
+                format!(
+                    "port {p} is not free ({e}): is another benchmark running? pick --base-port"
+                ),
+            ));
+        }
+    }
     fs::create_dir_all(work)?;
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg(cpus);
@@ -166,10 +179,7 @@ pub fn start(
             cmd.arg(&bins.halyard)
                 .arg("run")
                 .env("HALYARD_LISTENERS__TCP__BIND", format!("127.0.0.1:{port}"))
-                .env(
-                    "HALYARD_ADMIN__BIND",
-                    format!("127.0.0.1:{}", port.wrapping_add(1000)),
-                )
+                .env("HALYARD_ADMIN__BIND", format!("127.0.0.1:{admin}"))
                 .env("HALYARD_IO__THREADS", "1")
                 .env("HALYARD_IO__BACKEND", backend)
                 .env("HALYARD_LOG__LEVEL", "warn")
