@@ -12,9 +12,10 @@
 //!
 //! Limits: a member that does not answer within `cluster.write_timeout_ms` is skipped
 //! (counted), so the client gets a new session if its old node is unreachable; messages
-//! routed to the client while the session is in transit (a few milliseconds) are dropped
-//! and counted as `session_gone`; the old node deletes its stored copy before this node
-//! stored its own, so a crash of both in that window loses the session.
+//! published while the session is in transit (between the old node removing its
+//! subscriptions and this node's routes being committed: a few milliseconds) find no
+//! subscriber and are not delivered to it; the old node deletes its stored copy before this
+//! node stored its own, so a crash of both in that window loses the session.
 
 use std::future::Future;
 use std::pin::Pin;
