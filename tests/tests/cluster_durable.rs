@@ -353,3 +353,30 @@ async fn a_persistent_session_follows_its_client_to_another_node() {
         "the clean start ended the old session everywhere"
     );
 }
+
+/// With `cluster.session_takeover = false` on the node a client reconnects to, its session
+/// stays where it was made: no Session Present there, and it is still there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_takeover_can_be_turned_off() {
+    require_halyard();
+    let mut cl = Cluster::new(
+        "cluster-no-roam",
+        70,
+        &[("c1", "core"), ("r1", "replicant")],
+    );
+    cl.nodes[1]
+        .env
+        .push(("HALYARD_CLUSTER__SESSION_TAKEOVER", "false".to_string()));
+    cl.start(0);
+    cl.wait_formed(1);
+    cl.start(1);
+    cl.wait_formed(2);
+    let (mut c, _) = v4::Client::connect(persistent(&cl, 0, "stay")).await;
+    c.subscribe("stay/#", v4::QoS::AtLeastOnce).await;
+    c.disconnect().await;
+    let (elsewhere, ack) = v4::Client::connect(persistent(&cl, 1, "stay")).await;
+    assert!(!ack.session_present, "r1 does not ask for sessions");
+    elsewhere.disconnect().await;
+    let (_c, ack) = v4::Client::connect(persistent(&cl, 0, "stay")).await;
+    assert!(ack.session_present, "the session stayed on c1");
+}

@@ -181,7 +181,7 @@ pub async fn import(ctx: &Rc<ThreadCtx>, client_id: &str, clean_start: bool) {
     let Some(cluster) = broker.cluster.get() else {
         return;
     };
-    if !broker.is_unregistered(client_id) {
+    if !broker.config.cluster.session_takeover || !broker.is_unregistered(client_id) {
         return;
     }
     let Some(bytes) = cluster.node.take_session(client_id, clean_start).await else {

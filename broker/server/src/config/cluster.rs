@@ -33,6 +33,11 @@ pub struct ClusterConfig {
     /// Whether a SUBACK waits until the new routes are committed and applied on this node.
     #[serde(default = "yes")]
     pub suback_waits_for_route: bool,
+    /// Whether a CONNECT asks the other nodes for the client's session (a persistent session
+    /// follows its client; Clean Start ends the copies elsewhere). Off: sessions stay on the
+    /// node they were made on and a CONNECT costs no request to the other nodes.
+    #[serde(default = "yes")]
+    pub session_takeover: bool,
     /// Every other key: the cluster library's limits and timings, checked by it.
     #[serde(flatten)]
     pub tuning: toml::Table,
@@ -55,6 +60,7 @@ impl Default for ClusterConfig {
             initial_cores: Vec::new(),
             data_dir: String::new(),
             suback_waits_for_route: true,
+            session_takeover: true,
             tuning: toml::Table::new(),
         }
     }
