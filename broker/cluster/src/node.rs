@@ -555,21 +555,22 @@ impl ClusterNode {
     /// answer (only after a partition), the first answer is kept and the others counted in
     /// `sessions_dropped`. Needs no particular runtime.
     pub async fn take_session(&self, client_id: &str, discard: bool) -> Option<Vec<u8>> {
-        let now = std::time::Instant::now();
-        let others: Vec<String> = {
+        let mut others: Vec<String> = self
+            .members()
+            .into_values()
+            .filter(|m| m.id != self.shared.id && !m.cluster_addr.is_empty())
+            .map(|m| m.cluster_addr)
+            .collect();
+        {
+            let now = std::time::Instant::now();
             let mut down = self
                 .shared
                 .session_down
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             down.retain(|_, until| *until > now);
-            self.members()
-                .into_values()
-                .filter(|m| m.id != self.shared.id && !m.cluster_addr.is_empty())
-                .map(|m| m.cluster_addr)
-                .filter(|a| !down.contains_key(a))
-                .collect()
-        };
+            others.retain(|a| !down.contains_key(a));
+        }
         if others.is_empty() {
             return None;
         }

@@ -487,28 +487,39 @@ impl ConnTask {
         }
     }
 
-    /// Acknowledges PUBLISHes once their waits resolved, in arrival order: a failed
-    /// retained update gets its refusal code (5.0) or closes the connection (3.1.1 cannot
-    /// refuse a PUBLISH).
+    /// Acknowledges PUBLISHes once their waits resolved, in arrival order.
     async fn answer_forwarded(
         &mut self,
         waiting: Vec<(Option<u16>, ReasonCode, Option<RetainWait>)>,
     ) {
-        for (packet_id, mut code, wait) in waiting {
-            if let Some(wait) = wait
-                && let Err(e) = wait.await
-            {
-                match crate::cluster::retained::refusal(self.conn.protocol_version(), &e) {
-                    Some(refused) => code = refused,
-                    None => {
-                        self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
-                        continue;
-                    }
+        for (packet_id, code, wait) in waiting {
+            self.acknowledge_after(packet_id, code, wait).await;
+        }
+    }
+
+    /// Acknowledges a PUBLISH with `code` once its cluster `wait` resolved: a failed
+    /// retained update turns a success into its refusal code (5.0) or closes the connection
+    /// (3.1.1 cannot refuse a PUBLISH).
+    pub(super) async fn acknowledge_after(
+        &mut self,
+        packet_id: Option<u16>,
+        mut code: ReasonCode,
+        wait: Option<RetainWait>,
+    ) {
+        if let Some(wait) = wait
+            && let Err(e) = wait.await
+            && code == ReasonCode::SUCCESS
+        {
+            match crate::cluster::retained::refusal(self.conn.protocol_version(), &e) {
+                Some(refused) => code = refused,
+                None => {
+                    self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
+                    return;
                 }
             }
-            if let Some(id) = packet_id {
-                self.conn.complete_publish(Instant::now(), id, code);
-            }
+        }
+        if let Some(id) = packet_id {
+            self.conn.complete_publish(Instant::now(), id, code);
         }
     }
 

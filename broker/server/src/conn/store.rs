@@ -305,21 +305,7 @@ impl ConnTask {
                 }
                 None => {}
             }
-            if let Some(wait) = p.retained
-                && let Err(e) = wait.await
-                && code == ReasonCode::SUCCESS
-            {
-                match crate::cluster::retained::refusal(self.conn.protocol_version(), &e) {
-                    Some(refused) => code = refused,
-                    None => {
-                        self.conn.disconnect(ReasonCode::UNSPECIFIED_ERROR);
-                        continue;
-                    }
-                }
-            }
-            if let Some(id) = p.packet_id {
-                self.conn.complete_publish(Instant::now(), id, code);
-            }
+            self.acknowledge_after(p.packet_id, code, p.retained).await;
         }
     }
 

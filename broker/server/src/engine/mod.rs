@@ -435,7 +435,8 @@ impl Broker {
     }
 
     /// Puts the subscriptions of a session that arrives offline (read back from the store,
-    /// or handed over by another node) into the trie, pointing at `route`.
+    /// or handed over by another node) into the trie, pointing at `route`. The caller
+    /// updates the subscription gauge (once, after all of them).
     pub fn restore_subscriptions(
         &self,
         key: SessionKey,
@@ -467,7 +468,6 @@ impl Broker {
                 Ok(Some(_)) => {}
             }
         }
-        self.update_subscription_gauge();
     }
 
     /// Whether `client_id` has no session in the registry (its stored state may go).

@@ -510,6 +510,7 @@ impl ThreadCtx {
         route.set_persistent(moving.session.tracks_changes());
         self.broker
             .restore_subscriptions(key, &route, &client_id, &moving.session);
+        self.broker.update_subscription_gauge();
         self.park_offline(key, moving, None, Instant::now());
         true
     }
