@@ -111,6 +111,8 @@ pub struct ThreadStats {
     pub connections: AtomicI64,
     /// Connections accepted since start.
     pub connections_accepted: AtomicU64,
+    /// Open connections parked (idle, state compacted; see `conn::park`).
+    pub parked: AtomicI64,
     /// PUBLISH packets received from clients, by QoS.
     pub received: [AtomicU64; 3],
     /// PUBLISH packets sent to clients, by QoS.
@@ -273,6 +275,11 @@ impl Metrics {
             "halyard_connections_total",
             "Client connections accepted since start",
             UntypedTotal(self.sum(|t| t.connections_accepted.load(Relaxed))),
+        );
+        reg.register(
+            "halyard_connections_parked",
+            "Open client connections parked while idle (state compacted, io.park_idle_connections)",
+            gauge(self.threads.iter().map(|t| t.parked.load(Relaxed)).sum()),
         );
         reg.register(
             "halyard_sessions",

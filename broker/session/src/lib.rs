@@ -52,10 +52,12 @@ mod parts;
 mod queue;
 mod session;
 mod stats;
+mod subscriptions;
 
 pub use config::{QueuePolicy, SessionConfig};
 pub use connection::{
-    Connection, DeliverOutcome, PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PublishCache,
+    Connection, DeliverOutcome, PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, ParkedConnection,
+    PublishCache,
 };
 pub use error::{CloseReason, PartsError, ProtocolError};
 pub use event::{ConnectRequest, Event, SubscribeRequest};
@@ -64,6 +66,7 @@ pub use parts::{OutgoingParts, OutgoingStage, SessionParts};
 pub use queue::{Dropped, MemoryQueue, MessageQueue};
 pub use session::{SESSION_NEVER_EXPIRES, Session, SessionChanges, Subscription};
 pub use stats::{ConnectionStats, DropCounters, SessionStats};
+pub use subscriptions::Subscriptions;
 
 #[cfg(test)]
 mod tests;

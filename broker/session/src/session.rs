@@ -10,6 +10,7 @@ use crate::message::{ClientId, Delivery};
 use crate::parts::OutgoingParts;
 use crate::queue::{Dropped, MemoryQueue, MessageQueue};
 use crate::stats::SessionStats;
+use crate::subscriptions::Subscriptions;
 
 /// Session Expiry Interval meaning "the session never expires" (0xFFFFFFFF, MQTT 5.0
 /// §3.1.2.11.2). MQTT 3.1.1 clients with Clean Session 0 get this value.
@@ -63,7 +64,7 @@ pub(crate) struct OutFlight {
 pub struct Session {
     client_id: ClientId,
     expiry_interval: u32,
-    subscriptions: HashMap<String, Subscription>,
+    subscriptions: Subscriptions,
     pub(crate) outgoing: HashMap<u16, OutFlight>,
     next_seq: u64,
     next_packet_id: u16,
@@ -136,7 +137,7 @@ impl Session {
         Session {
             client_id,
             expiry_interval,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             outgoing: HashMap::new(),
             next_seq: 0,
             next_packet_id: 1,
@@ -210,12 +211,12 @@ impl Session {
     }
 
     /// Subscriptions by full topic filter (with any `$share/{group}/` prefix).
-    pub fn subscriptions(&self) -> &HashMap<String, Subscription> {
+    pub fn subscriptions(&self) -> &Subscriptions {
         &self.subscriptions
     }
 
     /// Mutable subscriptions; recorded as changed.
-    pub(crate) fn subscriptions_mut(&mut self) -> &mut HashMap<String, Subscription> {
+    pub(crate) fn subscriptions_mut(&mut self) -> &mut Subscriptions {
         self.note(|c| c.subscriptions = true);
         &mut self.subscriptions
     }

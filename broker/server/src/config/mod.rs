@@ -211,6 +211,10 @@ pub struct IoConfig {
     /// `busy_read_buffer_bytes` buffer; others stay on the poll path (counted as a limit
     /// hit). 0 = never.
     pub max_busy_readers: usize,
+    /// Idle plain-TCP connections are parked: their state compacted into a small record
+    /// until their next input, message or deadline (see ARCHITECTURE.md, "Parked
+    /// connections"). false = every connection keeps its full state.
+    pub park_idle_connections: bool,
     /// io_uring submission queue entries per thread.
     pub uring_entries: u32,
 }

@@ -22,7 +22,9 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use compio::BufResult;
@@ -110,10 +112,10 @@ impl Reader {
         })
     }
 
-    /// Resolves when a read may find bytes. The poll (or receive) operation stays armed
-    /// when this future is dropped (a mailbox message or a timer won the race), so waiting
-    /// again costs no new submission.
-    pub async fn ready(&mut self) {
+    /// Ready when a read may find bytes; otherwise the task polling is woken when one may.
+    /// The poll (or receive) operation stays armed when the task stops polling (a mailbox
+    /// message or a timer won the race), so waiting again costs no new submission.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Only between receives: one in flight may already hold bytes.
         if self
             .busy
@@ -124,24 +126,24 @@ impl Reader {
         }
         if let Some(b) = self.busy.as_deref_mut() {
             if b.done.is_some() {
-                return;
+                return Poll::Ready(());
             }
             let fd = &self.poll;
             let recv = b.recv.get_or_insert_with(|| {
                 let buf = std::mem::take(&mut b.buf);
                 submit(Recv::new(fd.to_shared_fd(), buf, RecvFlags::empty()))
             });
-            let BufResult(res, op) = recv.await;
+            let BufResult(res, op) = std::task::ready!(Pin::new(recv).poll(cx));
             b.recv = None;
             b.buf = op.into_inner();
             b.done = Some(res);
-            return;
+            return Poll::Ready(());
         }
         if self.more {
-            return;
+            return Poll::Ready(());
         }
         // An error (the socket failed) is reported by the read that follows.
-        let _ = std::future::poll_fn(|cx| self.poll.poll_read_ready(cx)).await;
+        self.poll.poll_read_ready(cx).map(|_| ())
     }
 
     /// The task woke for its timer: a busy connection quiet for longer than [`BUSY_GAP`]

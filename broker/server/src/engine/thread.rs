@@ -94,18 +94,15 @@ impl ConnHandle {
         std::mem::take(&mut *self.mailbox.borrow_mut())
     }
 
-    /// Resolves when the mailbox is non-empty or the connection's deadline passed (see
-    /// [`Self::take_timer_due`]).
-    pub async fn ready(&self) {
-        std::future::poll_fn(|cx| {
-            if self.mailbox.borrow().is_empty() && !self.timer_due.get() {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        })
-        .await
+    /// Ready when the mailbox is non-empty or the connection's deadline passed (see
+    /// [`Self::take_timer_due`]); otherwise the task polling is woken when that happens.
+    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.mailbox.borrow().is_empty() && !self.timer_due.get() {
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 mod connect;
 mod inbound;
 mod outbound;
+mod park;
 mod publish_cache;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,6 +37,7 @@ use crate::session::Session;
 use crate::stats::ConnectionStats;
 
 pub use outbound::DeliverOutcome;
+pub use park::ParkedConnection;
 pub use publish_cache::{PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PublishCache};
 
 /// `code` if MQTT 5.0 allows it in `packet`, else 0x80 (unspecified error), so that a
@@ -46,6 +48,12 @@ fn allowed_or_unspecified(code: ReasonCode, packet: PacketType) -> ReasonCode {
     } else {
         ReasonCode::UNSPECIFIED_ERROR
     }
+}
+
+/// When a connection whose last packet arrived at `last_packet` is closed for silence: 1.5
+/// times `keep_alive` seconds later (none when `keep_alive` is 0) [MQTT-3.1.2-24].
+fn keepalive_deadline(last_packet: Instant, keep_alive: u16) -> Option<Instant> {
+    (keep_alive > 0).then(|| last_packet + Duration::from_millis(u64::from(keep_alive) * 1500))
 }
 
 /// Where the connection is in its life.
@@ -366,8 +374,7 @@ impl Connection {
     }
 
     fn keepalive_deadline(&self) -> Option<Instant> {
-        (self.keep_alive > 0)
-            .then(|| self.last_packet + Duration::from_millis(u64::from(self.keep_alive) * 1500))
+        keepalive_deadline(self.last_packet, self.keep_alive)
     }
 
     /// When the incomplete packet in the receive buffer must be complete (connected only).

@@ -3,6 +3,7 @@
 mod close;
 mod connect;
 mod fuzz;
+mod park;
 mod partial;
 mod parts;
 mod publish_cache;
