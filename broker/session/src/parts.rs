@@ -169,7 +169,7 @@ impl Session {
                 return Err(PartsError::StageMismatch(o.packet_id));
             }
         }
-        let mut incoming = HashSet::new();
+        let mut incoming = crate::session::IdSet::default();
         for &id in &parts.incoming_qos2 {
             if id == 0 {
                 return Err(PartsError::ZeroPacketId);

@@ -1,6 +1,7 @@
 //! [`Session`]: the per-client state that can outlive a network connection (MQTT 5.0 §4.1).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use halyard_codec::{QoS, SubscriptionOptions};
@@ -15,6 +16,38 @@ use crate::subscriptions::Subscriptions;
 /// Session Expiry Interval meaning "the session never expires" (0xFFFFFFFF, MQTT 5.0
 /// §3.1.2.11.2). MQTT 3.1.1 clients with Clean Session 0 get this value.
 pub const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
+
+/// Hashes packet identifiers for the session's in-flight tables. Zero-sized, unlike
+/// `RandomState` (16 bytes in every session, twice): the keys are 16-bit identifiers in
+/// tables bounded by the in-flight windows, so seeding buys little; a full 64-bit mix
+/// (the splitmix64 finaliser) spreads them over the bits the table probes with.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PacketIdHasher(u64);
+
+impl Hasher for PacketIdHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = (self.0 << 16) | u64::from(n);
+    }
+}
+
+/// Packet identifier -> value, hashed with [`PacketIdHasher`].
+pub(crate) type IdMap<V> = HashMap<u16, V, BuildHasherDefault<PacketIdHasher>>;
+
+/// A set of packet identifiers, hashed with [`PacketIdHasher`].
+pub(crate) type IdSet = HashSet<u16, BuildHasherDefault<PacketIdHasher>>;
 
 /// One subscription held by a session, keyed by its full topic filter (including a
 /// `$share/{group}/` prefix).
@@ -65,17 +98,19 @@ pub struct Session {
     client_id: ClientId,
     expiry_interval: u32,
     subscriptions: Subscriptions,
-    pub(crate) outgoing: HashMap<u16, OutFlight>,
+    pub(crate) outgoing: IdMap<OutFlight>,
     next_seq: u64,
     next_packet_id: u16,
     /// Client packet identifiers of QoS 2 PUBLISH packets acknowledged with a successful
     /// PUBREC and not yet released by PUBREL (MQTT 5.0 §4.3.3, method B).
-    pub(crate) incoming_qos2: HashSet<u16>,
+    pub(crate) incoming_qos2: IdSet,
     queue: Box<dyn MessageQueue>,
     max_queued: usize,
     policy: QueuePolicy,
     queue_qos0_offline: bool,
-    stats: SessionStats,
+    /// Boxed and allocated at the first count: most sessions never queue or drop anything,
+    /// and every session carries this field.
+    stats: Option<Box<SessionStats>>,
     /// Changes since the last [`Session::take_changes`]; `None` while not tracking (boxed:
     /// only stored sessions track them, and every session is carried by its connection).
     changes: Option<Box<SessionChanges>>,
@@ -138,15 +173,15 @@ impl Session {
             client_id,
             expiry_interval,
             subscriptions: Subscriptions::default(),
-            outgoing: HashMap::new(),
+            outgoing: IdMap::default(),
             next_seq: 0,
             next_packet_id: 1,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: IdSet::default(),
             queue,
             max_queued: cfg.max_queued_messages,
             policy: cfg.queue_policy,
             queue_qos0_offline: cfg.queue_qos0_offline,
-            stats: SessionStats::default(),
+            stats: None,
             changes: None,
         }
     }
@@ -312,7 +347,11 @@ impl Session {
 
     /// Counters of this session.
     pub fn stats(&self) -> &SessionStats {
-        &self.stats
+        self.stats.as_deref().unwrap_or(&SessionStats::ZERO)
+    }
+
+    fn stats_mut(&mut self) -> &mut SessionStats {
+        self.stats.get_or_insert_with(Box::default)
     }
 
     /// Queues a message for this session while no connection owns it (offline).
@@ -324,11 +363,11 @@ impl Session {
     /// [`Session::stats`].
     pub fn enqueue(&mut self, now: Instant, delivery: Delivery) -> Result<(), Dropped> {
         if delivery.message.is_expired(now) {
-            self.stats.dropped.count(Dropped::Expired);
+            self.stats_mut().dropped.count(Dropped::Expired);
             return Err(Dropped::Expired);
         }
         if delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
-            self.stats.dropped.count(Dropped::Qos0Offline);
+            self.stats_mut().dropped.count(Dropped::Qos0Offline);
             return Err(Dropped::Qos0Offline);
         }
         self.push_pending(delivery)
@@ -337,7 +376,7 @@ impl Session {
     /// Appends to the pending queue, applying the limit and the policy.
     pub(crate) fn push_pending(&mut self, delivery: Delivery) -> Result<(), Dropped> {
         if self.queue.len() >= self.max_queued {
-            self.stats.dropped.count(Dropped::QueueFull);
+            self.stats_mut().dropped.count(Dropped::QueueFull);
             match self.policy {
                 QueuePolicy::DropNewest => return Err(Dropped::QueueFull),
                 QueuePolicy::DropOldest => {
@@ -351,7 +390,7 @@ impl Session {
             }
         }
         self.queue.push_back(delivery);
-        self.stats.enqueued += 1;
+        self.stats_mut().enqueued += 1;
         Ok(())
     }
 
@@ -360,7 +399,7 @@ impl Session {
         while let Some(d) = self.queue.pop_front() {
             self.note(|c| c.queue_popped += 1);
             if d.message.is_expired(now) {
-                self.stats.dropped.count(Dropped::Expired);
+                self.stats_mut().dropped.count(Dropped::Expired);
                 continue;
             }
             return Some(d);

@@ -147,3 +147,11 @@ pub struct SessionStats {
     /// Messages accepted into the queue.
     pub enqueued: u64,
 }
+
+impl SessionStats {
+    /// Every counter at zero (as `Default`, usable in constants).
+    pub const ZERO: SessionStats = SessionStats {
+        dropped: DropCounters::ZERO,
+        enqueued: 0,
+    };
+}

@@ -29,7 +29,7 @@ use super::{ConnTask, Wake};
 use crate::durable::QueueLedger;
 use crate::engine::publish::Outbox;
 use crate::engine::thread::{ConnHandle, ThreadCtx};
-use crate::engine::{ConnRef, Route, SessionKey};
+use crate::engine::{Route, SessionKey};
 use crate::security::SourceSlot;
 
 /// Wake-ups for work (input or mail) in a row, each within [`PARK_GAP`] of the previous
@@ -164,8 +164,8 @@ pub(super) struct Parked {
     conn: ParkedConnection,
     reader: Reader,
     stream: TcpStream,
+    /// Also the connection's identity (`ConnHandle::me`).
     handle: Rc<ConnHandle>,
-    me: ConnRef,
     key: Option<SessionKey>,
     route: Option<Arc<Route>>,
     client_id: Option<ClientId>,
@@ -225,7 +225,6 @@ impl ConnTask {
             reader,
             stream: task.stream,
             handle: task.handle,
-            me: task.me,
             key: task.key,
             route: task.route,
             client_id: task.client_id,
@@ -246,10 +245,10 @@ impl Parked {
             conn: Connection::unpark(self.conn, ctx.broker.session_config.clone(), now),
             outbox: Outbox::new(ctx.broker.inboxes.len()),
             ctx: ctx.clone(),
+            me: self.handle.me,
             handle: self.handle,
             stream: self.stream,
             reader: Some(self.reader),
-            me: self.me,
             key: self.key,
             route: self.route,
             client_id: self.client_id,
