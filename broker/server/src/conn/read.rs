@@ -21,7 +21,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -31,9 +31,8 @@ use compio::BufResult;
 use compio::buf::IntoInner;
 use compio::driver::SharedFd;
 use compio::driver::ToSharedFd;
-use compio::driver::op::{Recv, RecvFlags};
+use compio::driver::op::{Interest, PollOnce, Recv, RecvFlags};
 use compio::net::TcpStream;
-use compio::runtime::fd::PollFd;
 use compio::runtime::{Submit, submit};
 
 use crate::engine::thread::ThreadCtx;
@@ -81,10 +80,16 @@ impl Drop for Busy {
     }
 }
 
+/// The readiness poll of an idle connection.
+type PollOp = PollOnce<SharedFd<socket2::Socket>>;
+
 /// The read side of one connection's socket.
 pub struct Reader {
-    poll: PollFd<socket2::Socket>,
-    fd: RawFd,
+    /// The socket (shared with its stream).
+    fd: SharedFd<socket2::Socket>,
+    /// The readiness poll in flight, kept armed across wake-ups. (compio's `PollFd` would
+    /// also carry an unused write-readiness slot in every idle connection.)
+    poll: Option<Submit<PollOp>>,
     /// The last read filled the buffer: more may be waiting, read again before polling.
     more: bool,
     /// io_uring: may switch to a receive operation when busy.
@@ -101,8 +106,8 @@ impl Reader {
     /// A reader for `stream` (which must outlive it); `uring`: the thread runs io_uring.
     pub fn new(stream: &TcpStream, uring: bool, now: Instant) -> io::Result<Self> {
         Ok(Reader {
-            poll: stream.to_poll_fd()?,
-            fd: stream.as_raw_fd(),
+            fd: stream.to_poll_fd()?.to_shared_fd(),
+            poll: None,
             // The CONNECT has usually arrived with the connection: try at once.
             more: true,
             uring,
@@ -128,10 +133,10 @@ impl Reader {
             if b.done.is_some() {
                 return Poll::Ready(());
             }
-            let fd = &self.poll;
+            let fd = &self.fd;
             let recv = b.recv.get_or_insert_with(|| {
                 let buf = std::mem::take(&mut b.buf);
-                submit(Recv::new(fd.to_shared_fd(), buf, RecvFlags::empty()))
+                submit(Recv::new(fd.clone(), buf, RecvFlags::empty()))
             });
             let BufResult(res, op) = std::task::ready!(Pin::new(recv).poll(cx));
             b.recv = None;
@@ -142,8 +147,14 @@ impl Reader {
         if self.more {
             return Poll::Ready(());
         }
+        let fd = &self.fd;
+        let poll = self
+            .poll
+            .get_or_insert_with(|| submit(PollOnce::new(fd.clone(), Interest::Readable)));
         // An error (the socket failed) is reported by the read that follows.
-        self.poll.poll_read_ready(cx).map(|_| ())
+        let BufResult(_, _) = std::task::ready!(Pin::new(poll).poll(cx));
+        self.poll = None;
+        Poll::Ready(())
     }
 
     /// The task woke for its timer: a busy connection quiet for longer than [`BUSY_GAP`]
@@ -213,11 +224,10 @@ impl Reader {
     fn recv_now(&mut self, buf: &mut [u8]) -> Result<usize, ReadNow<'static>> {
         loop {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call and
-            // `self.fd` is the open socket of the stream this reader was made from, which
-            // outlives the reader.
+            // `self.fd` is the socket, open as long as this shared handle lives.
             let n = unsafe {
                 libc::recv(
-                    self.fd,
+                    self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
