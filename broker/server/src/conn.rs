@@ -4,10 +4,10 @@
 //! Memory per idle connection: no read buffer (the task waits for readability and reads into
 //! its thread's shared buffer, see `read`), no timer of its own (an entry in the thread's
 //! connection timers), and, once parked (see `park`), no working state: the task's future
-//! holds only a compact record (about 0.5 KB: the session, keep alive, limits, will, socket,
+//! holds only a compact record (about 0.45 KB: the session, keep alive, limits, will, socket,
 //! reader, handle, identity), plus a mailbox and entries in the thread tables. Measured
-//! (10 000 idle 3.1.1 clients, RSS delta): about 1.35 KB per connection (uring) and 1.49 KB
-//! (epoll), 1.94-2.08 KB with one subscription each (benches/RESULTS.md, session 5).
+//! (10 000 idle 3.1.1 clients, RSS delta): about 1.32 KB per connection (uring) and 1.48 KB
+//! (epoll), 1.9-2.04 KB with one subscription each (benches/RESULTS.md, session 5).
 
 use std::rc::Rc;
 use std::sync::Arc;
