@@ -3,6 +3,7 @@
 //! medians, min-max, Halyard/peer ratios, a markdown table, JSON and PNG charts.
 
 pub mod brokers;
+pub mod cgroup;
 pub mod charts;
 pub mod summary;
 
@@ -143,6 +144,8 @@ pub struct CompareConfig {
     pub load_cpus: String,
     /// Generator worker threads.
     pub workers: usize,
+    /// CPU quota per broker I/O thread (a cgroup per broker run), for the thread-scaling runs.
+    pub cpu_per_thread: Option<f64>,
     /// First port; broker i uses `base_port + i`.
     pub base_port: u16,
     /// Output directory (results.md, results.json, charts, broker logs).
@@ -162,6 +165,10 @@ pub struct Sample {
     pub result: Option<RunResult>,
     /// Why there is no result or what went wrong.
     pub error: Option<String>,
+    /// With a CPU quota: the share of the broker's active CFS periods in which it ran out of
+    /// quota (near 1: the quota, not the generator, limited the run).
+    #[serde(default)]
+    pub throttled_share: Option<f64>,
 }
 
 /// Runs everything and returns the samples in run order.
@@ -172,12 +179,12 @@ pub fn run_all(cfg: &CompareConfig, mut progress: impl FnMut(&Sample)) -> Vec<Sa
         for c in &cfg.cases {
             for (i, b) in cfg.brokers.iter().enumerate() {
                 let port = cfg.base_port.wrapping_add(u16::try_from(i).unwrap_or(0));
-                let (result, error) = match run_one(cfg, c, b, port, &work) {
-                    Ok(r) => {
+                let (result, error, throttled_share) = match run_one(cfg, c, b, port, &work) {
+                    Ok((r, throttled)) => {
                         let err = (!r.errors.is_empty()).then(|| r.errors.join("; "));
-                        (Some(r), err)
+                        (Some(r), err, throttled)
                     }
-                    Err(e) => (None, Some(e.to_string())),
+                    Err(e) => (None, Some(e.to_string()), None),
                 };
                 let s = Sample {
                     case: c.name.clone(),
@@ -185,6 +192,7 @@ pub fn run_all(cfg: &CompareConfig, mut progress: impl FnMut(&Sample)) -> Vec<Sa
                     repeat,
                     result,
                     error,
+                    throttled_share,
                 };
                 progress(&s);
                 samples.push(s);
@@ -200,11 +208,23 @@ fn run_one(
     b: &Broker,
     port: u16,
     work: &std::path::Path,
-) -> Result<RunResult, CompareError> {
-    let mut running = brokers::start(b, &cfg.bins, port, &cfg.broker_cpus, work)?;
+) -> Result<(RunResult, Option<f64>), CompareError> {
+    let mut running = brokers::start(
+        b,
+        &cfg.bins,
+        port,
+        &cfg.broker_cpus,
+        cfg.cpu_per_thread,
+        work,
+    )?;
     let result = run_load(cfg, c, running.addr.to_string(), running.pid);
+    let throttled = running
+        .quota
+        .as_ref()
+        .and_then(cgroup::CpuQuota::throttling)
+        .and_then(|(periods, throttled)| (periods > 0).then(|| throttled as f64 / periods as f64));
     brokers::stop(&mut running);
-    result
+    Ok((result?, throttled))
 }
 
 fn run_load(
