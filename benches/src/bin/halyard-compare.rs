@@ -73,6 +73,11 @@ struct Args {
     /// generator share the cores and the quota keeps the broker, not the generator, the limit.
     #[arg(long)]
     cpu_per_thread: Option<f64>,
+    /// SCHED_FIFO priority (chrt -f, needs root) for broker and generator in the open-loop
+    /// (latency) cases, so that other work on a shared machine does not make their latency;
+    /// 0: normal scheduling.
+    #[arg(long, default_value_t = 10)]
+    rt_priority: u8,
     /// First port (broker i listens on base + i, Halyard's admin on port + 1000).
     #[arg(long, default_value_t = 21883)]
     base_port: u16,
@@ -194,6 +199,12 @@ fn run(a: Args) -> Result<(), CompareError> {
             "--cpu-per-thread {q}: must be in (0, 64]"
         )));
     }
+    if a.rt_priority > 99 {
+        return Err(CompareError::Config(format!(
+            "--rt-priority {}: SCHED_FIFO priorities are 1..=99 (0: off)",
+            a.rt_priority
+        )));
+    }
     if a.repeats == 0 || a.repeats > 50 || !(a.duration > 0.0 && a.duration <= 600.0) {
         return Err(CompareError::Config(
             "repeats must be 1..=50 and duration 0..=600 s".into(),
@@ -218,6 +229,7 @@ fn run(a: Args) -> Result<(), CompareError> {
         load_cpus: a.load_cpus.clone(),
         workers: a.workers,
         cpu_per_thread: a.cpu_per_thread,
+        rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
         base_port: a.base_port,
         out: a.out.clone(),
     };
@@ -275,7 +287,7 @@ fn run(a: Args) -> Result<(), CompareError> {
             .to_owned(),
         versions: versions(&brokers, &bins),
         settings: format!(
-            "{} round(s), {} s window after {} s warm-up, broker on CPU {}, generator on CPU {} ({} worker thread(s)){}, brokers in turn: {}",
+            "{} round(s), {} s window after {} s warm-up, broker on CPU {}, generator on CPU {} ({} worker thread(s)){}{}, brokers in turn: {}",
             a.repeats,
             a.duration,
             a.warmup,
@@ -286,6 +298,14 @@ fn run(a: Args) -> Result<(), CompareError> {
                 ", broker CPU quota {q} CPU per I/O thread (cgroup, {} us period)",
                 compare::cgroup::PERIOD_US
             )),
+            if a.rt_priority > 0 {
+                format!(
+                    ", open-loop cases with broker and generator at SCHED_FIFO priority {}",
+                    a.rt_priority
+                )
+            } else {
+                String::new()
+            },
             names.join(" ")
         ),
         finished: utc_now(),

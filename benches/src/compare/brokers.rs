@@ -133,7 +133,7 @@ pub struct BrokerBins {
 #[derive(Debug)]
 pub struct Running {
     child: Child,
-    /// Its pid (taskset execs the broker, so this is the broker itself).
+    /// Its pid (taskset and chrt exec the broker, so this is the broker itself).
     pub pid: u32,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -168,14 +168,14 @@ fn rumqttd_conf(port: u16) -> String {
     )
 }
 
-/// Starts `broker` on 127.0.0.1:`port`, pinned to `cpus` (taskset list), with its config
-/// files in `work`, limited to `cpu_per_thread` CPUs per I/O thread when given (see
-/// [`CpuQuota`]); returns once it accepts TCP connections.
+/// Starts `broker` on 127.0.0.1:`port` through `launcher` (`taskset`, maybe `chrt`: see
+/// [`super::launcher`]), with its config files in `work`, limited to `cpu_per_thread` CPUs per
+/// I/O thread when given (see [`CpuQuota`]); returns once it accepts TCP connections.
 pub fn start(
     broker: &Broker,
     bins: &BrokerBins,
     port: u16,
-    cpus: &str,
+    launcher: Command,
     cpu_per_thread: Option<f64>,
     work: &Path,
 ) -> Result<Running, CompareError> {
@@ -193,8 +193,7 @@ pub fn start(
         }
     }
     fs::create_dir_all(work)?;
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(cpus);
+    let mut cmd = launcher;
     match broker {
         Broker::Halyard {
             backend,

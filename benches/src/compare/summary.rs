@@ -73,6 +73,10 @@ pub struct Cell {
     pub lag_p50_us: Option<Stat>,
     /// Open loop: send lag p99, microseconds.
     pub lag_p99_us: Option<Stat>,
+    /// Open loop: latency from the actual send (without the send lag), p50, microseconds.
+    pub sent_p50_us: Option<Stat>,
+    /// Open loop: latency from the actual send, p99, microseconds.
+    pub sent_p99_us: Option<Stat>,
     /// Broker peak RSS, MiB.
     pub peak_rss_mib: Option<Stat>,
     /// Lost, duplicated and reordered deliveries summed over the runs.
@@ -138,6 +142,8 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 p999_us: t(|r| (r.latency.count > 0).then_some(r.latency.p999_us)),
                 lag_p50_us: t(|r| r.send_lag.map(|l| l.p50_us)),
                 lag_p99_us: t(|r| r.send_lag.map(|l| l.p99_us)),
+                sent_p50_us: t(|r| r.latency_from_send.map(|l| l.p50_us)),
+                sent_p99_us: t(|r| r.latency_from_send.map(|l| l.p99_us)),
                 peak_rss_mib: collect(&rs, |r| r.broker.map(|b| b.peak_rss_kib as f64 / 1024.0)),
                 lost: rs.iter().map(|r| r.counts.lost).sum(),
                 duplicated: rs.iter().map(|r| r.counts.duplicated).sum(),
@@ -358,13 +364,16 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "\n## Open loop (latency at a fixed offered rate)\n");
         let _ = writeln!(
             m,
-            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | generator send lag p50 / p99 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
+            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | generator send lag p50 / p99 us | from the actual send p50 / p99 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            m,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for c in cells.iter().filter(|c| c.kind == CaseKind::Latency) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 c.case,
                 c.broker,
                 fmt_stat(&c.msgs_per_s),
@@ -373,6 +382,8 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 fmt_stat(&c.p999_us),
                 c.lag_p50_us.map_or("-".into(), |s| fmt_num(s.median)),
                 c.lag_p99_us.map_or("-".into(), |s| fmt_num(s.median)),
+                fmt_stat(&c.sent_p50_us),
+                fmt_stat(&c.sent_p99_us),
                 pct(&c.broker_cpu),
                 pct(&c.load_cpu),
                 fmt_stat(&c.per_cpu_s),

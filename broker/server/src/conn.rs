@@ -9,12 +9,13 @@
 //! clients, RSS delta): about 2.2 KB per connection (uring) and 2.3 KB (epoll), 2.9-3.1 KB
 //! with one subscription each (benches/RESULTS.md, session 4).
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use compio::BufResult;
 use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
@@ -38,6 +39,7 @@ use crate::security::{Denial, SourceSlot};
 
 mod read;
 mod store;
+mod write;
 
 use read::{ReadNow, Reader};
 
@@ -824,6 +826,20 @@ impl ConnTask {
             }
             if wbuf.is_empty() {
                 return ok;
+            }
+            // Straight to the socket first; the runtime's write only for what it leaves.
+            match write::send_now(self.stream.as_raw_fd(), wbuf) {
+                write::SendNow::Sent(n) if n == wbuf.len() => {
+                    wbuf.clear();
+                    if wbuf.capacity() > KEEP_WRITE_CAPACITY {
+                        *wbuf = BytesMut::new();
+                    }
+                    continue;
+                }
+                write::SendNow::Sent(n) => {
+                    wbuf.advance(n);
+                }
+                write::SendNow::Failed => return false,
             }
             let buf = std::mem::take(wbuf);
             let limit = Duration::from_secs(self.ctx.broker.config.limits.write_timeout_secs);
