@@ -73,6 +73,11 @@ struct Args {
     /// generator share the cores and the quota keeps the broker, not the generator, the limit.
     #[arg(long)]
     cpu_per_thread: Option<f64>,
+    /// Closed-loop window per publisher for the throughput cases (the generator's default,
+    /// 64, when not given). A larger one keeps more in flight, for runs that must be limited
+    /// by the broker's CPU rather than by round trips (the thread-scaling runs).
+    #[arg(long)]
+    window: Option<usize>,
     /// SCHED_FIFO priority (chrt -f, needs root) for broker and generator in the open-loop
     /// (latency) cases, so that other work on a shared machine does not make their latency;
     /// 0: normal scheduling.
@@ -229,6 +234,7 @@ fn run(a: Args) -> Result<(), CompareError> {
         load_cpus: a.load_cpus.clone(),
         workers: a.workers,
         cpu_per_thread: a.cpu_per_thread,
+        window: a.window,
         rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
         base_port: a.base_port,
         out: a.out.clone(),
@@ -287,13 +293,16 @@ fn run(a: Args) -> Result<(), CompareError> {
             .to_owned(),
         versions: versions(&brokers, &bins),
         settings: format!(
-            "{} round(s), {} s window after {} s warm-up, broker on CPU {}, generator on CPU {} ({} worker thread(s)){}{}, brokers in turn: {}",
+            "{} round(s), {} s window after {} s warm-up, broker on CPU {}, generator on CPU {} ({} worker thread(s)){}{}{}, brokers in turn: {}",
             a.repeats,
             a.duration,
             a.warmup,
             a.broker_cpus,
             a.load_cpus,
             a.workers,
+            a.window.map_or(String::new(), |w| format!(
+                ", closed-loop window {w} per publisher"
+            )),
             a.cpu_per_thread.map_or(String::new(), |q| format!(
                 ", broker CPU quota {q} CPU per I/O thread (cgroup, {} us period)",
                 compare::cgroup::PERIOD_US

@@ -13,9 +13,21 @@ use std::path::{Path, PathBuf};
 
 use super::CompareError;
 
-/// CFS period of the quota: short, so that a throttled broker is held back in slices of at
-/// most this long instead of 100 ms (the kernel's default period).
-pub const PERIOD_US: u64 = 10_000;
+/// CFS period of the quota: the kernel's default, 100 ms. Each CPU draws run time from the
+/// group's quota in slices (`sched_cfs_bandwidth_slice_us`, 5 ms); with a 10 ms period and
+/// 8 ms of quota, two threads on two CPUs were measured using only ~0.5 CPU between them,
+/// never throttled, against ~0.8 without a quota: the slices, not the quota, held them back.
+pub const PERIOD_US: u64 = 100_000;
+
+/// The group's CPU weight. A cgroup competes for each CPU as one entity with its own weight,
+/// whatever the nice values of the threads inside: at the default weight (that of one nice-0
+/// task) a two-thread broker was measured getting ~0.5 CPU of its 0.8 quota, never throttled,
+/// while sharing the cores with the generator and other work. A high weight lets it take
+/// what the quota allows, so the quota is the limit. (v1 `cpu.shares`: 1024 is nice 0;
+/// v2 `cpu.weight`: 100 is nice 0, 10000 the maximum.)
+pub const SHARES_V1: u64 = 1024 * 100;
+/// See [`SHARES_V1`].
+pub const WEIGHT_V2: u64 = 10_000;
 
 /// A cgroup holding one broker, removed on drop.
 #[derive(Debug)]
@@ -78,6 +90,7 @@ impl CpuQuota {
                 fs::create_dir(&dir)?;
                 let guard = CpuQuota { dir };
                 fs::write(guard.dir.join("cpu.max"), format!("{quota} {PERIOD_US}"))?;
+                fs::write(guard.dir.join("cpu.weight"), WEIGHT_V2.to_string())?;
                 guard
             }
             Flavour::V1 => {
@@ -85,6 +98,7 @@ impl CpuQuota {
                 let guard = CpuQuota { dir };
                 fs::write(guard.dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
                 fs::write(guard.dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                fs::write(guard.dir.join("cpu.shares"), SHARES_V1.to_string())?;
                 guard
             }
         };
@@ -119,10 +133,10 @@ mod tests {
     #[test]
     fn quota_scales_with_cpus_and_has_a_floor() {
         assert_eq!(quota_us(1.0), PERIOD_US);
-        assert_eq!(quota_us(0.45), 4_500);
-        assert_eq!(quota_us(0.9), 9_000);
-        assert_eq!(quota_us(2.0), 20_000);
-        assert_eq!(quota_us(0.01), 1_000);
+        assert_eq!(quota_us(0.45), 45_000);
+        assert_eq!(quota_us(0.9), 90_000);
+        assert_eq!(quota_us(2.0), 200_000);
+        assert_eq!(quota_us(0.001), 1_000);
     }
 
     #[test]

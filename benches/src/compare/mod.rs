@@ -146,6 +146,8 @@ pub struct CompareConfig {
     pub workers: usize,
     /// CPU quota per broker I/O thread (a cgroup per broker run), for the thread-scaling runs.
     pub cpu_per_thread: Option<f64>,
+    /// Closed-loop window per publisher for the throughput cases (`None`: the generator's).
+    pub window: Option<usize>,
     /// SCHED_FIFO priority for broker and generator in the open-loop (latency) cases; `None`:
     /// normal scheduling. See [`launcher`].
     pub rt_priority: Option<u8>,
@@ -239,6 +241,10 @@ fn run_load(
     rt: Option<u8>,
 ) -> Result<RunResult, CompareError> {
     let mut args = c.args.clone();
+    if let Some(w) = cfg.window.filter(|_| c.kind == CaseKind::Throughput) {
+        args.push("--window".into());
+        args.push(w.to_string());
+    }
     for (k, v) in [
         ("--target", target),
         ("--broker-pid", pid.to_string()),
