@@ -73,6 +73,15 @@ bench *ARGS:
 bench-compare *ARGS:
     benches/compare.sh {{ARGS}}
 
+# Method in RESULTS.md "Thread scaling": the quota keeps the broker, not the generator on the same cores, the limit.
+# io.threads = 2 against 1 under a cgroup CPU quota of 0.4 CPU per I/O thread; writes benches/out-scaling/.
+bench-scaling *ARGS:
+    BENCH_COMMAND="just bench-scaling {{ARGS}}" benches/compare.sh \
+        --brokers halyard-uring,halyard-uring-t2,halyard-epoll,halyard-epoll-t2 \
+        --cases fanin-q0,fanin-q1,fanout-q0,fanout-q1,p2p-q0,p2p-q1 \
+        --cpu-per-thread 0.4 --window 256 --broker-cpus 0,1 --load-cpus 0,1 --workers 2 \
+        --out benches/out-scaling {{ARGS}}
+
 # Cluster benchmark (issue 8): 3 cores on 127.0.0.61-63, cross-node vs same-node p2p (QoS 0/1) and
 # the route-commit rate batched/unbatched; builds the release binaries, writes benches/out/cluster/.
 bench-cluster *ARGS:

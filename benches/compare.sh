@@ -24,12 +24,15 @@ if [ ! -x "$peers/bin/rumqttd" ]; then
     CARGO_TARGET_DIR="$target/peers" cargo install rumqttd --version "$rumqttd_version" --root "$peers"
 fi
 
-# Build Halyard only when it is among the brokers (default: it is).
+# Build Halyard only when it is among the brokers (default: it is); default output folder
+# benches/out unless ARGS name one.
 with_halyard=1
+out=(--out benches/out)
 prev=""
 for a in "$@"; do
     case "$a" in
         --brokers=*) [[ "$a" == *halyard* ]] || with_halyard=0 ;;
+        --out|--out=*) out=() ;;
     esac
     if [ "$prev" = "--brokers" ] && [[ "$a" != *halyard* ]]; then with_halyard=0; fi
     prev="$a"
@@ -46,6 +49,6 @@ exec "$target/release/halyard-compare" \
     --halyard-bin "$target/release/halyard" \
     --mosquitto-bin "$mosquitto_bin" \
     --rumqttd-bin "$peers/bin/rumqttd" \
-    --out benches/out \
-    --command "just bench-compare $*" \
+    "${out[@]}" \
+    --command "${BENCH_COMMAND:-just bench-compare $*}" \
     "$@"

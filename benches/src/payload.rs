@@ -1,5 +1,5 @@
-//! The benchmark payload: a fixed 20-byte header (send timestamp, sequence number, publisher
-//! id, all little-endian) followed by filler up to the requested size.
+//! The benchmark payload: a fixed 24-byte header (send timestamp, sequence number, publisher
+//! id, send lag, all little-endian) followed by filler up to the requested size.
 //!
 //! The timestamp is nanoseconds since the run's [`Clock`] origin: publishers and subscribers
 //! live in one process, so one monotonic origin serves both ends.
@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 /// Bytes taken by the header; the smallest payload the generator accepts.
-pub const HEADER_LEN: usize = 20;
+pub const HEADER_LEN: usize = 24;
 
 /// What a publisher stamps into each payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,10 @@ pub struct Stamp {
     pub seq: u64,
     /// Publisher index within the run.
     pub publisher: u32,
+    /// Open loop: how late the message left against `sent_ns` (the generator's own delay),
+    /// ns, saturating; 0 in closed loop. `receive - sent_ns - lag_ns` is the latency from
+    /// the actual send: the broker and the network, without the generator's pacing.
+    pub lag_ns: u32,
 }
 
 impl Stamp {
@@ -30,6 +34,7 @@ impl Stamp {
         h[0..8].copy_from_slice(&self.sent_ns.to_le_bytes());
         h[8..16].copy_from_slice(&self.seq.to_le_bytes());
         h[16..20].copy_from_slice(&self.publisher.to_le_bytes());
+        h[20..24].copy_from_slice(&self.lag_ns.to_le_bytes());
         true
     }
 
@@ -39,13 +44,16 @@ impl Stamp {
         let mut a = [0u8; 8];
         let mut b = [0u8; 8];
         let mut c = [0u8; 4];
+        let mut d = [0u8; 4];
         a.copy_from_slice(&h[0..8]);
         b.copy_from_slice(&h[8..16]);
         c.copy_from_slice(&h[16..20]);
+        d.copy_from_slice(&h[20..24]);
         Some(Stamp {
             sent_ns: u64::from_le_bytes(a),
             seq: u64::from_le_bytes(b),
             publisher: u32::from_le_bytes(c),
+            lag_ns: u32::from_le_bytes(d),
         })
     }
 }
@@ -90,6 +98,7 @@ mod tests {
             sent_ns: 0x0102_0304_0506_0708,
             seq: u64::MAX - 1,
             publisher: 77,
+            lag_ns: 0x0a0b_0c0d,
         };
         let mut buf = vec![0xAAu8; 64];
         assert!(s.write(&mut buf));
@@ -104,6 +113,7 @@ mod tests {
             sent_ns: 1,
             seq: 2,
             publisher: 3,
+            lag_ns: 4,
         };
         let mut short = [0u8; HEADER_LEN - 1];
         assert!(!s.write(&mut short));

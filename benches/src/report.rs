@@ -102,6 +102,11 @@ pub struct RunResult {
     /// `latency`; microseconds).
     #[serde(default)]
     pub send_lag: Option<LatencySummary>,
+    /// Open loop: end-to-end latency counted from when each message actually left (the
+    /// headline `latency` counts from its scheduled time, so it includes `send_lag`): the
+    /// broker's and the network's share, microseconds.
+    #[serde(default)]
+    pub latency_from_send: Option<LatencySummary>,
     /// Errors met (connections refused or closed, decode errors); empty on a clean run.
     pub errors: Vec<String>,
 }

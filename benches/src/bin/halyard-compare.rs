@@ -20,7 +20,8 @@ use halyard_bench::report::{first_line, utc_now};
 )]
 struct Args {
     /// Brokers, comma-separated, in turn order: halyard-uring, halyard-epoll, mosquitto, rumqttd;
-    /// also halyard-uring-store, halyard-epoll-store (store on, a fresh store per run).
+    /// also halyard-uring-store, halyard-epoll-store (store on, a fresh store per run) and
+    /// halyard-uring-t2, halyard-epoll-t2 (io.threads = 2; any -t<N>, also before -store).
     #[arg(
         long,
         default_value = "halyard-uring,halyard-epoll,mosquitto,rumqttd",
@@ -67,6 +68,21 @@ struct Args {
     /// Generator worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Limit every broker run to this many CPUs per I/O thread (a cgroup with a CFS quota;
+    /// needs root), e.g. 0.4: the thread-scaling runs (`just bench-scaling`), where broker and
+    /// generator share the cores and the quota keeps the broker, not the generator, the limit.
+    #[arg(long)]
+    cpu_per_thread: Option<f64>,
+    /// Closed-loop window per publisher for the throughput cases (the generator's default,
+    /// 64, when not given). A larger one keeps more in flight, for runs that must be limited
+    /// by the broker's CPU rather than by round trips (the thread-scaling runs).
+    #[arg(long)]
+    window: Option<usize>,
+    /// SCHED_FIFO priority (chrt -f, needs root) for broker and generator in the open-loop
+    /// (latency) cases, so that other work on a shared machine does not make their latency;
+    /// 0: normal scheduling.
+    #[arg(long, default_value_t = 10)]
+    rt_priority: u8,
     /// First port (broker i listens on base + i, Halyard's admin on port + 1000).
     #[arg(long, default_value_t = 21883)]
     base_port: u16,
@@ -181,6 +197,19 @@ fn run(a: Args) -> Result<(), CompareError> {
         }
         cases.retain(|c| a.cases.contains(&c.name));
     }
+    if let Some(q) = a.cpu_per_thread
+        && !(q > 0.0 && q <= 64.0)
+    {
+        return Err(CompareError::Config(format!(
+            "--cpu-per-thread {q}: must be in (0, 64]"
+        )));
+    }
+    if a.rt_priority > 99 {
+        return Err(CompareError::Config(format!(
+            "--rt-priority {}: SCHED_FIFO priorities are 1..=99 (0: off)",
+            a.rt_priority
+        )));
+    }
     if a.repeats == 0 || a.repeats > 50 || !(a.duration > 0.0 && a.duration <= 600.0) {
         return Err(CompareError::Config(
             "repeats must be 1..=50 and duration 0..=600 s".into(),
@@ -204,6 +233,9 @@ fn run(a: Args) -> Result<(), CompareError> {
         broker_cpus: a.broker_cpus.clone(),
         load_cpus: a.load_cpus.clone(),
         workers: a.workers,
+        cpu_per_thread: a.cpu_per_thread,
+        window: a.window,
+        rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
         base_port: a.base_port,
         out: a.out.clone(),
     };
@@ -261,13 +293,28 @@ fn run(a: Args) -> Result<(), CompareError> {
             .to_owned(),
         versions: versions(&brokers, &bins),
         settings: format!(
-            "{} round(s), {} s window after {} s warm-up, broker on CPU {}, generator on CPU {} ({} worker thread(s)), brokers in turn: {}",
+            "{} round(s), {} s window after {} s warm-up, broker on CPU {}, generator on CPU {} ({} worker thread(s)){}{}{}, brokers in turn: {}",
             a.repeats,
             a.duration,
             a.warmup,
             a.broker_cpus,
             a.load_cpus,
             a.workers,
+            a.window.map_or(String::new(), |w| format!(
+                ", closed-loop window {w} per publisher"
+            )),
+            a.cpu_per_thread.map_or(String::new(), |q| format!(
+                ", broker CPU quota {q} CPU per I/O thread (cgroup, {} us period)",
+                compare::cgroup::PERIOD_US
+            )),
+            if a.rt_priority > 0 {
+                format!(
+                    ", open-loop cases with broker and generator at SCHED_FIFO priority {}",
+                    a.rt_priority
+                )
+            } else {
+                String::new()
+            },
             names.join(" ")
         ),
         finished: utc_now(),

@@ -216,6 +216,12 @@ fn human(r: &RunResult) -> String {
             l.p50_us, l.p99_us
         );
     }
+    if let Some(l) = &r.latency_from_send {
+        s += &format!(
+            "\nlatency from the actual send (without the send lag): p50 {:.0} us  p99 {:.0} us  p999 {:.0} us",
+            l.p50_us, l.p99_us, l.p999_us
+        );
+    }
     for e in &r.errors {
         s += &format!("\nerror: {e}");
     }

@@ -277,13 +277,14 @@ fn p2p_run(
     let term0 = term(r.a);
     let fence =
         Duration::from_secs_f64(cfg.duration + cfg.warmup + cfg.settle) + Duration::from_secs(300);
-    let (result, error) = match run_generator(&cfg.load_bin, None, &args, fence) {
-        Ok(res) => {
-            let err = (!res.errors.is_empty()).then(|| res.errors.join("; "));
-            (Some(res), err)
-        }
-        Err(e) => (None, Some(e.to_string())),
-    };
+    let (result, error) =
+        match run_generator(std::process::Command::new(&cfg.load_bin), &args, fence) {
+            Ok(res) => {
+                let err = (!res.errors.is_empty()).then(|| res.errors.join("; "));
+                (Some(res), err)
+            }
+            Err(e) => (None, Some(e.to_string())),
+        };
     P2pRun {
         case: format!("{}-q{qos}", if cross { "cross" } else { "same" }),
         repeat,

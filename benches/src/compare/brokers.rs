@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::CompareError;
+use super::cgroup::CpuQuota;
 
 /// QoS 1 messages in flight per client, the same for every broker.
 pub const INFLIGHT: u32 = 1000;
@@ -32,10 +33,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A broker under comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broker {
-    /// Halyard with one I/O thread on the given backend (`uring` or `epoll`).
+    /// Halyard on the given backend (`uring` or `epoll`).
     Halyard {
         /// `io.backend`.
         backend: String,
+        /// `io.threads` (1 unless the name ends in `-t<N>`).
+        threads: usize,
         /// `store.enabled`: durable sessions in a fresh store directory per run (the
         /// `-store` variants), else in memory.
         store: bool,
@@ -47,23 +50,32 @@ pub enum Broker {
 }
 
 impl Broker {
-    /// Parses `halyard-uring`, `halyard-epoll`, `halyard` (= uring), their store-on variants
-    /// `halyard-uring-store`, `halyard-epoll-store`, `mosquitto`, `rumqttd`.
+    /// Parses `halyard-uring`, `halyard-epoll`, `halyard` (= uring), with `-t<N>` for N I/O
+    /// threads (`halyard-uring-t2`) and/or `-store` for the store on (`halyard-uring-store`,
+    /// `halyard-epoll-t2-store`), `mosquitto`, `rumqttd`.
     pub fn parse(s: &str) -> Option<Broker> {
         let (base, store) = match s.strip_suffix("-store") {
             Some(base) => (base, true),
             None => (s, false),
         };
+        let (base, threads) = match base.rsplit_once("-t") {
+            Some((b, n)) if b.starts_with("halyard") => match n.parse::<usize>() {
+                Ok(n @ 2..=64) => (b, n),
+                _ => return None,
+            },
+            _ => (base, 1),
+        };
         let halyard = |backend: &str| {
             Some(Broker::Halyard {
                 backend: backend.into(),
+                threads,
                 store,
             })
         };
         match base {
             "halyard" | "halyard-uring" => halyard("uring"),
             "halyard-epoll" => halyard("epoll"),
-            _ if store => None,
+            _ if store || threads > 1 => None,
             "mosquitto" => Some(Broker::Mosquitto),
             "rumqttd" => Some(Broker::Rumqttd),
             _ => None,
@@ -75,12 +87,17 @@ impl Broker {
         match self {
             Broker::Halyard {
                 backend,
-                store: false,
-            } => format!("halyard-{backend}"),
-            Broker::Halyard {
-                backend,
-                store: true,
-            } => format!("halyard-{backend}-store"),
+                threads,
+                store,
+            } => format!(
+                "halyard-{backend}{}{}",
+                if *threads > 1 {
+                    format!("-t{threads}")
+                } else {
+                    String::new()
+                },
+                if *store { "-store" } else { "" }
+            ),
             Broker::Mosquitto => "mosquitto".into(),
             Broker::Rumqttd => "rumqttd".into(),
         }
@@ -89,6 +106,15 @@ impl Broker {
     /// Whether this is one of Halyard's variants.
     pub fn is_halyard(&self) -> bool {
         matches!(self, Broker::Halyard { .. })
+    }
+
+    /// The broker's I/O threads as configured here (1 for the peers: Mosquitto has one,
+    /// rumqttd sizes its own runtime).
+    pub fn io_threads(&self) -> usize {
+        match self {
+            Broker::Halyard { threads, .. } => *threads,
+            _ => 1,
+        }
     }
 }
 
@@ -107,10 +133,12 @@ pub struct BrokerBins {
 #[derive(Debug)]
 pub struct Running {
     child: Child,
-    /// Its pid (taskset execs the broker, so this is the broker itself).
+    /// Its pid (taskset and chrt exec the broker, so this is the broker itself).
     pub pid: u32,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its CPU quota, when the run sets one; removed after the broker exits.
+    pub quota: Option<CpuQuota>,
 }
 
 fn mosquitto_conf(port: u16) -> String {
@@ -140,13 +168,15 @@ fn rumqttd_conf(port: u16) -> String {
     )
 }
 
-/// Starts `broker` on 127.0.0.1:`port`, pinned to `cpus` (taskset list), with its config
-/// files in `work`; returns once it accepts TCP connections.
+/// Starts `broker` on 127.0.0.1:`port` through `launcher` (`taskset`, maybe `chrt`: see
+/// [`super::launcher`]), with its config files in `work`, limited to `cpu_per_thread` CPUs per
+/// I/O thread when given (see [`CpuQuota`]); returns once it accepts TCP connections.
 pub fn start(
     broker: &Broker,
     bins: &BrokerBins,
     port: u16,
-    cpus: &str,
+    launcher: Command,
+    cpu_per_thread: Option<f64>,
     work: &Path,
 ) -> Result<Running, CompareError> {
     // A port someone else holds (another benchmark run with the same --base-port) would make
@@ -163,10 +193,13 @@ pub fn start(
         }
     }
     fs::create_dir_all(work)?;
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(cpus);
+    let mut cmd = launcher;
     match broker {
-        Broker::Halyard { backend, store } => {
+        Broker::Halyard {
+            backend,
+            threads,
+            store,
+        } => {
             if *store {
                 // A fresh, empty store for every run.
                 let dir = work.join(format!("store-{port}"));
@@ -180,7 +213,7 @@ pub fn start(
                 .arg("run")
                 .env("HALYARD_LISTENERS__TCP__BIND", format!("127.0.0.1:{port}"))
                 .env("HALYARD_ADMIN__BIND", format!("127.0.0.1:{admin}"))
-                .env("HALYARD_IO__THREADS", "1")
+                .env("HALYARD_IO__THREADS", threads.to_string())
                 .env("HALYARD_IO__BACKEND", backend)
                 .env("HALYARD_LOG__LEVEL", "warn")
                 .env("HALYARD_MQTT__MAX_INFLIGHT", INFLIGHT.to_string())
@@ -215,7 +248,20 @@ pub fn start(
         pid: child.id(),
         child,
         addr,
+        quota: None,
     };
+    if let Some(cpus) = cpu_per_thread {
+        // The whole process (all its threads) moves into the group; it has only just
+        // started, before any load.
+        let quota = cpus * broker.io_threads() as f64;
+        match CpuQuota::apply(running.pid, quota, &port.to_string()) {
+            Ok(q) => running.quota = Some(q),
+            Err(e) => {
+                stop(&mut running);
+                return Err(e);
+            }
+        }
+    }
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -243,6 +289,7 @@ pub fn start(
 /// Stops a broker: SIGTERM, then SIGKILL after a grace period.
 pub fn stop(r: &mut Running) {
     stop_child(&mut r.child);
+    r.quota = None;
 }
 
 /// Stops a child process we spawned and have not reaped: SIGTERM, then SIGKILL after
@@ -278,10 +325,22 @@ mod tests {
             "halyard-epoll",
             "halyard-uring-store",
             "halyard-epoll-store",
+            "halyard-uring-t2",
+            "halyard-epoll-t2-store",
             "mosquitto",
             "rumqttd",
         ] {
             assert_eq!(Broker::parse(n).unwrap().name(), n);
+        }
+        assert_eq!(Broker::parse("halyard-epoll-t2").unwrap().io_threads(), 2);
+        assert_eq!(Broker::parse("halyard-epoll").unwrap().io_threads(), 1);
+        for bad in [
+            "halyard-uring-t1",
+            "halyard-uring-tx",
+            "mosquitto-t2",
+            "rumqttd-t2",
+        ] {
+            assert!(Broker::parse(bad).is_none(), "{bad}");
         }
         assert_eq!(Broker::parse("halyard").unwrap().name(), "halyard-uring");
         assert!(Broker::parse("emqx").is_none());

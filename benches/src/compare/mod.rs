@@ -3,6 +3,7 @@
 //! medians, min-max, Halyard/peer ratios, a markdown table, JSON and PNG charts.
 
 pub mod brokers;
+pub mod cgroup;
 pub mod charts;
 pub mod summary;
 
@@ -143,6 +144,13 @@ pub struct CompareConfig {
     pub load_cpus: String,
     /// Generator worker threads.
     pub workers: usize,
+    /// CPU quota per broker I/O thread (a cgroup per broker run), for the thread-scaling runs.
+    pub cpu_per_thread: Option<f64>,
+    /// Closed-loop window per publisher for the throughput cases (`None`: the generator's).
+    pub window: Option<usize>,
+    /// SCHED_FIFO priority for broker and generator in the open-loop (latency) cases; `None`:
+    /// normal scheduling. See [`launcher`].
+    pub rt_priority: Option<u8>,
     /// First port; broker i uses `base_port + i`.
     pub base_port: u16,
     /// Output directory (results.md, results.json, charts, broker logs).
@@ -162,6 +170,10 @@ pub struct Sample {
     pub result: Option<RunResult>,
     /// Why there is no result or what went wrong.
     pub error: Option<String>,
+    /// With a CPU quota: the share of the broker's active CFS periods in which it ran out of
+    /// quota (near 1: the quota, not the generator, limited the run).
+    #[serde(default)]
+    pub throttled_share: Option<f64>,
 }
 
 /// Runs everything and returns the samples in run order.
@@ -172,12 +184,12 @@ pub fn run_all(cfg: &CompareConfig, mut progress: impl FnMut(&Sample)) -> Vec<Sa
         for c in &cfg.cases {
             for (i, b) in cfg.brokers.iter().enumerate() {
                 let port = cfg.base_port.wrapping_add(u16::try_from(i).unwrap_or(0));
-                let (result, error) = match run_one(cfg, c, b, port, &work) {
-                    Ok(r) => {
+                let (result, error, throttled_share) = match run_one(cfg, c, b, port, &work) {
+                    Ok((r, throttled)) => {
                         let err = (!r.errors.is_empty()).then(|| r.errors.join("; "));
-                        (Some(r), err)
+                        (Some(r), err, throttled)
                     }
-                    Err(e) => (None, Some(e.to_string())),
+                    Err(e) => (None, Some(e.to_string()), None),
                 };
                 let s = Sample {
                     case: c.name.clone(),
@@ -185,6 +197,7 @@ pub fn run_all(cfg: &CompareConfig, mut progress: impl FnMut(&Sample)) -> Vec<Sa
                     repeat,
                     result,
                     error,
+                    throttled_share,
                 };
                 progress(&s);
                 samples.push(s);
@@ -200,11 +213,24 @@ fn run_one(
     b: &Broker,
     port: u16,
     work: &std::path::Path,
-) -> Result<RunResult, CompareError> {
-    let mut running = brokers::start(b, &cfg.bins, port, &cfg.broker_cpus, work)?;
-    let result = run_load(cfg, c, running.addr.to_string(), running.pid);
+) -> Result<(RunResult, Option<f64>), CompareError> {
+    let rt = cfg.rt_priority.filter(|_| c.kind == CaseKind::Latency);
+    let mut running = brokers::start(
+        b,
+        &cfg.bins,
+        port,
+        launcher(Some(&cfg.broker_cpus), rt),
+        cfg.cpu_per_thread,
+        work,
+    )?;
+    let result = run_load(cfg, c, running.addr.to_string(), running.pid, rt);
+    let throttled = running
+        .quota
+        .as_ref()
+        .and_then(cgroup::CpuQuota::throttling)
+        .and_then(|(periods, throttled)| (periods > 0).then(|| throttled as f64 / periods as f64));
     brokers::stop(&mut running);
-    result
+    Ok((result?, throttled))
 }
 
 fn run_load(
@@ -212,8 +238,13 @@ fn run_load(
     c: &Case,
     target: String,
     pid: u32,
+    rt: Option<u8>,
 ) -> Result<RunResult, CompareError> {
     let mut args = c.args.clone();
+    if let Some(w) = cfg.window.filter(|_| c.kind == CaseKind::Throughput) {
+        args.push("--window".into());
+        args.push(w.to_string());
+    }
     for (k, v) in [
         ("--target", target),
         ("--broker-pid", pid.to_string()),
@@ -225,26 +256,48 @@ fn run_load(
         args.push(v);
     }
     let fence = Duration::from_secs_f64(cfg.duration + cfg.warmup) + Duration::from_secs(300);
-    run_generator(&cfg.load_bin, Some(&cfg.load_cpus), &args, fence)
+    let mut cmd = launcher(Some(&cfg.load_cpus), rt);
+    cmd.arg(&cfg.load_bin);
+    run_generator(cmd, &args, fence)
 }
 
-/// Runs `halyard-load` with `args` (plus `--json-only`), pinned with `taskset` to `cpus` when
-/// given, and returns its result. The generator bounds its own run time (hard cap); `fence`
-/// is a second one: past it the generator is killed.
+/// The start of a command line that runs a program pinned to `cpus` (`taskset -c`) and, with
+/// `rt`, at that SCHED_FIFO priority (`chrt -f`, needs root): the program follows as the next
+/// argument. Both tools exec it, so the child's pid is the program's.
+///
+/// Real-time priority is for the open-loop cases: at a fixed, moderate rate neither broker nor
+/// generator is CPU-bound, and on a shared machine their latency is otherwise mostly the time
+/// they wait for a core behind other tenants' work (seen here: p50 7-12 ms at 50k msgs/s under
+/// normal scheduling against 1.2-2 ms with SCHED_FIFO, for every broker). Every broker gets the
+/// same treatment; the kernel's real-time throttling (`sched_rt_runtime_us`) still leaves the
+/// other tasks 5 % of each core.
+pub fn launcher(cpus: Option<&str>, rt: Option<u8>) -> Command {
+    let mut cmd = match rt {
+        Some(prio) => {
+            let mut c = Command::new("chrt");
+            c.arg("-f").arg(prio.to_string());
+            if cpus.is_some() {
+                c.arg("taskset");
+            }
+            c
+        }
+        None if cpus.is_some() => Command::new("taskset"),
+        None => return Command::new("env"),
+    };
+    if let Some(cpus) = cpus {
+        cmd.arg("-c").arg(cpus);
+    }
+    cmd
+}
+
+/// Runs `halyard-load` (`cmd`: the binary, possibly behind a [`launcher`]) with `args` (plus
+/// `--json-only`) and returns its result. The generator bounds its own run time (hard cap);
+/// `fence` is a second one: past it the generator is killed.
 pub fn run_generator(
-    load_bin: &std::path::Path,
-    cpus: Option<&str>,
+    mut cmd: Command,
     args: &[String],
     fence: Duration,
 ) -> Result<RunResult, CompareError> {
-    let mut cmd = match cpus {
-        Some(cpus) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpus).arg(load_bin);
-            c
-        }
-        None => Command::new(load_bin),
-    };
     cmd.args(args)
         .arg("--json-only")
         .stdin(Stdio::null())
@@ -280,5 +333,28 @@ pub fn run_generator(
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(c: &Command) -> Vec<String> {
+        std::iter::once(c.get_program())
+            .chain(c.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn launcher_pins_and_raises_priority_only_when_asked() {
+        assert_eq!(line(&launcher(Some("0"), None)), ["taskset", "-c", "0"]);
+        assert_eq!(
+            line(&launcher(Some("1"), Some(10))),
+            ["chrt", "-f", "10", "taskset", "-c", "1"]
+        );
+        assert_eq!(line(&launcher(None, Some(5))), ["chrt", "-f", "5"]);
+        assert_eq!(line(&launcher(None, None)), ["env"]);
     }
 }

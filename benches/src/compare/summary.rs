@@ -73,6 +73,10 @@ pub struct Cell {
     pub lag_p50_us: Option<Stat>,
     /// Open loop: send lag p99, microseconds.
     pub lag_p99_us: Option<Stat>,
+    /// Open loop: latency from the actual send (without the send lag), p50, microseconds.
+    pub sent_p50_us: Option<Stat>,
+    /// Open loop: latency from the actual send, p99, microseconds.
+    pub sent_p99_us: Option<Stat>,
     /// Broker peak RSS, MiB.
     pub peak_rss_mib: Option<Stat>,
     /// Lost, duplicated and reordered deliveries summed over the runs.
@@ -85,6 +89,8 @@ pub struct Cell {
     pub connect_rate: Option<Stat>,
     /// Broker RSS growth per connection, bytes.
     pub bytes_per_conn: Option<Stat>,
+    /// With a CPU quota: share of the broker's active periods that ran out of quota.
+    pub throttled: Option<Stat>,
     /// Errors reported (first few).
     pub errors: Vec<String>,
 }
@@ -136,12 +142,20 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 p999_us: t(|r| (r.latency.count > 0).then_some(r.latency.p999_us)),
                 lag_p50_us: t(|r| r.send_lag.map(|l| l.p50_us)),
                 lag_p99_us: t(|r| r.send_lag.map(|l| l.p99_us)),
+                sent_p50_us: t(|r| r.latency_from_send.map(|l| l.p50_us)),
+                sent_p99_us: t(|r| r.latency_from_send.map(|l| l.p99_us)),
                 peak_rss_mib: collect(&rs, |r| r.broker.map(|b| b.peak_rss_kib as f64 / 1024.0)),
                 lost: rs.iter().map(|r| r.counts.lost).sum(),
                 duplicated: rs.iter().map(|r| r.counts.duplicated).sum(),
                 reordered: rs.iter().map(|r| r.counts.reordered).sum(),
                 connect_rate: k(|r| r.conn.map(|c| c.connect_rate)),
                 bytes_per_conn: k(|r| r.conn.map(|c| c.rss_per_conn_bytes)),
+                throttled: stat(
+                    &mine
+                        .iter()
+                        .filter_map(|s| s.throttled_share)
+                        .collect::<Vec<_>>(),
+                ),
                 errors,
             });
         }
@@ -185,6 +199,68 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
                 });
             }
         }
+    }
+    out
+}
+
+/// A Halyard variant with N I/O threads against the same variant with one, per case.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scaling {
+    /// Case name.
+    pub case: String,
+    /// The N-thread variant, e.g. `halyard-uring-t2`.
+    pub variant: String,
+    /// The one-thread variant it is compared with, e.g. `halyard-uring`.
+    pub base: String,
+    /// N.
+    pub threads: usize,
+    /// Median delivered msgs/s, N threads / 1.
+    pub msgs_per_s: f64,
+    /// Median deliveries per broker CPU-second, N threads / 1 (1.0: no cost per message for
+    /// the extra threads).
+    pub per_cpu_s: Option<f64>,
+}
+
+/// `halyard-uring-t2` -> (`halyard-uring`, 2); `None` for one-thread names.
+fn split_threads(name: &str) -> Option<(String, usize)> {
+    let (head, store) = match name.strip_suffix("-store") {
+        Some(h) => (h, "-store"),
+        None => (name, ""),
+    };
+    let (base, n) = head.rsplit_once("-t")?;
+    let n: usize = n.parse().ok().filter(|n| *n > 1)?;
+    Some((format!("{base}{store}"), n))
+}
+
+/// Thread scaling of every `-t<N>` Halyard variant against its one-thread twin, per
+/// throughput case.
+pub fn scaling(cells: &[Cell]) -> Vec<Scaling> {
+    let mut out = Vec::new();
+    for v in cells.iter().filter(|c| c.kind == CaseKind::Throughput) {
+        let Some((base, threads)) = split_threads(&v.broker) else {
+            continue;
+        };
+        let Some(b) = cells.iter().find(|c| c.case == v.case && c.broker == base) else {
+            continue;
+        };
+        let (Some(vm), Some(bm)) = (v.msgs_per_s, b.msgs_per_s) else {
+            continue;
+        };
+        if bm.median <= 0.0 {
+            continue;
+        }
+        let per_cpu_s = match (v.per_cpu_s, b.per_cpu_s) {
+            (Some(vc), Some(bc)) if bc.median > 0.0 => Some(vc.median / bc.median),
+            _ => None,
+        };
+        out.push(Scaling {
+            case: v.case.clone(),
+            variant: v.broker.clone(),
+            base,
+            threads,
+            msgs_per_s: vm.median / bm.median,
+            per_cpu_s,
+        });
     }
     out
 }
@@ -288,13 +364,16 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "\n## Open loop (latency at a fixed offered rate)\n");
         let _ = writeln!(
             m,
-            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | generator send lag p50 / p99 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
+            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | generator send lag p50 / p99 us | from the actual send p50 / p99 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            m,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for c in cells.iter().filter(|c| c.kind == CaseKind::Latency) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 c.case,
                 c.broker,
                 fmt_stat(&c.msgs_per_s),
@@ -303,6 +382,8 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 fmt_stat(&c.p999_us),
                 c.lag_p50_us.map_or("-".into(), |s| fmt_num(s.median)),
                 c.lag_p99_us.map_or("-".into(), |s| fmt_num(s.median)),
+                fmt_stat(&c.sent_p50_us),
+                fmt_stat(&c.sent_p99_us),
                 pct(&c.broker_cpu),
                 pct(&c.load_cpu),
                 fmt_stat(&c.per_cpu_s),
@@ -355,6 +436,39 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
             );
         }
     }
+    let scale = scaling(cells);
+    if !scale.is_empty() {
+        let _ = writeln!(m, "\n## Thread scaling (N I/O threads / 1)\n");
+        let _ = writeln!(
+            m,
+            "Delivered msgs/s and deliveries per broker CPU-s of each `-t<N>` variant over its one-thread twin. With `--cpu-per-thread` every broker run has a CPU quota of that many CPUs per I/O thread; \"throttled\" is the share of its active periods that ran out of quota (near 100 %: the quota, not the generator, was the limit).\n"
+        );
+        let _ = writeln!(
+            m,
+            "| case | variant | msgs/s ratio | per broker CPU-s ratio | throttled (1 thread / N) |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|");
+        for s in &scale {
+            let thr = |name: &str| {
+                cells
+                    .iter()
+                    .find(|c| c.case == s.case && c.broker == name)
+                    .and_then(|c| c.throttled)
+                    .map_or("-".into(), |t| format!("{:.0} %", t.median * 100.0))
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} / {} | {:.2}x | {} | {} / {} |",
+                s.case,
+                s.variant,
+                s.base,
+                s.msgs_per_s,
+                s.per_cpu_s.map_or("-".into(), |r| format!("{r:.2}x")),
+                thr(&s.base),
+                thr(&s.variant)
+            );
+        }
+    }
     if !charts.is_empty() {
         let _ = writeln!(m, "\n## Charts\n");
         for c in charts {
@@ -395,6 +509,7 @@ mod tests {
                 ..RunResult::default()
             }),
             error: None,
+            throttled_share: None,
         }
     }
 
@@ -431,5 +546,49 @@ mod tests {
         );
         assert!(md.contains("5.00x"));
         assert!(md.contains("boom"));
+        assert!(!md.contains("Thread scaling"));
+    }
+
+    #[test]
+    fn scaling_pairs_each_thread_variant_with_its_one_thread_twin() {
+        assert_eq!(
+            split_threads("halyard-uring-t2"),
+            Some(("halyard-uring".into(), 2))
+        );
+        assert_eq!(
+            split_threads("halyard-epoll-t4-store"),
+            Some(("halyard-epoll-store".into(), 4))
+        );
+        assert_eq!(split_threads("halyard-uring"), None);
+        assert_eq!(split_threads("halyard-uring-store"), None);
+        let cases = vec![super::super::case(
+            "p2p-q0",
+            CaseKind::Throughput,
+            "--scenario p2p",
+        )];
+        let brokers = vec!["halyard-uring".to_string(), "halyard-uring-t2".to_string()];
+        let with = |s: Sample, t: f64| Sample {
+            throttled_share: Some(t),
+            ..s
+        };
+        let samples = vec![
+            with(sample("p2p-q0", "halyard-uring", 400.0), 0.9),
+            with(sample("p2p-q0", "halyard-uring-t2", 700.0), 0.95),
+            with(sample("p2p-q0", "halyard-uring-t2", 660.0), 0.97),
+        ];
+        let cells = summarise(&cases, &brokers, &samples);
+        let s = scaling(&cells);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].base.as_str(), s[0].threads), ("halyard-uring", 2));
+        // msgs/s: median(350, 330) = 340 over 200.
+        assert!((s[0].msgs_per_s - 1.7).abs() < 1e-9, "{s:?}");
+        assert!((s[0].per_cpu_s.unwrap() - 1.7).abs() < 1e-9);
+        let md = markdown(&RunInfo::default(), &cells, &[], &[]);
+        assert!(
+            md.contains(
+                "| p2p-q0 | halyard-uring-t2 / halyard-uring | 1.70x | 1.70x | 90 % / 96 % |"
+            ),
+            "{md}"
+        );
     }
 }

@@ -386,6 +386,8 @@ impl Shared {
 pub struct SubOutcome {
     /// Latencies of the deliveries received in MEASURE.
     pub latency: Latency,
+    /// The same from the actual send (without the publisher's send lag).
+    pub from_send: Latency,
     /// Deliveries received in MEASURE.
     pub delivered: u64,
     /// Per expected publisher, its stream accounting (index = position in `expects`).
@@ -562,11 +564,13 @@ fn summarise(
     me: (ProcSample, ProcSample),
 ) -> RunResult {
     let mut latency = Latency::new();
+    let mut from_send = Latency::new();
     let mut counts = DeliveryCounts::default();
     let mut delivered = 0;
     let mut foreign = 0;
     for o in &outcomes {
         latency.merge(&o.latency);
+        from_send.merge(&o.from_send);
         delivered += o.delivered;
         foreign += o.foreign;
         for (p, t) in &o.streams {
@@ -626,6 +630,7 @@ fn summarise(
         broker,
         own_cpu_share: (me.1.cpu_s - me.0.cpu_s).max(0.0) / window_s,
         conn: None,
+        latency_from_send: cfg.rate.map(|_| from_send.summary()),
         send_lag,
         errors,
     }

@@ -228,11 +228,13 @@ mod tests {
             sent_ns: 11,
             seq: 0,
             publisher: 7,
+            lag_ns: 0,
         };
         let s2 = Stamp {
             sent_ns: 22,
             seq: 1,
             publisher: 7,
+            lag_ns: 0,
         };
         t.write(&mut out, 500, &s1);
         t.write(&mut out, 501, &s2);

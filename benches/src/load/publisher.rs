@@ -148,12 +148,13 @@ impl Writer<'_> {
         self.cfg.inflight.saturating_sub(used)
     }
 
-    /// Encodes and writes `n` messages; `sent_ns(i)` gives the stamp time of the i-th.
+    /// Encodes and writes `n` messages; `stamp_at(i)` gives the stamp time of the i-th and
+    /// how late it leaves against it.
     async fn send(
         &mut self,
         n: usize,
         phase_now: u8,
-        sent_ns: impl Fn(u64) -> u64,
+        stamp_at: impl Fn(u64) -> (u64, u32),
     ) -> Result<(), LoadError> {
         self.buf.clear();
         for i in 0..n as u64 {
@@ -162,10 +163,12 @@ impl Writer<'_> {
             } else {
                 self.packet_id + 1
             };
+            let (sent_ns, lag_ns) = stamp_at(i);
             let stamp = Stamp {
-                sent_ns: sent_ns(i),
+                sent_ns,
                 seq: self.seq,
                 publisher: self.id,
+                lag_ns,
             };
             self.template.write(&mut self.buf, self.packet_id, &stamp);
             self.seq += 1;
@@ -233,7 +236,7 @@ impl Writer<'_> {
                 continue;
             }
             let now = self.shared.clock.now_ns();
-            self.send(n, ph, |_| now).await?;
+            self.send(n, ph, |_| (now, 0)).await?;
             idle = 0;
             stall
                 .as_mut()
@@ -284,7 +287,11 @@ impl Writer<'_> {
                     self.lag.record(now.saturating_sub(at(first + i)));
                 }
             }
-            self.send(n, ph, |i| at(first + i)).await?;
+            self.send(n, ph, |i| {
+                let t = at(first + i);
+                (t, u32::try_from(now.saturating_sub(t)).unwrap_or(u32::MAX))
+            })
+            .await?;
             k += n as u64;
         }
     }

@@ -83,6 +83,10 @@ async fn subscribe(
             out.streams[i].1.record(stamp.seq);
             if measuring {
                 out.latency.record(now.saturating_sub(stamp.sent_ns));
+                out.from_send.record(
+                    now.saturating_sub(stamp.sent_ns)
+                        .saturating_sub(u64::from(stamp.lag_ns)),
+                );
                 out.delivered += 1;
             }
             if arrived[i] == 0 {

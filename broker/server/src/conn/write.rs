@@ -1,0 +1,118 @@
+//! Writing a connection's output: first straight to the socket with one non-blocking
+//! `send`, on both backends, and only what the socket does not take at once through the
+//! runtime's asynchronous write under the write timeout.
+//!
+//! On io_uring a write submitted to the ring completes only at the driver's next turn: the
+//! task is suspended, the thread enters the kernel to submit, and the task resumes on the
+//! completion. A delivery then costs a ring round trip and, for the write timeout, a timer
+//! armed and removed, and a boxed future. A socket with room in its send buffer (the common
+//! case) takes the bytes at once, so trying a plain `send(MSG_DONTWAIT)` first makes that
+//! path one system call, with no allocation and no timer; the runtime's write (and its
+//! timeout) is left for the rest, when the peer reads slower than we send.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// What one attempt to write straight to the socket did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SendNow {
+    /// This many bytes were taken (all of them, or as many as the socket had room for).
+    Sent(usize),
+    /// The socket failed (reset, broken pipe): the connection is over.
+    Failed,
+}
+
+/// Sends as much of `buf` as the socket `fd` takes without blocking.
+pub(super) fn send_now(fd: RawFd, buf: &[u8]) -> SendNow {
+    let mut sent = 0;
+    while sent < buf.len() {
+        let rest = &buf[sent..];
+        // SAFETY: `rest` is valid for reads of `rest.len()` bytes for the whole call, and
+        // `fd` is the open socket of the connection's stream, owned by the caller's task for
+        // at least as long as this call.
+        let n = unsafe {
+            libc::send(
+                fd,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            // Positive and at most `rest.len()`.
+            sent += n as usize;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => break,
+            _ if n == 0 => break,
+            _ => {
+                tracing::debug!(error = %err, "socket send failed");
+                return SendNow::Failed;
+            }
+        }
+    }
+    SendNow::Sent(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn sends_what_fits_then_stops_without_blocking() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut b, _) = l.accept().unwrap();
+        assert_eq!(send_now(a.as_raw_fd(), b"hello"), SendNow::Sent(5));
+        let mut got = [0u8; 5];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        // Far more than the socket buffers hold while the peer does not read: a partial
+        // count, and the call returns instead of blocking.
+        let big = vec![7u8; 64 << 20];
+        match send_now(a.as_raw_fd(), &big) {
+            SendNow::Sent(n) => assert!(n > 0 && n < big.len(), "{n}"),
+            SendNow::Failed => panic!("send failed"),
+        }
+    }
+
+    #[test]
+    fn a_reset_peer_is_a_failure() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        // SO_LINGER 0: close sends a RST.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on an open socket with a correctly sized linger value.
+        let rc = unsafe {
+            libc::setsockopt(
+                b.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(b);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The first send after the RST reports ECONNRESET or EPIPE (SIGPIPE suppressed).
+        let mut failed = false;
+        for _ in 0..3 {
+            if send_now(a.as_raw_fd(), b"x") == SendNow::Failed {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
+    }
+}
