@@ -47,6 +47,7 @@ mod connection;
 mod error;
 mod event;
 pub mod fuzzing;
+mod inflight;
 mod message;
 mod parts;
 mod queue;
