@@ -56,7 +56,8 @@ mod stats;
 
 pub use config::{QueuePolicy, SessionConfig};
 pub use connection::{
-    Connection, DeliverOutcome, PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PublishCache,
+    Connection, DeliverOutcome, PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PUBLISH_CACHE_WAYS,
+    PublishCache,
 };
 pub use error::{CloseReason, PartsError, ProtocolError};
 pub use event::{ConnectRequest, Event, SubscribeRequest};

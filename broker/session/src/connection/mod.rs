@@ -36,7 +36,9 @@ use crate::session::Session;
 use crate::stats::ConnectionStats;
 
 pub use outbound::DeliverOutcome;
-pub use publish_cache::{PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PublishCache};
+pub use publish_cache::{
+    PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PUBLISH_CACHE_WAYS, PublishCache,
+};
 
 /// `code` if MQTT 5.0 allows it in `packet`, else 0x80 (unspecified error), so that a
 /// server-chosen code can never make an acknowledgement unencodable.
