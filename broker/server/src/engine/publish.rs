@@ -66,11 +66,44 @@ impl Outbox {
 /// overlapping subscriptions (see [`collect_targets`]).
 type Targets = HashMap<SessionKey, usize, ahash::RandomState>;
 
+/// Largest delivery batch (in deliveries, ~100 B each) a thread keeps for reuse once
+/// delivered (see [`recycle_batch`]); a larger one is freed.
+pub const SPARE_BATCH_MAX: usize = 4096;
+
 thread_local! {
     /// Each thread's scratch map for [`route_scoped`]: emptied after every PUBLISH but kept
     /// allocated, so routing does not grow a fresh map for every message. Its capacity is
     /// bounded by the largest fan-out seen (the sessions one topic matches).
     static TARGETS: RefCell<Targets> = RefCell::new(Targets::default());
+    /// One empty delivery batch kept by each thread (at most [`SPARE_BATCH_MAX`] entries
+    /// of capacity), so that a fan-out's batch is not grown from nothing, reallocated and
+    /// copied several times, for every read of its publisher.
+    static SPARE_BATCH: RefCell<Vec<Routed>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The thread's spare delivery batch (empty; with capacity when one was recycled).
+fn spare_batch() -> Vec<Routed> {
+    SPARE_BATCH
+        .try_with(|b| b.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// Gives a delivered batch back to its thread for the next fan-out (emptied; kept only up
+/// to [`SPARE_BATCH_MAX`] entries of capacity, and only if the thread holds none).
+pub fn recycle_batch(mut batch: Vec<Routed>) {
+    if batch.capacity() == 0 || batch.capacity() > SPARE_BATCH_MAX {
+        return;
+    }
+    batch.clear();
+    let _ = SPARE_BATCH.try_with(|b| {
+        if let Ok(mut spare) = b.try_borrow_mut()
+            && spare.capacity() < batch.capacity()
+        {
+            *spare = batch;
+        }
+    });
 }
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
@@ -142,13 +175,17 @@ pub fn route_acked(
     }
     if let [only] = outbox.per_thread.as_mut_slice() {
         // One I/O thread: every delivery goes to it, straight into its batch.
+        if only.capacity() == 0 {
+            *only = spare_batch();
+        }
         return route_collect_acked(broker, message, only, mode);
     }
-    let mut routed = Vec::new();
+    let mut routed = spare_batch();
     let (n, wait) = route_collect_acked(broker, message, &mut routed, mode);
-    for r in routed {
+    for r in routed.drain(..) {
         outbox.push(r);
     }
+    recycle_batch(routed);
     (n, wait)
 }
 
