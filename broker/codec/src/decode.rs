@@ -158,6 +158,36 @@ fn decode_body(h: FixedHeader, r: &mut Reader, v: ProtocolVersion) -> Result<Pac
     })
 }
 
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP that is nothing but its fixed header and packet
+/// identifier (Remaining Length 2; in 5.0 that means success without properties), complete
+/// at the front of `buf`: consumed and returned as (type, identifier), for a receiver's hot
+/// path that handles the acknowledgement without building a [`Packet`] (the large enum is
+/// copied out of the decoder for every packet). `None`, nothing consumed, for anything else:
+/// other packets, a longer or incomplete acknowledgement, fixed-header flags [`decode`]
+/// refuses. Identifier 0 is the same error as in [`decode`] [MQTT-2.2.1-3].
+pub fn take_short_ack(buf: &mut BytesMut) -> Option<Result<(PacketType, u16), DecodeError>> {
+    let (t, id) = match buf.get(..4)? {
+        &[first, 2, hi, lo] => (short_ack_type(first)?, u16::from_be_bytes([hi, lo])),
+        _ => return None,
+    };
+    if id == 0 {
+        return Some(Err(DecodeError::ZeroPacketId(t)));
+    }
+    buf.advance(4);
+    Some(Ok((t, id)))
+}
+
+/// The acknowledgement type of a fixed header's first byte, with its required flags.
+fn short_ack_type(first: u8) -> Option<PacketType> {
+    match first {
+        0x40 => Some(PacketType::PubAck),
+        0x50 => Some(PacketType::PubRec),
+        0x62 => Some(PacketType::PubRel),
+        0x70 => Some(PacketType::PubComp),
+        _ => None,
+    }
+}
+
 /// The packets that are nothing but a fixed header and a packet identifier (PUBACK, PUBREC,
 /// PUBREL, PUBCOMP with Remaining Length 2, 5.0 included: no reason code means success) or
 /// a bare fixed header (PINGREQ, PINGRESP), decoded in place from the complete packet at the

@@ -568,3 +568,36 @@ fn short_packets_in_a_stream() {
         );
     }
 }
+
+/// `take_short_ack` consumes exactly the 4-byte acknowledgements and leaves everything else
+/// (other packets, longer 5.0 acknowledgements, bad flags, incomplete bytes) to `decode`.
+#[test]
+fn take_short_ack_takes_only_bare_acknowledgements() {
+    let mut buf = BytesMut::from(&[0x40, 2, 0, 7, 0x62, 2, 1, 0, 0x70, 2, 0xFF, 0xFF][..]);
+    assert_eq!(take_short_ack(&mut buf), Some(Ok((PacketType::PubAck, 7))));
+    assert_eq!(
+        take_short_ack(&mut buf),
+        Some(Ok((PacketType::PubRel, 256)))
+    );
+    assert_eq!(
+        take_short_ack(&mut buf),
+        Some(Ok((PacketType::PubComp, 0xFFFF)))
+    );
+    assert!(buf.is_empty());
+    for rest in [
+        &[0xC0, 0][..],                   // PINGREQ
+        &[0x40, 3, 0, 7, 0x10][..],       // 5.0 PUBACK with a reason code
+        &[0x60, 2, 0, 1][..],             // PUBREL with the wrong flags
+        &[0x50, 2, 0][..],                // incomplete
+        &[0x30, 4, 0, 1, b'a', b'x'][..], // PUBLISH
+    ] {
+        let mut buf = BytesMut::from(rest);
+        assert_eq!(take_short_ack(&mut buf), None, "{rest:?}");
+        assert_eq!(&buf[..], rest, "nothing consumed");
+    }
+    let mut zero = BytesMut::from(&[0x50, 2, 0, 0][..]);
+    assert_eq!(
+        take_short_ack(&mut zero),
+        Some(Err(DecodeError::ZeroPacketId(PacketType::PubRec)))
+    );
+}

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use halyard_codec::{
-    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, QoS, ReasonCode, decode, encode,
+    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, PubResponse, QoS, ReasonCode,
+    decode, encode,
 };
 
 use crate::config::SessionConfig;
@@ -277,6 +278,24 @@ impl Connection {
                 }
                 State::Connected => {}
             }
+            if self.state == State::Connected
+                && self.cfg.max_packet_size >= 4
+                && let Some(ack) = halyard_codec::take_short_ack(&mut self.rx)
+            {
+                match ack {
+                    Ok((t, id)) => {
+                        decoded = true;
+                        self.stats_mut().packets_in += 1;
+                        self.last_packet = now;
+                        self.handle_short_ack(now, t, id);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.protocol_error(ProtocolError::Decode(e));
+                        return decoded;
+                    }
+                }
+            }
             let connect_version = if self.state == State::AwaitConnect {
                 halyard_codec::peek_connect_version(&self.rx)
             } else {
@@ -299,6 +318,18 @@ impl Connection {
                     return decoded;
                 }
             }
+        }
+    }
+
+    /// An acknowledgement taken with [`halyard_codec::take_short_ack`]: as
+    /// [`Self::handle_packet`] with the decoded packet, without building it.
+    fn handle_short_ack(&mut self, now: Instant, t: PacketType, id: u16) {
+        let r = PubResponse::new(id);
+        match t {
+            PacketType::PubAck => self.handle_puback(now, r),
+            PacketType::PubRec => self.handle_pubrec(now, r),
+            PacketType::PubRel => self.handle_pubrel(r),
+            _ => self.handle_pubcomp(now, r),
         }
     }
 
