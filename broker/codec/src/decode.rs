@@ -107,6 +107,10 @@ pub fn decode(
     if buf.len() < size {
         return Ok(None);
     }
+    if let Some(packet) = decode_short(header, buf)? {
+        buf.advance(size);
+        return Ok(Some(packet));
+    }
     let mut frame = buf.split_to(size).freeze();
     frame.advance(header.header_len);
     let mut r = Reader::new(frame);
@@ -152,6 +156,70 @@ fn decode_body(h: FixedHeader, r: &mut Reader, v: ProtocolVersion) -> Result<Pac
         PacketType::Auth if v5 => Packet::Auth(decode_auth(r)?),
         PacketType::Auth => return Err(DecodeError::ReservedPacketType(15)),
     })
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP that is nothing but its fixed header and packet
+/// identifier (Remaining Length 2; in 5.0 that means success without properties), complete
+/// at the front of `buf`: consumed and returned as (type, identifier), for a receiver's hot
+/// path that handles the acknowledgement without building a [`Packet`] (the large enum is
+/// copied out of the decoder for every packet). `None`, nothing consumed, for anything else:
+/// other packets, a longer or incomplete acknowledgement, fixed-header flags [`decode`]
+/// refuses. Identifier 0 is the same error as in [`decode`] [MQTT-2.2.1-3].
+pub fn take_short_ack(buf: &mut BytesMut) -> Option<Result<(PacketType, u16), DecodeError>> {
+    let (t, id) = match buf.get(..4)? {
+        &[first, 2, hi, lo] => (short_ack_type(first)?, u16::from_be_bytes([hi, lo])),
+        _ => return None,
+    };
+    if id == 0 {
+        return Some(Err(DecodeError::ZeroPacketId(t)));
+    }
+    buf.advance(4);
+    Some(Ok((t, id)))
+}
+
+/// The acknowledgement type of a fixed header's first byte, with its required flags.
+fn short_ack_type(first: u8) -> Option<PacketType> {
+    match first {
+        0x40 => Some(PacketType::PubAck),
+        0x50 => Some(PacketType::PubRec),
+        0x62 => Some(PacketType::PubRel),
+        0x70 => Some(PacketType::PubComp),
+        _ => None,
+    }
+}
+
+/// The packets that are nothing but a fixed header and a packet identifier (PUBACK, PUBREC,
+/// PUBREL, PUBCOMP with Remaining Length 2, 5.0 included: no reason code means success) or
+/// a bare fixed header (PINGREQ, PINGRESP), decoded in place from the complete packet at the
+/// front of `buf`: the caller then drops its bytes instead of splitting them off into a
+/// shared frame (a reference count taken and released per packet, the bulk of a PUBACK's
+/// decode). `Ok(None)` for every other packet. Same results as the general path.
+fn decode_short(h: FixedHeader, buf: &[u8]) -> Result<Option<Packet>, DecodeError> {
+    let t = h.packet_type;
+    match (t, h.remaining_length, h.header_len) {
+        (PacketType::PingReq, 0, 2) => Ok(Some(Packet::PingReq)),
+        (PacketType::PingResp, 0, 2) => Ok(Some(Packet::PingResp)),
+        (
+            PacketType::PubAck | PacketType::PubRec | PacketType::PubRel | PacketType::PubComp,
+            2,
+            2,
+        ) => {
+            let (Some(&hi), Some(&lo)) = (buf.get(2), buf.get(3)) else {
+                return Ok(None);
+            };
+            let response = match u16::from_be_bytes([hi, lo]) {
+                0 => return Err(DecodeError::ZeroPacketId(t)),
+                id => PubResponse::new(id),
+            };
+            Ok(Some(match t {
+                PacketType::PubAck => Packet::PubAck(response),
+                PacketType::PubRec => Packet::PubRec(response),
+                PacketType::PubRel => Packet::PubRel(response),
+                _ => Packet::PubComp(response),
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn packet_id(r: &mut Reader, t: PacketType) -> Result<u16, DecodeError> {

@@ -36,7 +36,7 @@ mod reason;
 mod types;
 mod wire;
 
-pub use decode::{FixedHeader, decode, peek_connect_version, peek_header};
+pub use decode::{FixedHeader, decode, peek_connect_version, peek_header, take_short_ack};
 pub use encode::{encode, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{

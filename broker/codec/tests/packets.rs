@@ -508,3 +508,96 @@ fn peek_connect_version_reads_the_level() {
     assert_eq!(peek_connect_version(&v5[..8]), None);
     assert_eq!(peek_connect_version(&[0xC0, 0]), None);
 }
+
+/// Acknowledgements and pings are decoded in place (no shared frame); a stream mixing them
+/// with other packets must still decode packet by packet, each consuming exactly its bytes.
+#[test]
+fn short_packets_in_a_stream() {
+    for version in [V311, V5] {
+        // PUBLISH QoS 0, topic "a", payload "x" (5.0: with an empty property length).
+        let publish: &[u8] = if version == V5 {
+            &[0x30, 5, 0, 1, b'a', 0, b'x']
+        } else {
+            &[0x30, 4, 0, 1, b'a', b'x']
+        };
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0x40, 2, 0, 7]); // PUBACK 7
+        buf.extend_from_slice(&[0xC0, 0]); // PINGREQ
+        buf.extend_from_slice(&[0x50, 2, 0x12, 0x34]); // PUBREC 0x1234
+        buf.extend_from_slice(&[0x62, 2, 0, 9]); // PUBREL 9
+        buf.extend_from_slice(publish);
+        buf.extend_from_slice(&[0x70, 2, 0xFF, 0xFF]); // PUBCOMP 65535
+        buf.extend_from_slice(&[0xD0, 0]); // PINGRESP
+        buf.extend_from_slice(&[0x40, 2, 0]); // PUBACK, incomplete
+        let mut got = Vec::new();
+        while let Some(p) = decode(&mut buf, version, MAX_PACKET_SIZE).expect("decodes") {
+            got.push(p);
+        }
+        assert_eq!(buf.len(), 3, "the incomplete PUBACK stays buffered");
+        let expected = vec![
+            Packet::PubAck(PubResponse::new(7)),
+            Packet::PingReq,
+            Packet::PubRec(PubResponse::new(0x1234)),
+            Packet::PubRel(PubResponse::new(9)),
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: MqttString::from_static("a"),
+                packet_id: 0,
+                payload: Bytes::from_static(b"x"),
+                properties: PublishProperties::default(),
+            }),
+            Packet::PubComp(PubResponse::new(0xFFFF)),
+            Packet::PingResp,
+        ];
+        assert_eq!(got, expected, "{version:?}");
+        buf.extend_from_slice(&[9]);
+        assert_eq!(
+            decode(&mut buf, version, MAX_PACKET_SIZE).expect("decodes"),
+            Some(Packet::PubAck(PubResponse::new(9)))
+        );
+        assert!(buf.is_empty());
+        // PUBREL with the wrong fixed-header flags and identifier 0 still fail.
+        let mut bad = BytesMut::from(&[0x60, 2, 0, 1][..]);
+        assert!(decode(&mut bad, version, MAX_PACKET_SIZE).is_err());
+        let mut zero = BytesMut::from(&[0x70, 2, 0, 0][..]);
+        assert_eq!(
+            decode(&mut zero, version, MAX_PACKET_SIZE),
+            Err(DecodeError::ZeroPacketId(PacketType::PubComp))
+        );
+    }
+}
+
+/// `take_short_ack` consumes exactly the 4-byte acknowledgements and leaves everything else
+/// (other packets, longer 5.0 acknowledgements, bad flags, incomplete bytes) to `decode`.
+#[test]
+fn take_short_ack_takes_only_bare_acknowledgements() {
+    let mut buf = BytesMut::from(&[0x40, 2, 0, 7, 0x62, 2, 1, 0, 0x70, 2, 0xFF, 0xFF][..]);
+    assert_eq!(take_short_ack(&mut buf), Some(Ok((PacketType::PubAck, 7))));
+    assert_eq!(
+        take_short_ack(&mut buf),
+        Some(Ok((PacketType::PubRel, 256)))
+    );
+    assert_eq!(
+        take_short_ack(&mut buf),
+        Some(Ok((PacketType::PubComp, 0xFFFF)))
+    );
+    assert!(buf.is_empty());
+    for rest in [
+        &[0xC0, 0][..],                   // PINGREQ
+        &[0x40, 3, 0, 7, 0x10][..],       // 5.0 PUBACK with a reason code
+        &[0x60, 2, 0, 1][..],             // PUBREL with the wrong flags
+        &[0x50, 2, 0][..],                // incomplete
+        &[0x30, 4, 0, 1, b'a', b'x'][..], // PUBLISH
+    ] {
+        let mut buf = BytesMut::from(rest);
+        assert_eq!(take_short_ack(&mut buf), None, "{rest:?}");
+        assert_eq!(&buf[..], rest, "nothing consumed");
+    }
+    let mut zero = BytesMut::from(&[0x50, 2, 0, 0][..]);
+    assert_eq!(
+        take_short_ack(&mut zero),
+        Some(Err(DecodeError::ZeroPacketId(PacketType::PubRec)))
+    );
+}

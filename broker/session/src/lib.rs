@@ -47,6 +47,7 @@ mod connection;
 mod error;
 mod event;
 pub mod fuzzing;
+mod inflight;
 mod message;
 mod parts;
 mod queue;
@@ -56,8 +57,8 @@ mod subscriptions;
 
 pub use config::{QueuePolicy, SessionConfig};
 pub use connection::{
-    Connection, DeliverOutcome, PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, ParkedConnection,
-    PublishCache,
+    Connection, DeliverOutcome, PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PUBLISH_CACHE_WAYS,
+    ParkedConnection, PublishCache,
 };
 pub use error::{CloseReason, PartsError, ProtocolError};
 pub use event::{ConnectRequest, Event, SubscribeRequest};

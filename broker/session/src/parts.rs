@@ -126,7 +126,7 @@ impl Session {
         let mut outgoing: Vec<(u64, OutgoingParts)> = self
             .outgoing
             .iter()
-            .map(|(id, f)| (f.seq, OutgoingParts::of(*id, f)))
+            .map(|(id, f)| (f.seq, OutgoingParts::of(id, f)))
             .collect();
         outgoing.sort_unstable_by_key(|(seq, _)| *seq);
         let mut incoming_qos2: Vec<u16> = self.incoming_qos2.iter().copied().collect();

@@ -7,6 +7,7 @@ use std::time::Instant;
 use halyard_codec::{QoS, SubscriptionOptions};
 
 use crate::config::{QueuePolicy, SessionConfig};
+use crate::inflight::Inflight;
 use crate::message::{ClientId, Delivery};
 use crate::parts::OutgoingParts;
 use crate::queue::{Dropped, MemoryQueue, MessageQueue};
@@ -42,9 +43,6 @@ impl Hasher for PacketIdHasher {
         self.0 = (self.0 << 16) | u64::from(n);
     }
 }
-
-/// Packet identifier -> value, hashed with [`PacketIdHasher`].
-pub(crate) type IdMap<V> = HashMap<u16, V, BuildHasherDefault<PacketIdHasher>>;
 
 /// A set of packet identifiers, hashed with [`PacketIdHasher`].
 pub(crate) type IdSet = HashSet<u16, BuildHasherDefault<PacketIdHasher>>;
@@ -98,7 +96,7 @@ pub struct Session {
     client_id: ClientId,
     expiry_interval: u32,
     subscriptions: Subscriptions,
-    pub(crate) outgoing: IdMap<OutFlight>,
+    pub(crate) outgoing: Inflight,
     next_seq: u64,
     next_packet_id: u16,
     /// Client packet identifiers of QoS 2 PUBLISH packets acknowledged with a successful
@@ -173,7 +171,7 @@ impl Session {
             client_id,
             expiry_interval,
             subscriptions: Subscriptions::default(),
-            outgoing: IdMap::default(),
+            outgoing: Inflight::default(),
             next_seq: 0,
             next_packet_id: 1,
             incoming_qos2: IdSet::default(),
@@ -258,7 +256,7 @@ impl Session {
 
     /// The outgoing in-flight message with packet identifier `id`, as plain parts.
     pub fn outgoing_parts(&self, id: u16) -> Option<OutgoingParts> {
-        self.outgoing.get(&id).map(|f| OutgoingParts::of(id, f))
+        self.outgoing.get(id).map(|f| OutgoingParts::of(id, f))
     }
 
     /// Whether `id` is an incoming QoS 2 packet identifier awaiting PUBREL.
@@ -268,7 +266,7 @@ impl Session {
 
     /// Removes an outgoing in-flight message (acknowledged or discarded).
     pub(crate) fn remove_outgoing(&mut self, id: u16) -> Option<OutFlight> {
-        let f = self.outgoing.remove(&id);
+        let f = self.outgoing.remove(id);
         if f.is_some() {
             self.note(|c| {
                 c.outgoing.insert(id);
@@ -279,7 +277,7 @@ impl Session {
 
     /// Moves an outgoing QoS 2 message to "PUBREL sent, awaiting PUBCOMP".
     pub(crate) fn release_outgoing(&mut self, id: u16) {
-        let changed = match self.outgoing.get_mut(&id) {
+        let changed = match self.outgoing.get_mut(id) {
             Some(f) if f.state != OutState::Qos2Released => {
                 f.state = OutState::Qos2Released;
                 true
@@ -423,29 +421,38 @@ impl Session {
     /// ([`Delivery::packet_id`]) is free, or any is.
     pub(crate) fn packet_id_free(&self, delivery: &Delivery) -> bool {
         match delivery.packet_id.filter(|id| *id != 0) {
-            Some(id) => !self.outgoing.contains_key(&id),
+            Some(id) => !self.outgoing.contains(id),
             None => self.outgoing.len() < usize::from(u16::MAX),
         }
     }
 
-    /// Records a new outgoing QoS 1/2 message and returns its packet identifier: its fixed
-    /// one ([`Delivery::packet_id`]) or the next free one. `None` when that identifier (or,
-    /// without one, every identifier) is in use: the caller keeps the delivery queued.
-    pub(crate) fn assign_packet_id(&mut self, delivery: Delivery) -> Option<u16> {
-        if !self.packet_id_free(&delivery) {
+    /// The packet identifier a new outgoing QoS 1/2 message for `delivery` would get now:
+    /// its fixed one ([`Delivery::packet_id`]) or the next free one. `None` when that
+    /// identifier (or, without one, every identifier) is in use: the caller keeps the
+    /// delivery queued. Nothing is recorded until [`Session::insert_outgoing`].
+    pub(crate) fn free_packet_id(&self, delivery: &Delivery) -> Option<u16> {
+        if !self.packet_id_free(delivery) {
             return None;
         }
-        let id = match delivery.packet_id.filter(|id| *id != 0) {
+        Some(match delivery.packet_id.filter(|id| *id != 0) {
             Some(id) => id,
             None => {
                 let mut id = self.next_packet_id;
-                while id == 0 || self.outgoing.contains_key(&id) {
+                while id == 0 || self.outgoing.contains(id) {
                     id = id.wrapping_add(1);
                 }
-                self.next_packet_id = id.wrapping_add(1);
                 id
             }
-        };
+        })
+    }
+
+    /// Records a new outgoing QoS 1/2 message under `id`, which
+    /// [`Session::free_packet_id`] gave for it; `sent`: it was just sent on the current
+    /// connection.
+    pub(crate) fn insert_outgoing(&mut self, id: u16, delivery: Delivery, sent: bool) {
+        if delivery.packet_id.filter(|id| *id != 0).is_none() {
+            self.next_packet_id = id.wrapping_add(1);
+        }
         let state = if delivery.qos == QoS::ExactlyOnce {
             OutState::Qos2Published
         } else {
@@ -457,15 +464,14 @@ impl Session {
                 seq: self.next_seq,
                 delivery,
                 state,
-                sent_here: false,
-                ever_sent: false,
+                sent_here: sent,
+                ever_sent: sent,
             },
         );
         self.next_seq += 1;
         self.note(|c| {
             c.outgoing.insert(id);
         });
-        Some(id)
     }
 
     /// Sets the fixed packet identifier ([`Delivery::packet_id`]) of every queued delivery,
@@ -490,7 +496,7 @@ impl Session {
             .outgoing
             .iter()
             .filter(|(_, f)| !f.sent_here)
-            .map(|(id, f)| (f.seq, *id))
+            .map(|(id, f)| (f.seq, id))
             .collect();
         ids.sort_unstable();
         ids.into_iter().map(|(_, id)| id).collect()

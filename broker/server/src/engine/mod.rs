@@ -672,6 +672,50 @@ mod tests {
     }
 
     #[test]
+    fn one_filter_fans_out_unmerged_and_a_second_filter_merges() {
+        let b = broker(1);
+        let r = Route::new(0);
+        for key in 1..=50u64 {
+            let id = u32::try_from(key).ok();
+            let client = format!("c{key}");
+            b.trie
+                .insert("f/x", key, sub(&r, &client, QoS::AtLeastOnce, id))
+                .unwrap();
+        }
+        let deliveries = |b: &Broker| {
+            let mut outbox = Outbox::new(1);
+            let n = route(b, &message("f/x", QoS::AtLeastOnce, "pub"), &mut outbox);
+            let mut all: Vec<Routed> = outbox.drain().flat_map(|(_, batch)| batch).collect();
+            all.sort_by_key(|r| r.key);
+            assert_eq!(n, all.len());
+            all
+        };
+        let all = deliveries(&b);
+        assert_eq!(
+            all.iter().map(|r| r.key).collect::<Vec<_>>(),
+            (1..=50).collect::<Vec<_>>()
+        );
+        for r in &all {
+            assert_eq!(r.delivery.subscription_ids.to_vec(), [r.key as u32]);
+            assert_eq!(r.delivery.qos, QoS::AtLeastOnce);
+        }
+        // Session 7 also matches through a wildcard: still one copy, both identifiers, the
+        // highest QoS; the others are untouched.
+        b.trie
+            .insert("f/+", 7, sub(&r, "c7", QoS::AtMostOnce, Some(700)))
+            .unwrap();
+        let all = deliveries(&b);
+        assert_eq!(all.len(), 50);
+        let seven = &all[6];
+        assert_eq!(seven.key, 7);
+        let mut ids = seven.delivery.subscription_ids.to_vec();
+        ids.sort_unstable();
+        assert_eq!(ids, [7, 700]);
+        assert_eq!(seven.delivery.qos, QoS::AtLeastOnce);
+        assert_eq!(all[7].delivery.subscription_ids.to_vec(), [8]);
+    }
+
+    #[test]
     fn shared_group_gets_one_copy() {
         let b = broker(1);
         let r = Route::new(0);

@@ -62,22 +62,48 @@ impl Outbox {
     }
 }
 
-/// One session's merged view of the subscriptions a topic matched.
-struct Target {
-    value: SubValue,
-    qos: QoS,
-    retain_as_published: bool,
-    ids: SmallVec<[u32; 2]>,
-}
+/// Where each session's first delivery of one PUBLISH sits in the output, for merging
+/// overlapping subscriptions (see [`collect_targets`]).
+type Targets = HashMap<SessionKey, usize, ahash::RandomState>;
 
-/// Sessions matched by one PUBLISH, merged (see [`route_scoped`]).
-type Targets = HashMap<SessionKey, Target, ahash::RandomState>;
+/// Largest delivery batch (in deliveries, ~100 B each) a thread keeps for reuse once
+/// delivered (see [`recycle_batch`]); a larger one is freed.
+pub const SPARE_BATCH_MAX: usize = 4096;
 
 thread_local! {
     /// Each thread's scratch map for [`route_scoped`]: emptied after every PUBLISH but kept
     /// allocated, so routing does not grow a fresh map for every message. Its capacity is
     /// bounded by the largest fan-out seen (the sessions one topic matches).
     static TARGETS: RefCell<Targets> = RefCell::new(Targets::default());
+    /// One empty delivery batch kept by each thread (at most [`SPARE_BATCH_MAX`] entries
+    /// of capacity), so that a fan-out's batch is not grown from nothing, reallocated and
+    /// copied several times, for every read of its publisher.
+    static SPARE_BATCH: RefCell<Vec<Routed>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The thread's spare delivery batch (empty; with capacity when one was recycled).
+fn spare_batch() -> Vec<Routed> {
+    SPARE_BATCH
+        .try_with(|b| b.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// Gives a delivered batch back to its thread for the next fan-out (emptied; kept only up
+/// to [`SPARE_BATCH_MAX`] entries of capacity, and only if the thread holds none).
+pub fn recycle_batch(mut batch: Vec<Routed>) {
+    if batch.capacity() == 0 || batch.capacity() > SPARE_BATCH_MAX {
+        return;
+    }
+    batch.clear();
+    let _ = SPARE_BATCH.try_with(|b| {
+        if let Ok(mut spare) = b.try_borrow_mut()
+            && spare.capacity() < batch.capacity()
+        {
+            *spare = batch;
+        }
+    });
 }
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
@@ -149,13 +175,17 @@ pub fn route_acked(
     }
     if let [only] = outbox.per_thread.as_mut_slice() {
         // One I/O thread: every delivery goes to it, straight into its batch.
+        if only.capacity() == 0 {
+            *only = spare_batch();
+        }
         return route_collect_acked(broker, message, only, mode);
     }
-    let mut routed = Vec::new();
+    let mut routed = spare_batch();
     let (n, wait) = route_collect_acked(broker, message, &mut routed, mode);
-    for r in routed {
+    for r in routed.drain(..) {
         outbox.push(r);
     }
+    recycle_batch(routed);
     (n, wait)
 }
 
@@ -223,7 +253,13 @@ pub fn route_scoped(
     })
 }
 
-/// The body of [`route_scoped`], merging into `targets` (empty on entry and on return).
+/// The body of [`route_scoped`]: one delivery per matched subscription straight into
+/// `out`; then, only when the matches came from more than one filter or shared group (a
+/// session can then appear twice; within one filter's subscriber map it cannot), the
+/// deliveries of one session are merged through `targets` (empty on entry and on return)
+/// into its first one: the highest QoS, RETAIN if any subscription keeps it, every
+/// subscription identifier in match order. The common fan-out (one filter, many
+/// subscribers) thus hashes nothing.
 fn collect_targets(
     broker: &Broker,
     message: &Arc<Message>,
@@ -231,9 +267,13 @@ fn collect_targets(
     scope: &Scope<'_>,
     targets: &mut Targets,
 ) -> usize {
+    let start = out.len();
     let publisher = message.publisher.as_deref();
     let acl = broker.security.acl.load();
     let check_read = !acl.allows_everything();
+    // Filters and shared groups that contributed (a leaf is visited in one run).
+    let mut sources = 0usize;
+    let mut last_filter: *const u8 = std::ptr::null();
     let mut add = |key: SessionKey, value: &SubValue, no_local_applies: bool| {
         if no_local_applies && value.options.no_local && publisher == Some(&*value.client_id) {
             return;
@@ -249,49 +289,71 @@ fn collect_targets(
             broker.security.count(crate::security::Denial::Delivery);
             return;
         }
-        let t = targets.entry(key).or_insert_with(|| Target {
-            value: value.clone(),
-            qos: value.options.qos,
-            retain_as_published: false,
-            ids: SmallVec::new(),
-        });
-        if value.options.qos.as_u8() > t.qos.as_u8() {
-            t.qos = value.options.qos;
-        }
-        t.retain_as_published |= value.options.retain_as_published;
+        let mut subscription_ids = SmallVec::new();
         if let Some(id) = value.subscription_id {
-            t.ids.push(id);
+            subscription_ids.push(id);
         }
+        out.push(Routed {
+            key,
+            route: value.route.clone(),
+            client_id: value.client_id.clone(),
+            delivery: Delivery {
+                message: message.clone(),
+                qos: min_qos(value.options.qos, message.qos),
+                retain: value.options.retain_as_published && message.retain,
+                subscription_ids,
+                packet_id: None,
+            },
+            seq: None,
+        });
     };
     broker.trie.for_each_match(&message.topic, |m| match m {
-        Match::Subscriber { key, value, .. } => {
+        Match::Subscriber { key, value, filter } => {
             if scope.ordinary() {
+                if filter.as_ptr() != last_filter {
+                    last_filter = filter.as_ptr();
+                    sources += 1;
+                }
                 add(*key, value, true);
             }
         }
         Match::Shared(group) if !scope.serves_group(group.name(), group.filter()) => {}
         Match::Shared(group) => {
             if let Some((key, value)) = group.pick_round_robin() {
+                sources += 1;
                 add(*key, value, false);
             }
         }
     });
-    let n = targets.len();
-    out.reserve(n);
-    for (key, t) in targets.drain() {
-        out.push(Routed {
-            key,
-            route: t.value.route,
-            client_id: t.value.client_id,
-            delivery: Delivery {
-                message: message.clone(),
-                qos: min_qos(t.qos, message.qos),
-                retain: t.retain_as_published && message.retain,
-                subscription_ids: t.ids,
-                packet_id: None,
-            },
-            seq: None,
-        });
+    if sources > 1 {
+        merge_sessions(out, start, targets);
     }
-    n
+    out.len() - start
+}
+
+/// Merges the deliveries of `out[start..]` that go to the same session into the first
+/// one (see [`collect_targets`]), keeping the order of the others. `targets` is empty on
+/// entry and on return.
+fn merge_sessions(out: &mut Vec<Routed>, start: usize, targets: &mut Targets) {
+    let tail: Vec<Routed> = out.drain(start..).collect();
+    for r in tail {
+        match targets.entry(r.key) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(r);
+            }
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let Some(first) = out.get_mut(*e.get()) else {
+                    continue;
+                };
+                let d = &mut first.delivery;
+                if r.delivery.qos.as_u8() > d.qos.as_u8() {
+                    d.qos = r.delivery.qos;
+                }
+                d.retain |= r.delivery.retain;
+                d.subscription_ids.extend(r.delivery.subscription_ids);
+            }
+        }
+    }
+    targets.clear();
 }

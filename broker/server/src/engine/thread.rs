@@ -324,7 +324,7 @@ impl ThreadCtx {
 
     /// Hands deliveries to local connections and offline sessions; forwards those whose
     /// session moved to another thread.
-    pub async fn deliver_local(&self, batch: Vec<Routed>) {
+    pub async fn deliver_local(&self, mut batch: Vec<Routed>) {
         let now = Instant::now();
         let mut forward = Outbox::new(self.broker.inboxes.len());
         let mut touched: Vec<SessionKey> = Vec::new();
@@ -332,7 +332,7 @@ impl ThreadCtx {
             let cap = self.mailbox_cap();
             let conns = self.conns.borrow();
             let mut sessions = self.sessions.borrow_mut();
-            for routed in batch {
+            for routed in batch.drain(..) {
                 match sessions.get_mut(&routed.key) {
                     Some(Local::Conn(id)) => match conns.get(id) {
                         Some(h) if h.len() < cap => {
@@ -362,6 +362,7 @@ impl ThreadCtx {
                 }
             }
         }
+        publish::recycle_batch(batch);
         if !touched.is_empty() {
             self.persist_offline(&touched);
         }

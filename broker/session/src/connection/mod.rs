@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use halyard_codec::{
-    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, QoS, ReasonCode, decode, encode,
+    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, PubResponse, QoS, ReasonCode,
+    decode, encode,
 };
 
 use crate::config::SessionConfig;
@@ -38,7 +39,9 @@ use crate::stats::ConnectionStats;
 
 pub use outbound::DeliverOutcome;
 pub use park::ParkedConnection;
-pub use publish_cache::{PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PublishCache};
+pub use publish_cache::{
+    PUBLISH_CACHE_MAX_PACKET, PUBLISH_CACHE_SLOTS, PUBLISH_CACHE_WAYS, PublishCache,
+};
 
 /// `code` if MQTT 5.0 allows it in `packet`, else 0x80 (unspecified error), so that a
 /// server-chosen code can never make an acknowledgement unencodable.
@@ -283,6 +286,24 @@ impl Connection {
                 }
                 State::Connected => {}
             }
+            if self.state == State::Connected
+                && self.cfg.max_packet_size >= 4
+                && let Some(ack) = halyard_codec::take_short_ack(&mut self.rx)
+            {
+                match ack {
+                    Ok((t, id)) => {
+                        decoded = true;
+                        self.stats_mut().packets_in += 1;
+                        self.last_packet = now;
+                        self.handle_short_ack(now, t, id);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.protocol_error(ProtocolError::Decode(e));
+                        return decoded;
+                    }
+                }
+            }
             let connect_version = if self.state == State::AwaitConnect {
                 halyard_codec::peek_connect_version(&self.rx)
             } else {
@@ -305,6 +326,18 @@ impl Connection {
                     return decoded;
                 }
             }
+        }
+    }
+
+    /// An acknowledgement taken with [`halyard_codec::take_short_ack`]: as
+    /// [`Self::handle_packet`] with the decoded packet, without building it.
+    fn handle_short_ack(&mut self, now: Instant, t: PacketType, id: u16) {
+        let r = PubResponse::new(id);
+        match t {
+            PacketType::PubAck => self.handle_puback(now, r),
+            PacketType::PubRec => self.handle_pubrec(now, r),
+            PacketType::PubRel => self.handle_pubrel(r),
+            _ => self.handle_pubcomp(now, r),
         }
     }
 

@@ -156,7 +156,7 @@ impl Connection {
         let Some(session) = self.session.as_mut() else {
             return Err(Dropped::NotConnected);
         };
-        if !session.packet_id_free(&delivery) {
+        let Some(id) = session.free_packet_id(&delivery) else {
             // Its fixed identifier (or every identifier) is in use: wait at the front.
             if popped {
                 session.unpop_pending(delivery);
@@ -164,23 +164,19 @@ impl Connection {
                 session.push_pending(delivery)?;
             }
             return Ok(Sent::Waiting);
-        }
-        let Some(id) = session.assign_packet_id(delivery.clone()) else {
-            // Not reached: `packet_id_free` just said there is one.
-            return Err(Dropped::NotConnected);
         };
-        if let Err(d) = self.send_publish(now, &delivery, id, false) {
-            if let Some(s) = self.session.as_mut() {
-                s.remove_outgoing(id);
-            }
-            return Err(d);
+        // Encoded from the delivery before it moves into the window: no copy of it, and
+        // nothing to undo when it cannot be sent.
+        self.send_publish(now, &delivery, id, false)?;
+        if let Some(s) = self.session.as_mut() {
+            s.insert_outgoing(id, delivery, true);
+            self.inflight_sent += 1;
         }
-        self.mark_sent(id);
         Ok(Sent::Now)
     }
 
     fn mark_sent(&mut self, id: u16) {
-        if let Some(f) = self.session.as_mut().and_then(|s| s.outgoing.get_mut(&id))
+        if let Some(f) = self.session.as_mut().and_then(|s| s.outgoing.get_mut(id))
             && !f.sent_here
         {
             f.sent_here = true;
@@ -355,7 +351,7 @@ impl Connection {
             if self.inflight_sent >= self.window() || self.output_full() {
                 return;
             }
-            let Some(f) = self.session.as_ref().and_then(|s| s.outgoing.get(&id)) else {
+            let Some(f) = self.session.as_ref().and_then(|s| s.outgoing.get(id)) else {
                 continue;
             };
             let (state, dup, delivery) = (f.state, f.ever_sent, f.delivery.clone());
@@ -389,7 +385,7 @@ impl Connection {
     fn sent_state(&self, id: u16) -> Option<OutState> {
         self.session
             .as_ref()
-            .and_then(|s| s.outgoing.get(&id))
+            .and_then(|s| s.outgoing.get(id))
             .filter(|f| f.sent_here)
             .map(|f| f.state)
     }

@@ -7,9 +7,16 @@ use halyard_codec::{ProtocolVersion, QoS};
 
 use crate::message::Message;
 
-/// Slots of a [`PublishCache`] (direct-mapped by message address; a colliding message
-/// replaces the older one).
-pub const PUBLISH_CACHE_SLOTS: usize = 128;
+/// Slots of a [`PublishCache`]: [`PUBLISH_CACHE_WAYS`]-way sets picked by a hash of the
+/// message's address; within a set a new message replaces the oldest one.
+pub const PUBLISH_CACHE_SLOTS: usize = 512;
+
+/// Slots per set of a [`PublishCache`]. Several ways keep the messages of one burst (a
+/// subscriber's window, tens of messages, all in the cache at once while the thread's
+/// connections take their copies one after the other) from evicting each other: with one
+/// way, two live messages whose addresses share a slot are encoded again for every
+/// receiver.
+pub const PUBLISH_CACHE_WAYS: usize = 4;
 
 /// Largest encoded PUBLISH a [`PublishCache`] keeps; larger ones are encoded per connection
 /// (the copy would cost about as much as the encode, and the cache stays small: at most
@@ -32,6 +39,8 @@ struct Slot {
     packet: Bytes,
     /// Where the packet identifier sits in `packet` (QoS 1/2), to patch per receiver.
     packet_id_at: Option<usize>,
+    /// When it was stored (the cache's `stored` count then): the oldest of a set goes first.
+    stamp: u64,
 }
 
 /// Encoded PUBLISH packets of recent messages, shared by the [`crate::Connection`]s of one
@@ -64,30 +73,35 @@ impl PublishCache {
         }
     }
 
-    fn index(&self, message: &Arc<Message>) -> Option<usize> {
-        if self.slots.is_empty() {
-            return None;
+    /// The slots of the set `message` belongs to (empty for a cache without slots).
+    fn set_range(&self, message: &Arc<Message>) -> std::ops::Range<usize> {
+        let sets = self.slots.len() / PUBLISH_CACHE_WAYS;
+        if sets == 0 {
+            return 0..0;
         }
-        // Messages are heap blocks of more than 64 bytes: drop the low bits that never vary.
-        let addr = Arc::as_ptr(message) as usize >> 6;
-        Some(addr % self.slots.len())
+        // Fibonacci hashing: consecutive allocations (a fixed stride apart) spread over all
+        // sets instead of the few that the address's low bits would pick.
+        let h = (Arc::as_ptr(message) as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let set = ((h >> 32) as usize) % sets;
+        set * PUBLISH_CACHE_WAYS..(set + 1) * PUBLISH_CACHE_WAYS
     }
 
     /// The cached packet for `message` in `variant`, with where its packet id goes.
     fn get(&self, message: &Arc<Message>, variant: Variant) -> Option<(&[u8], Option<usize>)> {
-        let slot = self.slots.get(self.index(message)?)?.as_ref()?;
-        (Arc::ptr_eq(&slot.message, message) && slot.variant == variant)
-            .then_some((&slot.packet[..], slot.packet_id_at))
+        self.slots
+            .get(self.set_range(message))?
+            .iter()
+            .flatten()
+            .find(|s| Arc::ptr_eq(&s.message, message) && s.variant == variant)
+            .map(|s| (&s.packet[..], s.packet_id_at))
     }
 
-    /// Stores `packet`, the encoding of `message` in `variant`.
+    /// Stores `packet`, the encoding of `message` in `variant`, in the free or oldest slot
+    /// of its set.
     fn put(&mut self, message: &Arc<Message>, variant: Variant, packet: &[u8]) {
         if packet.len() > PUBLISH_CACHE_MAX_PACKET {
             return;
         }
-        let Some(i) = self.index(message) else {
-            return;
-        };
         let packet_id_at = if variant.qos == QoS::AtMostOnce {
             None
         } else {
@@ -96,14 +110,24 @@ impl PublishCache {
                 None => return,
             }
         };
-        if let Some(slot) = self.slots.get_mut(i) {
-            *slot = Some(Slot {
-                message: message.clone(),
-                variant,
-                packet: Bytes::copy_from_slice(packet),
-                packet_id_at,
-            });
-        }
+        let stamp = self.misses;
+        let range = self.set_range(message);
+        let Some(set) = self.slots.get_mut(range) else {
+            return;
+        };
+        let Some(slot) = set
+            .iter_mut()
+            .min_by_key(|s| s.as_ref().map_or(0, |s| s.stamp + 1))
+        else {
+            return;
+        };
+        *slot = Some(Slot {
+            message: message.clone(),
+            variant,
+            packet: Bytes::copy_from_slice(packet),
+            packet_id_at,
+            stamp,
+        });
     }
 }
 

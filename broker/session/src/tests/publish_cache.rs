@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use halyard_codec::{Packet, ProtocolVersion, Publish, QoS};
+use halyard_codec::{ConnectProperties, Packet, ProtocolVersion, Publish, QoS};
 use smallvec::smallvec;
 
-use super::util::{Pair, VERSIONS, delivery, message};
+use super::util::{Pair, VERSIONS, connect, delivery, message};
 use crate::{Delivery, PublishCache, SessionConfig};
 
 /// The single PUBLISH `pair` transmitted.
@@ -125,4 +125,88 @@ fn default_cache_caches_nothing() {
         assert_eq!(packets.len(), 2);
     }
     assert_eq!((cache.misses, cache.hits), (0, 0));
+}
+
+/// A 5.0 receiver that takes topic aliases gets its own encoding (topic and alias, then
+/// alias only), never the shared bytes of the other receivers, before or after them.
+#[test]
+fn a_receiver_with_topic_aliases_never_gets_the_shared_bytes() {
+    let mut cache = PublishCache::new();
+    let mut plain = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    let mut aliased = Pair::new(
+        SessionConfig {
+            max_topic_alias_out: 5,
+            ..SessionConfig::default()
+        },
+        ProtocolVersion::V5,
+    );
+    let mut c = connect(ProtocolVersion::V5, "aliased");
+    c.properties = ConnectProperties {
+        topic_alias_maximum: Some(3),
+        ..ConnectProperties::default()
+    };
+    aliased.establish(c, None);
+    let mut after = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        let d = delivery("fan/alias", qos);
+        plain.conn.deliver_cached(plain.now, d.clone(), &mut cache);
+        aliased
+            .conn
+            .deliver_cached(aliased.now, d.clone(), &mut cache);
+        after.conn.deliver_cached(after.now, d, &mut cache);
+        let (p, a, b) = (
+            one_publish(&mut plain),
+            one_publish(&mut aliased),
+            one_publish(&mut after),
+        );
+        assert_eq!(p.properties.topic_alias, None);
+        assert_eq!(
+            b, p,
+            "the receiver after the aliased one gets the shared form"
+        );
+        assert_eq!(a.properties.topic_alias, Some(1), "{qos:?}");
+        let topic = if qos == QoS::AtMostOnce {
+            "fan/alias"
+        } else {
+            ""
+        };
+        assert_eq!(a.topic.as_str(), topic, "{qos:?}");
+    }
+    // Per form: one encode and one copy; the aliased receiver encoded its own, uncounted.
+    assert_eq!((cache.misses, cache.hits), (2, 2));
+}
+
+/// A burst of messages (a subscriber's window) fanned out to several receivers one after
+/// the other is encoded once per message: the messages of the burst do not evict each
+/// other.
+#[test]
+fn a_burst_is_encoded_once_per_message() {
+    for v in VERSIONS {
+        let mut cache = PublishCache::new();
+        let burst: Vec<Delivery> = (0..64)
+            .map(|i| delivery(&format!("burst/{i}"), QoS::AtLeastOnce))
+            .collect();
+        let cfg = SessionConfig {
+            max_inflight: 64,
+            ..SessionConfig::default()
+        };
+        let mut receivers: Vec<Pair> = (0..3).map(|_| Pair::connected(v, cfg.clone())).collect();
+        for r in &mut receivers {
+            for d in &burst {
+                r.conn.deliver_cached(r.now, d.clone(), &mut cache);
+            }
+            let packets = r.recv();
+            assert_eq!(packets.len(), burst.len());
+            for (i, p) in packets.iter().enumerate() {
+                match p {
+                    Packet::Publish(p) => {
+                        assert_eq!(p.topic.as_str(), format!("burst/{i}"));
+                        assert_eq!(usize::from(p.packet_id), i + 1);
+                    }
+                    other => panic!("expected PUBLISH, got {other:?}"),
+                }
+            }
+        }
+        assert_eq!((cache.misses, cache.hits), (64, 128), "{v:?}");
+    }
 }
