@@ -7,8 +7,8 @@ use redb::{Table, WriteTransaction};
 
 use crate::batch::Op;
 use crate::db::{
-    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE, QUEUE_META, QUEUE_SENT, QueueMeta,
-    RETAINED, SESSIONS, WILLS,
+    self, Accounts, DbResult, INCOMING, INFLIGHT, META, QUEUE_ENTRIES, QUEUE_SENT, QUEUES,
+    QueueMeta, RETAINED, SESSIONS, WILLS,
 };
 use crate::error::QuotaLimit;
 
@@ -25,8 +25,8 @@ pub(crate) struct Tables<'txn> {
     sessions: Table<'txn, &'static str, &'static [u8]>,
     inflight: Table<'txn, (&'static str, u16), &'static [u8]>,
     incoming: Table<'txn, (&'static str, u16), ()>,
-    queue: Table<'txn, (&'static str, u64), &'static [u8]>,
-    queue_meta: Table<'txn, &'static str, (u64, u64, u64)>,
+    queue: Table<'txn, (u64, u64), &'static [u8]>,
+    queues: Table<'txn, &'static str, (u64, u64, u64, u64)>,
     queue_sent: Table<'txn, &'static str, u64>,
     retained: Table<'txn, &'static str, &'static [u8]>,
     wills: Table<'txn, &'static str, &'static [u8]>,
@@ -39,8 +39,8 @@ impl<'txn> Tables<'txn> {
             sessions: txn.open_table(SESSIONS)?,
             inflight: txn.open_table(INFLIGHT)?,
             incoming: txn.open_table(INCOMING)?,
-            queue: txn.open_table(QUEUE)?,
-            queue_meta: txn.open_table(QUEUE_META)?,
+            queue: txn.open_table(QUEUE_ENTRIES)?,
+            queues: txn.open_table(QUEUES)?,
             queue_sent: txn.open_table(QUEUE_SENT)?,
             retained: txn.open_table(RETAINED)?,
             wills: txn.open_table(WILLS)?,
@@ -53,11 +53,11 @@ impl<'txn> Tables<'txn> {
         for client in acc.dirty.drain() {
             match acc.queues.get(&client) {
                 Some(m) => {
-                    self.queue_meta
-                        .insert(client.as_str(), (m.next_seq, m.count, m.bytes))?;
+                    self.queues
+                        .insert(client.as_str(), (m.id, m.next_seq, m.count, m.bytes))?;
                 }
                 None => {
-                    self.queue_meta.remove(client.as_str())?;
+                    self.queues.remove(client.as_str())?;
                 }
             }
         }
@@ -66,6 +66,7 @@ impl<'txn> Tables<'txn> {
         self.meta.insert(db::META_RETAINED, acc.retained)?;
         self.meta.insert(db::META_WILLS, acc.wills)?;
         self.meta.insert(db::META_QUEUED, acc.queued)?;
+        self.meta.insert(db::META_NEXT_QUEUE, acc.next_queue)?;
         self.meta.insert(db::META_LAST_COMMIT, now_unix_ms)?;
         Ok(())
     }
@@ -118,6 +119,9 @@ pub(crate) fn precheck(ops: &[Op], acc: &Accounts, limits: &Limits) -> Result<()
     Ok(())
 }
 
+/// Logical bytes of a row keyed by `client` (quotas and the `bytes` gauge). A queue entry
+/// counts its client id plus 8, as in formats 1-2 where the id was its key: the counts of an
+/// upgraded file stay exact, and a per-session quota does not depend on the key layout.
 fn key_bytes(client: &str, suffix: usize) -> u64 {
     (client.len() + suffix) as u64
 }
@@ -185,7 +189,13 @@ fn apply_one(
             let c = &**client;
             let size = key_bytes(c, 8 + value.len());
             if !acc.queues.contains_key(c) {
-                acc.queues.insert(c.to_owned(), QueueMeta::default());
+                let id = acc.next_queue;
+                acc.next_queue += 1;
+                let meta = QueueMeta {
+                    id,
+                    ..QueueMeta::default()
+                };
+                acc.queues.insert(c.to_owned(), meta);
             }
             // Cannot fail: the entry was inserted just above when missing.
             let m = acc.queues.get_mut(c).expect("queue meta present");
@@ -199,7 +209,7 @@ fn apply_one(
             }
             let seq = m.next_seq;
             m.next_seq += 1;
-            if let Some(old) = t.queue.insert((c, seq), value.as_ref())? {
+            if let Some(old) = t.queue.insert((m.id, seq), value.as_ref())? {
                 // Only after a hand-edited file; keep the accounts exact anyway.
                 let old_size = key_bytes(c, 8 + old.value().len());
                 m.count -= 1;
@@ -273,6 +283,15 @@ fn apply_one(
                 acc.wills -= 1;
             }
         }
+        Op::PurgeQueue { id } => {
+            // Rows no `queues` row accounts for: nothing to subtract.
+            for row in t
+                .queue
+                .extract_from_if((*id, 0)..=(*id, u64::MAX), |_, _| true)?
+            {
+                row?;
+            }
+        }
         Op::Touch => {}
     }
     Ok(())
@@ -337,14 +356,14 @@ fn remove_queue_range(
     let (mut count, mut bytes) = (0u64, 0u64);
     if from == to {
         // One entry (a PUBACK, a dropped message): a point delete, no range scan.
-        if let Some(v) = t.queue.remove((client, from))? {
+        if let Some(v) = t.queue.remove((m.id, from))? {
             count = 1;
             bytes = key_bytes(client, 8 + v.value().len());
         }
     } else {
         for row in t
             .queue
-            .extract_from_if((client, from)..=(client, to), |_, _| true)?
+            .extract_from_if((m.id, from)..=(m.id, to), |_, _| true)?
         {
             let (_, v) = row?;
             count += 1;

@@ -103,6 +103,10 @@ pub(crate) enum Op {
     DeleteWill {
         client: Arc<str>,
     },
+    /// Removes every entry of a queue number that no client owns (load clean-up).
+    PurgeQueue {
+        id: u64,
+    },
     /// Changes nothing but the commit time (`last_commit_unix_ms`).
     Touch,
 }
@@ -348,6 +352,11 @@ impl Batch {
         self.push(Op::DeleteWill {
             client: client_id.into_client(),
         })
+    }
+
+    /// Removes the entries of a queue number that no client owns (found at load).
+    pub(crate) fn purge_queue(&mut self, id: u64) -> &mut Self {
+        self.push(Op::PurgeQueue { id })
     }
 
     /// Writes nothing but the commit time, which [`crate::LoadedState::last_commit_unix_ms`]

@@ -41,6 +41,12 @@ pub struct StoreConfig {
     pub max_pending_submissions: usize,
     /// Memory redb may use to cache file pages. Default 64 MiB; at least 1 MiB.
     pub cache_bytes: usize,
+    /// Scheduling niceness of the writer thread (Linux, per thread), from -20 to 19; 0 leaves
+    /// it as the process was started. Default -10: every QoS 1/2 PUBLISH in a group waits
+    /// for its commit, so when the writer shares a core with I/O threads it runs first.
+    /// Below 0 needs CAP_SYS_NICE (or RLIMIT_NICE); without it the writer keeps the
+    /// process's niceness and a warning is logged.
+    pub writer_nice: i32,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +61,7 @@ impl Default for StoreConfig {
             max_bytes_per_session: 64 << 20,
             max_pending_submissions: 65_536,
             cache_bytes: 64 << 20,
+            writer_nice: -10,
         }
     }
 }
@@ -110,6 +117,12 @@ impl StoreConfig {
             1 << 24,
         )?;
         check_range("cache_bytes", self.cache_bytes as u64, 1 << 20, u64::MAX)?;
+        if !(-20..=19).contains(&self.writer_nice) {
+            return Err(StoreError::config(
+                "writer_nice",
+                format!("is {}; must be from -20 to 19", self.writer_nice),
+            ));
+        }
         Ok(())
     }
 }

@@ -37,20 +37,35 @@ impl std::error::Error for DbError {
 pub(crate) type DbResult<T> = Result<T, DbError>;
 
 /// On-disk format version written to the `meta` table. Version 2 added the `queue_sent`
-/// table.
-pub(crate) const FORMAT_VERSION: u64 = 2;
-/// The oldest format this build opens. A version-1 file is upgraded when opened for writing
-/// (the `queue_sent` table is created, empty: a version-1 writer removed a queue entry
-/// before its message was sent, so no entry of such a file was ever sent). A file with a
-/// newer version is refused with [`StoreError::Format`], never misread.
+/// table; version 3 keys offline-queue entries by a per-session queue number instead of the
+/// client id (`queues` and `queue_entries` replace `queue_meta` and `queue`).
+pub(crate) const FORMAT_VERSION: u64 = 3;
+/// The oldest format this build opens. An older file is upgraded when opened for writing,
+/// in one transaction: from version 1 the `queue_sent` table is created, empty (a version-1
+/// writer removed a queue entry before its message was sent, so no entry of such a file was
+/// ever sent); from versions 1 and 2 every queue gets a number and its entries move to
+/// `queue_entries` (see [`upgrade`]). The operator tools read older files as they are. A
+/// file with a newer version is refused with [`StoreError::Format`], never misread.
 pub(crate) const FORMAT_VERSION_OLDEST: u64 = 1;
+/// The first format with numbered queues.
+pub(crate) const FORMAT_NUMBERED_QUEUES: u64 = 3;
 
 pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 pub(crate) const INFLIGHT: TableDefinition<(&str, u16), &[u8]> = TableDefinition::new("inflight");
 pub(crate) const INCOMING: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
-pub(crate) const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
-/// client id -> (next sequence number, entries, bytes)
-pub(crate) const QUEUE_META: TableDefinition<&str, (u64, u64, u64)> =
+/// (queue number, sequence number) -> message. Fixed-width keys: the writer's B-tree
+/// searches compare two integers, not a client id string. Format 3.
+pub(crate) const QUEUE_ENTRIES: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("queue_entries");
+/// client id -> (queue number, next sequence number, entries, bytes). A queue number is
+/// given when a session's first entry is queued and never given again (`meta`
+/// `next_queue`); it goes with the session. Format 3.
+pub(crate) const QUEUES: TableDefinition<&str, (u64, u64, u64, u64)> =
+    TableDefinition::new("queues");
+/// Formats 1-2: (client id, sequence number) -> message. Read by the upgrade and the tools.
+pub(crate) const LEGACY_QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// Formats 1-2: client id -> (next sequence number, entries, bytes).
+pub(crate) const LEGACY_QUEUE_META: TableDefinition<&str, (u64, u64, u64)> =
     TableDefinition::new("queue_meta");
 /// client id -> sent limit: its queue entries with a lower sequence number may have been
 /// sent (a QoS 1 message in flight keeps its queue entry as its only copy). Format 2.
@@ -66,6 +81,8 @@ pub(crate) const META_RETAINED: &str = "retained";
 pub(crate) const META_WILLS: &str = "wills";
 pub(crate) const META_QUEUED: &str = "queued";
 pub(crate) const META_LAST_COMMIT: &str = "last_commit_unix_ms";
+/// The next queue number to give (format 3).
+pub(crate) const META_NEXT_QUEUE: &str = "next_queue";
 
 /// Hasher of the writer's per-client maps (looked up for every queue operation; the keys are
 /// client ids, and the maps are not exposed to the network, only to the broker's own writes).
@@ -74,12 +91,14 @@ pub(crate) type FastHash = ahash::RandomState;
 /// Per-session queue bookkeeping.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct QueueMeta {
+    /// The queue number keying its entries in [`QUEUE_ENTRIES`].
+    pub id: u64,
     pub next_seq: u64,
     pub count: u64,
     pub bytes: u64,
 }
 
-/// Counters mirrored in memory by the writer, persisted in `meta`/`queue_meta` with every
+/// Counters mirrored in memory by the writer, persisted in `meta`/`queues` with every
 /// commit, and reloaded from disk after a failed commit.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Accounts {
@@ -88,6 +107,8 @@ pub(crate) struct Accounts {
     pub retained: u64,
     pub wills: u64,
     pub queued: u64,
+    /// The next queue number to give.
+    pub next_queue: u64,
     pub queues: HashMap<String, QueueMeta, FastHash>,
     /// Clients whose `queues` entry changed in the current transaction.
     pub dirty: HashSet<String, FastHash>,
@@ -108,19 +129,24 @@ impl Accounts {
             queued: get(META_QUEUED)?,
             ..Accounts::default()
         };
-        let qm = txn.open_table(QUEUE_META)?;
+        let next_queue = get(META_NEXT_QUEUE)?;
+        let qm = txn.open_table(QUEUES)?;
         for row in qm.iter()? {
             let (k, v) = row?;
-            let (next_seq, count, bytes) = v.value();
+            let (id, next_seq, count, bytes) = v.value();
+            // Never give a number in use, even if the counter was lost.
+            acc.next_queue = acc.next_queue.max(id + 1);
             acc.queues.insert(
                 k.value().to_owned(),
                 QueueMeta {
+                    id,
                     next_seq,
                     count,
                     bytes,
                 },
             );
         }
+        acc.next_queue = acc.next_queue.max(next_queue);
         Ok(acc)
     }
 }
@@ -138,21 +164,89 @@ pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database,
         Err(e) => return Err(StoreError::io(path, e)),
     }
     let db = open_existing(path, cache_bytes)?;
-    if check_format(path, &db)? < FORMAT_VERSION {
-        upgrade(&db).map_err(|e| StoreError::corrupt(path, e))?;
-        tracing::info!(file = %path.display(), to = FORMAT_VERSION, "store format upgraded");
+    let found = check_format(path, &db)?;
+    if found < FORMAT_VERSION {
+        let queues = upgrade(&db, found).map_err(|e| StoreError::corrupt(path, e))?;
+        tracing::info!(file = %path.display(), from = found, to = FORMAT_VERSION, queues, "store format upgraded");
     }
     Ok(db)
 }
 
 /// Brings a file of an older format (see [`FORMAT_VERSION_OLDEST`]) to [`FORMAT_VERSION`] in
-/// one transaction.
-fn upgrade(db: &Database) -> DbResult<()> {
-    let txn = db.begin_write()?;
+/// one transaction (a crash during it leaves the old file as it was). Returns the number of
+/// queues renumbered.
+pub(crate) fn upgrade(db: &Database, from: u64) -> DbResult<u64> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate);
     create_tables(&txn)?;
+    let queues = if from < FORMAT_NUMBERED_QUEUES {
+        number_queues(&txn)?
+    } else {
+        0
+    };
     txn.open_table(META)?.insert(META_FORMAT, FORMAT_VERSION)?;
     txn.commit()?;
-    Ok(())
+    Ok(queues)
+}
+
+/// Formats 1-2 to 3: gives every queue a number (in client id order, from 0) and moves its
+/// entries from `queue` to `queue_entries`, then deletes the old tables. The byte counts do
+/// not change (an entry counts its client id, as before; see `apply::key_bytes`).
+fn number_queues(txn: &redb::WriteTransaction) -> DbResult<u64> {
+    let mut metas: std::collections::BTreeMap<String, QueueMeta> = Default::default();
+    {
+        let old_meta = txn.open_table(LEGACY_QUEUE_META)?;
+        for row in old_meta.iter()? {
+            let (k, v) = row?;
+            let (next_seq, count, bytes) = v.value();
+            let meta = QueueMeta {
+                id: 0,
+                next_seq,
+                count,
+                bytes,
+            };
+            metas.insert(k.value().to_owned(), meta);
+        }
+    }
+    let mut next = 0u64;
+    for meta in metas.values_mut() {
+        meta.id = next;
+        next += 1;
+    }
+    let mut unaccounted = 0u64;
+    {
+        let old = txn.open_table(LEGACY_QUEUE)?;
+        let mut entries = txn.open_table(QUEUE_ENTRIES)?;
+        for row in old.iter()? {
+            let (k, v) = row?;
+            let (client, seq) = k.value();
+            match metas.get_mut(client) {
+                Some(meta) => {
+                    meta.next_seq = meta.next_seq.max(seq + 1);
+                    entries.insert((meta.id, seq), v.value())?;
+                }
+                // Entries without bookkeeping (only in a hand-edited file): the old writer
+                // could never remove them, nor did the counters include them.
+                None => unaccounted += 1,
+            }
+        }
+    }
+    if unaccounted > 0 {
+        tracing::warn!(
+            entries = unaccounted,
+            "queue entries without queue bookkeeping dropped by the format upgrade"
+        );
+    }
+    {
+        let mut queues = txn.open_table(QUEUES)?;
+        for (client, m) in &metas {
+            queues.insert(client.as_str(), (m.id, m.next_seq, m.count, m.bytes))?;
+        }
+        txn.open_table(META)?.insert(META_NEXT_QUEUE, next)?;
+    }
+    txn.delete_table(LEGACY_QUEUE)?;
+    txn.delete_table(LEGACY_QUEUE_META)?;
+    Ok(metas.len() as u64)
 }
 
 fn builder(cache_bytes: usize) -> redb::Builder {
@@ -241,8 +335,8 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> DbResult<()> {
     txn.open_table(SESSIONS)?;
     txn.open_table(INFLIGHT)?;
     txn.open_table(INCOMING)?;
-    txn.open_table(QUEUE)?;
-    txn.open_table(QUEUE_META)?;
+    txn.open_table(QUEUE_ENTRIES)?;
+    txn.open_table(QUEUES)?;
     txn.open_table(QUEUE_SENT)?;
     txn.open_table(RETAINED)?;
     txn.open_table(WILLS)?;

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::batch::Batch;
 use crate::db::{
-    DbError, INCOMING, INFLIGHT, META, META_LAST_COMMIT, QUEUE, QUEUE_SENT, RETAINED, SESSIONS,
-    WILLS,
+    DbError, FORMAT_NUMBERED_QUEUES, INCOMING, INFLIGHT, LEGACY_QUEUE, META, META_FORMAT,
+    META_LAST_COMMIT, QUEUE_ENTRIES, QUEUE_SENT, QUEUES, RETAINED, SESSIONS, WILLS,
 };
 use crate::error::StoreError;
 use crate::record::{
@@ -30,6 +30,9 @@ pub(crate) struct RawState {
     pub last_commit_unix_ms: Option<u64>,
     /// Clients with in-flight or incoming QoS 2 rows but no session row.
     pub orphans: BTreeSet<String>,
+    /// Queue numbers with entries but no `queues` row (only in a hand-edited file), with
+    /// their entry counts.
+    pub orphan_queues: BTreeMap<u64, u64>,
 }
 
 fn decode<T: DeserializeOwned>(path: &Path, table: &str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -111,14 +114,46 @@ fn read_all_inner(db: &Database, path: &Path) -> Result<RawState, ReadError> {
         Err(e) => return Err(e.into()),
     }
 
-    for row in txn.open_table(QUEUE)?.iter()? {
-        let (k, v) = row?;
-        let (client, seq) = k.value();
-        let message: StoredMessage = decode(path, "queue", v.value())?;
-        raw.queues
-            .entry(client.to_owned())
-            .or_default()
-            .push(QueuedMessage { seq, message });
+    let format = txn
+        .open_table(META)?
+        .get(META_FORMAT)?
+        .map_or(0, |v| v.value());
+    if format >= FORMAT_NUMBERED_QUEUES {
+        let mut clients: BTreeMap<u64, String> = BTreeMap::new();
+        for row in txn.open_table(QUEUES)?.iter()? {
+            let (k, v) = row?;
+            clients.insert(v.value().0, k.value().to_owned());
+        }
+        // Entries come in (queue number, sequence) order: one queue after the other.
+        let mut current: Option<(u64, Option<&mut Vec<QueuedMessage>>)> = None;
+        for row in txn.open_table(QUEUE_ENTRIES)?.iter()? {
+            let (k, v) = row?;
+            let (id, seq) = k.value();
+            if current.as_ref().is_none_or(|(c, _)| *c != id) {
+                let queue = clients
+                    .get(&id)
+                    .map(|client| raw.queues.entry(client.clone()).or_default());
+                current = Some((id, queue));
+            }
+            match current.as_mut().and_then(|(_, q)| q.as_mut()) {
+                Some(queue) => {
+                    let message: StoredMessage = decode(path, "queue_entries", v.value())?;
+                    queue.push(QueuedMessage { seq, message });
+                }
+                None => *raw.orphan_queues.entry(id).or_default() += 1,
+            }
+        }
+    } else {
+        // Formats 1-2, opened read-only by the tools.
+        for row in txn.open_table(LEGACY_QUEUE)?.iter()? {
+            let (k, v) = row?;
+            let (client, seq) = k.value();
+            let message: StoredMessage = decode(path, "queue", v.value())?;
+            raw.queues
+                .entry(client.to_owned())
+                .or_default()
+                .push(QueuedMessage { seq, message });
+        }
     }
     for row in txn.open_table(RETAINED)?.iter()? {
         let (_, v) = row?;
@@ -155,6 +190,10 @@ pub(crate) fn filter_expired(raw: RawState, now_unix_ms: u64) -> (LoadedState, B
     }
     for client in &raw.orphans {
         cleanup.delete_session(client);
+    }
+    for (&id, &entries) in &raw.orphan_queues {
+        dropped.queued += entries;
+        cleanup.purge_queue(id);
     }
     let live: BTreeSet<&str> = sessions.iter().map(|s| s.client_id.as_str()).collect();
     let mut sent_limits = BTreeMap::new();

@@ -57,6 +57,24 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Sets the calling thread's niceness (on Linux `setpriority` on a thread id applies to that
+/// thread only); 0 leaves it alone.
+fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl Store {
     /// Validates the config, opens (or creates) `<dir>/halyard.redb`, recovering it after an
     /// unclean shutdown, and starts the writer thread. Fails with `Corrupt` (naming the file
@@ -98,9 +116,15 @@ impl Store {
         };
         writer.publish_gauges();
         let (tx, rx) = crossbeam_channel::bounded(cfg.max_pending_submissions);
+        let nice = cfg.writer_nice;
         let thread = std::thread::Builder::new()
             .name("halyard-store".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                if let Err(e) = set_thread_nice(nice) {
+                    tracing::warn!(nice, error = %e, "store writer keeps the process's scheduling priority (store.writer_nice)");
+                }
+                writer.run(rx)
+            })
             .map_err(|e| StoreError::io(&path, e))?;
         tracing::info!(file = %path.display(), "store opened");
         Ok(Store {

@@ -1,13 +1,10 @@
 //! The per-session sent limit (format 2): round trip, removal with the session, expiry at
-//! load, and the format check (a format-1 file is upgraded, a newer one refused).
+//! load. Format upgrades: `format_upgrade.rs`.
 
 mod common;
 
 use common::{config, expiring, msg, now_ms, session};
-use halyard_store::{Batch, NEVER_EXPIRES, STORE_FILE_NAME, Store, StoreError};
-use redb::{Database, TableDefinition};
-
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+use halyard_store::{Batch, NEVER_EXPIRES, Store};
 
 #[test]
 fn sent_limit_comes_back_and_goes_with_the_session() {
@@ -44,59 +41,4 @@ fn sent_limit_comes_back_and_goes_with_the_session() {
         .collect();
     assert_eq!(payloads, vec![(0, "sent".into()), (2, "live".into())]);
     assert_eq!(state.dropped.queued, 1);
-}
-
-fn set_format(dir: &std::path::Path, version: u64) {
-    let db = Database::open(dir.join(STORE_FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    txn.open_table(META)
-        .unwrap()
-        .insert("format", version)
-        .unwrap();
-    txn.commit().unwrap();
-}
-
-#[test]
-fn format_1_file_is_upgraded_and_a_newer_one_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    {
-        let store = Store::open(&cfg).unwrap();
-        let mut b = Batch::new();
-        b.put_session(&session("c1", NEVER_EXPIRES, None))
-            .enqueue("c1", &msg("q", b"m"));
-        store.submit(b).wait().unwrap();
-    }
-    // A version-1 file: no `queue_sent` table.
-    {
-        let db = Database::open(dir.path().join(STORE_FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.delete_table(TableDefinition::<&str, u64>::new("queue_sent"))
-            .unwrap();
-        txn.open_table(META).unwrap().insert("format", 1).unwrap();
-        txn.commit().unwrap();
-    }
-    let report = halyard_store::check(dir.path()).unwrap();
-    assert!(
-        report.counts.is_some(),
-        "check reads a format-1 file: {report}"
-    );
-    {
-        let store = Store::open(&cfg).unwrap();
-        let state = store.load_all(now_ms()).unwrap();
-        assert_eq!(state.queues["c1"].len(), 1);
-        assert!(state.sent_limits.is_empty());
-        let mut b = Batch::new();
-        b.set_sent_limit("c1", 1);
-        store.submit(b).wait().unwrap();
-    }
-    set_format(dir.path(), 3);
-    match Store::open(&cfg) {
-        Err(StoreError::Format {
-            found: 3,
-            expected: 2,
-            ..
-        }) => {}
-        other => panic!("expected the format error, got {other:?}"),
-    }
 }
