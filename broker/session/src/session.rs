@@ -1,6 +1,6 @@
 //! [`Session`]: the per-client state that can outlive a network connection (MQTT 5.0 §4.1).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 

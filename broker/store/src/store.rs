@@ -121,7 +121,11 @@ impl Store {
             .name("halyard-store".into())
             .spawn(move || {
                 if let Err(e) = set_thread_nice(nice) {
-                    tracing::warn!(nice, error = %e, "store writer keeps the process's scheduling priority (store.writer_nice)");
+                    tracing::warn!(
+                        nice,
+                        error = %e,
+                        "store writer keeps the process's scheduling priority: store.writer_nice below 0 needs CAP_SYS_NICE (grant it, or set store.writer_nice = 0)"
+                    );
                 }
                 writer.run(rx)
             })
