@@ -1185,14 +1185,17 @@ mod tests {
              (boxed, while working), Connection {conn} B"
         );
         // Measured (debug build, session 5): serve 488 B (run 128 B, sleep 448 B), Parked
-        // 440 B (ParkedConnection 224 B, Session 160 B), ConnTask 832 B, Connection 464 B.
-        // Before parking (session 4) the serve future was 1248 B. Grow the bounds only with
-        // a reason: every idle connection pays it.
+        // 440 B (ParkedConnection 224 B, Session 160 B), ConnTask 832 B, Connection 464 B;
+        // then the in-flight ring of the fan-out work (`Inflight`: 48 B against the 32 B
+        // packet-id map it replaced, its rare side table boxed) made Session 176 B,
+        // ParkedConnection 240 B, Parked 456 B, serve 504 B. Before parking (session 4) the
+        // serve future was 1248 B. Grow the bounds only with a reason: every idle connection
+        // pays it.
         assert!(task <= sleep + 64, "serve future {task} B, sleep {sleep} B");
         assert!(sleep <= parked + 16, "sleep {sleep} B, Parked {parked} B");
         assert!(parked <= 456, "Parked {parked} B");
-        assert!(compact <= 232, "ParkedConnection {compact} B");
-        assert!(session <= 168, "Session {session} B");
+        assert!(compact <= 240, "ParkedConnection {compact} B");
+        assert!(session <= 176, "Session {session} B");
         assert!(run <= 160, "run future {run} B");
         assert!(state <= 864, "ConnTask {state} B");
         assert!(conn <= 480, "Connection {conn} B");

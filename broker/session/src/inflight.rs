@@ -26,10 +26,11 @@ pub(crate) struct Inflight {
     base: u16,
     /// Slot `i` holds identifier `base + i` (wrapping); the first and last slots are full.
     ring: VecDeque<Option<OutFlight>>,
-    /// Entries outside the ring's span.
-    spill: BTreeMap<u16, OutFlight>,
-    /// Entries in `ring`.
-    in_ring: usize,
+    /// Entries outside the ring's span (rare: boxed, and freed when empty, so that every
+    /// session does not carry an empty map).
+    spill: Option<Box<BTreeMap<u16, OutFlight>>>,
+    /// Entries in `ring` (at most [`INFLIGHT_RING_SPAN`]).
+    in_ring: u16,
 }
 
 impl Inflight {
@@ -41,7 +42,7 @@ impl Inflight {
 
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.in_ring + self.spill.len()
+        usize::from(self.in_ring) + self.spill.as_ref().map_or(0, |s| s.len())
     }
 
     /// Whether `id` is held.
@@ -60,7 +61,7 @@ impl Inflight {
     pub(crate) fn get(&self, id: u16) -> Option<&OutFlight> {
         match self.ring_slot(id) {
             Some(at) => self.ring.get(at).and_then(Option::as_ref),
-            None => self.spill.get(&id),
+            None => self.spill.as_ref()?.get(&id),
         }
     }
 
@@ -68,14 +69,16 @@ impl Inflight {
     pub(crate) fn get_mut(&mut self, id: u16) -> Option<&mut OutFlight> {
         match self.ring_slot(id) {
             Some(at) => self.ring.get_mut(at).and_then(Option::as_mut),
-            None => self.spill.get_mut(&id),
+            None => self.spill.as_mut()?.get_mut(&id),
         }
     }
 
     /// Adds `f` under `id`, replacing (and returning) an entry already there.
     pub(crate) fn insert(&mut self, id: u16, f: OutFlight) -> Option<OutFlight> {
-        if !self.spill.is_empty() && self.spill.contains_key(&id) {
-            return self.spill.insert(id, f);
+        if let Some(spill) = self.spill.as_mut()
+            && spill.contains_key(&id)
+        {
+            return spill.insert(id, f);
         }
         if self.ring.is_empty() {
             self.base = id;
@@ -94,13 +97,18 @@ impl Inflight {
             self.in_ring += 1;
             return None;
         }
-        self.spill.insert(id, f)
+        self.spill.get_or_insert_with(Box::default).insert(id, f)
     }
 
     /// Removes and returns the entry of `id`.
     pub(crate) fn remove(&mut self, id: u16) -> Option<OutFlight> {
         let Some(at) = self.ring_slot(id) else {
-            return self.spill.remove(&id);
+            let spill = self.spill.as_mut()?;
+            let f = spill.remove(&id);
+            if spill.is_empty() {
+                self.spill = None;
+            }
+            return f;
         };
         let f = self.ring.get_mut(at).and_then(Option::take)?;
         self.in_ring -= 1;
@@ -125,7 +133,12 @@ impl Inflight {
                 let id = base.wrapping_add(i as u16);
                 f.as_ref().map(|f| (id, f))
             })
-            .chain(self.spill.iter().map(|(id, f)| (*id, f)))
+            .chain(
+                self.spill
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .map(|(id, f)| (*id, f)),
+            )
     }
 
     /// Every entry, mutable.
@@ -133,7 +146,7 @@ impl Inflight {
         self.ring
             .iter_mut()
             .filter_map(Option::as_mut)
-            .chain(self.spill.values_mut())
+            .chain(self.spill.iter_mut().flat_map(|s| s.values_mut()))
     }
 }
 
@@ -246,7 +259,7 @@ mod tests {
         let far = 1 + INFLIGHT_RING_SPAN as u16;
         f.insert(far, flight(2));
         assert_eq!(f.ring.len(), 1);
-        assert_eq!(f.spill.len(), 1);
+        assert_eq!(f.spill.as_ref().map_or(0, |s| s.len()), 1);
         assert_eq!(f.get(far).map(|x| x.seq), Some(2));
         // Replacing keeps one entry.
         assert!(f.insert(far, flight(3)).is_some());
