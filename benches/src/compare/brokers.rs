@@ -108,6 +108,23 @@ impl Broker {
         matches!(self, Broker::Halyard { .. })
     }
 
+    /// The same Halyard variant with one I/O thread, for a `-t<N>` variant (N > 1); `None`
+    /// otherwise.
+    pub fn one_thread_twin(&self) -> Option<Broker> {
+        match self {
+            Broker::Halyard {
+                backend,
+                threads,
+                store,
+            } if *threads > 1 => Some(Broker::Halyard {
+                backend: backend.clone(),
+                threads: 1,
+                store: *store,
+            }),
+            _ => None,
+        }
+    }
+
     /// The broker's I/O threads as configured here (1 for the peers: Mosquitto has one,
     /// rumqttd sizes its own runtime).
     pub fn io_threads(&self) -> usize {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Case, CaseKind, Sample};
+use super::{Broker, Case, CaseKind, Sample};
 use crate::report::RunResult;
 
 /// Median and range of one metric over the repeats.
@@ -221,15 +221,12 @@ pub struct Scaling {
     pub per_cpu_s: Option<f64>,
 }
 
-/// `halyard-uring-t2` -> (`halyard-uring`, 2); `None` for one-thread names.
+/// `halyard-uring-t2` -> (`halyard-uring`, 2); `None` for one-thread names (parsed as
+/// [`Broker::parse`] does).
 fn split_threads(name: &str) -> Option<(String, usize)> {
-    let (head, store) = match name.strip_suffix("-store") {
-        Some(h) => (h, "-store"),
-        None => (name, ""),
-    };
-    let (base, n) = head.rsplit_once("-t")?;
-    let n: usize = n.parse().ok().filter(|n| *n > 1)?;
-    Some((format!("{base}{store}"), n))
+    let variant = Broker::parse(name)?;
+    let threads = variant.io_threads();
+    Some((variant.one_thread_twin()?.name(), threads))
 }
 
 /// Thread scaling of every `-t<N>` Halyard variant against its one-thread twin, per

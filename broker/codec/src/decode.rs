@@ -166,15 +166,25 @@ fn decode_body(h: FixedHeader, r: &mut Reader, v: ProtocolVersion) -> Result<Pac
 /// other packets, a longer or incomplete acknowledgement, fixed-header flags [`decode`]
 /// refuses. Identifier 0 is the same error as in [`decode`] [MQTT-2.2.1-3].
 pub fn take_short_ack(buf: &mut BytesMut) -> Option<Result<(PacketType, u16), DecodeError>> {
-    let (t, id) = match buf.get(..4)? {
+    let ack = short_ack(buf)?;
+    if ack.is_ok() {
+        buf.advance(4);
+    }
+    Some(ack)
+}
+
+/// The acknowledgement [`take_short_ack`] takes, read from the front of `bytes` without
+/// consuming it: `None` unless the first four bytes are a bare acknowledgement.
+fn short_ack(bytes: &[u8]) -> Option<Result<(PacketType, u16), DecodeError>> {
+    let (t, id) = match bytes.get(..4)? {
         &[first, 2, hi, lo] => (short_ack_type(first)?, u16::from_be_bytes([hi, lo])),
         _ => return None,
     };
-    if id == 0 {
-        return Some(Err(DecodeError::ZeroPacketId(t)));
-    }
-    buf.advance(4);
-    Some(Ok((t, id)))
+    Some(if id == 0 {
+        Err(DecodeError::ZeroPacketId(t))
+    } else {
+        Ok((t, id))
+    })
 }
 
 /// The acknowledgement type of a fixed header's first byte, with its required flags.
@@ -189,37 +199,29 @@ fn short_ack_type(first: u8) -> Option<PacketType> {
 }
 
 /// The packets that are nothing but a fixed header and a packet identifier (PUBACK, PUBREC,
-/// PUBREL, PUBCOMP with Remaining Length 2, 5.0 included: no reason code means success) or
-/// a bare fixed header (PINGREQ, PINGRESP), decoded in place from the complete packet at the
-/// front of `buf`: the caller then drops its bytes instead of splitting them off into a
-/// shared frame (a reference count taken and released per packet, the bulk of a PUBACK's
-/// decode). `Ok(None)` for every other packet. Same results as the general path.
+/// PUBREL, PUBCOMP with Remaining Length 2, 5.0 included: no reason code means success; see
+/// [`short_ack`]) or a bare fixed header (PINGREQ, PINGRESP), decoded in place from the
+/// complete packet at the front of `buf`, whose fixed header `h` is: the caller then drops
+/// its bytes instead of splitting them off into a shared frame (a reference count taken and
+/// released per packet, the bulk of a PUBACK's decode). `Ok(None)` for every other packet.
+/// Same results as the general path.
 fn decode_short(h: FixedHeader, buf: &[u8]) -> Result<Option<Packet>, DecodeError> {
-    let t = h.packet_type;
-    match (t, h.remaining_length, h.header_len) {
-        (PacketType::PingReq, 0, 2) => Ok(Some(Packet::PingReq)),
-        (PacketType::PingResp, 0, 2) => Ok(Some(Packet::PingResp)),
-        (
-            PacketType::PubAck | PacketType::PubRec | PacketType::PubRel | PacketType::PubComp,
-            2,
-            2,
-        ) => {
-            let (Some(&hi), Some(&lo)) = (buf.get(2), buf.get(3)) else {
-                return Ok(None);
-            };
-            let response = match u16::from_be_bytes([hi, lo]) {
-                0 => return Err(DecodeError::ZeroPacketId(t)),
-                id => PubResponse::new(id),
-            };
-            Ok(Some(match t {
-                PacketType::PubAck => Packet::PubAck(response),
-                PacketType::PubRec => Packet::PubRec(response),
-                PacketType::PubRel => Packet::PubRel(response),
-                _ => Packet::PubComp(response),
-            }))
-        }
-        _ => Ok(None),
+    match (h.packet_type, h.remaining_length, h.header_len) {
+        (PacketType::PingReq, 0, 2) => return Ok(Some(Packet::PingReq)),
+        (PacketType::PingResp, 0, 2) => return Ok(Some(Packet::PingResp)),
+        _ => {}
     }
+    let Some(ack) = short_ack(buf) else {
+        return Ok(None);
+    };
+    let (t, id) = ack?;
+    let response = PubResponse::new(id);
+    Ok(Some(match t {
+        PacketType::PubAck => Packet::PubAck(response),
+        PacketType::PubRec => Packet::PubRec(response),
+        PacketType::PubRel => Packet::PubRel(response),
+        _ => Packet::PubComp(response),
+    }))
 }
 
 fn packet_id(r: &mut Reader, t: PacketType) -> Result<u16, DecodeError> {
