@@ -2,8 +2,9 @@
 //! state compacted until its next bytes, message or deadline. Each test first waits until
 //! the broker reports the connection parked (`halyard_connections_parked`), then checks that
 //! it behaves as a working one: deliveries reach it, keep alive closes it, a new CONNECT
-//! takes it over, its will fires. Halyard only (the gauge); run on both backends with
-//! `HALYARD_TEST_BACKEND=uring|epoll`.
+//! takes it over, its will fires. Idle connections park outside any task (in the I/O
+//! thread's epoll set), so `halyard_connections_parked_in_task` stays 0 here. Halyard only
+//! (the gauges); run on both backends with `HALYARD_TEST_BACKEND=uring|epoll`.
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use halyard_tests::raw::{self, Connect, Packet, Publish, RawClient, Version, Wil
 use halyard_tests::{TestBroker, WAIT, require_halyard};
 
 const PARKED: &str = "halyard_connections_parked";
+const IN_TASK: &str = "halyard_connections_parked_in_task";
 
 /// Waits (bounded by [`WAIT`]) until at least `n` connections are parked.
 fn wait_parked(b: &TestBroker, n: f64) {
@@ -19,6 +21,11 @@ fn wait_parked(b: &TestBroker, n: f64) {
     loop {
         let parked = b.metrics().get(PARKED).unwrap_or(0.0);
         if parked >= n {
+            assert_eq!(
+                b.metrics().get(IN_TASK),
+                Some(0.0),
+                "idle connections park outside their tasks"
+            );
             return;
         }
         assert!(
@@ -81,6 +88,63 @@ fn parked_subscriber_gets_its_deliveries() {
             "no parked connection left"
         );
     }
+}
+
+/// Many parked connections woken at once, by one message each of them receives and then by
+/// their own input, each get what is theirs, and park again.
+#[test]
+fn many_parked_subscribers_each_get_their_delivery() {
+    require_halyard();
+    const N: usize = 200;
+    let b = TestBroker::start();
+    let mut subs: Vec<RawClient> = (0..N)
+        .map(|i| {
+            let v = if i % 2 == 0 {
+                Version::V311
+            } else {
+                Version::V5
+            };
+            let mut s = RawClient::connected(b.mqtt_addr(), v, &format!("park-many-{i}"));
+            s.subscribe(
+                1,
+                &[("park/many", 1), (&format!("park/one/{i}"), 1)],
+                &raw::Props::new(),
+            );
+            s
+        })
+        .collect();
+    wait_parked(&b, N as f64);
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "park-many-pub");
+    p.publish(&Publish::new("park/many", b"all").qos(1, 1));
+    for s in &mut subs {
+        let m = s.recv_publish();
+        let Packet::Publish { payload, .. } = &m else {
+            unreachable!()
+        };
+        assert_eq!(payload, b"all");
+        s.ack_publish(&m);
+    }
+    // Woken by input: each parked connection answers its own ping.
+    wait_parked(&b, (N + 1) as f64);
+    for s in &mut subs {
+        s.send(&raw::pingreq());
+    }
+    for s in &mut subs {
+        assert_eq!(s.recv(), Ok(Packet::PingResp), "parked connection answers");
+    }
+    // And each its own message, published while all are parked.
+    wait_parked(&b, (N + 1) as f64);
+    for i in 0..N {
+        let body = format!("one-{i}");
+        p.publish(&Publish::new(&format!("park/one/{i}"), body.as_bytes()).qos(0, 0));
+    }
+    for (i, s) in subs.iter_mut().enumerate() {
+        let Packet::Publish { payload, .. } = s.recv_publish() else {
+            unreachable!()
+        };
+        assert_eq!(payload, format!("one-{i}").as_bytes());
+    }
+    wait_parked(&b, (N + 1) as f64);
 }
 
 /// Keep alive closes a parked connection after 1.5 x its keep alive [MQTT-3.1.2-24], and

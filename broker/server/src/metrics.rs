@@ -113,6 +113,8 @@ pub struct ThreadStats {
     pub connections_accepted: AtomicU64,
     /// Open connections parked (idle, state compacted; see `conn::park`).
     pub parked: AtomicI64,
+    /// Of those, parked in their task (no epoll registration possible; see `conn::park`).
+    pub parked_in_task: AtomicI64,
     /// PUBLISH packets received from clients, by QoS.
     pub received: [AtomicU64; 3],
     /// PUBLISH packets sent to clients, by QoS.
@@ -280,6 +282,16 @@ impl Metrics {
             "halyard_connections_parked",
             "Open client connections parked while idle (state compacted, io.park_idle_connections)",
             gauge(self.threads.iter().map(|t| t.parked.load(Relaxed)).sum()),
+        );
+        reg.register(
+            "halyard_connections_parked_in_task",
+            "Of the parked connections, those waiting in their own task (not in the thread's epoll set)",
+            gauge(
+                self.threads
+                    .iter()
+                    .map(|t| t.parked_in_task.load(Relaxed))
+                    .sum(),
+            ),
         );
         reg.register(
             "halyard_sessions",

@@ -4,24 +4,51 @@
 //! [`ConnTask`] (the full `Connection`, outbox, store and handover state, about 0.9 KB).
 //! Once a step leaves it idle (nothing to write, no partial packet, nothing awaiting an
 //! answer, see [`ConnTask::may_park`]) and it is not streaming (see [`Pace`]), the box is
-//! freed and only a [`Parked`] record stays in the task's future: the `ParkedConnection`
-//! (session, keep alive, negotiated limits, will), the socket and its reader, the mailbox
-//! handle and the session's identity. The parked task waits exactly as the working one
-//! does (readability, mailbox, the thread's connection timer for the keep-alive deadline)
-//! and rebuilds the `ConnTask` on the first wake-up, which it then handles. So every
-//! behaviour (keep alive, takeover, wills, deliveries, shutdown) goes through the same
-//! code; parking only changes where the state lives meanwhile.
+//! freed and only a [`Parked`] record stays: the `ParkedConnection` (session, keep alive,
+//! negotiated limits, will), the socket and its reader and the session's identity.
+//!
+//! The record is parked **outside any task** when it can be ([`park`]): it moves into the
+//! connection's `ConnHandle` and the task ends, so an idle connection costs no task, no
+//! future, no armed poll operation and no waker. The thread's [`Parking`] waits for all its
+//! parked connections at once: one epoll instance per thread holds every parked socket
+//! (level-triggered, one-shot, the connection id as data) and is itself polled for
+//! readability through the runtime (either backend); mail and keep-alive deadlines (the
+//! thread's connection timers) reach it through `ThreadCtx::push_to` and the timer task.
+//! On a wake-up [`manage`] spawns a fresh task that rebuilds the `ConnTask` and handles the
+//! wake-up. Level-triggered readiness keeps bytes that arrived before the socket was
+//! registered; mail and due timers seen at park time wake at once; so nothing is lost.
+//!
+//! Where that is not possible (the thread has no epoll instance, the registration failed,
+//! or the reader has a receive in flight, see `read::Reader::disarm`), the record waits in
+//! the task itself ([`sleep`]), exactly as a working task would (readability, mailbox, the
+//! connection timer).
+//!
+//! Either way every behaviour (keep alive, takeover, wills, deliveries, shutdown) goes
+//! through the same code; parking only changes where the state lives meanwhile.
+//!
+//! Limits: one parked record per open connection of the thread (so at most
+//! `limits.max_connections`); the ready list holds each parked record at most once (taken
+//! out of its handle when queued); events are read in batches of [`EVENT_BATCH`], at most
+//! [`EVENT_ROUNDS`] batches per wake-up. `halyard_connections_parked` counts parked
+//! connections (both forms).
 //!
 //! TLS and WebSocket connections never park (their layers hold state of their own).
 
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use compio::BufResult;
+use compio::driver::SharedFd;
+use compio::driver::op::{Interest, PollOnce};
 use compio::net::TcpStream;
+use compio::runtime::{Submit, submit};
 use halyard_session::{ClientId, Connection, ParkedConnection};
 
 use super::read::Reader;
@@ -110,13 +137,15 @@ pub(super) fn wait<'a>(
     std::future::poll_fn(move |cx| poll_wake(handle, reader.as_deref_mut(), cx))
 }
 
-/// Parks `parked` until its next wake-up; resolves to the working task again and why it
-/// woke.
-pub(super) fn sleep(parked: Parked, ctx: &Rc<ThreadCtx>) -> Sleep<'_> {
-    ctx.arm_conn_timer(&parked.handle, parked.conn.poll_timeout());
+/// Parks `parked` in its task until its next wake-up; resolves to the working task again
+/// and why it woke. (The fallback of [`park`].)
+pub(super) fn sleep(parked: Box<Parked>, handle: Rc<ConnHandle>, ctx: &Rc<ThreadCtx>) -> Sleep<'_> {
+    ctx.arm_conn_timer(&handle, parked.conn.poll_timeout());
     ctx.stats().parked.fetch_add(1, Relaxed);
+    ctx.stats().parked_in_task.fetch_add(1, Relaxed);
     Sleep {
         parked: Some(parked),
+        handle,
         ctx,
     }
 }
@@ -125,7 +154,8 @@ pub(super) fn sleep(parked: Parked, ctx: &Rc<ThreadCtx>) -> Sleep<'_> {
 /// `async fn` keeps its argument and the local it moves into).
 pub(super) struct Sleep<'a> {
     /// `None` once resolved.
-    parked: Option<Parked>,
+    parked: Option<Box<Parked>>,
+    handle: Rc<ConnHandle>,
     ctx: &'a Rc<ThreadCtx>,
 }
 
@@ -138,11 +168,13 @@ impl Future for Sleep<'_> {
         let Some(p) = this.parked.as_mut() else {
             return Poll::Pending;
         };
-        let wake = std::task::ready!(poll_wake(&p.handle, Some(&mut p.reader), cx));
+        let wake = std::task::ready!(poll_wake(&this.handle, Some(&mut p.reader), cx));
         match this.parked.take() {
             Some(p) => {
                 this.ctx.stats().parked.fetch_sub(1, Relaxed);
-                Poll::Ready((p.unpark(this.ctx, Instant::now()), wake))
+                this.ctx.stats().parked_in_task.fetch_sub(1, Relaxed);
+                let task = p.unpark(this.ctx, this.handle.clone(), Instant::now());
+                Poll::Ready((task, wake))
             }
             None => Poll::Pending,
         }
@@ -154,18 +186,286 @@ impl Drop for Sleep<'_> {
     fn drop(&mut self) {
         if self.parked.is_some() {
             self.ctx.stats().parked.fetch_sub(1, Relaxed);
+            self.ctx.stats().parked_in_task.fetch_sub(1, Relaxed);
         }
     }
 }
 
+/// Epoll events read per `epoll_wait` call by [`manage`].
+pub const EVENT_BATCH: usize = 64;
+
+/// `epoll_wait` calls per wake-up of [`manage`] (at most `EVENT_BATCH * EVENT_ROUNDS`
+/// connections resumed for input before the task yields; the rest stay ready in epoll).
+pub const EVENT_ROUNDS: usize = 16;
+
+/// A connection's parked record while it waits outside any task (in its `ConnHandle`).
+#[derive(Default)]
+pub struct ParkedSlot(Cell<Option<Box<Parked>>>);
+
+impl ParkedSlot {
+    fn take(&self) -> Option<Box<Parked>> {
+        self.0.take()
+    }
+
+    fn put(&self, parked: Box<Parked>) {
+        self.0.set(Some(parked));
+    }
+
+    /// Whether a record is parked here.
+    pub fn is_parked(&self) -> bool {
+        let p = self.0.take();
+        let parked = p.is_some();
+        self.0.set(p);
+        parked
+    }
+}
+
+impl std::fmt::Debug for ParkedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_parked() {
+            "parked"
+        } else {
+            "in a task"
+        })
+    }
+}
+
+/// A parked record to resume, and whether its socket became readable.
+type Ready = (Rc<ConnHandle>, Box<Parked>, bool);
+
+/// The thread's connections parked outside any task, and how they are woken (see the
+/// module documentation).
+pub struct Parking {
+    /// Every socket parked outside a task, registered level-triggered and one-shot for
+    /// input with its connection id as data. `None` when it could not be created (then
+    /// connections park in their tasks).
+    epoll: Option<SharedFd<OwnedFd>>,
+    /// Parked records taken out of their handles by mail or a deadline, to resume. Each
+    /// parked record is here at most once (bounded by the thread's connections).
+    ready: RefCell<Vec<Ready>>,
+    /// The waker of [`manage`], while it waits.
+    waker: RefCell<Option<Waker>>,
+    /// [`manage`] was spawned on this thread.
+    managed: Cell<bool>,
+}
+
+impl std::fmt::Debug for Parking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parking")
+            .field("epoll", &self.epoll.as_ref().map(|e| e.as_raw_fd()))
+            .field("ready", &self.ready.borrow().len())
+            .finish()
+    }
+}
+
+impl Default for Parking {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Parking {
+    /// The parking of a new I/O thread, with its epoll instance.
+    pub fn new() -> Self {
+        // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        let epoll = if fd >= 0 {
+            // SAFETY: `fd` was just created and is owned by nothing else.
+            Some(SharedFd::new(unsafe { OwnedFd::from_raw_fd(fd) }))
+        } else {
+            tracing::warn!(error = %io::Error::last_os_error(), "no epoll instance: idle connections park in their tasks");
+            None
+        };
+        Parking {
+            epoll,
+            ready: RefCell::new(Vec::new()),
+            waker: RefCell::new(None),
+            managed: Cell::new(false),
+        }
+    }
+
+    /// Connection `h` has mail or a due deadline: if it is parked here, it is queued to
+    /// resume.
+    pub fn wake(&self, h: &Rc<ConnHandle>) {
+        if let Some(p) = h.parked.take() {
+            self.queue((h.clone(), p, false));
+        }
+    }
+
+    fn queue(&self, ready: Ready) {
+        self.ready.borrow_mut().push(ready);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Registers `fd` (the socket of connection `conn`) for one input event.
+    fn register(&self, fd: i32, conn: u64) -> io::Result<()> {
+        let Some(ep) = self.epoll.as_ref() else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            u64: conn,
+        };
+        // A socket parked before stays registered (disarmed after its event, or armed
+        // still when mail woke it): re-arm it; a new one is added.
+        for op in [libc::EPOLL_CTL_MOD, libc::EPOLL_CTL_ADD] {
+            // SAFETY: `ev` is a valid event for the call; both descriptors are open.
+            if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                return Err(err);
+            }
+        }
+        Err(io::ErrorKind::NotFound.into())
+    }
+
+    /// Queues the parked connections whose socket became readable; false when there
+    /// may be more events than one wake-up reads.
+    fn collect_events(&self, ctx: &ThreadCtx) -> bool {
+        let Some(ep) = self.epoll.as_ref() else {
+            return true;
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENT_BATCH];
+        for _ in 0..EVENT_ROUNDS {
+            // SAFETY: `events` is valid for `EVENT_BATCH` entries; timeout 0 never blocks.
+            let n = unsafe {
+                libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), EVENT_BATCH as i32, 0)
+            };
+            let Ok(n) = usize::try_from(n) else {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    tracing::warn!(error = %err, "epoll_wait on parked connections failed");
+                    return true;
+                }
+                continue;
+            };
+            for ev in &events[..n] {
+                let conn = ev.u64;
+                // Not parked (any more): an event of an earlier parking, ignored; the
+                // working task polls its socket itself.
+                if let Some(h) = ctx.conn_handle(conn)
+                    && let Some(p) = h.parked.take()
+                {
+                    self.ready.borrow_mut().push((h, p, true));
+                }
+            }
+            if n < EVENT_BATCH {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Parks `parked` outside any task when it can (see the module documentation): its record
+/// moves into `handle` and the caller's task should end. Gives the record back when it
+/// must wait in the task instead.
+pub(super) fn park(
+    ctx: &Rc<ThreadCtx>,
+    handle: &Rc<ConnHandle>,
+    mut parked: Box<Parked>,
+) -> Result<(), Box<Parked>> {
+    if !parked.reader.disarm() {
+        return Err(parked);
+    }
+    if let Err(e) = ctx
+        .parking
+        .register(parked.stream.as_raw_fd(), handle.me.conn)
+    {
+        tracing::debug!(error = %e, "cannot register a parked socket: parked in its task");
+        return Err(parked);
+    }
+    if !ctx.parking.managed.replace(true) {
+        compio::runtime::spawn(manage(ctx.clone())).detach();
+    }
+    ctx.arm_conn_timer(handle, parked.conn.poll_timeout());
+    ctx.stats().parked.fetch_add(1, Relaxed);
+    handle.clear_waker();
+    handle.parked.put(parked);
+    // Mail or a deadline that came while the last step ran: resume at once.
+    if !handle.is_empty() || handle.timer_due() {
+        ctx.parking.wake(handle);
+    }
+    Ok(())
+}
+
+/// Resumes the thread's parked connections when they wake up; runs for the thread's life
+/// (spawned by the first [`park`]).
+async fn manage(ctx: Rc<ThreadCtx>) {
+    let Some(ep) = ctx.parking.epoll.clone() else {
+        return;
+    };
+    let mut poll: Option<Submit<PollOnce<SharedFd<OwnedFd>>>> = None;
+    let mut more = false;
+    loop {
+        if !more {
+            std::future::poll_fn(|cx| {
+                if !ctx.parking.ready.borrow().is_empty() {
+                    return Poll::Ready(());
+                }
+                *ctx.parking.waker.borrow_mut() = Some(cx.waker().clone());
+                let op = poll
+                    .get_or_insert_with(|| submit(PollOnce::new(ep.clone(), Interest::Readable)));
+                let BufResult(res, _) = std::task::ready!(Pin::new(op).poll(cx));
+                poll = None;
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "polling the parked connections failed");
+                }
+                Poll::Ready(())
+            })
+            .await;
+        }
+        more = !ctx.parking.collect_events(&ctx);
+        let ready = std::mem::take(&mut *ctx.parking.ready.borrow_mut());
+        for (handle, parked, read) in ready {
+            compio::runtime::spawn(resume(ctx.clone(), handle, parked, read)).detach();
+        }
+        if more {
+            // Let the resumed tasks run before reading more events.
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut yielded, true) {
+                    Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// The task of a connection resumed from [`Parking`]: rebuilds its working state and goes
+/// on serving it (`read`: woken by input).
+fn resume(
+    ctx: Rc<ThreadCtx>,
+    handle: Rc<ConnHandle>,
+    parked: Box<Parked>,
+    read: bool,
+) -> impl Future<Output = ()> {
+    ctx.stats().parked.fetch_sub(1, Relaxed);
+    let wake = if read {
+        Wake::Read
+    } else if handle.take_timer_due() {
+        Wake::Timer
+    } else {
+        Wake::Mail
+    };
+    let task = parked.unpark(&ctx, handle, Instant::now());
+    super::drive(ctx, task, Some(wake))
+}
+
 /// What a parked connection keeps (see the module documentation). Everything a parked
 /// `ConnTask` holds beyond this is empty or default, as [`ConnTask::may_park`] checks.
-pub(super) struct Parked {
+pub struct Parked {
     conn: ParkedConnection,
     reader: Reader,
     stream: TcpStream,
-    /// Also the connection's identity (`ConnHandle::me`).
-    handle: Rc<ConnHandle>,
     key: Option<SessionKey>,
     route: Option<Arc<Route>>,
     client_id: Option<ClientId>,
@@ -198,8 +498,8 @@ impl ConnTask {
             && self.conn.can_park()
     }
 
-    /// The parked form of this task, or the task back when it cannot park.
-    pub(super) fn park(self: Box<Self>) -> Result<Parked, Box<Self>> {
+    /// The parked form of this task with its handle, or the task back when it cannot park.
+    pub(super) fn park(self: Box<Self>) -> Result<(Box<Parked>, Rc<ConnHandle>), Box<Self>> {
         if !self.may_park() {
             return Err(self);
         }
@@ -220,11 +520,10 @@ impl ConnTask {
                 }));
             }
         };
-        Ok(Parked {
+        let parked = Box::new(Parked {
             conn,
             reader,
             stream: task.stream,
-            handle: task.handle,
             key: task.key,
             route: task.route,
             client_id: task.client_id,
@@ -234,38 +533,45 @@ impl ConnTask {
             pace: task.pace,
             persistent: task.persistent,
             stored: task.stored,
-        })
+        });
+        Ok((parked, task.handle))
     }
 }
 
 impl Parked {
     /// The working task again, at `now`.
-    pub(super) fn unpark(self, ctx: &Rc<ThreadCtx>, now: Instant) -> Box<ConnTask> {
+    pub(super) fn unpark(
+        self: Box<Self>,
+        ctx: &Rc<ThreadCtx>,
+        handle: Rc<ConnHandle>,
+        now: Instant,
+    ) -> Box<ConnTask> {
+        let p = *self;
         Box::new(ConnTask {
-            conn: Connection::unpark(self.conn, ctx.broker.session_config.clone(), now),
+            conn: Connection::unpark(p.conn, ctx.broker.session_config.clone(), now),
             outbox: Outbox::new(ctx.broker.inboxes.len()),
             ctx: ctx.clone(),
-            me: self.handle.me,
-            handle: self.handle,
-            stream: self.stream,
-            reader: Some(self.reader),
-            key: self.key,
-            route: self.route,
-            client_id: self.client_id,
-            username: self.username,
-            slot: self.slot,
+            me: handle.me,
+            handle,
+            stream: p.stream,
+            reader: Some(p.reader),
+            key: p.key,
+            route: p.route,
+            client_id: p.client_id,
+            username: p.username,
+            slot: p.slot,
             transport: None,
             accepted: true,
             awaiting: None,
             held: Vec::new(),
             orphan: None,
             closed_will: None,
-            ledger: self.ledger,
-            persistent: self.persistent,
-            stored: self.stored,
+            ledger: p.ledger,
+            persistent: p.persistent,
+            stored: p.stored,
             unsafe_output: false,
             step: Vec::new(),
-            pace: self.pace,
+            pace: p.pace,
         })
     }
 }

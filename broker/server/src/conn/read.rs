@@ -157,6 +157,17 @@ impl Reader {
         Poll::Ready(())
     }
 
+    /// Prepares the reader to wait outside its task (see `conn::park`): drops the armed
+    /// readiness poll (it would wake the ending task). False for a busy connection: its
+    /// receive in flight may hold bytes, so it stays with a task.
+    pub fn disarm(&mut self) -> bool {
+        if self.busy.is_some() {
+            return false;
+        }
+        self.poll = None;
+        true
+    }
+
     /// The task woke for its timer: a busy connection quiet for longer than [`BUSY_GAP`]
     /// goes back to the poll path after its receive in flight completes (not cancelled:
     /// see the module documentation).

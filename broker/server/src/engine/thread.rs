@@ -14,6 +14,7 @@ use halyard_session::{
 
 use super::publish::{self, Outbox};
 use super::{Broker, ConnRef, Moving, Routed, SessionKey, ThreadMsg};
+use crate::conn::park::{ParkedSlot, Parking};
 use crate::durable::{self, Pending, QueueLedger};
 use crate::metrics::{DropReason, Limit, ThreadStats};
 
@@ -48,6 +49,9 @@ pub struct ConnHandle {
     timer: Cell<Option<Instant>>,
     /// That deadline passed: the task wakes for its timer.
     timer_due: Cell<bool>,
+    /// The connection's record while it is parked outside any task (see `conn::park`):
+    /// its wake-ups go to the thread's [`Parking`] instead of a waker.
+    pub parked: ParkedSlot,
 }
 
 impl ConnHandle {
@@ -59,6 +63,7 @@ impl ConnHandle {
             waker: RefCell::new(None),
             timer: Cell::new(None),
             timer_due: Cell::new(false),
+            parked: ParkedSlot::default(),
         })
     }
 
@@ -66,6 +71,16 @@ impl ConnHandle {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
+    }
+
+    /// Forgets the waker of a task that ended (it would keep the task's allocation alive).
+    pub fn clear_waker(&self) {
+        self.waker.borrow_mut().take();
+    }
+
+    /// Whether the connection's deadline passed and the task has not yet seen it.
+    pub fn timer_due(&self) -> bool {
+        self.timer_due.get()
     }
 
     /// Whether the connection's deadline passed since the last call (and clears it).
@@ -158,6 +173,8 @@ pub struct ThreadCtx {
     /// (deadline, connection id), at most one per connection (see [`Self::arm_conn_timer`]);
     /// fired by [`Self::run_timers`], so connections need no timer of their own.
     conn_timers: RefCell<BTreeSet<(Instant, u64)>>,
+    /// Idle connections parked outside any task (see `conn::park`).
+    pub parking: Parking,
     /// Set when the broker is stopping.
     pub shutting_down: Cell<bool>,
     /// Notified (woken) when shutdown starts, for the accept loop.
@@ -176,6 +193,7 @@ impl ThreadCtx {
             publish_cache: RefCell::new(PublishCache::new()),
             timers: RefCell::new(BTreeMap::new()),
             conn_timers: RefCell::new(BTreeSet::new()),
+            parking: Parking::new(),
             shutting_down: Cell::new(false),
             shutdown_waker: RefCell::new(None),
             broker,
@@ -255,8 +273,20 @@ impl ThreadCtx {
                 h.timer.set(None);
                 h.timer_due.set(true);
                 h.wake();
+                self.parking.wake(&h);
             }
         }
+    }
+
+    /// Queues `msg` for connection `h` and wakes it, parked or not.
+    fn push_to(&self, h: &Rc<ConnHandle>, msg: ConnMsg) {
+        h.push(msg);
+        self.parking.wake(h);
+    }
+
+    /// The handle of connection `conn` of this thread, if it is open.
+    pub fn conn_handle(&self, conn: u64) -> Option<Rc<ConnHandle>> {
+        self.conns.borrow().get(&conn).cloned()
     }
 
     /// Open connections on this thread.
@@ -318,7 +348,7 @@ impl ThreadCtx {
             w.wake();
         }
         for handle in self.conns.borrow().values() {
-            handle.push(ConnMsg::Shutdown);
+            self.push_to(handle, ConnMsg::Shutdown);
         }
     }
 
@@ -336,7 +366,7 @@ impl ThreadCtx {
                 match sessions.get_mut(&routed.key) {
                     Some(Local::Conn(id)) => match conns.get(id) {
                         Some(h) if h.len() < cap => {
-                            h.push(ConnMsg::Deliver(routed.delivery, routed.seq));
+                            self.push_to(h, ConnMsg::Deliver(routed.delivery, routed.seq));
                         }
                         Some(_) => {
                             self.stats().drop_message(DropReason::QueueFull);
@@ -413,7 +443,7 @@ impl ThreadCtx {
                 // The connection hands the session over when it has closed.
                 self.sessions.borrow_mut().insert(key, Local::Conn(id));
                 if let Some(h) = self.conns.borrow().get(&id) {
-                    h.push(ConnMsg::Release);
+                    self.push_to(h, ConnMsg::Release);
                 }
             }
             Some(Local::Offline(off)) => {
@@ -515,14 +545,14 @@ impl ThreadCtx {
 
     fn no_session(&self, to: ConnRef) {
         if let Some(h) = self.conns.borrow().get(&to.conn) {
-            h.push(ConnMsg::NoSession);
+            self.push_to(h, ConnMsg::NoSession);
         }
     }
 
     /// A session arrives for connection `to` (on this thread).
     async fn handover(&self, to: ConnRef, key: SessionKey, session: Box<Moving>) {
         if let Some(h) = self.conns.borrow().get(&to.conn) {
-            h.push(ConnMsg::Handover(session));
+            self.push_to(h, ConnMsg::Handover(session));
             return;
         }
         // The claimant is gone: forward to a newer claimant, or keep the session offline.
@@ -566,7 +596,7 @@ impl ThreadCtx {
             Some(Local::Conn(id)) => {
                 self.sessions.borrow_mut().insert(key, Local::Conn(id));
                 if let Some(h) = self.conns.borrow().get(&id) {
-                    h.push(ConnMsg::Discard);
+                    self.push_to(h, ConnMsg::Discard);
                 }
             }
             Some(Local::Offline(off)) => self.end_offline(key, off),
