@@ -3,11 +3,11 @@
 //!
 //! Memory per idle connection: no read buffer (the task waits for readability and reads into
 //! its thread's shared buffer, see `read`), no timer of its own (an entry in the thread's
-//! connection timers), and, once parked (see `park`), no working state: the task's future
-//! holds only a compact record (about 0.45 KB: the session, keep alive, limits, will, socket,
-//! reader, handle, identity), plus a mailbox and entries in the thread tables. Measured
-//! (10 000 idle 3.1.1 clients, RSS delta): about 1.32 KB per connection (uring) and 1.48 KB
-//! (epoll), 1.9-2.04 KB with one subscription each (benches/RESULTS.md, session 5).
+//! connection timers), and, once parked (see `park`), no task at all: a compact boxed record
+//! (384 B: the session, keep alive, limits, will, socket, identity) in the connection's
+//! handle, the handle (mailbox, timer slot) and entries in the thread tables and its epoll
+//! set. Measured (10 000 idle 3.1.1 clients, RSS delta): about 0.95 KB per connection on
+//! either backend (benches/RESULTS.md, session 6).
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -130,18 +130,18 @@ async fn drive(ctx: Rc<ThreadCtx>, mut task: Box<ConnTask>, mut wake: Option<Wak
         if let Ran::Closed = ran {
             break;
         }
-        let (parked, handle) = match task.park() {
+        let (parked, handle, reader) = match task.park() {
             Ok(p) => p,
             Err(t) => {
                 task = t;
                 continue;
             }
         };
-        let parked = match park::park(&ctx, &handle, parked) {
+        let (parked, reader) = match park::park(&ctx, &handle, parked, reader) {
             Ok(()) => return,
             Err(p) => p,
         };
-        let (t, w) = park::sleep(parked, handle, &ctx).await;
+        let (t, w) = park::sleep(parked, handle, reader, &ctx).await;
         (task, wake) = (t, Some(w));
     }
     // Boxed: closing is rare and its future large; the idle task stays small. (Boxed in its
@@ -1166,8 +1166,8 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// The size of the future of a function taking two values and a reference.
-    fn sleep_future_size<'a, A, B, C: 'a, F: Future>(_: fn(A, B, &'a C) -> F) -> usize {
+    /// The size of the future of a function taking three values and a reference.
+    fn sleep_future_size<'a, A, B, C, D: 'a, F: Future>(_: fn(A, B, C, &'a D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -1194,19 +1194,20 @@ mod tests {
              {handle} B; serve future {task} B (drive {resumed} B, run {run} B, sleep {sleep} \
              B), ConnTask {state} B (boxed, while working), Connection {conn} B"
         );
-        // Measured (debug build, session 6): Parked 448 B (ParkedConnection 240 B, Session
-        // 176 B), ConnHandle 112 B; serve/drive future 168 B (run 128 B, sleep 24 B: the
-        // fallback holds the record boxed too). Session 5 kept the record in every idle
-        // task's future (504 B, plus the task header and an armed poll operation); before
-        // parking (session 4) the serve future was 1248 B. Grow the bounds only with a
-        // reason: every idle connection pays it.
-        assert!(parked <= 448, "Parked {parked} B");
+        // Measured (debug build, session 6): Parked 384 B (ParkedConnection 240 B, Session
+        // 176 B; the socket's reader is rebuilt on resume), ConnHandle 112 B; serve/drive
+        // future 176 B (run 128 B; sleep, the fallback, 88 B with its record boxed and the
+        // reader). Session 5 kept the record and the reader in every idle task's future
+        // (504 B, plus the task header and an armed poll operation); before parking
+        // (session 4) the serve future was 1248 B. Grow the bounds only with a reason: every
+        // idle connection pays it (384 B is also a jemalloc size class).
+        assert!(parked <= 384, "Parked {parked} B");
         assert!(compact <= 240, "ParkedConnection {compact} B");
         assert!(session <= 176, "Session {session} B");
         assert!(handle <= 112, "ConnHandle {handle} B");
         assert!(task <= run + 48, "serve future {task} B, run {run} B");
         assert!(resumed <= run + 48, "drive future {resumed} B, run {run} B");
-        assert!(sleep <= 32, "sleep {sleep} B");
+        assert!(sleep <= 96, "sleep {sleep} B");
         assert!(run <= 160, "run future {run} B");
         assert!(state <= 864, "ConnTask {state} B");
         assert!(conn <= 480, "Connection {conn} B");

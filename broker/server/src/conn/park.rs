@@ -5,7 +5,8 @@
 //! Once a step leaves it idle (nothing to write, no partial packet, nothing awaiting an
 //! answer, see [`ConnTask::may_park`]) and it is not streaming (see [`Pace`]), the box is
 //! freed and only a [`Parked`] record stays: the `ParkedConnection` (session, keep alive,
-//! negotiated limits, will), the socket and its reader and the session's identity.
+//! negotiated limits, will), the socket and the session's identity (the socket's reader is
+//! rebuilt when the connection resumes).
 //!
 //! The record is parked **outside any task** when it can be ([`park`]): it moves into the
 //! connection's `ConnHandle` and the task ends, so an idle connection costs no task, no
@@ -139,13 +140,19 @@ pub(super) fn wait<'a>(
 
 /// Parks `parked` in its task until its next wake-up; resolves to the working task again
 /// and why it woke. (The fallback of [`park`].)
-pub(super) fn sleep(parked: Box<Parked>, handle: Rc<ConnHandle>, ctx: &Rc<ThreadCtx>) -> Sleep<'_> {
+pub(super) fn sleep(
+    parked: Box<Parked>,
+    handle: Rc<ConnHandle>,
+    reader: Reader,
+    ctx: &Rc<ThreadCtx>,
+) -> Sleep<'_> {
     ctx.arm_conn_timer(&handle, parked.conn.poll_timeout());
     ctx.stats().parked.fetch_add(1, Relaxed);
     ctx.stats().parked_in_task.fetch_add(1, Relaxed);
     Sleep {
         parked: Some(parked),
         handle,
+        reader: Some(reader),
         ctx,
     }
 }
@@ -156,6 +163,8 @@ pub(super) struct Sleep<'a> {
     /// `None` once resolved.
     parked: Option<Box<Parked>>,
     handle: Rc<ConnHandle>,
+    /// `None` once resolved.
+    reader: Option<Reader>,
     ctx: &'a Rc<ThreadCtx>,
 }
 
@@ -165,18 +174,18 @@ impl Future for Sleep<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         // Polled again after resolving: there is nothing more to give.
-        let Some(p) = this.parked.as_mut() else {
+        let Some(reader) = this.reader.as_mut() else {
             return Poll::Pending;
         };
-        let wake = std::task::ready!(poll_wake(&this.handle, Some(&mut p.reader), cx));
-        match this.parked.take() {
-            Some(p) => {
+        let wake = std::task::ready!(poll_wake(&this.handle, Some(reader), cx));
+        match (this.parked.take(), this.reader.take()) {
+            (Some(p), Some(reader)) => {
                 this.ctx.stats().parked.fetch_sub(1, Relaxed);
                 this.ctx.stats().parked_in_task.fetch_sub(1, Relaxed);
-                let task = p.unpark(this.ctx, this.handle.clone(), Instant::now());
+                let task = p.unpark(this.ctx, this.handle.clone(), Some(reader), Instant::now());
                 Poll::Ready((task, wake))
             }
-            None => Poll::Pending,
+            _ => Poll::Pending,
         }
     }
 }
@@ -363,21 +372,22 @@ impl Parking {
 
 /// Parks `parked` outside any task when it can (see the module documentation): its record
 /// moves into `handle` and the caller's task should end. Gives the record back when it
-/// must wait in the task instead.
+/// must wait in the task instead, with its `reader`.
 pub(super) fn park(
     ctx: &Rc<ThreadCtx>,
     handle: &Rc<ConnHandle>,
-    mut parked: Box<Parked>,
-) -> Result<(), Box<Parked>> {
-    if !parked.reader.disarm() {
-        return Err(parked);
+    parked: Box<Parked>,
+    mut reader: Reader,
+) -> Result<(), (Box<Parked>, Reader)> {
+    if !reader.disarm() {
+        return Err((parked, reader));
     }
     if let Err(e) = ctx
         .parking
         .register(parked.stream.as_raw_fd(), handle.me.conn)
     {
         tracing::debug!(error = %e, "cannot register a parked socket: parked in its task");
-        return Err(parked);
+        return Err((parked, reader));
     }
     if !ctx.parking.managed.replace(true) {
         compio::runtime::spawn(manage(ctx.clone())).detach();
@@ -456,7 +466,12 @@ fn resume(
     } else {
         Wake::Mail
     };
-    let task = parked.unpark(&ctx, handle, Instant::now());
+    let uring = compio::runtime::Runtime::with_current(|r| r.driver_type().is_iouring());
+    let now = Instant::now();
+    // `None` only if the socket cannot be polled: the connection then closes as at the end
+    // of its input.
+    let reader = Reader::resume(&parked.stream, uring, now);
+    let task = parked.unpark(&ctx, handle, reader, now);
     super::drive(ctx, task, Some(wake))
 }
 
@@ -464,7 +479,6 @@ fn resume(
 /// `ConnTask` holds beyond this is empty or default, as [`ConnTask::may_park`] checks.
 pub struct Parked {
     conn: ParkedConnection,
-    reader: Reader,
     stream: TcpStream,
     key: Option<SessionKey>,
     route: Option<Arc<Route>>,
@@ -498,8 +512,15 @@ impl ConnTask {
             && self.conn.can_park()
     }
 
-    /// The parked form of this task with its handle, or the task back when it cannot park.
-    pub(super) fn park(self: Box<Self>) -> Result<(Box<Parked>, Rc<ConnHandle>), Box<Self>> {
+    /// The parked form of this task with its handle and reader, or the task back when it
+    /// cannot park.
+    #[allow(
+        clippy::type_complexity,
+        reason = "one use, named in the documentation"
+    )]
+    pub(super) fn park(
+        self: Box<Self>,
+    ) -> Result<(Box<Parked>, Rc<ConnHandle>, Reader), Box<Self>> {
         if !self.may_park() {
             return Err(self);
         }
@@ -522,7 +543,6 @@ impl ConnTask {
         };
         let parked = Box::new(Parked {
             conn,
-            reader,
             stream: task.stream,
             key: task.key,
             route: task.route,
@@ -534,7 +554,7 @@ impl ConnTask {
             persistent: task.persistent,
             stored: task.stored,
         });
-        Ok((parked, task.handle))
+        Ok((parked, task.handle, reader))
     }
 }
 
@@ -544,6 +564,7 @@ impl Parked {
         self: Box<Self>,
         ctx: &Rc<ThreadCtx>,
         handle: Rc<ConnHandle>,
+        reader: Option<Reader>,
         now: Instant,
     ) -> Box<ConnTask> {
         let p = *self;
@@ -554,7 +575,7 @@ impl Parked {
             me: handle.me,
             handle,
             stream: p.stream,
-            reader: Some(p.reader),
+            reader,
             key: p.key,
             route: p.route,
             client_id: p.client_id,

@@ -117,6 +117,17 @@ impl Reader {
         })
     }
 
+    /// The reader of a connection resumed from parking (see `conn::park`): `None` if the
+    /// socket cannot be polled. Its first wait polls (the wake-up that resumed it reads
+    /// anyway when it was for input).
+    pub fn resume(stream: &TcpStream, uring: bool, now: Instant) -> Option<Self> {
+        let mut r = Reader::new(stream, uring, now)
+            .inspect_err(|e| tracing::debug!(error = %e, "cannot poll a resumed socket"))
+            .ok()?;
+        r.more = false;
+        Some(r)
+    }
+
     /// Ready when a read may find bytes; otherwise the task polling is woken when one may.
     /// The poll (or receive) operation stays armed when the task stops polling (a mailbox
     /// message or a timer won the race), so waiting again costs no new submission.
