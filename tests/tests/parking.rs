@@ -172,6 +172,26 @@ fn parked_connection_is_dropped_by_keep_alive_and_its_will_fires() {
     );
 }
 
+/// A parked connection that pings within its keep alive stays open: each ping wakes it
+/// (input), is answered, and moves the keep-alive deadline on, across several keep-alive
+/// periods and the timer wake-ups they bring; once it stops, keep alive closes it.
+#[test]
+fn parked_connection_kept_alive_by_its_pings() {
+    require_halyard();
+    let b = TestBroker::start();
+    let mut c = Connect::new(Version::V5, "park-ping");
+    c.keepalive = 1;
+    let (mut cl, _, code, _) = RawClient::connect(b.mqtt_addr(), &c);
+    assert_eq!(code, 0);
+    for _ in 0..8 {
+        wait_parked(&b, 1.0);
+        sleep(Duration::from_millis(400));
+        cl.send(&raw::pingreq());
+        assert_eq!(cl.recv(), Ok(Packet::PingResp), "kept alive by its pings");
+    }
+    cl.expect_closed_within(Duration::from_secs(6));
+}
+
 /// A new CONNECT with the client id of a parked connection takes it over: the parked one is
 /// closed, its session (Clean Session 0) continues on the new one with its subscription.
 #[test]

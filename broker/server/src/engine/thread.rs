@@ -39,12 +39,12 @@ pub enum ConnMsg {
 }
 
 /// The part of a connection the thread can reach: its mailbox, its timer and its waker.
-#[derive(Debug)]
 pub struct ConnHandle {
     /// The connection's identity.
     pub me: ConnRef,
-    mailbox: RefCell<VecDeque<ConnMsg>>,
-    waker: RefCell<Option<Waker>>,
+    /// (`Cell`s rather than `RefCell`s: no borrow flags in every connection's handle.)
+    mailbox: Cell<VecDeque<ConnMsg>>,
+    waker: Cell<Option<Waker>>,
     /// The deadline this connection has in the thread's connection timers, if any.
     timer: Cell<Option<Instant>>,
     /// That deadline passed: the task wakes for its timer.
@@ -54,13 +54,24 @@ pub struct ConnHandle {
     pub parked: ParkedSlot,
 }
 
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("me", &self.me)
+            .field("mailbox", &self.len())
+            .field("timer", &self.timer.get())
+            .field("parked", &self.parked)
+            .finish()
+    }
+}
+
 impl ConnHandle {
     /// A handle for connection `me`.
     pub fn new(me: ConnRef) -> Rc<Self> {
         Rc::new(ConnHandle {
             me,
-            mailbox: RefCell::new(VecDeque::new()),
-            waker: RefCell::new(None),
+            mailbox: Cell::new(VecDeque::new()),
+            waker: Cell::new(None),
             timer: Cell::new(None),
             timer_due: Cell::new(false),
             parked: ParkedSlot::default(),
@@ -68,14 +79,14 @@ impl ConnHandle {
     }
 
     fn wake(&self) {
-        if let Some(w) = self.waker.borrow_mut().take() {
+        if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
 
     /// Forgets the waker of a task that ended (it would keep the task's allocation alive).
     pub fn clear_waker(&self) {
-        self.waker.borrow_mut().take();
+        self.waker.take();
     }
 
     /// Whether the connection's deadline passed and the task has not yet seen it.
@@ -90,30 +101,35 @@ impl ConnHandle {
 
     /// Queues a command and wakes the connection task.
     pub fn push(&self, msg: ConnMsg) {
-        self.mailbox.borrow_mut().push_back(msg);
+        let mut mailbox = self.mailbox.take();
+        mailbox.push_back(msg);
+        self.mailbox.set(mailbox);
         self.wake();
     }
 
     /// Messages waiting.
     pub fn len(&self) -> usize {
-        self.mailbox.borrow().len()
+        let mailbox = self.mailbox.take();
+        let len = mailbox.len();
+        self.mailbox.set(mailbox);
+        len
     }
 
     /// Whether the mailbox is empty.
     pub fn is_empty(&self) -> bool {
-        self.mailbox.borrow().is_empty()
+        self.len() == 0
     }
 
     /// Takes every queued command.
     pub fn take_all(&self) -> VecDeque<ConnMsg> {
-        std::mem::take(&mut *self.mailbox.borrow_mut())
+        self.mailbox.take()
     }
 
     /// Ready when the mailbox is non-empty or the connection's deadline passed (see
     /// [`Self::take_timer_due`]); otherwise the task polling is woken when that happens.
     pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.mailbox.borrow().is_empty() && !self.timer_due.get() {
-            *self.waker.borrow_mut() = Some(cx.waker().clone());
+        if self.is_empty() && !self.timer_due.get() {
+            self.waker.set(Some(cx.waker().clone()));
             std::task::Poll::Pending
         } else {
             std::task::Poll::Ready(())
@@ -143,6 +159,10 @@ enum Local {
     Offline(Box<Offline>),
 }
 
+/// A connection timer entry: (deadline in nanoseconds since the thread's `epoch`,
+/// connection id). 16 B where `(Instant, u64)` takes 24 B: each idle connection has one.
+type ConnTimerKey = (u64, u64);
+
 /// What a timer deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
@@ -171,8 +191,11 @@ pub struct ThreadCtx {
     timers: RefCell<BTreeMap<(Instant, SessionKey, TimerKind), ()>>,
     /// Connection deadlines (CONNECT, keep-alive, partial packet, handover wait) as
     /// (deadline, connection id), at most one per connection (see [`Self::arm_conn_timer`]);
-    /// fired by [`Self::run_timers`], so connections need no timer of their own.
-    conn_timers: RefCell<BTreeSet<(Instant, u64)>>,
+    /// fired by [`Self::run_timers`], so connections need no timer of their own. The
+    /// deadline is kept as nanoseconds since `epoch` (see [`ConnTimerKey`]).
+    conn_timers: RefCell<BTreeSet<ConnTimerKey>>,
+    /// The origin of the connection timers' deadlines (the thread's start).
+    epoch: Instant,
     /// Idle connections parked outside any task (see `conn::park`).
     pub parking: Parking,
     /// Set when the broker is stopping.
@@ -193,6 +216,7 @@ impl ThreadCtx {
             publish_cache: RefCell::new(PublishCache::new()),
             timers: RefCell::new(BTreeMap::new()),
             conn_timers: RefCell::new(BTreeSet::new()),
+            epoch: Instant::now(),
             parking: Parking::new(),
             shutting_down: Cell::new(false),
             shutdown_waker: RefCell::new(None),
@@ -230,7 +254,8 @@ impl ThreadCtx {
     pub fn remove_conn(&self, conn: u64) {
         let handle = self.conns.borrow_mut().remove(&conn);
         if let Some(at) = handle.and_then(|h| h.timer.take()) {
-            self.conn_timers.borrow_mut().remove(&(at, conn));
+            let key = self.conn_timer_key(at, conn);
+            self.conn_timers.borrow_mut().remove(&key);
         }
     }
 
@@ -246,16 +271,23 @@ impl ThreadCtx {
             armed => {
                 let mut timers = self.conn_timers.borrow_mut();
                 if let Some(old) = armed {
-                    timers.remove(&(old, conn));
+                    timers.remove(&self.conn_timer_key(old, conn));
                 }
-                timers.insert((at, conn));
+                timers.insert(self.conn_timer_key(at, conn));
                 handle.timer.set(Some(at));
             }
         }
     }
 
+    /// The connection timers' entry for connection `conn` due at `at`.
+    fn conn_timer_key(&self, at: Instant, conn: u64) -> ConnTimerKey {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        (u64::try_from(nanos).unwrap_or(u64::MAX), conn)
+    }
+
     /// Wakes the connections whose deadline passed.
     fn fire_conn_timers(&self, now: Instant) {
+        let (now, _) = self.conn_timer_key(now, 0);
         loop {
             let due = {
                 let mut timers = self.conn_timers.borrow_mut();
