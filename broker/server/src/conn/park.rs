@@ -494,7 +494,10 @@ fn resume(
     // `None` only if the socket cannot be polled: the connection then closes as at the end
     // of its input.
     let reader = Reader::resume(&parked.stream, uring, now);
-    let task = parked.unpark(&ctx, handle, reader, now);
+    let mut task = parked.unpark(&ctx, handle, reader, now);
+    if task.reader.is_none() {
+        task.conn.socket_closed(now);
+    }
     super::drive(ctx, task, Some(wake))
 }
 
