@@ -18,8 +18,8 @@
 //! Each distinct level string is stored once (interned) and shared by every filter using it;
 //! each filter's text is stored once more, for the match visitor. `tests/memory.rs` counts
 //! heap bytes for 20 000 filters `devices/{n}/cmd` with one subscriber each (`K = u64`,
-//! `V = u8`): 353 bytes per filter on x86_64 (asserted <= 384), all returned on removal; a
-//! million such filters take about 350 MB. Most of it is per-node overhead (two trie nodes,
+//! `V = u8`): 344 bytes per filter on x86_64 (asserted <= 384), all returned on removal; a
+//! million such filters take about 345 MB. Most of it is per-node overhead (two trie nodes,
 //! one leaf, the filter's text, its interned level, one 24-byte slot in the parent's hash
 //! trie); filters that share nodes cost less.
 //!

@@ -85,8 +85,9 @@ fn hash_of<Q: Hash + ?Sized>(key: &Q) -> u64 {
     LevelHasher.hash_one(key)
 }
 
-/// `slots` with `slot` inserted at `pos`, in an allocation of exactly the new length.
-fn inserted<T>(slots: &mut Box<[T]>, pos: usize, slot: T) {
+/// `slots` with `slot` inserted at `pos`, in an allocation of exactly the new length (also
+/// for the trie's shared-group lists).
+pub(crate) fn inserted<T>(slots: &mut Box<[T]>, pos: usize, slot: T) {
     let mut v = std::mem::take(slots).into_vec();
     v.reserve_exact(1);
     v.insert(pos, slot);
@@ -94,7 +95,7 @@ fn inserted<T>(slots: &mut Box<[T]>, pos: usize, slot: T) {
 }
 
 /// `slots` without the element at `pos` (which is returned), exactly as long as needed.
-fn removed<T>(slots: &mut Box<[T]>, pos: usize) -> T {
+pub(crate) fn removed<T>(slots: &mut Box<[T]>, pos: usize) -> T {
     let mut v = std::mem::take(slots).into_vec();
     let out = v.remove(pos);
     *slots = v.into_boxed_slice();

@@ -7,7 +7,7 @@ use std::sync::{Arc, MutexGuard};
 use super::{Leaf, Node, SubscriptionTrie, find_leaf};
 use crate::error::TopicError;
 use crate::hasher::LevelHasher;
-use crate::pmap::PMap;
+use crate::pmap::{self, PMap};
 use crate::shared::SharedGroup;
 use crate::validate::validate_share_name;
 
@@ -259,7 +259,7 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> LeafOp<'_, K, V> {
             Arc::new(Leaf {
                 filter: Arc::from(self.filter),
                 subs: PMap::default(),
-                groups: Vec::new(),
+                groups: Box::default(),
             })
         });
         let leaf = Arc::make_mut(leaf_arc);
@@ -277,12 +277,13 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> LeafOp<'_, K, V> {
                     (Some(v), None) => {
                         let mut g = SharedGroup::new(Arc::from(*group), leaf.filter.clone());
                         g.upsert(key.clone(), v);
-                        leaf.groups.push(Arc::new(g));
+                        let end = leaf.groups.len();
+                        pmap::inserted(&mut leaf.groups, end, Arc::new(g));
                     }
                     (None, Some(i)) => {
                         self.result = Arc::make_mut(&mut leaf.groups[i]).remove(key);
                         if leaf.groups[i].is_empty() {
-                            leaf.groups.remove(i);
+                            pmap::removed(&mut leaf.groups, i);
                         }
                     }
                     (None, None) => {}
