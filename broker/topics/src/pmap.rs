@@ -135,6 +135,29 @@ impl<K: Eq + Hash + Clone, V: Clone> HNode<K, V> {
         }
     }
 
+    /// The value of `key` for update in place, copying shared sub-nodes on its path; the
+    /// caller has checked that `key` is present (a miss would copy the path for nothing).
+    fn get_mut<Q>(&mut self, hash: u64, key: &Q, shift: u32) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        if shift >= HASH_BITS {
+            return self.slots.iter_mut().find_map(|s| match s {
+                Slot::Entry(k, v) if (*k).borrow() == key => Some(v),
+                _ => None,
+            });
+        }
+        let (bit, pos) = self.locate(hash, shift);
+        if self.bitmap & bit == 0 {
+            return None;
+        }
+        match &mut self.slots[pos] {
+            Slot::Entry(k, v) => ((*k).borrow() == key).then_some(v),
+            Slot::Sub(sub) => Arc::make_mut(sub).get_mut(hash, key, shift + BITS),
+        }
+    }
+
     /// A node at `shift` holding two entries with different keys.
     fn pair(a: (u64, K, V), b: (u64, K, V), shift: u32) -> Self {
         if shift >= HASH_BITS {
@@ -287,6 +310,26 @@ impl<K: Eq + Hash + Clone, V: Clone> PMap<K, V> {
         }
     }
 
+    /// The value of `key`, to update in place (a large map copies the shared part of the
+    /// path to it; nothing is copied when `key` is absent).
+    pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self {
+            PMap::Small(v) => v
+                .iter_mut()
+                .find(|(k, _)| (*k).borrow() == key)
+                .map(|(_, v)| v),
+            PMap::Large(m) => {
+                let hash = hash_of(key);
+                m.get(hash, key)?;
+                Arc::make_mut(m).get_mut(hash, key, 0)
+            }
+        }
+    }
+
     /// Inserts or replaces; returns the replaced value.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self {
@@ -420,6 +463,14 @@ mod tests {
             assert_eq!(m.remove(format!("n{i}").as_str()), Some(i));
         }
         assert_eq!(m.remove("n0"), None);
+        *m.get_mut("n1").expect("present") = 100;
+        assert_eq!(m.get_mut("n0"), None);
+        assert_eq!(
+            snapshot.get("n1"),
+            Some(&1),
+            "get_mut copies what a clone shares"
+        );
+        *m.get_mut("n1").expect("present") = 1;
         assert_eq!(m.remove("absent"), None);
         for i in 0..20_000 {
             let want = (i % 2 == 1).then_some(i);

@@ -320,11 +320,25 @@ fn update<K, V>(
             }
         }
         [first, rest @ ..] => {
-            // Taken out (not cloned) so that a batch-private child stays unshared.
-            let mut child = n.children.remove(*first).unwrap_or_default();
-            update(&mut child, rest, writer, op);
-            if !child.is_empty() {
-                n.children.insert(writer.intern(first), child);
+            // An existing child is updated where it is (not taken out and put back: that would
+            // reallocate a small map twice and intern the level again); a batch-private child
+            // has no other owner, so `update` changes it in place.
+            let emptied = n.children.get_mut(*first).map(|child| {
+                update(child, rest, writer, op);
+                child.is_empty()
+            });
+            match emptied {
+                Some(true) => {
+                    n.children.remove(*first);
+                }
+                Some(false) => {}
+                None => {
+                    let mut child = Arc::default();
+                    update(&mut child, rest, writer, op);
+                    if !child.is_empty() {
+                        n.children.insert(writer.intern(first), child);
+                    }
+                }
             }
         }
     }
