@@ -167,6 +167,14 @@ fn chart_specs() -> Vec<ChartSpec<'static>> {
             filter: conns,
         },
         ChartSpec {
+            file: "conn_per_cpu_s.png",
+            title: "Connections per broker CPU-second",
+            y_label: "connections / broker CPU-s",
+            log: false,
+            metric: |c| c.conn_per_cpu_s,
+            filter: conns,
+        },
+        ChartSpec {
             file: "connect_rate.png",
             title: "Connect rate",
             y_label: "connections / s",
@@ -245,8 +253,8 @@ fn run(a: Args) -> Result<(), CompareError> {
         let _ = writeln!(log, "{line}");
         let brief = s.result.as_ref().map_or(String::new(), |r| match &r.conn {
             Some(c) => format!(
-                "{:.0} conn/s, {:.0} B/conn",
-                c.connect_rate, c.rss_per_conn_bytes
+                "{:.0} conn/s, {:.1} broker CPU us/conn, {:.0} B/conn",
+                c.connect_rate, c.broker_cpu_us_per_conn, c.rss_per_conn_bytes
             ),
             None => format!(
                 "{:.0} msg/s, {:.0} per broker CPU-s, p99 {:.0} us",

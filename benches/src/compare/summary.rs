@@ -89,6 +89,11 @@ pub struct Cell {
     pub connect_rate: Option<Stat>,
     /// Broker RSS growth per connection, bytes.
     pub bytes_per_conn: Option<Stat>,
+    /// Connections (CONNECT, and SUBSCRIBE in `conn-sub`) per broker CPU-second (utime +
+    /// stime while connecting): what the broker costs per connection, whatever else runs on
+    /// the machine. The raw connect rate is bounded by the whole machine (the generator, the
+    /// kernel's loopback TCP work in softirq, other tenants), not by the broker.
+    pub conn_per_cpu_s: Option<Stat>,
     /// With a CPU quota: share of the broker's active periods that ran out of quota.
     pub throttled: Option<Stat>,
     /// Errors reported (first few).
@@ -96,12 +101,15 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// The case's headline metric and whether higher is better.
-    pub fn primary(&self) -> (Option<Stat>, bool) {
+    /// The case's headline metrics: (name, value, whether higher is better).
+    pub fn headlines(&self) -> Vec<(&'static str, Option<Stat>, bool)> {
         match self.kind {
-            CaseKind::Throughput => (self.per_cpu_s, true),
-            CaseKind::Latency => (self.p99_us, false),
-            CaseKind::Connections => (self.bytes_per_conn, false),
+            CaseKind::Throughput => vec![("per broker CPU-s", self.per_cpu_s, true)],
+            CaseKind::Latency => vec![("p99", self.p99_us, false)],
+            CaseKind::Connections => vec![
+                ("RSS per connection", self.bytes_per_conn, false),
+                ("connections per broker CPU-s", self.conn_per_cpu_s, true),
+            ],
         }
     }
 }
@@ -150,6 +158,10 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 reordered: rs.iter().map(|r| r.counts.reordered).sum(),
                 connect_rate: k(|r| r.conn.map(|c| c.connect_rate)),
                 bytes_per_conn: k(|r| r.conn.map(|c| c.rss_per_conn_bytes)),
+                conn_per_cpu_s: k(|r| {
+                    let (c, b) = (r.conn?, r.broker?);
+                    (b.cpu_s > 0.0).then(|| c.connections as f64 / b.cpu_s)
+                }),
                 throttled: stat(
                     &mine
                         .iter()
@@ -168,6 +180,8 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
 pub struct Ratio {
     /// Case name.
     pub case: String,
+    /// The metric compared (see [`Cell::headlines`]).
+    pub metric: &'static str,
     /// Halyard variant.
     pub halyard: String,
     /// Peer broker.
@@ -186,17 +200,20 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
             .iter()
             .filter(|c| c.case == h.case && !c.broker.starts_with("halyard"))
         {
-            let ((Some(hs), better), (Some(ps), _)) = (h.primary(), p.primary()) else {
-                continue;
-            };
-            if ps.median > 0.0 {
-                out.push(Ratio {
-                    case: h.case.clone(),
-                    halyard: h.broker.clone(),
-                    peer: p.broker.clone(),
-                    value: hs.median / ps.median,
-                    higher_is_better: better,
-                });
+            for ((metric, hs, better), (_, ps, _)) in h.headlines().into_iter().zip(p.headlines()) {
+                let (Some(hs), Some(ps)) = (hs, ps) else {
+                    continue;
+                };
+                if ps.median > 0.0 {
+                    out.push(Ratio {
+                        case: h.case.clone(),
+                        metric,
+                        halyard: h.broker.clone(),
+                        peer: p.broker.clone(),
+                        value: hs.median / ps.median,
+                        higher_is_better: better,
+                    });
+                }
             }
         }
     }
@@ -396,16 +413,23 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "\n## Idle connections\n");
         let _ = writeln!(
             m,
-            "| case | broker | connect rate /s | RSS per connection, bytes | peak RSS MiB | runs |"
+            "\"per broker CPU-s\" = connections / broker CPU seconds while connecting (the headline: the raw rate depends on everything else the machine runs).\n"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|");
+        let _ = writeln!(
+            m,
+            "| case | broker | connect rate /s | per broker CPU-s | broker CPU | generator CPU | RSS per connection, bytes | peak RSS MiB | runs |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
         for c in cells.iter().filter(|c| c.kind == CaseKind::Connections) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.case,
                 c.broker,
                 fmt_stat(&c.connect_rate),
+                fmt_stat(&c.conn_per_cpu_s),
+                pct(&c.broker_cpu),
+                pct(&c.load_cpu),
                 fmt_stat(&c.bytes_per_conn),
                 fmt_stat(&c.peak_rss_mib),
                 c.runs
@@ -416,10 +440,10 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "\n## Halyard / peer (headline metric of each case)\n");
         let _ = writeln!(
             m,
-            "Throughput cases: deliveries per broker CPU-s (higher is better); latency: p99 (lower is better); connections: RSS per connection (lower is better).\n"
+            "Throughput cases: deliveries per broker CPU-s (higher is better); latency: p99 (lower is better); connections: RSS per connection (lower is better) and connections per broker CPU-s (higher is better).\n"
         );
-        let _ = writeln!(m, "| case | halyard | peer | ratio |");
-        let _ = writeln!(m, "|---|---|---|---|");
+        let _ = writeln!(m, "| case | metric | halyard | peer | ratio |");
+        let _ = writeln!(m, "|---|---|---|---|---|");
         for r in ratios {
             let dir = if r.higher_is_better {
                 "higher is better"
@@ -428,8 +452,8 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
             };
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {:.2}x ({dir}) |",
-                r.case, r.halyard, r.peer, r.value
+                "| {} | {} | {} | {} | {:.2}x ({dir}) |",
+                r.case, r.metric, r.halyard, r.peer, r.value
             );
         }
     }
@@ -485,6 +509,7 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{BrokerStats, ConnStats};
 
     #[test]
     fn stat_median_and_range() {
@@ -544,6 +569,64 @@ mod tests {
         assert!(md.contains("5.00x"));
         assert!(md.contains("boom"));
         assert!(!md.contains("Thread scaling"));
+    }
+
+    #[test]
+    fn connection_cases_compare_memory_and_broker_cpu() {
+        let cases = vec![super::super::case(
+            "conn-sub",
+            CaseKind::Connections,
+            "--scenario conn --subscribe",
+        )];
+        let brokers = vec!["halyard-uring".to_string(), "mosquitto".to_string()];
+        let conn = |broker: &str, cpu_s: f64, bytes: f64| Sample {
+            result: Some(RunResult {
+                broker: Some(BrokerStats {
+                    cpu_s,
+                    ..BrokerStats::default()
+                }),
+                conn: Some(ConnStats {
+                    connections: 10_000,
+                    connect_rate: 20_000.0,
+                    rss_per_conn_bytes: bytes,
+                    ..ConnStats::default()
+                }),
+                ..RunResult::default()
+            }),
+            ..sample("conn-sub", broker, 0.0)
+        };
+        let samples = vec![
+            conn("halyard-uring", 0.1, 1500.0),
+            conn("mosquitto", 0.25, 1000.0),
+            conn("mosquitto", 0.0, 1000.0),
+        ];
+        let cells = summarise(&cases, &brokers, &samples);
+        assert_eq!(cells[0].conn_per_cpu_s.unwrap().median, 100_000.0);
+        assert_eq!(
+            cells[1].conn_per_cpu_s.unwrap().n,
+            1,
+            "a run without broker CPU has no rate"
+        );
+        let r = ratios(&cells);
+        let got: Vec<_> = r
+            .iter()
+            .map(|r| (r.metric, r.value, r.higher_is_better))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("RSS per connection", 1.5, false),
+                ("connections per broker CPU-s", 2.5, true)
+            ]
+        );
+        let md = markdown(&RunInfo::default(), &cells, &r, &[]);
+        assert!(
+            md.contains("| conn-sub | halyard-uring | 20k | 100k |"),
+            "{md}"
+        );
+        assert!(md.contains(
+            "| conn-sub | connections per broker CPU-s | halyard-uring | mosquitto | 2.50x"
+        ));
     }
 
     #[test]

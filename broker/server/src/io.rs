@@ -124,6 +124,9 @@ fn reuseport_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies the listener's TCP
+    // state into each child), which saves a setsockopt per connection on the accept path.
+    sock.set_tcp_nodelay(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
@@ -153,6 +156,18 @@ mod tests {
         let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 3, 16).unwrap();
         let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
         assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
+    }
+
+    #[test]
+    fn accepted_connections_inherit_nodelay() {
+        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+        let _client = std::net::TcpStream::connect(ls[0].local_addr().unwrap()).unwrap();
+        ls[0].set_nonblocking(false).unwrap();
+        let (accepted, _) = ls[0].accept().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "replies are not held back by Nagle"
+        );
     }
 
     #[test]

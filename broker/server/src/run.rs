@@ -571,9 +571,7 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY failed");
-                }
+                // TCP_NODELAY is inherited from the listener (`io::bind_reuseport`).
                 compio::runtime::spawn(crate::conn::serve(
                     ctx.clone(),
                     stream,

@@ -18,10 +18,10 @@
 //! Each distinct level string is stored once (interned) and shared by every filter using it;
 //! each filter's text is stored once more, for the match visitor. `tests/memory.rs` counts
 //! heap bytes for 20 000 filters `devices/{n}/cmd` with one subscriber each (`K = u64`,
-//! `V = u8`): 462 bytes per filter on x86_64 (458 with 100 000; asserted <= 512), all
-//! returned on removal; a million such filters take about 460 MB. Most of it is per-node
-//! overhead (two trie nodes, one leaf, one persistent-map entry per filter); filters that
-//! share nodes cost less.
+//! `V = u8`): 344 bytes per filter on x86_64 (asserted <= 384), all returned on removal; a
+//! million such filters take about 345 MB. Most of it is per-node overhead (two trie nodes,
+//! one leaf, the filter's text, its interned level, one 24-byte slot in the parent's hash
+//! trie); filters that share nodes cost less.
 //!
 //! Measured on the shared 2-core box under heavy load (thread CPU time, release, 200 000
 //! filters): a match of one hot topic 0.12 us, of 200 000 different topics 1.5 us (cache

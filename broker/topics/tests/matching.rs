@@ -59,14 +59,50 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    ops_on(filter, 4)
+}
+
+/// Writes on filters drawn from `filters()` with subscriber keys below `keys`.
+fn ops_on<S: Strategy<Value = String> + 'static>(
+    filters: impl Fn() -> S,
+    keys: u8,
+) -> impl Strategy<Value = Op> {
     let group = prop::sample::select(&["g", "h"][..]);
     prop_oneof![
-        3 => (filter(), 0..4u8, any::<u32>()).prop_map(|(f, k, v)| Op::Insert(f, k, v)),
-        2 => (filter(), 0..4u8).prop_map(|(f, k)| Op::Remove(f, k)),
-        1 => (group.clone(), filter(), 0..4u8, any::<u32>())
+        3 => (filters(), 0..keys, any::<u32>()).prop_map(|(f, k, v)| Op::Insert(f, k, v)),
+        2 => (filters(), 0..keys).prop_map(|(f, k)| Op::Remove(f, k)),
+        1 => (group.clone(), filters(), 0..keys, any::<u32>())
             .prop_map(|(g, f, k, v)| Op::InsertShared(g, f, k, v)),
-        1 => (group, filter(), 0..4u8).prop_map(|(g, f, k)| Op::RemoveShared(g, f, k)),
+        1 => (group, filters(), 0..keys).prop_map(|(g, f, k)| Op::RemoveShared(g, f, k)),
     ]
+}
+
+/// Levels of the wide cases: more distinct children per node, and more subscribers per
+/// filter, than a node keeps in a short list (8), so the node maps become hash tries.
+const WIDE: usize = 24;
+
+fn wide_level() -> impl Strategy<Value = String> {
+    (0..WIDE).prop_map(|i| format!("w{i}"))
+}
+
+fn wide_topic() -> impl Strategy<Value = String> {
+    prop::collection::vec(wide_level(), 1..3).prop_map(|l| l.join("/"))
+}
+
+fn wide_filter() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(
+            prop_oneof![4 => wide_level(), 1 => Just("+".to_string())],
+            1..3,
+        ),
+        any::<bool>(),
+    )
+        .prop_map(|(mut l, hash)| {
+            if hash {
+                l.push("#".into());
+            }
+            l.join("/")
+        })
 }
 
 /// The write methods of the trie and of a batch, so one model drives both.
@@ -245,6 +281,16 @@ fn check_trie(
     Ok(())
 }
 
+/// Applies `ops` one by one and compares the trie with the model on `topics`.
+fn writes_agree(ops: &[Op], topics: &[String]) -> Result<(), TestCaseError> {
+    let trie = SubscriptionTrie::default();
+    let mut model = Model::default();
+    for op in ops {
+        model.apply(&trie, op);
+    }
+    check_trie(&trie, &model, topics)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -253,12 +299,7 @@ proptest! {
         ops in prop::collection::vec(op(), 1..40),
         topics in prop::collection::vec(topic(), 1..8),
     ) {
-        let trie = SubscriptionTrie::default();
-        let mut model = Model::default();
-        for op in &ops {
-            model.apply(&trie, op);
-        }
-        check_trie(&trie, &model, &topics)?;
+        writes_agree(&ops, &topics)?;
     }
 
     #[test]
@@ -283,6 +324,14 @@ proptest! {
             rest = later;
         }
         check_trie(&trie, &model, &topics)?;
+    }
+
+    #[test]
+    fn wide_levels_agree_with_the_reference(
+        ops in prop::collection::vec(ops_on(wide_filter, 20), 1..300),
+        topics in prop::collection::vec(wide_topic(), 1..16),
+    ) {
+        writes_agree(&ops, &topics)?;
     }
 
     #[test]

@@ -100,20 +100,10 @@ fn readers_see_whole_writes_only() {
         })
     };
 
-    let readers: Vec<_> = (0..READERS)
-        .map(|_| {
-            let (trie, done) = (trie.clone(), done.clone());
-            thread::spawn(move || {
-                let mut rounds = 0u64;
-                while !done.load(Ordering::Acquire) && Instant::now() < deadline {
-                    check_one_match(&trie);
-                    rounds += 1;
-                }
-                check_one_match(&trie);
-                rounds
-            })
-        })
-        .collect();
+    let readers = spawn_readers(&done, deadline, {
+        let trie = trie.clone();
+        move |_, _| check_one_match(&trie)
+    });
 
     w1.join().expect("writer 1");
     w2.join().expect("writer 2");
@@ -125,6 +115,29 @@ fn readers_see_whole_writes_only() {
     let mut counted = 0;
     trie.for_each_entry(|_| counted += 1);
     assert_eq!(final_len, counted);
+}
+
+/// Starts `READERS` threads that call `check(reader, round)` until `done` (or the deadline),
+/// then once more; each returns its number of rounds.
+fn spawn_readers(
+    done: &Arc<AtomicBool>,
+    deadline: Instant,
+    check: impl Fn(usize, u64) + Clone + Send + 'static,
+) -> Vec<thread::JoinHandle<u64>> {
+    (0..READERS)
+        .map(|r| {
+            let (done, check) = (done.clone(), check.clone());
+            thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !done.load(Ordering::Acquire) && Instant::now() < deadline {
+                    check(r, rounds);
+                    rounds += 1;
+                }
+                check(r, rounds);
+                rounds + 1
+            })
+        })
+        .collect()
 }
 
 /// One match of `TOPIC`, checked against what any whole-write snapshot can contain.
@@ -243,4 +256,95 @@ fn retained_lookups_during_writes() {
     done.store(true, Ordering::Release);
     assert!(reader.join().expect("reader") > 0);
     assert!(index.len() >= PERMANENT as usize);
+}
+
+/// A level with thousands of children (`w/{n}`, the way every connection of the `conn`
+/// benchmark subscribes to its own topic): a writer adds children one at a time in order and
+/// removes every other one again, while readers check that each match sees every permanent
+/// subscription (`w/+` and `w/p{k}`, which live among the churning children), untorn values
+/// and only the child it asked for; at the end exactly the odd children are left.
+#[test]
+fn a_wide_level_stays_correct_under_concurrent_readers() {
+    const WIDE: u64 = 6_000;
+    const PERMANENT_WIDE: u64 = 100;
+    let trie: Arc<SubscriptionTrie<u64, u64>> = Arc::new(SubscriptionTrie::default());
+    for k in 0..PERMANENT_WIDE {
+        trie.insert(&format!("w/p{k}"), k, value_of(k)).unwrap();
+        trie.insert("w/+", k, value_of(k)).unwrap();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + TIME_CAP;
+    let writer = {
+        let trie = trie.clone();
+        thread::spawn(move || {
+            for n in 0..WIDE {
+                let key = 1_000_000 + n;
+                assert_eq!(trie.insert(&format!("w/{n}"), key, value_of(key)), Ok(None));
+                if n % 2 == 1 {
+                    let old = 1_000_000 + n - 1;
+                    assert_eq!(
+                        trie.remove(&format!("w/{}", n - 1), &old),
+                        Some(value_of(old))
+                    );
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+        })
+    };
+    let readers = spawn_readers(&done, deadline, {
+        let trie = trie.clone();
+        move |r, rounds| {
+            // Probe a child near the writer's position and one far behind it.
+            let n = (rounds * 7 + r as u64 * 13) % WIDE;
+            let mut exact = Vec::new();
+            let mut plus = 0;
+            trie.for_each_match(&format!("w/{n}"), |m| {
+                if let Match::Subscriber { key, value, filter } = m {
+                    assert_eq!(*value, value_of(*key), "torn value on {filter}");
+                    if filter == "w/+" {
+                        plus += 1;
+                    } else {
+                        assert_eq!(filter, format!("w/{n}"));
+                        exact.push(*key);
+                    }
+                }
+            });
+            assert_eq!(
+                plus, PERMANENT_WIDE,
+                "a permanent '+' subscription went missing"
+            );
+            assert!(exact.len() <= 1 && exact.iter().all(|k| *k == 1_000_000 + n));
+            let p = rounds % PERMANENT_WIDE;
+            let mut seen = 0;
+            trie.for_each_match(&format!("w/p{p}"), |m| {
+                if let Match::Subscriber { key, .. } = m
+                    && *key == p
+                {
+                    seen += 1;
+                }
+            });
+            assert_eq!(seen, 2, "w/p{p} and w/+ for key {p}");
+        }
+    });
+    writer.join().expect("writer");
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().expect("reader") > 0);
+    }
+    // Every odd child is left, every even one was removed.
+    for n in 0..WIDE {
+        let want = (n % 2 == 1).then(|| value_of(1_000_000 + n));
+        assert_eq!(trie.get(&format!("w/{n}"), &(1_000_000 + n)), want, "w/{n}");
+    }
+    assert_eq!(trie.len() as u64, 2 * PERMANENT_WIDE + WIDE / 2);
+    for n in (1..WIDE).step_by(2) {
+        assert!(trie.remove(&format!("w/{n}"), &(1_000_000 + n)).is_some());
+    }
+    for k in 0..PERMANENT_WIDE {
+        assert!(trie.remove(&format!("w/p{k}"), &k).is_some());
+        assert!(trie.remove("w/+", &k).is_some());
+    }
+    assert!(trie.is_empty());
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, MutexGuard};
 use super::{Leaf, Node, SubscriptionTrie, find_leaf};
 use crate::error::TopicError;
 use crate::hasher::LevelHasher;
-use crate::pmap::PMap;
+use crate::pmap::{self, PMap};
 use crate::shared::SharedGroup;
 use crate::validate::validate_share_name;
 
@@ -259,7 +259,7 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> LeafOp<'_, K, V> {
             Arc::new(Leaf {
                 filter: Arc::from(self.filter),
                 subs: PMap::default(),
-                groups: Vec::new(),
+                groups: Box::default(),
             })
         });
         let leaf = Arc::make_mut(leaf_arc);
@@ -277,12 +277,13 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> LeafOp<'_, K, V> {
                     (Some(v), None) => {
                         let mut g = SharedGroup::new(Arc::from(*group), leaf.filter.clone());
                         g.upsert(key.clone(), v);
-                        leaf.groups.push(Arc::new(g));
+                        let end = leaf.groups.len();
+                        pmap::inserted(&mut leaf.groups, end, Arc::new(g));
                     }
                     (None, Some(i)) => {
                         self.result = Arc::make_mut(&mut leaf.groups[i]).remove(key);
                         if leaf.groups[i].is_empty() {
-                            leaf.groups.remove(i);
+                            pmap::removed(&mut leaf.groups, i);
                         }
                     }
                     (None, None) => {}
@@ -319,11 +320,25 @@ fn update<K, V>(
             }
         }
         [first, rest @ ..] => {
-            // Taken out (not cloned) so that a batch-private child stays unshared.
-            let mut child = n.children.remove(*first).unwrap_or_default();
-            update(&mut child, rest, writer, op);
-            if !child.is_empty() {
-                n.children.insert(writer.intern(first), child);
+            // An existing child is updated where it is (not taken out and put back: that would
+            // reallocate a small map twice and intern the level again); a batch-private child
+            // has no other owner, so `update` changes it in place.
+            let emptied = n.children.get_mut(*first).map(|child| {
+                update(child, rest, writer, op);
+                child.is_empty()
+            });
+            match emptied {
+                Some(true) => {
+                    n.children.remove(*first);
+                }
+                Some(false) => {}
+                None => {
+                    let mut child = Arc::default();
+                    update(&mut child, rest, writer, op);
+                    if !child.is_empty() {
+                        n.children.insert(writer.intern(first), child);
+                    }
+                }
             }
         }
     }
