@@ -274,7 +274,7 @@ fn run(a: Args) -> Result<(), CompareError> {
     });
     let names: Vec<String> = brokers.iter().map(Broker::name).collect();
     let cells = summary::summarise(&cases, &names, &samples);
-    let ratios = summary::ratios(&cells);
+    let ratios = summary::ratios(&cells, &samples);
     let mut chart_files = Vec::new();
     let mut chart_error = None;
     match charts::load_font() {

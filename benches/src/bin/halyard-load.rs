@@ -40,6 +40,12 @@ struct Args {
     /// Open loop: total publish rate in msgs/s (replaces the window).
     #[arg(long)]
     rate: Option<f64>,
+    /// Open loop: shortest time between two wake-ups of a worker's pacer, microseconds
+    /// (0: wake for every message). Messages due within it leave together, up to this late.
+    /// At 50k msgs/s QoS 1 a wake-up per message (every 20 us) cost the generator 85-90 % of
+    /// its core against ~75 % with 50 us (send lag p99 ~50 us).
+    #[arg(long, default_value_t = 50.0)]
+    pace_gap_us: f64,
     /// QoS 1: most unacknowledged publishes per publisher.
     #[arg(long, default_value_t = 1000)]
     inflight: usize,
@@ -123,6 +129,7 @@ fn config(a: &Args) -> Result<LoadConfig, String> {
         payload: a.payload,
         window: a.window,
         rate: a.rate,
+        pace_gap: secs(a.pace_gap_us / 1e6),
         inflight: a.inflight,
         warmup: secs(a.warmup),
         duration: secs(a.duration),

@@ -158,10 +158,7 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 reordered: rs.iter().map(|r| r.counts.reordered).sum(),
                 connect_rate: k(|r| r.conn.map(|c| c.connect_rate)),
                 bytes_per_conn: k(|r| r.conn.map(|c| c.rss_per_conn_bytes)),
-                conn_per_cpu_s: k(|r| {
-                    let (c, b) = (r.conn?, r.broker?);
-                    (b.cpu_s > 0.0).then(|| c.connections as f64 / b.cpu_s)
-                }),
+                conn_per_cpu_s: k(conn_per_cpu_s),
                 throttled: stat(
                     &mine
                         .iter()
@@ -188,29 +185,84 @@ pub struct Ratio {
     pub peer: String,
     /// Halyard median / peer median of the case's headline metric.
     pub value: f64,
+    /// The same ratio round by round (Halyard's run over the peer's run of the same round,
+    /// which ran minutes apart at most): median and range over the rounds. On a noisy machine
+    /// a tail latency moves with the minute, and the per-round ratio shows whether the
+    /// ratio of medians holds round after round.
+    pub paired: Option<Stat>,
+    /// Rounds in which Halyard's run was the better of the pair.
+    pub rounds_better: usize,
     /// Whether a ratio above 1 means Halyard is better.
     pub higher_is_better: bool,
 }
 
+/// A run's connections (CONNECT, and SUBSCRIBE in `conn-sub`) per broker CPU-second.
+fn conn_per_cpu_s(r: &RunResult) -> Option<f64> {
+    let (c, b) = (r.conn?, r.broker?);
+    (b.cpu_s > 0.0).then(|| c.connections as f64 / b.cpu_s)
+}
+
+/// The headline metrics of one run of a case of `kind`, in the order of
+/// [`Cell::headlines`].
+fn run_headlines(kind: CaseKind) -> &'static [fn(&RunResult) -> Option<f64>] {
+    match kind {
+        CaseKind::Throughput => &[|r| r.deliveries_per_broker_cpu_s],
+        CaseKind::Latency => &[|r| (r.latency.count > 0).then_some(r.latency.p99_us)],
+        CaseKind::Connections => &[|r| r.conn.map(|c| c.rss_per_conn_bytes), conn_per_cpu_s],
+    }
+}
+
+/// Per round, Halyard's headline metric over the peer's (rounds where both have one).
+fn paired(
+    samples: &[Sample],
+    metric: fn(&RunResult) -> Option<f64>,
+    case: &str,
+    h: &str,
+    p: &str,
+) -> Vec<f64> {
+    let of = |broker: &str, round: usize| {
+        samples
+            .iter()
+            .find(|s| s.case == case && s.broker == broker && s.repeat == round)
+            .and_then(|s| s.result.as_ref())
+            .and_then(metric)
+    };
+    let rounds = samples.iter().map(|s| s.repeat + 1).max().unwrap_or(0);
+    (0..rounds)
+        .filter_map(|i| match (of(h, i), of(p, i)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Ratios of every Halyard variant against every peer, per case.
-pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
+pub fn ratios(cells: &[Cell], samples: &[Sample]) -> Vec<Ratio> {
     let mut out = Vec::new();
     for h in cells.iter().filter(|c| c.broker.starts_with("halyard")) {
         for p in cells
             .iter()
             .filter(|c| c.case == h.case && !c.broker.starts_with("halyard"))
         {
-            for ((metric, hs, better), (_, ps, _)) in h.headlines().into_iter().zip(p.headlines()) {
+            let metrics = h.headlines().into_iter().zip(p.headlines());
+            for (((metric, hs, better), (_, ps, _)), of_run) in metrics.zip(run_headlines(h.kind)) {
                 let (Some(hs), Some(ps)) = (hs, ps) else {
                     continue;
                 };
                 if ps.median > 0.0 {
+                    let rounds = paired(samples, *of_run, &h.case, &h.broker, &p.broker);
+                    let rounds_better = rounds
+                        .iter()
+                        .filter(|&&x| if better { x > 1.0 } else { x < 1.0 })
+                        .count();
                     out.push(Ratio {
                         case: h.case.clone(),
                         metric,
                         halyard: h.broker.clone(),
                         peer: p.broker.clone(),
                         value: hs.median / ps.median,
+                        paired: stat(&rounds),
+                        rounds_better,
                         higher_is_better: better,
                     });
                 }
@@ -442,17 +494,27 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
             m,
             "Throughput cases: deliveries per broker CPU-s (higher is better); latency: p99 (lower is better); connections: RSS per connection (lower is better) and connections per broker CPU-s (higher is better).\n"
         );
-        let _ = writeln!(m, "| case | metric | halyard | peer | ratio |");
-        let _ = writeln!(m, "|---|---|---|---|---|");
+        let _ = writeln!(
+            m,
+            "| case | metric | halyard | peer | ratio of medians | per round: median (min-max) | rounds Halyard better |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|");
         for r in ratios {
             let dir = if r.higher_is_better {
                 "higher is better"
             } else {
                 "lower is better"
             };
+            let (per_round, better) = match r.paired {
+                Some(p) => (
+                    format!("{:.2}x ({:.2}-{:.2})", p.median, p.min, p.max),
+                    format!("{} of {}", r.rounds_better, p.n),
+                ),
+                None => ("-".into(), "-".into()),
+            };
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {:.2}x ({dir}) |",
+                "| {} | {} | {} | {} | {:.2}x ({dir}) | {per_round} | {better} |",
                 r.case, r.metric, r.halyard, r.peer, r.value
             );
         }
@@ -521,10 +583,14 @@ mod tests {
     }
 
     fn sample(case: &str, broker: &str, per_cpu: f64) -> Sample {
+        round(case, broker, per_cpu, 0)
+    }
+
+    fn round(case: &str, broker: &str, per_cpu: f64, repeat: usize) -> Sample {
         Sample {
             case: case.into(),
             broker: broker.into(),
-            repeat: 0,
+            repeat,
             result: Some(RunResult {
                 msgs_per_s: per_cpu / 2.0,
                 deliveries_per_broker_cpu_s: Some(per_cpu),
@@ -558,7 +624,7 @@ mod tests {
         assert_eq!(cells.len(), 2);
         assert_eq!(cells[0].per_cpu_s.unwrap().median, 500.0);
         assert_eq!((cells[1].runs, cells[1].failed_runs), (1, 1));
-        let r = ratios(&cells);
+        let r = ratios(&cells, &samples);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].value, r[0].higher_is_better), (5.0, true));
         let md = markdown(&RunInfo::default(), &cells, &r, &[]);
@@ -607,7 +673,7 @@ mod tests {
             1,
             "a run without broker CPU has no rate"
         );
-        let r = ratios(&cells);
+        let r = ratios(&cells, &samples);
         let got: Vec<_> = r
             .iter()
             .map(|r| (r.metric, r.value, r.higher_is_better))
@@ -627,6 +693,40 @@ mod tests {
         assert!(md.contains(
             "| conn-sub | connections per broker CPU-s | halyard-uring | mosquitto | 2.50x"
         ));
+    }
+
+    #[test]
+    fn latency_ratios_are_also_paired_round_by_round() {
+        let cases = vec![super::super::case("p2p-q1-50k", CaseKind::Latency, "")];
+        let brokers = ["halyard-epoll", "mosquitto"].map(String::from);
+        let run = |broker: &str, p99: f64, repeat: usize| {
+            let mut s = round("p2p-q1-50k", broker, 1.0, repeat);
+            if let Some(r) = s.result.as_mut() {
+                r.latency.count = 10;
+                r.latency.p99_us = p99;
+            }
+            s
+        };
+        // Medians 150 / 200 (0.75x), but round by round Halyard is 0.5x, 2x and 0.8x.
+        let samples = vec![
+            run("halyard-epoll", 100.0, 0),
+            run("mosquitto", 200.0, 0),
+            run("halyard-epoll", 400.0, 1),
+            run("mosquitto", 200.0, 1),
+            run("halyard-epoll", 200.0, 2),
+            run("mosquitto", 250.0, 2),
+            // A round the peer has no result for is left out of the pairing.
+            run("halyard-epoll", 1.0, 3),
+        ];
+        let cells = summarise(&cases, &brokers, &samples);
+        let r = ratios(&cells, &samples);
+        assert_eq!(r.len(), 1);
+        assert!(!r[0].higher_is_better);
+        let p = r[0].paired.unwrap();
+        assert_eq!((p.median, p.min, p.max, p.n), (0.8, 0.5, 2.0, 3));
+        assert_eq!(r[0].rounds_better, 2);
+        let md = markdown(&RunInfo::default(), &cells, &r, &[]);
+        assert!(md.contains("| 0.80x (0.50-2.00) | 2 of 3 |"), "{md}");
     }
 
     #[test]

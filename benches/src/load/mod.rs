@@ -2,7 +2,8 @@
 //!
 //! Runtime: `workers` OS threads, each running its own tokio current-thread runtime with the
 //! connections assigned to it round-robin (no work stealing, no cross-thread wake-ups on the
-//! socket path). Publishers and subscribers share only per-publisher atomics (outstanding
+//! socket path). In open loop each worker also has a pacer thread ([`pacer`]) that writes its
+//! publishers' messages on schedule with a high-resolution timer. Publishers and subscribers share only per-publisher atomics (outstanding
 //! deliveries, sequence counters) and a `Notify` that wakes a closed-loop publisher when its
 //! window opens.
 //!
@@ -12,6 +13,7 @@
 
 mod conn;
 pub mod mqtt;
+pub mod pacer;
 mod publisher;
 mod subscriber;
 
@@ -39,6 +41,11 @@ pub const MAX_CLIENTS: usize = 200_000;
 pub const MAX_BATCH: usize = 256;
 /// Most QoS 1 publishes a publisher keeps unacknowledged (packet identifiers are 16 bits).
 pub const MAX_INFLIGHT: usize = 65_000;
+/// Longest pacer gap accepted (`--pace-gap-us`).
+pub const MAX_PACE_GAP: Duration = Duration::from_millis(10);
+/// Open loop: the first message is due this long after WARMUP starts (every pacer is awake
+/// by then).
+pub const PACER_LEAD_NS: u64 = 2_000_000;
 /// How long the controller waits for every client to connect and subscribe.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -113,6 +120,9 @@ pub struct LoadConfig {
     pub window: usize,
     /// Open loop: total msgs/s over all publishers (replaces the window).
     pub rate: Option<f64>,
+    /// Open loop: shortest time between two wake-ups of a worker's pacer (messages due
+    /// within it leave together); zero: one wake-up per due time.
+    pub pace_gap: Duration,
     /// QoS 1: most unacknowledged publishes per publisher.
     pub inflight: usize,
     /// Warm-up before the window.
@@ -171,6 +181,9 @@ impl LoadConfig {
         }
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return bad("rate must be a positive number");
+        }
+        if self.pace_gap > MAX_PACE_GAP {
+            return bad("pace gap must be at most 10 ms");
         }
         if self.inflight == 0 || self.inflight > MAX_INFLIGHT {
             return bad("inflight must be 1..=65000");
@@ -338,8 +351,10 @@ pub struct Shared {
     pub failed: AtomicUsize,
     /// Error messages (first few).
     pub errors: std::sync::Mutex<Vec<String>>,
-    /// Open loop: send lateness against the schedule, merged from every publisher.
+    /// Open loop: send lateness against the schedule, merged from every pacer.
     pub send_lag: std::sync::Mutex<Latency>,
+    /// Open loop: when the first message is due (ns on `clock`), set before WARMUP.
+    pub origin_ns: AtomicU64,
 }
 
 /// Most error messages kept per run.
@@ -356,6 +371,7 @@ impl Shared {
             failed: AtomicUsize::new(0),
             errors: std::sync::Mutex::new(Vec::new()),
             send_lag: std::sync::Mutex::new(Latency::new()),
+            origin_ns: AtomicU64::new(0),
         }
     }
 
@@ -426,6 +442,9 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     procfs::reset_peak_rss_all(broker)?;
     wait_ready(&shared, total)?;
     std::thread::sleep(cfg.settle);
+    shared
+        .origin_ns
+        .store(shared.clock.now_ns() + PACER_LEAD_NS, Ordering::Release);
     shared.set_phase(phase::WARMUP);
     std::thread::sleep(cfg.warmup);
     let b0 = procfs::sample_sum(broker)?;
@@ -516,7 +535,25 @@ fn worker(
             return Vec::new();
         }
     };
-    rt.block_on(async {
+    // Open loop: the pacer thread writes this worker's publishers' messages.
+    let (pacer_tx, pacer) = match cfg.rate {
+        Some(rate) if !pubs.is_empty() => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (sh, n, gap) = (shared.clone(), pubs.len(), cfg.pace_gap);
+            let spawned = std::thread::Builder::new()
+                .name("pacer".into())
+                .spawn(move || pacer::run(&sh, &rx, n, rate, gap));
+            match spawned {
+                Ok(h) => (Some(tx), Some(h)),
+                Err(e) => {
+                    shared.fail("pacer", &LoadError::Io(e));
+                    return Vec::new();
+                }
+            }
+        }
+        _ => (None, None),
+    };
+    let out = rt.block_on(async {
         let mut sub_tasks = Vec::new();
         for s in subs {
             sub_tasks.push(tokio::spawn(subscriber::run(
@@ -527,8 +564,14 @@ fn worker(
         }
         let mut pub_tasks = Vec::new();
         for p in pubs {
-            pub_tasks.push(tokio::spawn(publisher::run(cfg.clone(), shared.clone(), p)));
+            pub_tasks.push(tokio::spawn(publisher::run(
+                cfg.clone(),
+                shared.clone(),
+                p,
+                pacer_tx.clone(),
+            )));
         }
+        drop(pacer_tx);
         for t in pub_tasks {
             let _ = t.await;
         }
@@ -539,7 +582,16 @@ fn worker(
             }
         }
         out
-    })
+    });
+    if let Some(h) = pacer
+        && h.join().is_err()
+    {
+        shared.fail(
+            "pacer",
+            &LoadError::Config("the pacer thread panicked".into()),
+        );
+    }
+    out
 }
 
 fn broker_stats(b: (Option<ProcSample>, Option<ProcSample>), window_s: f64) -> Option<BrokerStats> {

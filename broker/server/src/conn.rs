@@ -153,6 +153,26 @@ async fn drive(ctx: Rc<ThreadCtx>, mut task: Box<ConnTask>, mut wake: Option<Wak
     ctx.stats().connections.fetch_sub(1, Relaxed);
 }
 
+/// Returns `Pending` once (waking its task, which goes to the back of the executor's queue),
+/// then `Ready`: the tasks woken before it run first.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// How `ConnTask::run` ended.
 enum Ran {
     /// The connection closed (the socket too).
@@ -267,8 +287,15 @@ impl ConnTask {
                     }
                 }
             }
+            let handoffs = self.ctx.local_handoffs();
             self.process_events(now).await;
             self.flush_outbox().await;
+            if self.ctx.local_handoffs() != handoffs {
+                // This step woke subscribers' tasks on this thread: let them write their
+                // deliveries before this connection's own output (its PUBACKs), so that a
+                // delivery does not wait for the publisher's write (RESULTS.md, session 6).
+                YieldOnce(false).await;
+            }
             // Write-ahead: the session's changes are durable before the output showing them.
             if !(self.persist().await && self.write_output(&mut wbuf).await) {
                 self.conn.socket_closed(Instant::now());

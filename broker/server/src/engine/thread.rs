@@ -202,6 +202,9 @@ pub struct ThreadCtx {
     pub shutting_down: Cell<bool>,
     /// Notified (woken) when shutdown starts, for the accept loop.
     shutdown_waker: RefCell<Option<Waker>>,
+    /// Deliveries handed to a connection mailbox of this thread so far (wrapping): a
+    /// connection task compares it across a step to learn that it woke a subscriber's task.
+    local_handoffs: Cell<u64>,
 }
 
 impl ThreadCtx {
@@ -220,6 +223,7 @@ impl ThreadCtx {
             parking: Parking::new(),
             shutting_down: Cell::new(false),
             shutdown_waker: RefCell::new(None),
+            local_handoffs: Cell::new(0),
             broker,
         })
     }
@@ -384,6 +388,11 @@ impl ThreadCtx {
         }
     }
 
+    /// Deliveries handed to this thread's connection mailboxes so far (wrapping).
+    pub fn local_handoffs(&self) -> u64 {
+        self.local_handoffs.get()
+    }
+
     /// Hands deliveries to local connections and offline sessions; forwards those whose
     /// session moved to another thread.
     pub async fn deliver_local(&self, mut batch: Vec<Routed>) {
@@ -399,6 +408,8 @@ impl ThreadCtx {
                     Some(Local::Conn(id)) => match conns.get(id) {
                         Some(h) if h.len() < cap => {
                             self.push_to(h, ConnMsg::Deliver(routed.delivery, routed.seq));
+                            self.local_handoffs
+                                .set(self.local_handoffs.get().wrapping_add(1));
                         }
                         Some(_) => {
                             self.stats().drop_message(DropReason::QueueFull);
