@@ -62,8 +62,27 @@ pub fn probe_io_uring() -> io::Result<()> {
 /// (failing if refused), `Auto` uses io_uring when the probe succeeds and the kernel
 /// supports the operations compio needs, else epoll (logged once by the caller).
 pub fn build_runtime(backend: Backend, entries: u32) -> Result<Runtime, IoError> {
+    match build_runtime_with(backend, entries, true) {
+        // A kernel before 5.19 refuses the cooperative task-run flags: without them.
+        Err(IoError::Runtime { .. }) if backend != Backend::Epoll => {
+            build_runtime_with(backend, entries, false)
+        }
+        built => built,
+    }
+}
+
+/// [`build_runtime`], with io_uring's cooperative task running (`coop`) or without.
+///
+/// Without `IORING_SETUP_COOP_TASKRUN` the kernel runs a completion's task work by
+/// interrupting the I/O thread (a signal-style notification, an inter-processor interrupt
+/// when the completion came from another CPU) for every completion; with it the work waits
+/// for the thread's next system call, which an I/O thread makes all the time (its sends and
+/// its wait for completions). `IORING_SETUP_TASKRUN_FLAG` tells the runtime when such work
+/// is pending.
+fn build_runtime_with(backend: Backend, entries: u32, coop: bool) -> Result<Runtime, IoError> {
     let mut proactor = ProactorBuilder::new();
     proactor.capacity(entries);
+    proactor.coop_taskrun(coop).taskrun_flag(coop);
     match backend {
         Backend::Epoll => {
             proactor.driver_type(DriverType::Poll);
