@@ -1000,7 +1000,7 @@ impl ConnTask {
         let filters: Vec<String> = self
             .conn
             .session()
-            .map(|s| s.subscriptions().keys().cloned().collect())
+            .map(|s| s.subscriptions().filters())
             .unwrap_or_default();
         let protocol_version = self.protocol_level();
         let conn = std::mem::replace(
@@ -1066,7 +1066,7 @@ impl ConnTask {
             }
             Fate::End => {
                 let extra: Vec<String> = session
-                    .map(|s| s.session.subscriptions().keys().cloned().collect())
+                    .map(|s| s.session.subscriptions().filters())
                     .unwrap_or_default();
                 ctx.broker.remove_subscriptions(
                     key,

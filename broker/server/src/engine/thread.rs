@@ -617,8 +617,7 @@ impl ThreadCtx {
                 self.park_offline(key, session, None, now);
             }
             Err(()) => {
-                let filters: Vec<String> =
-                    session.session.subscriptions().keys().cloned().collect();
+                let filters: Vec<String> = session.session.subscriptions().filters();
                 self.broker
                     .remove_subscriptions(key, filters.iter().map(String::as_str));
             }
@@ -720,7 +719,7 @@ impl ThreadCtx {
     /// Drops an offline session: its subscriptions go, its pending will is published now
     /// (the session ended [MQTT-3.1.3-9]).
     fn end_offline(&self, key: SessionKey, off: Box<Offline>) {
-        let filters: Vec<String> = off.session.subscriptions().keys().cloned().collect();
+        let filters: Vec<String> = off.session.subscriptions().filters();
         self.broker
             .remove_subscriptions(key, filters.iter().map(String::as_str));
         // Its stored state goes unless a clean start replaced it (the new session is stored
