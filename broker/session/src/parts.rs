@@ -120,7 +120,7 @@ impl Session {
         let mut subscriptions: Vec<(String, Subscription)> = self
             .subscriptions()
             .iter()
-            .map(|(f, s)| (f.clone(), *s))
+            .map(|(f, s)| (f.to_owned(), *s))
             .collect();
         subscriptions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut outgoing: Vec<(u64, OutgoingParts)> = self

@@ -112,7 +112,7 @@ async fn export(broker: &Arc<Broker>, client_id: &str, discard: bool) -> Option<
         }
         broker.update_session_gauge(reg.len());
     }
-    let filters: Vec<String> = moving.session.subscriptions().keys().cloned().collect();
+    let filters: Vec<String> = moving.session.subscriptions().filters();
     broker.remove_subscriptions(key, filters.iter().map(String::as_str));
     if broker.durable.is_enabled()
         && let Err(e) = broker.durable.delete_session(client_id).await

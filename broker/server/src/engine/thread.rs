@@ -45,10 +45,11 @@ pub struct ConnHandle {
     /// (`Cell`s rather than `RefCell`s: no borrow flags in every connection's handle.)
     mailbox: Cell<VecDeque<ConnMsg>>,
     waker: Cell<Option<Waker>>,
-    /// The deadline this connection has in the thread's connection timers, if any.
-    timer: Cell<Option<Instant>>,
-    /// That deadline passed: the task wakes for its timer.
-    timer_due: Cell<bool>,
+    /// The deadline this connection has in the thread's connection timers, if any, and
+    /// whether a deadline passed that the task has not yet seen, in one word (see
+    /// [`TimerWord`]): 8 bytes instead of an `Option<Instant>` and a flag's 24, which puts
+    /// the handle with its `Rc` counts in the 96-byte jemalloc class instead of 112.
+    timer: Cell<TimerWord>,
     /// The connection's record while it is parked outside any task (see `conn::park`):
     /// its wake-ups go to the thread's [`Parking`] instead of a waker.
     pub parked: ParkedSlot,
@@ -59,7 +60,7 @@ impl std::fmt::Debug for ConnHandle {
         f.debug_struct("ConnHandle")
             .field("me", &self.me)
             .field("mailbox", &self.len())
-            .field("timer", &self.timer.get())
+            .field("timer", &self.timer.get().armed())
             .field("parked", &self.parked)
             .finish()
     }
@@ -72,8 +73,7 @@ impl ConnHandle {
             me,
             mailbox: Cell::new(VecDeque::new()),
             waker: Cell::new(None),
-            timer: Cell::new(None),
-            timer_due: Cell::new(false),
+            timer: Cell::new(TimerWord::default()),
             parked: ParkedSlot::default(),
         })
     }
@@ -91,12 +91,14 @@ impl ConnHandle {
 
     /// Whether the connection's deadline passed and the task has not yet seen it.
     pub fn timer_due(&self) -> bool {
-        self.timer_due.get()
+        self.timer.get().due()
     }
 
     /// Whether the connection's deadline passed since the last call (and clears it).
     pub fn take_timer_due(&self) -> bool {
-        self.timer_due.replace(false)
+        let word = self.timer.get();
+        self.timer.set(word.with_due(false));
+        word.due()
     }
 
     /// Queues a command and wakes the connection task.
@@ -128,7 +130,7 @@ impl ConnHandle {
     /// Ready when the mailbox is non-empty or the connection's deadline passed (see
     /// [`Self::take_timer_due`]); otherwise the task polling is woken when that happens.
     pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.is_empty() && !self.timer_due.get() {
+        if self.is_empty() && !self.timer_due() {
             self.waker.set(Some(cx.waker().clone()));
             std::task::Poll::Pending
         } else {
@@ -162,6 +164,38 @@ enum Local {
 /// A connection timer entry: (deadline in nanoseconds since the thread's `epoch`,
 /// connection id). 16 B where `(Instant, u64)` takes 24 B: each idle connection has one.
 type ConnTimerKey = (u64, u64);
+
+/// A connection's armed deadline (as in [`ConnTimerKey`], nanoseconds since the thread's
+/// epoch, at most [`TimerWord::MAX_NANOS`], ~146 years) and its "deadline passed" flag in one
+/// word: bit 0 is the flag, the bits above are the deadline plus one (0: none armed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TimerWord(u64);
+
+impl TimerWord {
+    /// The latest deadline a word holds.
+    const MAX_NANOS: u64 = (u64::MAX >> 1) - 1;
+
+    /// The armed deadline, if any.
+    fn armed(self) -> Option<u64> {
+        (self.0 >> 1).checked_sub(1)
+    }
+
+    /// Whether the deadline passed and the task has not yet seen it.
+    fn due(self) -> bool {
+        self.0 & 1 == 1
+    }
+
+    /// This word with `armed` as the deadline (clamped to [`Self::MAX_NANOS`]).
+    fn with_armed(self, armed: Option<u64>) -> Self {
+        let deadline = armed.map_or(0, |n| n.min(Self::MAX_NANOS) + 1);
+        TimerWord(deadline << 1 | (self.0 & 1))
+    }
+
+    /// This word with the flag set to `due`.
+    fn with_due(self, due: bool) -> Self {
+        TimerWord(self.0 & !1 | u64::from(due))
+    }
+}
 
 /// What a timer deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -257,9 +291,8 @@ impl ThreadCtx {
     /// Forgets a finished connection (and its deadline).
     pub fn remove_conn(&self, conn: u64) {
         let handle = self.conns.borrow_mut().remove(&conn);
-        if let Some(at) = handle.and_then(|h| h.timer.take()) {
-            let key = self.conn_timer_key(at, conn);
-            self.conn_timers.borrow_mut().remove(&key);
+        if let Some(at) = handle.and_then(|h| h.timer.take().armed()) {
+            self.conn_timers.borrow_mut().remove(&(at, conn));
         }
     }
 
@@ -270,15 +303,17 @@ impl ThreadCtx {
     pub fn arm_conn_timer(&self, handle: &ConnHandle, deadline: Option<Instant>) {
         let Some(at) = deadline else { return };
         let conn = handle.me.conn;
-        match handle.timer.get() {
-            Some(armed) if armed <= at => {}
+        let key = self.conn_timer_key(at, conn);
+        let word = handle.timer.get();
+        match word.armed() {
+            Some(armed) if armed <= key.0 => {}
             armed => {
                 let mut timers = self.conn_timers.borrow_mut();
                 if let Some(old) = armed {
-                    timers.remove(&self.conn_timer_key(old, conn));
+                    timers.remove(&(old, conn));
                 }
-                timers.insert(self.conn_timer_key(at, conn));
-                handle.timer.set(Some(at));
+                timers.insert(key);
+                handle.timer.set(word.with_armed(Some(key.0)));
             }
         }
     }
@@ -286,7 +321,12 @@ impl ThreadCtx {
     /// The connection timers' entry for connection `conn` due at `at`.
     fn conn_timer_key(&self, at: Instant, conn: u64) -> ConnTimerKey {
         let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-        (u64::try_from(nanos).unwrap_or(u64::MAX), conn)
+        (
+            u64::try_from(nanos)
+                .unwrap_or(u64::MAX)
+                .min(TimerWord::MAX_NANOS),
+            conn,
+        )
     }
 
     /// Wakes the connections whose deadline passed.
@@ -306,8 +346,7 @@ impl ThreadCtx {
             let Some(conn) = due else { return };
             let handle = self.conns.borrow().get(&conn).cloned();
             if let Some(h) = handle {
-                h.timer.set(None);
-                h.timer_due.set(true);
+                h.timer.set(TimerWord::default().with_due(true));
                 h.wake();
                 self.parking.wake(&h);
             }
@@ -617,8 +656,7 @@ impl ThreadCtx {
                 self.park_offline(key, session, None, now);
             }
             Err(()) => {
-                let filters: Vec<String> =
-                    session.session.subscriptions().keys().cloned().collect();
+                let filters: Vec<String> = session.session.subscriptions().filters();
                 self.broker
                     .remove_subscriptions(key, filters.iter().map(String::as_str));
             }
@@ -720,7 +758,7 @@ impl ThreadCtx {
     /// Drops an offline session: its subscriptions go, its pending will is published now
     /// (the session ended [MQTT-3.1.3-9]).
     fn end_offline(&self, key: SessionKey, off: Box<Offline>) {
-        let filters: Vec<String> = off.session.subscriptions().keys().cloned().collect();
+        let filters: Vec<String> = off.session.subscriptions().filters();
         self.broker
             .remove_subscriptions(key, filters.iter().map(String::as_str));
         // Its stored state goes unless a clean start replaced it (the new session is stored
@@ -899,4 +937,26 @@ pub fn count_drop(stats: &ThreadStats, d: Dropped) {
         Dropped::NotConnected => DropReason::SessionGone,
     };
     stats.drop_message(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimerWord;
+
+    #[test]
+    fn timer_word_keeps_the_deadline_and_the_flag_apart() {
+        let none = TimerWord::default();
+        assert_eq!((none.armed(), none.due()), (None, false));
+        let armed = none.with_armed(Some(0));
+        assert_eq!((armed.armed(), armed.due()), (Some(0), false));
+        let due = armed.with_due(true);
+        assert_eq!((due.armed(), due.due()), (Some(0), true));
+        let later = due.with_armed(Some(5_000_000_000));
+        assert_eq!((later.armed(), later.due()), (Some(5_000_000_000), true));
+        let seen = later.with_due(false);
+        assert_eq!((seen.armed(), seen.due()), (Some(5_000_000_000), false));
+        let max = none.with_armed(Some(u64::MAX));
+        assert_eq!(max.armed(), Some(TimerWord::MAX_NANOS));
+        assert_eq!(max.with_armed(None), none);
+    }
 }
