@@ -155,7 +155,7 @@ async fn drive(ctx: Rc<ThreadCtx>, mut task: Box<ConnTask>, mut wake: Option<Wak
 
 /// Returns `Pending` once (waking its task, which goes to the back of the executor's queue),
 /// then `Ready`: the tasks woken before it run first.
-struct YieldOnce(bool);
+pub(super) struct YieldOnce(pub(super) bool);
 
 impl Future for YieldOnce {
     type Output = ();

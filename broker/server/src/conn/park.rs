@@ -53,7 +53,7 @@ use compio::runtime::{Submit, submit};
 use halyard_session::{ClientId, Connection, ParkedConnection};
 
 use super::read::Reader;
-use super::{ConnTask, Wake};
+use super::{ConnTask, Wake, YieldOnce};
 use crate::durable::QueueLedger;
 use crate::engine::publish::Outbox;
 use crate::engine::thread::{ConnHandle, ThreadCtx};
@@ -459,16 +459,7 @@ async fn manage(ctx: Rc<ThreadCtx>) {
         }
         if more {
             // Let the resumed tasks run before reading more events.
-            let mut yielded = false;
-            std::future::poll_fn(|cx| {
-                if std::mem::replace(&mut yielded, true) {
-                    Poll::Ready(())
-                } else {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            })
-            .await;
+            YieldOnce(false).await;
         }
     }
 }
