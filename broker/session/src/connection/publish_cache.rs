@@ -73,17 +73,25 @@ impl PublishCache {
         }
     }
 
-    /// The slots of the set `message` belongs to (empty for a cache without slots).
-    fn set_range(&self, message: &Arc<Message>) -> std::ops::Range<usize> {
+    /// The set `message` belongs to, `None` for a cache without slots. It depends on where
+    /// the message was allocated: more than [`PUBLISH_CACHE_WAYS`] live messages of one
+    /// burst in one set evict each other (each is then encoded again per receiver).
+    pub(crate) fn set_of(&self, message: &Arc<Message>) -> Option<usize> {
         let sets = self.slots.len() / PUBLISH_CACHE_WAYS;
         if sets == 0 {
-            return 0..0;
+            return None;
         }
         // Fibonacci hashing: consecutive allocations (a fixed stride apart) spread over all
         // sets instead of the few that the address's low bits would pick.
         let h = (Arc::as_ptr(message) as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let set = ((h >> 32) as usize) % sets;
-        set * PUBLISH_CACHE_WAYS..(set + 1) * PUBLISH_CACHE_WAYS
+        Some(((h >> 32) as usize) % sets)
+    }
+
+    /// The slots of the set `message` belongs to (empty for a cache without slots).
+    fn set_range(&self, message: &Arc<Message>) -> std::ops::Range<usize> {
+        self.set_of(message).map_or(0..0, |set| {
+            set * PUBLISH_CACHE_WAYS..(set + 1) * PUBLISH_CACHE_WAYS
+        })
     }
 
     /// The cached packet for `message` in `variant`, with where its packet id goes.
