@@ -12,6 +12,7 @@
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,10 @@ pub fn serve(
     let mut conn = Connection::new(ctx.broker.session_config.clone(), now);
     let uring = compio::runtime::Runtime::with_current(|r| r.driver_type().is_iouring());
     let reader = match Reader::new(&stream, uring, now) {
-        Ok(r) => Some(r),
+        Ok(mut r) => {
+            park::watch(&ctx, stream.as_raw_fd(), me.conn, &mut r, uring);
+            Some(r)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "cannot poll the socket");
             conn.socket_closed(now);
@@ -269,10 +273,10 @@ impl ConnTask {
                     self.read_input(now);
                     // Input never starves the mailbox.
                     if !self.handle.is_empty() {
-                        Box::pin(self.drain_mailbox(now)).await;
+                        self.read_mail(now).await;
                     }
                 }
-                Wake::Mail => Box::pin(self.drain_mailbox(now)).await,
+                Wake::Mail => self.read_mail(now).await,
                 Wake::Timer => {
                     if let Some(r) = self.reader.as_mut() {
                         r.on_timer(now);
@@ -386,6 +390,20 @@ impl ConnTask {
         }
         if (t.wants_close() || result.is_err()) && !self.conn.is_closed() {
             self.conn.socket_closed(now);
+        }
+    }
+
+    /// Handles the mailbox: deliveries at once (the common case: a subscriber woken by
+    /// a publisher), anything else through [`Self::drain_mailbox`], whose future is boxed
+    /// (it is large, and one allocation per delivery step is avoidable).
+    async fn read_mail(&mut self, now: Instant) {
+        if !self.handle.only_deliveries() {
+            return Box::pin(self.drain_mailbox(now)).await;
+        }
+        for msg in self.handle.take_all() {
+            if let ConnMsg::Deliver(d, seq) = msg {
+                self.deliver(now, d, seq);
+            }
         }
     }
 
@@ -840,16 +858,23 @@ impl ConnTask {
     /// batch per destination thread. A full inbox drops QoS 0 deliveries (counted) and waits
     /// for room for QoS 1/2 ones (back-pressure on this publisher).
     async fn flush_outbox(&mut self) {
-        if !self.outbox.is_empty() {
-            Box::pin(self.send_batches()).await;
+        if self.outbox.is_empty() {
+            return;
         }
+        // Deliveries for this thread only: handed to the mailboxes at once, without the
+        // boxed future of the general path (one per routed PUBLISH otherwise).
+        if let Some(batch) = self.outbox.take_only(self.ctx.index) {
+            self.ctx.deliver_local(batch);
+            return;
+        }
+        Box::pin(self.send_batches()).await;
     }
 
     async fn send_batches(&mut self) {
         let batches: Vec<(usize, Vec<crate::engine::Routed>)> = self.outbox.drain().collect();
         for (thread, batch) in batches {
             if thread == self.ctx.index {
-                self.ctx.deliver_local(batch).await;
+                self.ctx.deliver_local(batch);
                 continue;
             }
             let Some(tx) = self.ctx.broker.inboxes.get(thread) else {
@@ -938,7 +963,10 @@ impl ConnTask {
         self.ledger.get_or_insert_with(Box::default)
     }
 
-    /// Adds the connection's counter deltas to the thread's metrics.
+    /// Adds the connection's counter deltas to the thread's metrics. Runs after every step,
+    /// so it only touches the counters that moved (a step of a busy connection moves two to
+    /// four of them), and a streaming connection keeps its counters' allocation between
+    /// steps (one that may go idle gives it back).
     fn sync_stats(&mut self) {
         if let Some(l) = self.transport.as_deref_mut() {
             self.ctx
@@ -948,30 +976,35 @@ impl ConnTask {
                 .add(&l.transport.take_stats());
         }
         // Deltas since the last call: the connection zeroes its counters.
-        let s = self.conn.take_stats();
+        let s = if self.pace.streaming() {
+            self.conn.take_stats_kept()
+        } else {
+            self.conn.take_stats()
+        };
         let t = self.ctx.stats();
-        t.bytes_received.fetch_add(s.bytes_in, Relaxed);
-        t.bytes_sent.fetch_add(s.bytes_out, Relaxed);
-        for q in 0..3 {
-            t.received[q].fetch_add(s.publish_in[q], Relaxed);
-            t.sent[q].fetch_add(s.publish_out[q], Relaxed);
-        }
-        let d = s.dropped;
-        let add = |reason: DropReason, n: u64| {
+        let add = |counter: &AtomicU64, n: u64| {
             if n > 0 {
-                t.dropped[reason as usize].fetch_add(n, Relaxed);
+                counter.fetch_add(n, Relaxed);
             }
         };
-        add(DropReason::TooLarge, d.too_large);
-        add(DropReason::TooLarge, d.unencodable);
-        add(DropReason::OutputFull, d.output_full);
-        add(DropReason::Expired, d.expired);
-        add(DropReason::SessionGone, d.not_connected);
-        t.protocol_errors.fetch_add(s.protocol_errors, Relaxed);
-        t.limit_hits[Limit::MaxSubscriptions as usize]
-            .fetch_add(s.subscription_limit_hits, Relaxed);
-        t.limit_hits[Limit::MaxTopicLevels as usize].fetch_add(s.topic_levels_limit_hits, Relaxed);
-        t.limit_hits[Limit::MaxTopicLength as usize].fetch_add(s.topic_length_limit_hits, Relaxed);
+        add(&t.bytes_received, s.bytes_in);
+        add(&t.bytes_sent, s.bytes_out);
+        for q in 0..3 {
+            add(&t.received[q], s.publish_in[q]);
+            add(&t.sent[q], s.publish_out[q]);
+        }
+        let d = s.dropped;
+        let dropped = |reason: DropReason| &t.dropped[reason as usize];
+        add(dropped(DropReason::TooLarge), d.too_large);
+        add(dropped(DropReason::TooLarge), d.unencodable);
+        add(dropped(DropReason::OutputFull), d.output_full);
+        add(dropped(DropReason::Expired), d.expired);
+        add(dropped(DropReason::SessionGone), d.not_connected);
+        add(&t.protocol_errors, s.protocol_errors);
+        let limit = |l: Limit| &t.limit_hits[l as usize];
+        add(limit(Limit::MaxSubscriptions), s.subscription_limit_hits);
+        add(limit(Limit::MaxTopicLevels), s.topic_levels_limit_hits);
+        add(limit(Limit::MaxTopicLength), s.topic_length_limit_hits);
     }
 
     /// After close: decide the session's fate (park offline, hand over, or end) and the

@@ -27,6 +27,12 @@
 //! Either way every behaviour (keep alive, takeover, wills, deliveries, shutdown) goes
 //! through the same code; parking only changes where the state lives meanwhile.
 //!
+//! On the epoll backend the same set also holds every *working* connection's socket,
+//! edge-triggered and for good ([`watch`]): [`manage`] flags their input on their handles
+//! (`ConnHandle::mark_input`) instead of each read submitting a poll operation (which
+//! compio's epoll driver turns into an `EPOLL_CTL_ADD` and an `EPOLL_CTL_DEL`). Parking
+//! switches the socket to one-shot, level-triggered; resuming switches it back.
+//!
 //! Limits: one parked record per open connection of the thread (so at most
 //! `limits.max_connections`); the ready list holds each parked record at most once (taken
 //! out of its handle when queued); events are read in batches of [`EVENT_BATCH`], at most
@@ -113,7 +119,7 @@ impl Pace {
 /// ready.
 fn poll_wake(handle: &ConnHandle, reader: Option<&mut Reader>, cx: &mut Context<'_>) -> Poll<Wake> {
     if let Some(r) = reader
-        && r.poll_ready(cx).is_ready()
+        && (r.poll_ready(cx).is_ready() || (r.is_edge() && handle.take_input()))
     {
         return Poll::Ready(Wake::Read);
     }
@@ -313,15 +319,26 @@ impl Parking {
 
     /// Registers `fd` (the socket of connection `conn`) for one input event.
     fn register(&self, fd: i32, conn: u64) -> io::Result<()> {
+        self.set_interest(fd, conn, libc::EPOLLONESHOT)
+    }
+
+    /// Puts `fd` (the socket of working connection `conn`) in the set for good,
+    /// edge-triggered: each arrival of input is reported once, with no re-arming.
+    fn watch_edge(&self, fd: i32, conn: u64) -> io::Result<()> {
+        self.set_interest(fd, conn, libc::EPOLLET)
+    }
+
+    /// Sets `fd`'s interest to input, with `mode` (one-shot or edge-triggered) and `conn`
+    /// as data. A socket registered before (parked, watched, or disarmed after its event)
+    /// is changed; a new one is added. Either way the kernel reports input already waiting.
+    fn set_interest(&self, fd: i32, conn: u64, mode: i32) -> io::Result<()> {
         let Some(ep) = self.epoll.as_ref() else {
             return Err(io::ErrorKind::Unsupported.into());
         };
         let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | mode) as u32,
             u64: conn,
         };
-        // A socket parked before stays registered (disarmed after its event, or armed
-        // still when mail woke it): re-arm it; a new one is added.
         for op in [libc::EPOLL_CTL_MOD, libc::EPOLL_CTL_ADD] {
             // SAFETY: `ev` is a valid event for the call; both descriptors are open.
             if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } == 0 {
@@ -357,12 +374,14 @@ impl Parking {
             };
             for ev in &events[..n] {
                 let conn = ev.u64;
-                // Not parked (any more): an event of an earlier parking, ignored; the
-                // working task polls its socket itself.
-                if let Some(h) = ctx.conn_handle(conn)
-                    && let Some(p) = h.parked.take()
-                {
-                    self.ready.borrow_mut().push((h, p, true));
+                // Not parked: a working connection watched edge-triggered (see `watch`),
+                // or an event of an earlier parking; its task reads (and finds nothing,
+                // at worst).
+                if let Some(h) = ctx.conn_handle(conn) {
+                    match h.parked.take() {
+                        Some(p) => self.ready.borrow_mut().push((h, p, true)),
+                        None => h.mark_input(),
+                    }
                 }
             }
             if n < EVENT_BATCH {
@@ -406,8 +425,31 @@ pub(super) fn park(
     Ok(())
 }
 
-/// Resumes the thread's parked connections when they wake up; runs for the thread's life
-/// (spawned by the first [`park`]).
+/// On the epoll backend, puts a working connection's socket in the thread's epoll set for
+/// good (edge-triggered), so that `reader` learns of input from the handle's input flag
+/// instead of a poll operation per read: compio's epoll driver adds a descriptor to its
+/// poller for each wait and removes it after the event (an `EPOLL_CTL_ADD` and an
+/// `EPOLL_CTL_DEL` per read, 14 % of the broker's CPU in a stream of single messages,
+/// RESULTS.md session 7), where the thread's set costs one re-arm and one `epoll_wait` per
+/// wake-up of the thread, whatever the number of sockets ready. No-op on io_uring (its poll
+/// and receive operations need no registration) or without the thread's epoll instance.
+pub(super) fn watch(ctx: &Rc<ThreadCtx>, fd: i32, conn: u64, reader: &mut Reader, uring: bool) {
+    if uring {
+        return;
+    }
+    if let Err(e) = ctx.parking.watch_edge(fd, conn) {
+        tracing::debug!(error = %e, "cannot watch a socket in the thread's epoll set: polled per read");
+        return;
+    }
+    if !ctx.parking.managed.replace(true) {
+        compio::runtime::spawn(manage(ctx.clone())).detach();
+    }
+    reader.set_edge();
+}
+
+/// Resumes the thread's parked connections when they wake up, and flags input for working
+/// connections watched by [`watch`]; runs for the thread's life (spawned by the first
+/// [`park`] or [`watch`]).
 async fn manage(ctx: Rc<ThreadCtx>) {
     let Some(ep) = ctx.parking.epoll.clone() else {
         return;
@@ -484,7 +526,10 @@ fn resume(
     let now = Instant::now();
     // `None` only if the socket cannot be polled: the connection then closes as at the end
     // of its input.
-    let reader = Reader::resume(&parked.stream, uring, now);
+    let mut reader = Reader::resume(&parked.stream, uring, now);
+    if let Some(r) = reader.as_mut() {
+        watch(&ctx, parked.stream.as_raw_fd(), handle.me.conn, r, uring);
+    }
     let mut task = parked.unpark(&ctx, handle, reader, now);
     if task.reader.is_none() {
         task.conn.socket_closed(now);

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use compio::BufResult;
 use compio::buf::IntoInner;
 use compio::driver::SharedFd;
-use compio::driver::ToSharedFd;
 use compio::driver::op::{Interest, PollOnce, Recv, RecvFlags};
+use compio::driver::{PollFirst, ToSharedFd};
 use compio::net::TcpStream;
 use compio::runtime::{Submit, submit};
 
@@ -100,6 +100,9 @@ pub struct Reader {
     last_data: Instant,
     /// Set while the connection reads with its own receive (io_uring only).
     busy: Option<Box<Busy>>,
+    /// The socket is in its thread's epoll set for good (epoll backend, see
+    /// `park::watch`): readiness comes as the handle's input flag, no poll operation.
+    edge: bool,
 }
 
 impl Reader {
@@ -114,7 +117,21 @@ impl Reader {
             streak: 0,
             last_data: now,
             busy: None,
+            edge: false,
         })
+    }
+
+    /// The socket is now in the thread's epoll set, edge-triggered (`park::watch`): from
+    /// here on the reader never submits a poll operation; the task learns of new input
+    /// from its handle's input flag (`ConnHandle::take_input`).
+    pub fn set_edge(&mut self) {
+        self.edge = true;
+        self.poll = None;
+    }
+
+    /// Whether readiness comes through the handle (see [`Self::set_edge`]).
+    pub fn is_edge(&self) -> bool {
+        self.edge
     }
 
     /// The reader of a connection resumed from parking (see `conn::park`): `None` if the
@@ -147,7 +164,12 @@ impl Reader {
             let fd = &self.fd;
             let recv = b.recv.get_or_insert_with(|| {
                 let buf = std::mem::take(&mut b.buf);
-                submit(Recv::new(fd.clone(), buf, RecvFlags::empty()))
+                let mut op = Recv::new(fd.clone(), buf, RecvFlags::empty());
+                // The previous receive just drained the socket: skip io_uring's first,
+                // almost always empty, attempt and arm its poll at once (the receive runs
+                // at once all the same when bytes are already there).
+                op.poll_first();
+                submit(op)
             });
             let BufResult(res, op) = std::task::ready!(Pin::new(recv).poll(cx));
             b.recv = None;
@@ -157,6 +179,9 @@ impl Reader {
         }
         if self.more {
             return Poll::Ready(());
+        }
+        if self.edge {
+            return Poll::Pending;
         }
         let fd = &self.fd;
         let poll = self

@@ -52,6 +52,22 @@ impl Outbox {
         self.per_thread[t].push(routed);
     }
 
+    /// The batch for `thread` when no other thread has one (the common case with one I/O
+    /// thread, or subscribers on the publisher's thread); `None` otherwise, the outbox then
+    /// left as it was.
+    pub fn take_only(&mut self, thread: usize) -> Option<Vec<Routed>> {
+        let others_empty = self
+            .per_thread
+            .iter()
+            .enumerate()
+            .all(|(t, b)| t == thread || b.is_empty());
+        let batch = self.per_thread.get_mut(thread)?;
+        if !others_empty || batch.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(batch))
+    }
+
     /// Takes the non-empty batches as (thread, batch).
     pub fn drain(&mut self) -> impl Iterator<Item = (usize, Vec<Routed>)> + '_ {
         self.per_thread

@@ -101,6 +101,20 @@ impl ConnHandle {
         word.due()
     }
 
+    /// The connection's socket became readable (the thread's epoll set reported it, see
+    /// `conn::park::watch`): flags it for the task's next wait and wakes the task.
+    pub fn mark_input(&self) {
+        self.timer.set(self.timer.get().with_input(true));
+        self.wake();
+    }
+
+    /// Whether input was flagged since the last call (and clears the flag).
+    pub fn take_input(&self) -> bool {
+        let word = self.timer.get();
+        self.timer.set(word.with_input(false));
+        word.input()
+    }
+
     /// Queues a command and wakes the connection task.
     pub fn push(&self, msg: ConnMsg) {
         let mut mailbox = self.mailbox.take();
@@ -122,6 +136,14 @@ impl ConnHandle {
         self.len() == 0
     }
 
+    /// Whether every queued command is a delivery (none needs the task to wait).
+    pub fn only_deliveries(&self) -> bool {
+        let mailbox = self.mailbox.take();
+        let only = mailbox.iter().all(|m| matches!(m, ConnMsg::Deliver(..)));
+        self.mailbox.set(mailbox);
+        only
+    }
+
     /// Takes every queued command.
     pub fn take_all(&self) -> VecDeque<ConnMsg> {
         self.mailbox.take()
@@ -131,7 +153,13 @@ impl ConnHandle {
     /// [`Self::take_timer_due`]); otherwise the task polling is woken when that happens.
     pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if self.is_empty() && !self.timer_due() {
-            self.waker.set(Some(cx.waker().clone()));
+            // The task polls here after every step; when the waker from its last poll is
+            // still here (it woke for input or by yielding), it is kept, not cloned again.
+            let waker = match self.waker.take() {
+                Some(w) if w.will_wake(cx.waker()) => w,
+                _ => cx.waker().clone(),
+            };
+            self.waker.set(Some(waker));
             std::task::Poll::Pending
         } else {
             std::task::Poll::Ready(())
@@ -166,18 +194,22 @@ enum Local {
 type ConnTimerKey = (u64, u64);
 
 /// A connection's armed deadline (as in [`ConnTimerKey`], nanoseconds since the thread's
-/// epoch, at most [`TimerWord::MAX_NANOS`], ~146 years) and its "deadline passed" flag in one
-/// word: bit 0 is the flag, the bits above are the deadline plus one (0: none armed).
+/// epoch, at most [`TimerWord::MAX_NANOS`], ~73 years), its "deadline passed" flag and its
+/// "input arrived" flag in one word: bit 0 is the deadline flag, bit 1 the input flag (see
+/// [`ConnHandle::mark_input`]), the bits above are the deadline plus one (0: none armed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct TimerWord(u64);
 
 impl TimerWord {
     /// The latest deadline a word holds.
-    const MAX_NANOS: u64 = (u64::MAX >> 1) - 1;
+    const MAX_NANOS: u64 = (u64::MAX >> 2) - 1;
+
+    /// The two flag bits.
+    const FLAGS: u64 = 0b11;
 
     /// The armed deadline, if any.
     fn armed(self) -> Option<u64> {
-        (self.0 >> 1).checked_sub(1)
+        (self.0 >> 2).checked_sub(1)
     }
 
     /// Whether the deadline passed and the task has not yet seen it.
@@ -188,12 +220,22 @@ impl TimerWord {
     /// This word with `armed` as the deadline (clamped to [`Self::MAX_NANOS`]).
     fn with_armed(self, armed: Option<u64>) -> Self {
         let deadline = armed.map_or(0, |n| n.min(Self::MAX_NANOS) + 1);
-        TimerWord(deadline << 1 | (self.0 & 1))
+        TimerWord(deadline << 2 | (self.0 & Self::FLAGS))
     }
 
     /// This word with the flag set to `due`.
     fn with_due(self, due: bool) -> Self {
         TimerWord(self.0 & !1 | u64::from(due))
+    }
+
+    /// Whether input arrived that the task has not yet seen.
+    fn input(self) -> bool {
+        self.0 & 0b10 != 0
+    }
+
+    /// This word with the input flag set to `input`.
+    fn with_input(self, input: bool) -> Self {
+        TimerWord(self.0 & !0b10 | u64::from(input) << 1)
     }
 }
 
@@ -346,7 +388,9 @@ impl ThreadCtx {
             let Some(conn) = due else { return };
             let handle = self.conns.borrow().get(&conn).cloned();
             if let Some(h) = handle {
-                h.timer.set(TimerWord::default().with_due(true));
+                let input = h.timer.get().input();
+                h.timer
+                    .set(TimerWord::default().with_due(true).with_input(input));
                 h.wake();
                 self.parking.wake(&h);
             }
@@ -408,7 +452,7 @@ impl ThreadCtx {
 
     async fn handle_msg(&self, msg: ThreadMsg) {
         match msg {
-            ThreadMsg::Deliver(batch) => self.deliver_local(batch).await,
+            ThreadMsg::Deliver(batch) => self.deliver_local(batch),
             ThreadMsg::Release { key } => self.release(key).await,
             ThreadMsg::Discard { key } => self.discard(key).await,
             ThreadMsg::Handover { to, key, session } => self.handover(to, key, session).await,
@@ -434,8 +478,9 @@ impl ThreadCtx {
 
     /// Hands deliveries to local connections and offline sessions; forwards those whose
     /// session moved to another thread.
-    pub async fn deliver_local(&self, mut batch: Vec<Routed>) {
-        let now = Instant::now();
+    pub fn deliver_local(&self, mut batch: Vec<Routed>) {
+        // Read only for offline sessions (not for each delivery to a connection).
+        let mut now = None;
         let mut forward = Outbox::new(self.broker.inboxes.len());
         let mut touched: Vec<SessionKey> = Vec::new();
         {
@@ -458,6 +503,7 @@ impl ThreadCtx {
                     },
                     Some(Local::Offline(off)) => {
                         let message = routed.delivery.message.clone();
+                        let now = *now.get_or_insert_with(Instant::now);
                         match off.session.enqueue(now, routed.delivery) {
                             Ok(()) => off.ledger.pushed_message(routed.seq, &message),
                             Err(d) => {
@@ -958,5 +1004,18 @@ mod tests {
         let max = none.with_armed(Some(u64::MAX));
         assert_eq!(max.armed(), Some(TimerWord::MAX_NANOS));
         assert_eq!(max.with_armed(None), none);
+        // The input flag is independent of both.
+        let input = later.with_input(true);
+        assert_eq!(
+            (input.armed(), input.due(), input.input()),
+            (Some(5_000_000_000), true, true)
+        );
+        let moved = input.with_armed(Some(7)).with_due(false);
+        assert_eq!(
+            (moved.armed(), moved.due(), moved.input()),
+            (Some(7), false, true)
+        );
+        assert!(!moved.with_input(false).input());
+        assert_eq!(moved.with_input(false).armed(), Some(7));
     }
 }

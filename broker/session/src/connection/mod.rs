@@ -586,6 +586,17 @@ impl Connection {
         self.stats.take().map(|s| *s).unwrap_or_default()
     }
 
+    /// [`Self::take_stats`] for a connection that goes on counting at once (a busy one):
+    /// the counters are zeroed in place and their allocation is kept for the next count
+    /// instead of being freed and allocated again. Use [`Self::take_stats`] before the
+    /// connection goes idle, so that an idle connection holds no counters.
+    pub fn take_stats_kept(&mut self) -> ConnectionStats {
+        self.stats
+            .as_deref_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// The configuration this connection runs with.
     pub fn config(&self) -> &Arc<SessionConfig> {
         &self.cfg

@@ -422,3 +422,24 @@ fn qos2_completed_after_close_still_filters_the_resend() {
     next.send(Packet::Publish(p));
     assert!(next.events().is_empty());
 }
+
+#[test]
+fn counters_taken_in_place_start_again_from_zero() {
+    let mut pair = Pair::connected(ProtocolVersion::V311, SessionConfig::default());
+    pair.publish("a", QoS::AtMostOnce, 0);
+    let _ = publish_event(&mut pair);
+    let first = pair.conn.take_stats_kept();
+    assert_eq!(first.publish_in, [1, 0, 0]);
+    assert!(first.bytes_in > 0);
+    // Zeroed, not gone: the next count adds to zero.
+    assert_eq!(pair.conn.stats().publish_in, [0, 0, 0]);
+    pair.publish("a", QoS::AtMostOnce, 0);
+    let _ = publish_event(&mut pair);
+    assert_eq!(pair.conn.take_stats_kept().publish_in, [1, 0, 0]);
+    // Taking them the freeing way afterwards gives what is left (nothing) and frees them.
+    assert_eq!(pair.conn.take_stats(), crate::ConnectionStats::default());
+    assert_eq!(
+        pair.conn.take_stats_kept(),
+        crate::ConnectionStats::default()
+    );
+}
