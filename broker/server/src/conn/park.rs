@@ -311,8 +311,9 @@ impl Parking {
         }
     }
 
-    /// Registers `fd` (the socket of connection `conn`) for one input event.
-    fn register(&self, fd: i32, conn: u64) -> io::Result<()> {
+    /// Registers `fd` (the socket of connection `conn`) for one input event; `before`:
+    /// it was registered by an earlier parking of the connection.
+    fn register(&self, fd: i32, conn: u64, before: bool) -> io::Result<()> {
         let Some(ep) = self.epoll.as_ref() else {
             return Err(io::ErrorKind::Unsupported.into());
         };
@@ -321,14 +322,20 @@ impl Parking {
             u64: conn,
         };
         // A socket parked before stays registered (disarmed after its event, or armed
-        // still when mail woke it): re-arm it; a new one is added.
-        for op in [libc::EPOLL_CTL_MOD, libc::EPOLL_CTL_ADD] {
+        // still when mail woke it): re-arm it; a new one is added. The other operation only
+        // if the first one's error says so (not expected: one syscall per parking).
+        let (add, modify) = (
+            (libc::EPOLL_CTL_ADD, libc::EEXIST),
+            (libc::EPOLL_CTL_MOD, libc::ENOENT),
+        );
+        let order = if before { [modify, add] } else { [add, modify] };
+        for (op, other) in order {
             // SAFETY: `ev` is a valid event for the call; both descriptors are open.
             if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } == 0 {
                 return Ok(());
             }
             let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::ENOENT) {
+            if err.raw_os_error() != Some(other) {
                 return Err(err);
             }
         }
@@ -385,13 +392,15 @@ pub(super) fn park(
     if !reader.disarm() {
         return Err((parked, reader));
     }
-    if let Err(e) = ctx
-        .parking
-        .register(parked.stream.as_raw_fd(), handle.me.conn)
+    if let Err(e) =
+        ctx.parking
+            .register(parked.stream.as_raw_fd(), handle.me.conn, parked.registered)
     {
         tracing::debug!(error = %e, "cannot register a parked socket: parked in its task");
         return Err((parked, reader));
     }
+    let mut parked = parked;
+    parked.registered = true;
     if !ctx.parking.managed.replace(true) {
         compio::runtime::spawn(manage(ctx.clone())).detach();
     }
@@ -506,6 +515,8 @@ pub struct Parked {
     pace: Pace,
     persistent: bool,
     stored: bool,
+    /// The socket is in the thread's parking epoll set (from an earlier parking).
+    registered: bool,
 }
 
 impl ConnTask {
@@ -570,6 +581,7 @@ impl ConnTask {
             pace: task.pace,
             persistent: task.persistent,
             stored: task.stored,
+            registered: task.registered,
         });
         Ok((parked, task.handle, reader))
     }
@@ -610,6 +622,7 @@ impl Parked {
             unsafe_output: false,
             step: Vec::new(),
             pace: p.pace,
+            registered: p.registered,
         })
     }
 }
