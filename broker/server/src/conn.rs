@@ -39,7 +39,6 @@ use crate::security::{Denial, SourceSlot};
 pub(crate) mod park;
 mod read;
 mod store;
-pub(crate) mod subscribe;
 mod write;
 
 use park::{Pace, wait};
@@ -771,55 +770,33 @@ impl ConnTask {
         };
         let broker = self.ctx.broker.clone();
         let security = &broker.security;
-        // The session's and the ACL's refusals first; the filters allowed go into the trie
-        // in one batch with those of the thread's other SUBSCRIBEs of this round (see
-        // `subscribe`): the levels a filter passes through are copied once per batch, not
-        // once per filter.
-        let mut inserted: Vec<Option<Result<Option<SubValue>, ReasonCode>>> =
-            Vec::with_capacity(requests.len());
-        let mut writes = Vec::new();
-        for r in requests {
-            let refused = match r.status {
-                Err(code) => Some(code),
-                Ok(())
-                    if !security.may_subscribe(&client_id, self.username.as_deref(), &r.filter) =>
-                {
-                    security.count(Denial::Subscribe);
-                    Some(ReasonCode::NOT_AUTHORIZED)
-                }
-                Ok(()) => None,
-            };
-            inserted.push(refused.map(Err));
-            if refused.is_none() {
-                writes.push(subscribe::SubWrite {
-                    topic_filter: r.topic_filter.clone(),
-                    share_group: r.share_group.clone(),
-                    key,
-                    value: SubValue {
+        // Every filter of the packet goes into the trie in one batch: the levels a filter
+        // passes through are copied once per SUBSCRIBE instead of once per filter, which is
+        // what a SUBSCRIBE carrying thousands of filters (a gateway, a bridge) costs most.
+        let inserted: Vec<Result<Option<SubValue>, ReasonCode>> = broker.trie.batch(|b| {
+            requests
+                .iter()
+                .map(|r| {
+                    r.status?;
+                    if !security.may_subscribe(&client_id, self.username.as_deref(), &r.filter) {
+                        security.count(Denial::Subscribe);
+                        return Err(ReasonCode::NOT_AUTHORIZED);
+                    }
+                    let value = SubValue {
                         route: route.clone(),
                         client_id: client_id.clone(),
                         username: self.username.clone(),
                         options: r.options,
                         subscription_id: r.subscription_id,
-                    },
-                });
-            }
-        }
-        if !writes.is_empty() {
-            let len = writes.len();
-            let (batch, start, full) = self.ctx.sub_batches.queue(writes);
-            if !full {
-                // The thread's other connections woken in this round queue theirs.
-                YieldOnce(false).await;
-            }
-            let mut written = batch.results(&self.ctx, start, len).into_iter();
-            for slot in inserted.iter_mut().filter(|s| s.is_none()) {
-                *slot = written.next();
-            }
-        }
-        let inserted = inserted
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(ReasonCode::UNSPECIFIED_ERROR)));
+                    };
+                    match &r.share_group {
+                        Some(group) => b.insert_shared(group, &r.topic_filter, key, value),
+                        None => b.insert(&r.topic_filter, key, value),
+                    }
+                    .map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)
+                })
+                .collect()
+        });
         let mut granted = Vec::with_capacity(requests.len());
         let mut retained: Vec<Delivery> = Vec::new();
         for (r, inserted) in requests.iter().zip(inserted) {

@@ -135,10 +135,6 @@ pub struct ThreadStats {
     /// PUBLISHes, CONNECTs and session writes refused because of the store, by
     /// [`STORE_REFUSED_LABELS`] (0x97 quota or disk full, 0x89 busy, 0x80 other).
     pub store_refused: [AtomicU64; 3],
-    /// Trie writes of SUBSCRIBE packets (one per batch, see `conn::subscribe`).
-    pub subscribe_batches: AtomicU64,
-    /// Filters those writes added (their mean batch size with `subscribe_batches`).
-    pub subscribe_batch_filters: AtomicU64,
 }
 
 /// Labels of [`ThreadStats::store_refused`].
@@ -433,16 +429,6 @@ impl Metrics {
             "halyard_protocol_errors",
             "Connections closed because the client broke the protocol",
             counter(self.sum(|t| t.protocol_errors.load(Relaxed))),
-        );
-        reg.register(
-            "halyard_subscribe_trie_batches",
-            "Trie writes of SUBSCRIBE packets: one per batch of the SUBSCRIBEs a thread handles together",
-            counter(self.sum(|t| t.subscribe_batches.load(Relaxed))),
-        );
-        reg.register(
-            "halyard_subscribe_trie_filters",
-            "Filters written by those batches",
-            counter(self.sum(|t| t.subscribe_batch_filters.load(Relaxed))),
         );
     }
 

@@ -15,7 +15,6 @@ use halyard_session::{
 use super::publish::{self, Outbox};
 use super::{Broker, ConnRef, Moving, Routed, SessionKey, ThreadMsg};
 use crate::conn::park::{ParkedSlot, Parking};
-use crate::conn::subscribe::SubBatches;
 use crate::durable::{self, Pending, QueueLedger};
 use crate::metrics::{DropReason, Limit, ThreadStats};
 
@@ -233,8 +232,6 @@ pub struct ThreadCtx {
     epoch: Instant,
     /// Idle connections parked outside any task (see `conn::park`).
     pub parking: Parking,
-    /// The SUBSCRIBEs' trie writes being gathered into one batch (see `conn::subscribe`).
-    pub sub_batches: SubBatches,
     /// Set when the broker is stopping.
     pub shutting_down: Cell<bool>,
     /// Notified (woken) when shutdown starts, for the accept loop.
@@ -258,7 +255,6 @@ impl ThreadCtx {
             conn_timers: RefCell::new(BTreeSet::new()),
             epoch: Instant::now(),
             parking: Parking::new(),
-            sub_batches: SubBatches::default(),
             shutting_down: Cell::new(false),
             shutdown_waker: RefCell::new(None),
             local_handoffs: Cell::new(0),
