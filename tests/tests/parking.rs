@@ -147,6 +147,107 @@ fn many_parked_subscribers_each_get_their_delivery() {
     wait_parked(&b, (N + 1) as f64);
 }
 
+/// Connections parked right after their CONNACK whose SUBSCRIBEs arrive together: the
+/// thread's parking resumes them in the same wake-ups (and registered each socket once,
+/// parks each again after its SUBACK). Each SUBACK answers its own packet (its codes in its
+/// filters' order, a refused filter included) and each subscription is in place once its
+/// SUBACK arrived: the retained message follows it, deliveries come at the granted QoS.
+#[test]
+fn parked_connections_subscribing_together_each_get_their_own_suback() {
+    require_halyard();
+    const N: usize = 120;
+    let version = |i: usize| {
+        if i.is_multiple_of(2) {
+            Version::V311
+        } else {
+            Version::V5
+        }
+    };
+    let topic_qos = |p: &Packet| match p {
+        Packet::Publish { topic, qos, .. } => (topic.clone(), *qos),
+        other => panic!("expected a PUBLISH, got {other:?}"),
+    };
+    let b = TestBroker::start();
+    let mut p = RawClient::connected(b.mqtt_addr(), Version::V311, "park-subs-pub");
+    p.publish(
+        &Publish::new("park/subs/retained", b"kept")
+            .qos(1, 1)
+            .retain(),
+    );
+    let mut subs: Vec<RawClient> = (0..N)
+        .map(|i| RawClient::connected(b.mqtt_addr(), version(i), &format!("park-subs-{i}")))
+        .collect();
+    wait_parked(&b, (N + 1) as f64);
+    // Every SUBSCRIBE first (the client's own filter at its own QoS, an invalid filter, a
+    // filter all share, the retained topic), then the answers.
+    for (i, s) in subs.iter_mut().enumerate() {
+        let own = format!("park/subs/own/{i}");
+        let filters = [
+            (own.as_str(), (i % 2) as u8),
+            ("park/subs/bad/#/x", 0),
+            ("park/subs/all", 1),
+            ("park/subs/retained", 0),
+        ];
+        s.send(&raw::subscribe(
+            version(i),
+            i as u16 + 1,
+            &filters,
+            &raw::Props::new(),
+        ));
+    }
+    for (i, s) in subs.iter_mut().enumerate() {
+        let refused = if version(i) == Version::V5 {
+            0x8F
+        } else {
+            0x80
+        };
+        match s.recv_until(|p| matches!(p, Packet::SubAck { .. })) {
+            Packet::SubAck { pid, codes } => {
+                assert_eq!(pid, i as u16 + 1, "SUBACK of subscriber {i}");
+                assert_eq!(
+                    codes,
+                    vec![(i % 2) as u8, refused, 1, 0],
+                    "SUBACK codes of subscriber {i}"
+                );
+            }
+            _ => unreachable!("recv_until returned a SUBACK"),
+        }
+        let m = s.recv_publish();
+        assert_eq!(
+            topic_qos(&m),
+            ("park/subs/retained".into(), 0),
+            "subscriber {i}: the retained message after its SUBACK"
+        );
+    }
+    // All parked again after their SUBACKs.
+    wait_parked(&b, (N + 1) as f64);
+    for i in 0..N {
+        let body = format!("own-{i}");
+        p.publish(&Publish::new(&format!("park/subs/own/{i}"), body.as_bytes()).qos(1, 2));
+    }
+    p.publish(&Publish::new("park/subs/all", b"all").qos(1, 3));
+    for (i, s) in subs.iter_mut().enumerate() {
+        let own = s.recv_publish();
+        assert_eq!(
+            topic_qos(&own),
+            (format!("park/subs/own/{i}"), (i % 2) as u8),
+            "subscriber {i}: its own topic at its granted QoS"
+        );
+        let Packet::Publish { payload, .. } = &own else {
+            unreachable!()
+        };
+        assert_eq!(payload, format!("own-{i}").as_bytes());
+        s.ack_publish(&own);
+        let all = s.recv_publish();
+        assert_eq!(
+            topic_qos(&all),
+            ("park/subs/all".into(), 1),
+            "subscriber {i}"
+        );
+        s.ack_publish(&all);
+    }
+}
+
 /// Keep alive closes a parked connection after 1.5 x its keep alive [MQTT-3.1.2-24], and
 /// its will is published.
 #[test]

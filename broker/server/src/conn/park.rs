@@ -317,21 +317,24 @@ impl Parking {
         }
     }
 
-    /// Registers `fd` (the socket of connection `conn`) for one input event.
-    fn register(&self, fd: i32, conn: u64) -> io::Result<()> {
-        self.set_interest(fd, conn, libc::EPOLLONESHOT)
+    /// Registers `fd` (the socket of connection `conn`) for one input event; `before`:
+    /// it is in the set already (parked or watched earlier).
+    fn register(&self, fd: i32, conn: u64, before: bool) -> io::Result<()> {
+        self.set_interest(fd, conn, libc::EPOLLONESHOT, before)
     }
 
     /// Puts `fd` (the socket of working connection `conn`) in the set for good,
-    /// edge-triggered: each arrival of input is reported once, with no re-arming.
-    fn watch_edge(&self, fd: i32, conn: u64) -> io::Result<()> {
-        self.set_interest(fd, conn, libc::EPOLLET)
+    /// edge-triggered: each arrival of input is reported once, with no re-arming; `before`
+    /// as for [`Parking::register`].
+    fn watch_edge(&self, fd: i32, conn: u64, before: bool) -> io::Result<()> {
+        self.set_interest(fd, conn, libc::EPOLLET, before)
     }
 
     /// Sets `fd`'s interest to input, with `mode` (one-shot or edge-triggered) and `conn`
-    /// as data. A socket registered before (parked, watched, or disarmed after its event)
-    /// is changed; a new one is added. Either way the kernel reports input already waiting.
-    fn set_interest(&self, fd: i32, conn: u64, mode: i32) -> io::Result<()> {
+    /// as data. A socket registered before (`before`: parked, watched, or disarmed after
+    /// its event) is changed; a new one is added. Either way the kernel reports input
+    /// already waiting.
+    fn set_interest(&self, fd: i32, conn: u64, mode: i32, before: bool) -> io::Result<()> {
         let Some(ep) = self.epoll.as_ref() else {
             return Err(io::ErrorKind::Unsupported.into());
         };
@@ -339,13 +342,21 @@ impl Parking {
             events: (libc::EPOLLIN | libc::EPOLLRDHUP | mode) as u32,
             u64: conn,
         };
-        for op in [libc::EPOLL_CTL_MOD, libc::EPOLL_CTL_ADD] {
+        // A socket parked or watched before stays registered (disarmed after its event, or
+        // armed still when mail woke it): re-arm it; a new one is added. The other operation only
+        // if the first one's error says so (not expected: one syscall per parking).
+        let (add, modify) = (
+            (libc::EPOLL_CTL_ADD, libc::EEXIST),
+            (libc::EPOLL_CTL_MOD, libc::ENOENT),
+        );
+        let order = if before { [modify, add] } else { [add, modify] };
+        for (op, other) in order {
             // SAFETY: `ev` is a valid event for the call; both descriptors are open.
             if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } == 0 {
                 return Ok(());
             }
             let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::ENOENT) {
+            if err.raw_os_error() != Some(other) {
                 return Err(err);
             }
         }
@@ -404,13 +415,15 @@ pub(super) fn park(
     if !reader.disarm() {
         return Err((parked, reader));
     }
-    if let Err(e) = ctx
-        .parking
-        .register(parked.stream.as_raw_fd(), handle.me.conn)
+    if let Err(e) =
+        ctx.parking
+            .register(parked.stream.as_raw_fd(), handle.me.conn, parked.registered)
     {
         tracing::debug!(error = %e, "cannot register a parked socket: parked in its task");
         return Err((parked, reader));
     }
+    let mut parked = parked;
+    parked.registered = true;
     if !ctx.parking.managed.replace(true) {
         compio::runtime::spawn(manage(ctx.clone())).detach();
     }
@@ -433,18 +446,28 @@ pub(super) fn park(
 /// RESULTS.md session 7), where the thread's set costs one re-arm and one `epoll_wait` per
 /// wake-up of the thread, whatever the number of sockets ready. No-op on io_uring (its poll
 /// and receive operations need no registration) or without the thread's epoll instance.
-pub(super) fn watch(ctx: &Rc<ThreadCtx>, fd: i32, conn: u64, reader: &mut Reader, uring: bool) {
+/// `before`: the socket is in the set already (see [`Parking::register`]). Returns whether
+/// it is in the set now.
+pub(super) fn watch(
+    ctx: &Rc<ThreadCtx>,
+    fd: i32,
+    conn: u64,
+    reader: &mut Reader,
+    uring: bool,
+    before: bool,
+) -> bool {
     if uring {
-        return;
+        return before;
     }
-    if let Err(e) = ctx.parking.watch_edge(fd, conn) {
+    if let Err(e) = ctx.parking.watch_edge(fd, conn, before) {
         tracing::debug!(error = %e, "cannot watch a socket in the thread's epoll set: polled per read");
-        return;
+        return before;
     }
     if !ctx.parking.managed.replace(true) {
         compio::runtime::spawn(manage(ctx.clone())).detach();
     }
     reader.set_edge();
+    true
 }
 
 /// Resumes the thread's parked connections when they wake up, and flags input for working
@@ -511,7 +534,7 @@ async fn manage(ctx: Rc<ThreadCtx>) {
 fn resume(
     ctx: Rc<ThreadCtx>,
     handle: Rc<ConnHandle>,
-    parked: Box<Parked>,
+    mut parked: Box<Parked>,
     read: bool,
 ) -> impl Future<Output = ()> {
     ctx.stats().parked.fetch_sub(1, Relaxed);
@@ -528,7 +551,8 @@ fn resume(
     // of its input.
     let mut reader = Reader::resume(&parked.stream, uring, now);
     if let Some(r) = reader.as_mut() {
-        watch(&ctx, parked.stream.as_raw_fd(), handle.me.conn, r, uring);
+        let fd = parked.stream.as_raw_fd();
+        parked.registered = watch(&ctx, fd, handle.me.conn, r, uring, parked.registered);
     }
     let mut task = parked.unpark(&ctx, handle, reader, now);
     if task.reader.is_none() {
@@ -551,6 +575,8 @@ pub struct Parked {
     pace: Pace,
     persistent: bool,
     stored: bool,
+    /// The socket is in the thread's parking epoll set (from an earlier parking).
+    registered: bool,
 }
 
 impl ConnTask {
@@ -615,6 +641,7 @@ impl ConnTask {
             pace: task.pace,
             persistent: task.persistent,
             stored: task.stored,
+            registered: task.registered,
         });
         Ok((parked, task.handle, reader))
     }
@@ -655,6 +682,7 @@ impl Parked {
             unsafe_output: false,
             step: Vec::new(),
             pace: p.pace,
+            registered: p.registered,
         })
     }
 }
