@@ -594,6 +594,47 @@ async fn rumqttc_receives_aliased_topics() {
     }
 }
 
+/// One thread per publisher `{topic}-pub{i}`, each publishing `msgs` QoS 1 messages "i:n" to
+/// `{topic}/{i}` (waiting for each PUBACK).
+fn spawn_numbered_publishers(
+    b: &TestBroker,
+    topic: &'static str,
+    pubs: usize,
+    msgs: usize,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..pubs)
+        .map(|pi| {
+            let addr = b.mqtt_addr();
+            std::thread::spawn(move || {
+                let mut p = RawClient::connected(addr, Version::V5, &format!("{topic}-pub{pi}"));
+                for n in 0..msgs {
+                    let body = format!("{pi}:{n}");
+                    p.publish(
+                        &Publish::new(&format!("{topic}/{pi}"), body.as_bytes())
+                            .qos(1, 1 + n as u16),
+                    );
+                }
+            })
+        })
+        .collect()
+}
+
+/// Receives (and acknowledges) every message of [`spawn_numbered_publishers`] on subscriber
+/// `si`, checking that each publisher's arrive in order and none is missing.
+fn expect_numbered_in_order(s: &mut RawClient, si: usize, pubs: usize, msgs: usize) {
+    let mut next = vec![0usize; pubs];
+    for _ in 0..pubs * msgs {
+        let m = s.recv_publish();
+        s.ack_publish(&m);
+        let text = String::from_utf8_lossy(publish_parts(&m).1).into_owned();
+        let (pi, n) = text.split_once(':').expect("pub:n payload");
+        let (pi, n): (usize, usize) = (pi.parse().expect("pi"), n.parse().expect("n"));
+        assert_eq!(n, next[pi], "subscriber {si}: publisher {pi} out of order");
+        next[pi] += 1;
+    }
+    assert_eq!(next, vec![msgs; pubs], "subscriber {si} got every message");
+}
+
 /// Many subscribers and publishers (spread over the broker's I/O threads): every subscriber
 /// gets every message, in order per publisher for one topic and QoS (MQTT 5.0 §4.6, ordered
 /// topics [MQTT-4.6.0-5]).
@@ -610,33 +651,55 @@ fn fan_out_in_order_across_connections() {
             s
         })
         .collect();
-    let pubs: Vec<std::thread::JoinHandle<()>> = (0..PUBS)
-        .map(|pi| {
-            let addr = b.mqtt_addr();
-            std::thread::spawn(move || {
-                let mut p = RawClient::connected(addr, Version::V5, &format!("fan-pub{pi}"));
-                for n in 0..MSGS {
-                    let body = format!("{pi}:{n}");
-                    p.publish(
-                        &Publish::new(&format!("fan/{pi}"), body.as_bytes()).qos(1, 1 + n as u16),
-                    );
-                }
-            })
-        })
-        .collect();
-    for h in pubs {
+    for h in spawn_numbered_publishers(&b, "fan", PUBS, MSGS) {
         h.join().expect("publisher thread");
     }
     for (si, s) in subs.iter_mut().enumerate() {
-        let mut next = [0usize; PUBS];
-        for _ in 0..PUBS * MSGS {
-            let m = s.recv_publish();
-            s.ack_publish(&m);
-            let text = String::from_utf8_lossy(publish_parts(&m).1).into_owned();
-            let (pi, n) = text.split_once(':').expect("pub:n payload");
-            let (pi, n): (usize, usize) = (pi.parse().expect("pi"), n.parse().expect("n"));
-            assert_eq!(n, next[pi], "subscriber {si}: publisher {pi} out of order");
-            next[pi] += 1;
-        }
+        expect_numbered_in_order(s, si, PUBS, MSGS);
     }
+}
+
+/// With `io.threads = 2`, deliveries cross between the I/O threads (a subscriber on each
+/// thread, publishers on either): every subscriber gets every QoS 1 message once, in order
+/// per publisher [MQTT-4.6.0-5], whichever thread routed it.
+#[test]
+fn two_io_threads_deliver_qos1_in_order_across_threads() {
+    let b = TestBroker::start_with(&[("HALYARD_IO__THREADS", "2")]);
+    const PUBS: usize = 4;
+    const MSGS: usize = 300;
+    // Subscribers until both threads hold one (SO_REUSEPORT spreads connections by source
+    // port; 64 connections all on one thread would be a 2^-63 chance).
+    let mut subs: Vec<RawClient> = Vec::new();
+    let on_thread = |b: &TestBroker, t: usize| {
+        b.metrics()
+            .get(&format!("halyard_thread_connections{{thread=\"{t}\"}}"))
+            .unwrap_or(0.0)
+    };
+    while subs.len() < 4 || on_thread(&b, 0) == 0.0 || on_thread(&b, 1) == 0.0 {
+        assert!(
+            subs.len() < 64,
+            "connections never reached the second thread"
+        );
+        let mut s = v5conn(&b, &format!("xt-sub{}", subs.len()));
+        s.subscribe(1, &[("xt/+", 1)], &Props::new());
+        subs.push(s);
+    }
+    // Every subscriber reads while the publishers run (no queue fills up).
+    let readers: Vec<std::thread::JoinHandle<()>> = subs
+        .into_iter()
+        .enumerate()
+        .map(|(si, mut s)| {
+            std::thread::spawn(move || expect_numbered_in_order(&mut s, si, PUBS, MSGS))
+        })
+        .collect();
+    let pubs = spawn_numbered_publishers(&b, "xt", PUBS, MSGS);
+    for h in pubs.into_iter().chain(readers) {
+        h.join().expect("publisher or subscriber thread");
+    }
+    let m = b.metrics();
+    assert_eq!(
+        m.sum("halyard_messages_dropped_total"),
+        0.0,
+        "nothing dropped on the way between the threads"
+    );
 }

@@ -876,7 +876,7 @@ impl ConnTask {
 
     async fn send_batches(&mut self) {
         let batches: Vec<(usize, Vec<crate::engine::Routed>)> = self.outbox.drain().collect();
-        for (thread, batch) in batches {
+        for (thread, mut batch) in batches {
             if thread == self.ctx.index {
                 self.ctx.deliver_local(batch);
                 continue;
@@ -884,7 +884,10 @@ impl ConnTask {
             let Some(tx) = self.ctx.broker.inboxes.get(thread) else {
                 continue;
             };
-            match tx.try_send(ThreadMsg::Deliver(batch)) {
+            // The route and client id `Arc`s are dropped here, where they were cloned.
+            let handed = crate::engine::hand_over(batch.drain(..));
+            publish::recycle_batch(batch);
+            match tx.try_send(ThreadMsg::Deliver(handed)) {
                 Ok(()) => {}
                 Err(flume::TrySendError::Full(ThreadMsg::Deliver(batch))) => {
                     let stats = self.ctx.stats();

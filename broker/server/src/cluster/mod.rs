@@ -591,6 +591,7 @@ async fn inbound_loop(
         }
         for (t, batch) in per_thread {
             if let Some(tx) = broker.inboxes.get(t) {
+                let batch = crate::engine::hand_over(batch);
                 let _ = tx.send_async(ThreadMsg::Deliver(batch)).await;
             }
         }

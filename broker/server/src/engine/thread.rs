@@ -13,7 +13,7 @@ use halyard_session::{
 };
 
 use super::publish::{self, Outbox};
-use super::{Broker, ConnRef, Moving, Routed, SessionKey, ThreadMsg};
+use super::{Broker, ConnRef, Handed, Moving, Routed, SessionKey, ThreadMsg};
 use crate::conn::park::{ParkedSlot, Parking};
 use crate::durable::{self, Pending, QueueLedger};
 use crate::metrics::{DropReason, Limit, ThreadStats};
@@ -477,21 +477,25 @@ impl ThreadCtx {
     }
 
     /// Hands deliveries to local connections and offline sessions; forwards those whose
-    /// session moved to another thread.
-    pub fn deliver_local(&self, mut batch: Vec<Routed>) {
+    /// session moved to another thread. `batch` holds [`Routed`] deliveries routed on this
+    /// thread or [`Handed`] ones from another (see [`ForThread`]).
+    pub fn deliver_local<D: ForThread>(&self, mut batch: Vec<D>) {
         // Read only for offline sessions (not for each delivery to a connection).
         let mut now = None;
-        let mut forward = Outbox::new(self.broker.inboxes.len());
+        let threads = self.broker.inboxes.len();
+        let mut forward: Vec<Vec<Handed>> = Vec::new();
         let mut touched: Vec<SessionKey> = Vec::new();
         {
             let cap = self.mailbox_cap();
             let conns = self.conns.borrow();
             let mut sessions = self.sessions.borrow_mut();
-            for routed in batch.drain(..) {
-                match sessions.get_mut(&routed.key) {
+            for d in batch.drain(..) {
+                let key = d.key();
+                match sessions.get_mut(&key) {
                     Some(Local::Conn(id)) => match conns.get(id) {
                         Some(h) if h.len() < cap => {
-                            self.push_to(h, ConnMsg::Deliver(routed.delivery, routed.seq));
+                            let (delivery, seq) = d.into_parts();
+                            self.push_to(h, ConnMsg::Deliver(delivery, seq));
                             self.local_handoffs
                                 .set(self.local_handoffs.get().wrapping_add(1));
                         }
@@ -502,29 +506,40 @@ impl ThreadCtx {
                         None => self.stats().drop_message(DropReason::SessionGone),
                     },
                     Some(Local::Offline(off)) => {
-                        let message = routed.delivery.message.clone();
+                        let (delivery, seq) = d.into_parts();
+                        let message = delivery.message.clone();
                         let now = *now.get_or_insert_with(Instant::now);
-                        match off.session.enqueue(now, routed.delivery) {
-                            Ok(()) => off.ledger.pushed_message(routed.seq, &message),
+                        match off.session.enqueue(now, delivery) {
+                            Ok(()) => off.ledger.pushed_message(seq, &message),
                             Err(d) => {
-                                off.ledger.consumed(routed.seq);
+                                off.ledger.consumed(seq);
                                 count_drop(self.stats(), d);
                             }
                         }
-                        if routed.seq.is_some() && !touched.contains(&routed.key) {
-                            touched.push(routed.key);
+                        if seq.is_some() && !touched.contains(&key) {
+                            touched.push(key);
                         }
                     }
-                    None if routed.route.thread() != self.index => forward.push(routed),
-                    None => self.stats().drop_message(DropReason::SessionGone),
+                    None => match d.owner(&self.broker) {
+                        Some(t) if t != self.index && t < threads => {
+                            if forward.len() < threads {
+                                forward.resize_with(threads, Vec::new);
+                            }
+                            forward[t].push(d.into_handed());
+                        }
+                        _ => self.stats().drop_message(DropReason::SessionGone),
+                    },
                 }
             }
         }
-        publish::recycle_batch(batch);
+        D::recycle(batch);
         if !touched.is_empty() {
             self.persist_offline(&touched);
         }
-        for (thread, batch) in forward.drain() {
+        for (thread, batch) in forward.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
             if let Some(tx) = self.broker.inboxes.get(thread)
                 && tx.try_send(ThreadMsg::Deliver(batch)).is_err()
             {
@@ -859,6 +874,7 @@ impl ThreadCtx {
                 outbox.push(r);
             }
             for (thread, batch) in outbox.drain() {
+                let batch = super::hand_over(batch);
                 broker.send_to(thread, ThreadMsg::Deliver(batch)).await;
             }
             if let Some(acks) = acks {
@@ -948,6 +964,64 @@ impl ThreadCtx {
             self.end_offline(key, off);
         }
     }
+}
+
+/// A delivery [`ThreadCtx::deliver_local`] takes: a [`Routed`] one (routed on this thread;
+/// it still holds its route) or a [`Handed`] one (from another thread; without `Arc`s).
+pub trait ForThread {
+    /// The target session.
+    fn key(&self) -> SessionKey;
+    /// The delivery as it goes on to another thread.
+    fn into_handed(self) -> Handed;
+    /// The delivery and its store queue entry.
+    fn into_parts(self) -> (Delivery, Option<u64>)
+    where
+        Self: Sized,
+    {
+        let h = self.into_handed();
+        (h.delivery, h.seq)
+    }
+    /// The thread owning the session now (asked when it is not on this thread); `None`:
+    /// it is gone.
+    fn owner(&self, broker: &Broker) -> Option<usize>;
+    /// Disposes of an emptied batch.
+    fn recycle(batch: Vec<Self>)
+    where
+        Self: Sized;
+}
+
+impl ForThread for Routed {
+    fn key(&self) -> SessionKey {
+        self.key
+    }
+
+    fn into_handed(self) -> Handed {
+        Routed::into_handed(self)
+    }
+
+    fn owner(&self, _: &Broker) -> Option<usize> {
+        Some(self.route.thread())
+    }
+
+    fn recycle(batch: Vec<Self>) {
+        publish::recycle_batch(batch);
+    }
+}
+
+impl ForThread for Handed {
+    fn key(&self) -> SessionKey {
+        self.key
+    }
+
+    fn into_handed(self) -> Handed {
+        self
+    }
+
+    fn owner(&self, broker: &Broker) -> Option<usize> {
+        broker.owner_of(self.key, &self.delivery.message.topic)
+    }
+
+    fn recycle(_: Vec<Self>) {}
 }
 
 /// Awaits store writes in a detached task, logging failures (for writes whose outcome
