@@ -277,6 +277,21 @@ impl<K: Eq + Hash + Clone, V: Clone> HNode<K, V> {
         }
     }
 
+    /// Entries below this node, counted up to `limit` (stops there).
+    fn count_upto(&self, limit: usize) -> usize {
+        let mut n = 0;
+        for s in self.slots.iter() {
+            n += match s {
+                Slot::Entry(..) => 1,
+                Slot::Sub(sub) => sub.count_upto(limit - n),
+            };
+            if n >= limit {
+                break;
+            }
+        }
+        n
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.slots
@@ -375,17 +390,13 @@ impl<K: Eq + Hash + Clone, V: Clone> PMap<K, V> {
                 m.get(hash, key)?;
                 let root = Arc::make_mut(m);
                 let old = root.remove(hash, key, 0);
+                // Entries whose hashes share the root's bits sit in a sub-node: count them
+                // too (at most `SMALL_AGAIN + 1` visited), or such a map would stay large.
                 let few = root.slots.len() <= SMALL_AGAIN
-                    && root.slots.iter().all(|s| matches!(s, Slot::Entry(..)));
+                    && root.count_upto(SMALL_AGAIN + 1) <= SMALL_AGAIN;
                 if few {
-                    let small: Vec<(K, V)> = std::mem::take(&mut root.slots)
-                        .into_vec()
-                        .into_iter()
-                        .filter_map(|s| match s {
-                            Slot::Entry(k, v) => Some((k, v)),
-                            Slot::Sub(_) => None,
-                        })
-                        .collect();
+                    let mut small: Vec<(K, V)> = Vec::with_capacity(SMALL_AGAIN);
+                    root.for_each(&mut |k, v| small.push((k.clone(), v.clone())));
                     *self = PMap::Small(small.into_boxed_slice());
                 }
                 old
@@ -419,6 +430,27 @@ impl<K: Eq + Hash + Clone, V: Clone> PMap<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two keys in the same root slot (their hashes share the low `BITS` bits): once the
+    /// rest is removed they sit together in a sub-node, and the map must still shrink.
+    #[test]
+    fn shrinks_back_when_the_survivors_share_a_root_slot() {
+        let slot = |k: &u32| hash_of(k) & ((1 << BITS) - 1);
+        let a = 1000u32;
+        let b = (1001..2000)
+            .find(|k| slot(k) == slot(&a))
+            .expect("33 keys fill 32 slots");
+        let mut m: PMap<u32, u32> = PMap::default();
+        for k in (0..98).chain([a, b]) {
+            assert_eq!(m.insert(k, k), None);
+        }
+        assert!(matches!(m, PMap::Large(_)));
+        for k in 0..98 {
+            assert_eq!(m.remove(&k), Some(k));
+        }
+        assert!(matches!(m, PMap::Small(_)));
+        assert_eq!((m.get(&a), m.get(&b), m.len()), (Some(&a), Some(&b), 2));
+    }
 
     #[test]
     fn grows_into_a_trie_and_shrinks_back() {
