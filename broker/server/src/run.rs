@@ -1,15 +1,14 @@
 //! `halyard run`: start the I/O threads, the admin server, wait for SIGTERM/SIGINT, stop.
 
-use std::cell::Cell;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use compio::runtime::ResumeUnwind as _;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 use halyard_codec::QoS;
@@ -522,57 +521,20 @@ fn io_thread(
                 .detach();
         }
         // The accept loop runs as a task of its own: `block_on` polls its future after every
-        // turn of the driver, woken or not, so this future only checks a flag (polling the
-        // accept and the shutdown wait there cost ~1.5 % of the broker's CPU in a stream of
-        // single messages, RESULTS.md session 7).
-        let accepting = Rc::new(Ended::default());
-        {
-            let (ctx, accepting) = (ctx.clone(), accepting.clone());
-            compio::runtime::spawn(async move {
-                accept_loop(&ctx, &listener, None).await;
-                drop(listener);
-                accepting.set();
-            })
-            .detach();
-        }
-        accepting.wait().await;
+        // turn of the driver, woken or not, so this future only checks the task's state
+        // (polling the accept and the shutdown wait there cost ~1.5 % of the broker's CPU in a
+        // stream of single messages, RESULTS.md session 7). A panic in it panics the thread,
+        // as it would inline.
+        let accepting = {
+            let ctx = ctx.clone();
+            compio::runtime::spawn(async move { accept_loop(&ctx, &listener, None).await })
+        };
+        let _ = accepting.await.resume_unwind();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while ctx.conn_count() > 0 && Instant::now() < deadline {
             compio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-}
-
-/// Set once by a task when it ends, awaited by another (without a waker clone per poll).
-#[derive(Default)]
-struct Ended {
-    done: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl Ended {
-    /// The task ended: wakes the waiting one.
-    fn set(&self) {
-        self.done.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Resolves once [`Self::set`] was called.
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.done.get() {
-                return Poll::Ready(());
-            }
-            let waker = match self.waker.take() {
-                Some(w) if w.will_wake(cx.waker()) => w,
-                _ => cx.waker().clone(),
-            };
-            self.waker.set(Some(waker));
-            Poll::Pending
-        })
-    }
 }
 
 async fn accept_loop(
