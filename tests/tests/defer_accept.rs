@@ -54,8 +54,9 @@ fn a_connection_is_accepted_once_its_connect_arrived() {
 }
 
 /// The interaction with `mqtt.connect_timeout_secs`: a client that connects and never sends
-/// a byte is accepted when the deferral ends (about 1 s here) and closed by the connect
-/// timeout without a CONNACK, counted as `connect_timeout`, as without the deferral.
+/// a byte is accepted when the deferral ends (about 1 s here), counted as `defer_accept`,
+/// and closed by the connect timeout without a CONNACK, counted as `connect_timeout`, as
+/// without the deferral.
 #[test]
 fn a_silent_client_is_still_closed_by_the_connect_timeout() {
     require_halyard();
@@ -64,7 +65,9 @@ fn a_silent_client_is_still_closed_by_the_connect_timeout() {
         ("HALYARD_MQTT__CONNECT_TIMEOUT_SECS", "1"),
     ]);
     let key = "halyard_limit_hits_total{limit=\"connect_timeout\"}";
+    let ran_out = "halyard_limit_hits_total{limit=\"defer_accept\"}";
     let before = metric(&b, key);
+    assert_eq!(metric(&b, ran_out), 0.0, "no deferral ran out yet");
     let mut silent = RawClient::open(b.mqtt_addr(), Version::V311);
     // Deferral (1 s, the first SYN-ACK retransmission) plus the connect timeout (1 s).
     let seen = silent.expect_closed_within(WAIT + Duration::from_secs(2));
@@ -74,6 +77,11 @@ fn a_silent_client_is_still_closed_by_the_connect_timeout() {
     );
     let counted = wait_for(WAIT, || (metric(&b, key) > before).then_some(()));
     assert!(counted.is_some(), "{key} stayed at {before}");
+    assert_eq!(
+        metric(&b, ran_out),
+        1.0,
+        "the deferral that ran out is counted"
+    );
 
     // The listener still serves clients that do send their CONNECT.
     let _c = RawClient::connected(b.mqtt_addr(), Version::V311, "after-silent");
