@@ -511,6 +511,10 @@ fn broker_counts_accepts_connects_and_sessions_per_source_without_xdp() {
         // One I/O thread: accepts are in order, and a connection that closes releases its
         // per-source slot in the same step that lowers `halyard_connections`.
         ("HALYARD_IO__THREADS", "1"),
+        // The bare connections below never send a byte: with TCP_DEFER_ACCEPT (default 1 s)
+        // the kernel would hand them over only when the deferral ends, in no set order, so
+        // the one over the per-source limit would not be the last one opened.
+        ("HALYARD_LISTENERS__TCP__DEFER_ACCEPT_SECS", "0"),
         ("HALYARD_MQTT__CONNECT_TIMEOUT_SECS", "600"),
         ("HALYARD_LIMITS__FLAP_MAX_CONNECTS", &flap),
         ("HALYARD_LIMITS__MAX_CONNECTIONS_PER_SOURCE", &per_source),

@@ -365,7 +365,10 @@ impl ConnTask {
                 self.receive(now, data);
                 false
             }
-            ReadNow::WouldBlock => false,
+            ReadNow::WouldBlock => {
+                self.count_deferral_ran_out(&r);
+                false
+            }
             ReadNow::Closed => true,
         };
         self.ctx.put_read_buf(buf);
@@ -373,6 +376,19 @@ impl ConnTask {
             self.conn.socket_closed(now);
         } else if !self.conn.is_closed() {
             self.reader = Some(r);
+        }
+    }
+
+    /// A read found nothing on a plain TCP connection that has not sent a byte yet: with
+    /// `listeners.tcp.defer_accept_secs` on, the kernel handed it over because its deferral
+    /// ran out (a silent client), counted as the `defer_accept` limit.
+    fn count_deferral_ran_out(&self, r: &Reader) {
+        if !self.accepted
+            && self.transport.is_none()
+            && !r.had_data()
+            && self.ctx.broker.config.listeners.tcp.defer_accept_secs > 0
+        {
+            self.ctx.stats().hit_limit(Limit::DeferAccept);
         }
     }
 

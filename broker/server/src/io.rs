@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 use compio::driver::{DriverType, ProactorBuilder};
 use compio::runtime::{Runtime, RuntimeBuilder};
@@ -114,18 +115,22 @@ fn build_runtime_with(backend: Backend, entries: u32, coop: bool) -> Result<Runt
 
 /// Binds `count` listening sockets on `addr` with SO_REUSEPORT, so the kernel spreads
 /// incoming connections across the I/O threads. With port 0 the first socket picks the port
-/// and the others bind to the same one.
+/// and the others bind to the same one. `defer_accept_secs` > 0 sets `TCP_DEFER_ACCEPT` (see
+/// [`set_defer_accept`]).
 pub fn bind_reuseport(
     addr: SocketAddr,
     count: usize,
     backlog: u32,
+    defer_accept_secs: u32,
 ) -> Result<Vec<std::net::TcpListener>, IoError> {
     let mut out = Vec::with_capacity(count);
     let mut bind_addr = addr;
     for _ in 0..count {
-        let sock = reuseport_socket(bind_addr, backlog).map_err(|source| IoError::Bind {
-            addr: bind_addr,
-            source,
+        let sock = reuseport_socket(bind_addr, backlog, defer_accept_secs).map_err(|source| {
+            IoError::Bind {
+                addr: bind_addr,
+                source,
+            }
         })?;
         let listener: std::net::TcpListener = sock.into();
         if bind_addr.port() == 0 {
@@ -139,7 +144,7 @@ pub fn bind_reuseport(
     Ok(out)
 }
 
-fn reuseport_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
+fn reuseport_socket(addr: SocketAddr, backlog: u32, defer_accept_secs: u32) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
@@ -147,9 +152,42 @@ fn reuseport_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     // state into each child), which saves a setsockopt per connection on the accept path.
     sock.set_tcp_nodelay(true)?;
     sock.set_nonblocking(true)?;
+    if defer_accept_secs > 0 {
+        set_defer_accept(&sock, defer_accept_secs)?;
+    }
     sock.bind(&addr.into())?;
     sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(sock)
+}
+
+/// Sets `TCP_DEFER_ACCEPT` on a listening socket: the kernel completes a connection's accept
+/// only once its first data (the CONNECT) has arrived, so the accepted socket's first read
+/// finds it and the handshake's last ACK wakes no one.
+///
+/// `secs` bounds the wait: the kernel rounds it up to its SYN-ACK retransmission schedule
+/// (1, 3, 7, 15, 31 ... s after the SYN); a client that completed the handshake but sent
+/// nothing is accepted anyway at the end of that period (its ACK of the last retransmitted
+/// SYN-ACK), and from then on `mqtt.connect_timeout_secs` runs as for any connection. So a
+/// silent client is closed after at most about the rounded `secs` plus the connect timeout;
+/// meanwhile it holds only the kernel's request socket in the listener's SYN queue, no broker
+/// state. One whose ACK never comes is dropped by the kernel without an accept.
+pub fn set_defer_accept(sock: &Socket, secs: u32) -> io::Result<()> {
+    let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes at the pointer, which points
+    // at a live c_int for the duration of the call; the descriptor is owned by `sock`.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Binds a plain listener (the admin server).
@@ -172,14 +210,14 @@ mod tests {
 
     #[test]
     fn reuseport_listeners_share_one_port() {
-        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 3, 16).unwrap();
+        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 3, 16, 0).unwrap();
         let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
         assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
     }
 
     #[test]
     fn accepted_connections_inherit_nodelay() {
-        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 16, 0).unwrap();
         let _client = std::net::TcpStream::connect(ls[0].local_addr().unwrap()).unwrap();
         ls[0].set_nonblocking(false).unwrap();
         let (accepted, _) = ls[0].accept().unwrap();

@@ -72,7 +72,7 @@ pub fn bind_all(config: &Config, threads: usize) -> Result<Vec<Extra>, ListenerE
     }
     let mut out = Vec::with_capacity(specs.len());
     for (kind, bind, backlog, acceptor) in specs {
-        let sockets = io::bind_reuseport(bind, threads, backlog)
+        let sockets = io::bind_reuseport(bind, threads, backlog, 0)
             .map_err(|source| ListenerError::Bind { kind, source })?;
         let addr = sockets[0]
             .local_addr()

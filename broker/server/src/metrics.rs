@@ -81,11 +81,14 @@ pub enum Limit {
     MaxTopicLength = 12,
     /// `io.max_busy_readers` (a busy io_uring connection kept on the poll path).
     MaxBusyReaders = 13,
+    /// `listeners.tcp.defer_accept_secs` (the deferral ran out: a connection was handed over
+    /// before any of its bytes arrived).
+    DeferAccept = 14,
 }
 
 impl Limit {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 14] = [
+    pub const LABELS: [&'static str; 15] = [
         "max_connections",
         "max_sessions",
         "max_retained_messages",
@@ -100,6 +103,7 @@ impl Limit {
         "max_topic_levels",
         "max_topic_length",
         "max_busy_readers",
+        "defer_accept",
     ];
 }
 

@@ -244,8 +244,8 @@ pub fn start(config: Config, discard_corrupt: bool) -> Result<Running, StartErro
     let security = Arc::new(Security::new(&config)?);
     let metrics = Arc::new(Metrics::new(n));
     let _ = metrics.security.set(security.clone());
-    let listeners =
-        io::bind_reuseport(config.listeners.tcp.bind.0, n, config.listeners.tcp.backlog)?;
+    let tcp = &config.listeners.tcp;
+    let listeners = io::bind_reuseport(tcp.bind.0, n, tcp.backlog, tcp.defer_accept_secs)?;
     let mqtt_addr = listeners[0]
         .local_addr()
         .map_or_else(|_| config.listeners.tcp.bind.to_string(), |a| a.to_string());

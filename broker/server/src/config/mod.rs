@@ -168,6 +168,10 @@ pub struct WsListenerConfig {
     pub backlog: u32,
 }
 
+/// Largest `listeners.tcp.defer_accept_secs`: a silent client holds a request socket in the
+/// listener's SYN queue that long before the connect timeout even starts.
+pub const MAX_DEFER_ACCEPT_SECS: u32 = 60;
+
 /// `[listeners.tcp]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +180,12 @@ pub struct TcpListenerConfig {
     pub bind: Addr,
     /// Listen backlog per thread socket.
     pub backlog: u32,
+    /// `TCP_DEFER_ACCEPT` on the listening sockets, seconds (0 = off; default 1): a connection is
+    /// accepted once its first bytes arrived, or at the latest after about this long
+    /// (rounded up to the kernel's SYN-ACK retransmission schedule), after which
+    /// `mqtt.connect_timeout_secs` applies as usual (see `io::set_defer_accept`).
+    #[serde(default)]
+    pub defer_accept_secs: u32,
 }
 
 /// `[admin]`.
@@ -415,6 +425,9 @@ impl Config {
         }
         if !(1..=65_535).contains(&self.mqtt.max_topic_length) {
             return invalid("mqtt.max_topic_length", "expected 1 to 65535 bytes");
+        }
+        if self.listeners.tcp.defer_accept_secs > MAX_DEFER_ACCEPT_SECS {
+            return invalid("listeners.tcp.defer_accept_secs", "expected 0 to 60");
         }
         if self.mqtt.partial_packet_timeout_secs > 86_400 {
             return invalid("mqtt.partial_packet_timeout_secs", "expected 0 to 86400");

@@ -129,6 +129,12 @@ impl Reader {
         self.poll = None;
     }
 
+    /// Whether a read of this reader has found bytes yet (meant for a connection's first
+    /// reads: a connection back on the poll path after a busy period reads as fresh).
+    pub fn had_data(&self) -> bool {
+        self.streak > 0 || self.busy.is_some()
+    }
+
     /// Whether readiness comes through the handle (see [`Self::set_edge`]).
     pub fn is_edge(&self) -> bool {
         self.edge
