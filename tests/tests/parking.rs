@@ -349,3 +349,69 @@ fn parking_can_be_turned_off() {
     assert!(matches!(s.recv_publish(), Packet::Publish { .. }));
     assert_eq!(b.metrics().get(PARKED), Some(0.0));
 }
+
+/// While a publisher streams QoS 1 messages to a subscriber without pause (on the epoll
+/// backend their input comes from the I/O thread's own epoll set, which the thread reads
+/// between turns of compio's driver, `io::block_on`), what only a turn of the driver brings
+/// still happens: a silent connection is closed by keep alive (a timer) and a new connection
+/// is accepted (the listener); and every message arrives once, in order.
+#[test]
+fn a_stream_does_not_hold_back_timers_or_accepts() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    require_halyard();
+    let b = TestBroker::start();
+    let addr = b.mqtt_addr();
+    let mut sub = RawClient::connected(addr, Version::V311, "stream-sub");
+    sub.subscribe(1, &[("stream/t", 1)], &raw::Props::new());
+    let mut c = Connect::new(Version::V311, "stream-silent");
+    c.keepalive = 1;
+    let (mut silent, _, code, _) = RawClient::connect(addr, &c);
+    assert_eq!(code, 0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut p = RawClient::connected(addr, Version::V311, "stream-pub");
+            let started = Instant::now();
+            let mut n: u32 = 0;
+            // Bounded in count and time whatever the main thread does.
+            while !stop.load(Ordering::Relaxed)
+                && n < 1_000_000
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                n += 1;
+                let pid = u16::try_from(n % 60_000 + 1).unwrap();
+                let m = Publish::new("stream/t", &n.to_be_bytes()).qos(1, pid);
+                assert_eq!(p.publish(&m), 0);
+            }
+            assert_eq!(p.publish(&Publish::new("stream/t", b"end").qos(1, 1)), 0);
+            n
+        })
+    };
+    let receiver = std::thread::spawn(move || {
+        let mut next: u32 = 1;
+        loop {
+            let m = sub.recv_publish();
+            sub.ack_publish(&m);
+            let (_, payload, _, _, _) = raw::publish_parts(&m);
+            if payload == b"end" {
+                return next - 1;
+            }
+            assert_eq!(payload, next.to_be_bytes(), "once and in order");
+            next += 1;
+        }
+    });
+
+    silent.expect_closed_within(Duration::from_secs(6));
+    let mut late = Connect::new(Version::V5, "stream-late");
+    late.keepalive = 60;
+    let (_late, _, code, _) = RawClient::connect(addr, &late);
+    assert_eq!(code, 0, "accepted during the stream");
+    stop.store(true, Ordering::Relaxed);
+    let sent = publisher.join().unwrap();
+    assert!(sent > 0);
+    assert_eq!(receiver.join().unwrap(), sent);
+}

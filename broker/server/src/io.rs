@@ -113,6 +113,75 @@ fn build_runtime_with(backend: Backend, entries: u32, coop: bool) -> Result<Runt
     Ok(rt)
 }
 
+/// Turns in a row in which [`block_on`] takes I/O readiness straight from the thread's own
+/// epoll set instead of from compio's driver; the next turn goes through the driver, so
+/// compio's own events (accepts, write readiness, timers, wakes from other threads) wait
+/// at most this many turns.
+pub const DIRECT_TURNS: u32 = 16;
+
+/// Runs `future` to completion on `rt`, as `Runtime::block_on` does, with two changes for
+/// a thread whose sockets are watched in an epoll set of its own (the epoll backend, see
+/// `conn::park`), where each turn of compio's poll driver costs five system calls
+/// (`timerfd_settime`, two `EPOLL_CTL_MOD`, `epoll_wait`, an eventfd `read`) plus the
+/// re-arming of the nested set:
+///
+/// - tasks still ready after a run of the executor (a task that yielded, or more than
+///   its batch) run again at once, where compio's `block_on` first polls the driver
+///   without a timeout;
+/// - when no task is ready, `direct` is asked first: it reads the thread's set without
+///   waiting (one `epoll_wait`) and wakes the tasks with input; when it found any, their
+///   tasks run without a turn of the driver. Either at most [`DIRECT_TURNS`] times in a
+///   row;
+/// - when nothing is ready there either, the driver is asked to wait at once: compio's
+///   `block_on` first polls it without a timeout whenever a task was woken since its last
+///   turn (it cannot tell a wake of a task that already ran from a new one), which is a
+///   wasted turn after every burst of work. Here the wake flag is reset (`flush`) and the
+///   tasks run once more, so a wake from another thread that came meanwhile is not missed
+///   (it is in the executor's queue, or it writes the driver's notifier, which ends the
+///   wait).
+///
+/// A panic leaves as from `Runtime::block_on`: the runtime (and its tasks) is dropped once
+/// the unwinding is caught, then the panic goes on.
+pub fn block_on<F: Future>(rt: Runtime, future: F, mut direct: impl FnMut() -> bool) -> F::Output {
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.enter(|| {
+            let waker = rt.waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            let mut future = std::pin::pin!(future);
+            let mut turns = 0;
+            loop {
+                if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    rt.run();
+                    return out;
+                }
+                let more = rt.run();
+                if turns < DIRECT_TURNS && (more || direct()) {
+                    turns += 1;
+                    continue;
+                }
+                turns = 0;
+                if more {
+                    rt.poll_with(Some(std::time::Duration::ZERO));
+                    continue;
+                }
+                rt.flush();
+                if rt.run() {
+                    rt.poll_with(Some(std::time::Duration::ZERO));
+                } else {
+                    rt.poll();
+                }
+            }
+        })
+    }));
+    match res {
+        Ok(out) => out,
+        Err(payload) => {
+            drop(rt);
+            std::panic::resume_unwind(payload)
+        }
+    }
+}
+
 /// Binds `count` listening sockets on `addr` with SO_REUSEPORT, so the kernel spreads
 /// incoming connections across the I/O threads. With port 0 the first socket picks the port
 /// and the others bind to the same one. `defer_accept_secs` > 0 sets `TCP_DEFER_ACCEPT` (see
@@ -225,6 +294,59 @@ mod tests {
             accepted.nodelay().unwrap(),
             "replies are not held back by Nagle"
         );
+    }
+
+    /// `direct` never stops finding work: the driver still gets its turn every
+    /// `DIRECT_TURNS` turns, so a compio timer (fired only by a turn of the driver) ends.
+    #[test]
+    fn block_on_gives_the_driver_its_turn() {
+        let rt = build_runtime(Backend::Epoll, 64).unwrap();
+        let calls = std::cell::Cell::new(0u32);
+        block_on(
+            rt,
+            compio::time::sleep(std::time::Duration::from_millis(5)),
+            || {
+                calls.set(calls.get() + 1);
+                true
+            },
+        );
+        assert!(calls.get() > 0, "direct was asked while nothing was ready");
+    }
+
+    /// What `direct` wakes runs without a turn of the driver; a value from another thread
+    /// (a wake through the driver's notifier) arrives too.
+    #[test]
+    fn block_on_runs_what_direct_wakes_and_hears_other_threads() {
+        let rt = build_runtime(Backend::Epoll, 64).unwrap();
+        let flag = std::rc::Rc::new(std::cell::Cell::new(false));
+        let waker: std::rc::Rc<std::cell::RefCell<Option<std::task::Waker>>> = Default::default();
+        let (tx, rx) = flume::bounded::<u32>(1);
+        let (f, w) = (flag.clone(), waker.clone());
+        let got = block_on(
+            rt,
+            async move {
+                std::future::poll_fn(|cx| {
+                    if f.get() {
+                        return std::task::Poll::Ready(());
+                    }
+                    *w.borrow_mut() = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                })
+                .await;
+                std::thread::spawn(move || tx.send(7).unwrap());
+                rx.recv_async().await.unwrap()
+            },
+            || match waker.borrow_mut().take() {
+                Some(w) => {
+                    flag.set(true);
+                    w.wake();
+                    true
+                }
+                None => false,
+            },
+        );
+        assert_eq!(got, 7);
+        assert!(flag.get());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `halyard run`: start the I/O threads, the admin server, wait for SIGTERM/SIGINT, stop.
 
+use std::cell::OnceCell;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -475,7 +476,14 @@ fn io_thread(
         }
     };
     let name = io::driver_name(rt.driver_type());
-    rt.block_on(async move {
+    // On epoll the thread's working sockets are watched in its own epoll set
+    // (`conn::park::watch`): the loop reads that set directly between turns of compio's
+    // driver (`io::block_on`). io_uring keeps compio's loop.
+    let epoll = !rt.driver_type().is_iouring();
+    // Weak: the context still ends with the thread's future, inside the runtime.
+    let direct: Rc<OnceCell<Weak<ThreadCtx>>> = Rc::default();
+    let thread_ctx = direct.clone();
+    let thread = async move {
         let listener = match compio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
@@ -495,6 +503,7 @@ fn io_thread(
         }
         let _ = ready.send(Ok(name));
         let ctx = ThreadCtx::new(index, broker);
+        let _ = thread_ctx.set(Rc::downgrade(&ctx));
         for r in restored.sessions {
             ctx.park(r.key, r.moving, r.expires_at, r.will);
         }
@@ -534,7 +543,14 @@ fn io_thread(
         while ctx.conn_count() > 0 && Instant::now() < deadline {
             compio::time::sleep(Duration::from_millis(10)).await;
         }
-    });
+    };
+    if epoll {
+        io::block_on(rt, thread, || {
+            (direct.get().and_then(Weak::upgrade)).is_some_and(|ctx| ctx.parking.poll_direct(&ctx))
+        });
+    } else {
+        rt.block_on(thread);
+    }
 }
 
 async fn accept_loop(
