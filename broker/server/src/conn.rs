@@ -900,10 +900,9 @@ impl ConnTask {
             let Some(tx) = self.ctx.broker.inboxes.get(thread) else {
                 continue;
             };
-            // The route and client id `Arc`s are dropped here, where they were cloned.
-            let handed = crate::engine::hand_over(batch.drain(..));
-            publish::recycle_batch(batch);
-            match tx.try_send(ThreadMsg::Deliver(handed)) {
+            // Kept route and client id `Arc`s are dropped here, where they were cloned.
+            crate::engine::hand_over(&mut batch);
+            match tx.try_send(ThreadMsg::Deliver(batch)) {
                 Ok(()) => {}
                 Err(flume::TrySendError::Full(ThreadMsg::Deliver(batch))) => {
                     let stats = self.ctx.stats();

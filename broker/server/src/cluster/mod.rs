@@ -536,7 +536,13 @@ async fn inbound_loop(
                 groups: &fwd.groups,
             };
             let mut routed = Vec::new();
-            crate::engine::publish::route_scoped(broker, &fwd.message, &mut routed, &scope);
+            crate::engine::publish::route_scoped(
+                broker,
+                &fwd.message,
+                &mut routed,
+                &scope,
+                crate::engine::publish::Keep::Subscriber,
+            );
             let pending = broker.durable.is_enabled().then(|| {
                 let targets = crate::engine::publish::durable_targets(&routed);
                 // Retained messages are replicated by the core group, not stored from here.
@@ -585,13 +591,13 @@ async fn inbound_loop(
                 }
             }
             for r in routed {
-                per_thread.entry(r.route.thread()).or_default().push(r);
+                per_thread.entry(r.thread()).or_default().push(r);
             }
             done.push(msg);
         }
-        for (t, batch) in per_thread {
+        for (t, mut batch) in per_thread {
             if let Some(tx) = broker.inboxes.get(t) {
-                let batch = crate::engine::hand_over(batch);
+                crate::engine::hand_over(&mut batch);
                 let _ = tx.send_async(ThreadMsg::Deliver(batch)).await;
             }
         }

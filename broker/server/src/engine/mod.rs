@@ -163,8 +163,8 @@ pub enum Claim {
 #[derive(Debug)]
 pub enum ThreadMsg {
     /// Deliveries for sessions owned by the receiving thread (without the per-subscriber
-    /// `Arc`s of [`Routed`]: see [`Handed`]).
-    Deliver(Vec<Handed>),
+    /// `Arc`s: see [`hand_over`]).
+    Deliver(Vec<Routed>),
     /// Give session `key` to the registry's current claimant (disconnecting its connection
     /// with 0x8E first).
     Release {
@@ -211,55 +211,61 @@ pub struct Moving {
 pub struct Routed {
     /// The target session.
     pub key: SessionKey,
-    /// Its route (to forward when the session moved).
+    /// The session's thread when the delivery was routed (see [`Self::thread`]).
+    pub routed_to: usize,
+    /// The subscriber's route and client id, kept only by routing whose deliveries are
+    /// placed after a wait (store commit, cluster; see [`publish::Keep`]).
+    pub subscriber: Option<Subscriber>,
+    /// The delivery.
+    pub delivery: Delivery,
+    /// The store queue entry holding this delivery (`None`: held in memory only).
+    pub seq: Option<u64>,
+}
+
+/// The per-subscriber `Arc`s a [`Routed`] delivery keeps when it is placed after a wait.
+///
+/// Routing that places its deliveries at once (a PUBLISH without the store) keeps neither:
+/// with two I/O threads publishing to the same subscriber (fan-in), cloning and dropping
+/// them moved their reference counts' cache line between the cores for every delivery.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// Its route (where it lives when the delivery is placed).
     pub route: Arc<Route>,
     /// The subscriber's client id (names its store queue).
     pub client_id: ClientId,
-    /// The delivery.
-    pub delivery: Delivery,
-    /// The store queue entry holding this delivery (`None`: held in memory only).
-    pub seq: Option<u64>,
 }
 
 impl Routed {
-    /// The delivery as it crosses to another thread: the route and client id `Arc`s are
-    /// dropped here, on the routing thread, which cloned them.
-    pub fn into_handed(self) -> Handed {
-        Handed {
-            key: self.key,
-            delivery: self.delivery,
-            seq: self.seq,
-        }
+    /// Readies the delivery to cross to another thread: a kept route and client id are
+    /// dropped here, on the routing thread, which cloned them (see [`Subscriber`]).
+    pub fn strip(&mut self) {
+        self.subscriber = None;
+    }
+
+    /// The thread to place the delivery on: the session's thread now when the route was
+    /// kept, else the one it had when routed (placed right after routing, in the same step).
+    pub fn thread(&self) -> usize {
+        self.subscriber
+            .as_ref()
+            .map_or(self.routed_to, |s| s.route.thread())
     }
 
     /// Whether the publisher stores this delivery before acknowledging: QoS 1/2 to a
-    /// persistent session.
+    /// persistent session (known only with the route kept: routing for the store keeps it).
     pub fn is_durable_target(&self) -> bool {
-        self.delivery.qos != halyard_codec::QoS::AtMostOnce && self.route.is_persistent()
+        self.delivery.qos != halyard_codec::QoS::AtMostOnce
+            && self
+                .subscriber
+                .as_ref()
+                .is_some_and(|s| s.route.is_persistent())
     }
 }
 
-/// One delivery handed to the thread that owns its session ([`ThreadMsg::Deliver`]).
-///
-/// Unlike [`Routed`] it holds no per-subscriber `Arc` (route, client id): the routing thread
-/// clones those from the trie, and when the owning thread dropped them the reference counts'
-/// cache lines moved between the cores on every delivery (in a two-thread profile of fan-in,
-/// the two `lock decq`s were 44 % of `deliver_local`). The rare delivery whose session left
-/// the thread meanwhile finds the session's current thread through the trie
-/// ([`Broker::owner_of`]).
-#[derive(Debug)]
-pub struct Handed {
-    /// The target session.
-    pub key: SessionKey,
-    /// The delivery.
-    pub delivery: Delivery,
-    /// The store queue entry holding this delivery (`None`: held in memory only).
-    pub seq: Option<u64>,
-}
-
-/// Converts a batch for another thread (see [`Handed`]).
-pub fn hand_over(batch: impl IntoIterator<Item = Routed>) -> Vec<Handed> {
-    batch.into_iter().map(Routed::into_handed).collect()
+/// Readies a batch for another thread (see [`Routed::strip`]).
+pub fn hand_over(batch: &mut [Routed]) {
+    for r in batch {
+        r.strip();
+    }
 }
 
 /// Why a CONNECT was refused by the engine.
@@ -533,7 +539,7 @@ impl Broker {
 
     /// The thread owning session `key` now, found through its subscription matching
     /// `topic` (the subscription that routed a delivery of that topic to it); `None` when
-    /// the session no longer subscribes to it. For the rare [`Handed`] delivery that reached
+    /// the session no longer subscribes to it. For the rare delivery without its route that reached
     /// a thread the session had left: one trie walk, no lock.
     pub fn owner_of(&self, key: SessionKey, topic: &str) -> Option<usize> {
         let mut owner = None;
@@ -554,6 +560,15 @@ impl Broker {
             };
         });
         owner
+    }
+
+    /// The thread owning the session of delivery `d` now: its kept route's, else found
+    /// through the trie ([`Self::owner_of`]; `d` reached a thread the session had left).
+    pub fn owner_now(&self, d: &Routed) -> Option<usize> {
+        match &d.subscriber {
+            Some(s) => Some(s.route.thread()),
+            None => self.owner_of(d.key, &d.delivery.message.topic),
+        }
     }
 
     /// Removes every subscription of session `key` given its full filters.
@@ -803,13 +818,27 @@ mod tests {
             "no subscription for the topic"
         );
         assert_eq!(b.owner_of(7, "m/x"), None, "an unknown session");
-        // Routed into batches for threads 1 and 2, then handed over without the Arcs.
+        // Routed (keeping the routes, as for the store) into batches for threads 1 and 2,
+        // then handed over without the Arcs; a delivery without its route finds its owner.
+        let mut kept = Vec::new();
+        let msg = message("m/x", QoS::AtLeastOnce, "p");
+        publish::route_collect_acked(&b, &msg, &mut kept, crate::cluster::Forward::Now);
         let mut outbox = Outbox::new(3);
-        route(&b, &message("m/x", QoS::AtLeastOnce, "p"), &mut outbox);
-        let handed: Vec<(usize, Vec<Handed>)> = outbox
+        for r in kept {
+            outbox.push(r);
+        }
+        let handed: Vec<(usize, Vec<Routed>)> = outbox
             .drain()
-            .map(|(t, batch)| (t, hand_over(batch)))
+            .map(|(t, mut batch)| {
+                hand_over(&mut batch);
+                (t, batch)
+            })
             .collect();
+        for (t, batch) in &handed {
+            for r in batch {
+                assert_eq!(b.owner_now(r), Some(*t));
+            }
+        }
         let mut keys: Vec<(usize, SessionKey)> = handed
             .iter()
             .flat_map(|(t, batch)| batch.iter().map(|h| (*t, h.key)))
@@ -817,6 +846,32 @@ mod tests {
         keys.sort_unstable();
         assert_eq!(keys, [(2, 5), (2, 6)]);
         assert_eq!(Arc::strong_count(&r1), 2, "the trie's and this test's only");
+    }
+
+    #[test]
+    fn routing_placed_at_once_clones_no_subscriber_arcs() {
+        let b = broker(2);
+        let r1 = Route::new(1);
+        b.trie
+            .insert("k/x", 4, sub(&r1, "s4", QoS::AtLeastOnce, None))
+            .unwrap();
+        let msg = message("k/x", QoS::AtLeastOnce, "p");
+        // A PUBLISH without the store: placed in the same step, by the thread read now.
+        let mut outbox = Outbox::new(2);
+        route(&b, &msg, &mut outbox);
+        assert_eq!(Arc::strong_count(&r1), 2, "the trie's and this test's only");
+        let batches: Vec<(usize, Vec<Routed>)> = outbox.drain().collect();
+        assert_eq!(batches.len(), 1);
+        assert_eq!((batches[0].0, batches[0].1[0].key), (1, 4));
+        assert!(batches[0].1[0].subscriber.is_none());
+        // Routing whose deliveries wait (store, cluster, wills) keeps the route: placed
+        // where the session is when the wait is over.
+        let mut kept = Vec::new();
+        publish::route_collect_acked(&b, &msg, &mut kept, crate::cluster::Forward::Now);
+        assert_eq!(Arc::strong_count(&r1), 3);
+        r1.set_thread(0);
+        assert_eq!(kept[0].thread(), 0);
+        assert_eq!(&*kept[0].subscriber.as_ref().unwrap().client_id, "s4");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use halyard_session::{Delivery, Message};
 use halyard_topics::Match;
 use smallvec::SmallVec;
 
-use super::{Broker, Routed, SessionKey, SubValue};
+use super::{Broker, Routed, SessionKey, SubValue, Subscriber};
 use crate::cluster::retained::RetainWait;
 use crate::cluster::{Forward, Scope};
 use crate::durable::DurableTarget;
@@ -42,7 +42,7 @@ impl Outbox {
 
     /// Adds one delivery for the thread in its route.
     pub fn push(&mut self, routed: Routed) {
-        let t = routed.route.thread();
+        let t = routed.thread();
         if t >= self.threads {
             return;
         }
@@ -122,6 +122,17 @@ pub fn recycle_batch(mut batch: Vec<Routed>) {
     });
 }
 
+/// Whether routing keeps each delivery's subscriber `Arc`s (route, client id) in its
+/// [`Routed`]: needed where deliveries are placed after a wait, during which the session may
+/// move (store commit, cluster forwarding, will messages), and for the store's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Placed in the same step: the session's thread is read when routing, no `Arc` cloned.
+    Thread,
+    /// Placed later, or stored first: the route and client id are cloned from the trie.
+    Subscriber,
+}
+
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if a.as_u8() <= b.as_u8() { a } else { b }
 }
@@ -194,10 +205,10 @@ pub fn route_acked(
         if only.capacity() == 0 {
             *only = spare_batch();
         }
-        return route_collect_acked(broker, message, only, mode);
+        return route_kept(broker, message, only, mode, Keep::Thread);
     }
     let mut routed = spare_batch();
-    let (n, wait) = route_collect_acked(broker, message, &mut routed, mode);
+    let (n, wait) = route_kept(broker, message, &mut routed, mode, Keep::Thread);
     for r in routed.drain(..) {
         outbox.push(r);
     }
@@ -210,9 +221,11 @@ pub fn durable_targets(routed: &[Routed]) -> Vec<DurableTarget<'_>> {
     routed
         .iter()
         .filter(|r| r.is_durable_target())
-        .map(|r| DurableTarget {
-            client_id: &r.client_id,
-            delivery: &r.delivery,
+        .filter_map(|r| {
+            r.subscriber.as_ref().map(|s| DurableTarget {
+                client_id: &s.client_id,
+                delivery: &r.delivery,
+            })
         })
         .collect()
 }
@@ -234,38 +247,51 @@ pub fn apply_seqs(routed: &mut [Routed], seqs: Vec<Option<u64>>) {
     }
 }
 
-/// As [`route`], into a plain list (the caller stores the durable targets first), forwarding
-/// to the other nodes of a cluster (see [`crate::cluster::Cluster::dispatch`]).
+/// As [`route`], into a plain list (the caller stores the durable targets first and places
+/// the deliveries after that: the subscribers' routes are kept), forwarding to the other
+/// nodes of a cluster (see [`crate::cluster::Cluster::dispatch`]).
 pub fn route_collect_acked(
     broker: &Broker,
     message: &Arc<Message>,
     out: &mut Vec<Routed>,
     mode: Forward,
 ) -> (usize, Option<crate::cluster::AckWait>) {
+    route_kept(broker, message, out, mode, Keep::Subscriber)
+}
+
+/// [`route_collect_acked`] keeping what `keep` says.
+fn route_kept(
+    broker: &Broker,
+    message: &Arc<Message>,
+    out: &mut Vec<Routed>,
+    mode: Forward,
+    keep: Keep,
+) -> (usize, Option<crate::cluster::AckWait>) {
     match broker.cluster.get() {
-        None => (route_scoped(broker, message, out, &Scope::All), None),
+        None => (route_scoped(broker, message, out, &Scope::All, keep), None),
         Some(c) => {
             let (elsewhere, wait) = c.dispatch(message, mode);
             let scope = Scope::Publisher {
                 elsewhere: &elsewhere,
             };
-            (route_scoped(broker, message, out, &scope), wait)
+            (route_scoped(broker, message, out, &scope, keep), wait)
         }
     }
 }
 
 /// Matches `message` against the local trie within `scope` (which subscribers this node
-/// serves for it), one delivery per matching session into `out`.
+/// serves for it), one delivery per matching session into `out`, keeping what `keep` says.
 pub fn route_scoped(
     broker: &Broker,
     message: &Arc<Message>,
     out: &mut Vec<Routed>,
     scope: &Scope<'_>,
+    keep: Keep,
 ) -> usize {
     TARGETS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut targets) => collect_targets(broker, message, out, scope, &mut targets),
+        Ok(mut targets) => collect_targets(broker, message, out, scope, keep, &mut targets),
         // Only a nested call could find it borrowed: use a map of its own.
-        Err(_) => collect_targets(broker, message, out, scope, &mut Targets::default()),
+        Err(_) => collect_targets(broker, message, out, scope, keep, &mut Targets::default()),
     })
 }
 
@@ -281,6 +307,7 @@ fn collect_targets(
     message: &Arc<Message>,
     out: &mut Vec<Routed>,
     scope: &Scope<'_>,
+    keep: Keep,
     targets: &mut Targets,
 ) -> usize {
     let start = out.len();
@@ -311,8 +338,11 @@ fn collect_targets(
         }
         out.push(Routed {
             key,
-            route: value.route.clone(),
-            client_id: value.client_id.clone(),
+            routed_to: value.route.thread(),
+            subscriber: (keep == Keep::Subscriber).then(|| Subscriber {
+                route: value.route.clone(),
+                client_id: value.client_id.clone(),
+            }),
             delivery: Delivery {
                 message: message.clone(),
                 qos: min_qos(value.options.qos, message.qos),

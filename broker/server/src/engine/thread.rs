@@ -13,7 +13,7 @@ use halyard_session::{
 };
 
 use super::publish::{self, Outbox};
-use super::{Broker, ConnRef, Handed, Moving, Routed, SessionKey, ThreadMsg};
+use super::{Broker, ConnRef, Moving, Routed, SessionKey, ThreadMsg};
 use crate::conn::park::{ParkedSlot, Parking};
 use crate::durable::{self, Pending, QueueLedger};
 use crate::metrics::{DropReason, Limit, ThreadStats};
@@ -477,25 +477,25 @@ impl ThreadCtx {
     }
 
     /// Hands deliveries to local connections and offline sessions; forwards those whose
-    /// session moved to another thread. `batch` holds [`Routed`] deliveries routed on this
-    /// thread or [`Handed`] ones from another (see [`ForThread`]).
-    pub fn deliver_local<D: ForThread>(&self, mut batch: Vec<D>) {
+    /// session moved to another thread. `batch` holds deliveries routed on this thread or
+    /// handed over by another (see [`super::hand_over`]); emptied, it is kept for the
+    /// thread's next fan-out ([`publish::recycle_batch`]).
+    pub fn deliver_local(&self, mut batch: Vec<Routed>) {
         // Read only for offline sessions (not for each delivery to a connection).
         let mut now = None;
         let threads = self.broker.inboxes.len();
-        let mut forward: Vec<Vec<Handed>> = Vec::new();
+        let mut forward: Vec<Vec<Routed>> = Vec::new();
         let mut touched: Vec<SessionKey> = Vec::new();
         {
             let cap = self.mailbox_cap();
             let conns = self.conns.borrow();
             let mut sessions = self.sessions.borrow_mut();
             for d in batch.drain(..) {
-                let key = d.key();
+                let key = d.key;
                 match sessions.get_mut(&key) {
                     Some(Local::Conn(id)) => match conns.get(id) {
                         Some(h) if h.len() < cap => {
-                            let (delivery, seq) = d.into_parts();
-                            self.push_to(h, ConnMsg::Deliver(delivery, seq));
+                            self.push_to(h, ConnMsg::Deliver(d.delivery, d.seq));
                             self.local_handoffs
                                 .set(self.local_handoffs.get().wrapping_add(1));
                         }
@@ -506,7 +506,7 @@ impl ThreadCtx {
                         None => self.stats().drop_message(DropReason::SessionGone),
                     },
                     Some(Local::Offline(off)) => {
-                        let (delivery, seq) = d.into_parts();
+                        let (delivery, seq) = (d.delivery, d.seq);
                         let message = delivery.message.clone();
                         let now = *now.get_or_insert_with(Instant::now);
                         match off.session.enqueue(now, delivery) {
@@ -520,19 +520,21 @@ impl ThreadCtx {
                             touched.push(key);
                         }
                     }
-                    None => match d.owner(&self.broker) {
+                    None => match self.broker.owner_now(&d) {
                         Some(t) if t != self.index && t < threads => {
                             if forward.len() < threads {
                                 forward.resize_with(threads, Vec::new);
                             }
-                            forward[t].push(d.into_handed());
+                            let mut d = d;
+                            d.strip();
+                            forward[t].push(d);
                         }
                         _ => self.stats().drop_message(DropReason::SessionGone),
                     },
                 }
             }
         }
-        D::recycle(batch);
+        publish::recycle_batch(batch);
         if !touched.is_empty() {
             self.persist_offline(&touched);
         }
@@ -873,8 +875,8 @@ impl ThreadCtx {
             for r in routed {
                 outbox.push(r);
             }
-            for (thread, batch) in outbox.drain() {
-                let batch = super::hand_over(batch);
+            for (thread, mut batch) in outbox.drain() {
+                super::hand_over(&mut batch);
                 broker.send_to(thread, ThreadMsg::Deliver(batch)).await;
             }
             if let Some(acks) = acks {
@@ -964,64 +966,6 @@ impl ThreadCtx {
             self.end_offline(key, off);
         }
     }
-}
-
-/// A delivery [`ThreadCtx::deliver_local`] takes: a [`Routed`] one (routed on this thread;
-/// it still holds its route) or a [`Handed`] one (from another thread; without `Arc`s).
-pub trait ForThread {
-    /// The target session.
-    fn key(&self) -> SessionKey;
-    /// The delivery as it goes on to another thread.
-    fn into_handed(self) -> Handed;
-    /// The delivery and its store queue entry.
-    fn into_parts(self) -> (Delivery, Option<u64>)
-    where
-        Self: Sized,
-    {
-        let h = self.into_handed();
-        (h.delivery, h.seq)
-    }
-    /// The thread owning the session now (asked when it is not on this thread); `None`:
-    /// it is gone.
-    fn owner(&self, broker: &Broker) -> Option<usize>;
-    /// Disposes of an emptied batch.
-    fn recycle(batch: Vec<Self>)
-    where
-        Self: Sized;
-}
-
-impl ForThread for Routed {
-    fn key(&self) -> SessionKey {
-        self.key
-    }
-
-    fn into_handed(self) -> Handed {
-        Routed::into_handed(self)
-    }
-
-    fn owner(&self, _: &Broker) -> Option<usize> {
-        Some(self.route.thread())
-    }
-
-    fn recycle(batch: Vec<Self>) {
-        publish::recycle_batch(batch);
-    }
-}
-
-impl ForThread for Handed {
-    fn key(&self) -> SessionKey {
-        self.key
-    }
-
-    fn into_handed(self) -> Handed {
-        self
-    }
-
-    fn owner(&self, broker: &Broker) -> Option<usize> {
-        broker.owner_of(self.key, &self.delivery.message.topic)
-    }
-
-    fn recycle(_: Vec<Self>) {}
 }
 
 /// Awaits store writes in a detached task, logging failures (for writes whose outcome
