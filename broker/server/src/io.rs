@@ -298,19 +298,28 @@ mod tests {
 
     /// `direct` never stops finding work: the driver still gets its turn every
     /// `DIRECT_TURNS` turns, so a compio timer (fired only by a turn of the driver) ends.
+    /// Run on a thread of its own and bounded in time, so that a loop that starves the
+    /// driver fails the test instead of hanging it.
     #[test]
     fn block_on_gives_the_driver_its_turn() {
-        let rt = build_runtime(Backend::Epoll, 64).unwrap();
-        let calls = std::cell::Cell::new(0u32);
-        block_on(
-            rt,
-            compio::time::sleep(std::time::Duration::from_millis(5)),
-            || {
-                calls.set(calls.get() + 1);
-                true
-            },
-        );
-        assert!(calls.get() > 0, "direct was asked while nothing was ready");
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = build_runtime(Backend::Epoll, 64).unwrap();
+            let calls = std::cell::Cell::new(0u32);
+            block_on(
+                rt,
+                compio::time::sleep(std::time::Duration::from_millis(5)),
+                || {
+                    calls.set(calls.get() + 1);
+                    true
+                },
+            );
+            let _ = done.send(calls.get());
+        });
+        let calls = finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the 5 ms timer never fired: the driver got no turn");
+        assert!(calls > 0, "direct was asked while nothing was ready");
     }
 
     /// What `direct` wakes runs without a turn of the driver; a value from another thread
