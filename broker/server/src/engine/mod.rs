@@ -211,7 +211,8 @@ pub struct Moving {
 pub struct Routed {
     /// The target session.
     pub key: SessionKey,
-    /// The session's thread when the delivery was routed (see [`Self::thread`]).
+    /// The session's thread as last read: when the delivery was routed, or when a thread
+    /// the session had left sent it on ([`Self::redirect`]; see [`Self::thread`]).
     pub routed_to: usize,
     /// The subscriber's route and client id, kept only by routing whose deliveries are
     /// placed after a wait (store commit, cluster; see [`publish::Keep`]).
@@ -240,6 +241,13 @@ impl Routed {
     /// dropped here, on the routing thread, which cloned them (see [`Subscriber`]).
     pub fn strip(&mut self) {
         self.subscriber = None;
+    }
+
+    /// Readies the delivery to go on to `thread`, where its session is now (found by a
+    /// thread the session had left): stripped (see [`Self::strip`]) and addressed there.
+    pub fn redirect(&mut self, thread: usize) {
+        self.strip();
+        self.routed_to = thread;
     }
 
     /// The thread to place the delivery on: the session's thread now when the route was

@@ -484,7 +484,7 @@ impl ThreadCtx {
         // Read only for offline sessions (not for each delivery to a connection).
         let mut now = None;
         let threads = self.broker.inboxes.len();
-        let mut forward: Vec<Vec<Routed>> = Vec::new();
+        let mut forward = Outbox::new(threads);
         let mut touched: Vec<SessionKey> = Vec::new();
         {
             let cap = self.mailbox_cap();
@@ -522,12 +522,9 @@ impl ThreadCtx {
                     }
                     None => match self.broker.owner_now(&d) {
                         Some(t) if t != self.index && t < threads => {
-                            if forward.len() < threads {
-                                forward.resize_with(threads, Vec::new);
-                            }
                             let mut d = d;
-                            d.strip();
-                            forward[t].push(d);
+                            d.redirect(t);
+                            forward.push(d);
                         }
                         _ => self.stats().drop_message(DropReason::SessionGone),
                     },
@@ -538,10 +535,7 @@ impl ThreadCtx {
         if !touched.is_empty() {
             self.persist_offline(&touched);
         }
-        for (thread, batch) in forward.into_iter().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
+        for (thread, batch) in forward.drain() {
             if let Some(tx) = self.broker.inboxes.get(thread)
                 && tx.try_send(ThreadMsg::Deliver(batch)).is_err()
             {
