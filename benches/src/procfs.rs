@@ -79,6 +79,47 @@ pub fn sample(pid: Pid) -> io::Result<ProcSample> {
     })
 }
 
+/// The whole host's CPU time from the aggregate `cpu` line of `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTicks {
+    /// Time the hypervisor ran something else while this VM's CPUs wanted to run (`steal`).
+    pub steal: u64,
+    /// All accounted time: user, nice, system, idle, iowait, irq, softirq and steal (guest
+    /// time is already inside user and nice).
+    pub total: u64,
+}
+
+impl HostTicks {
+    /// The share of all CPU time between `self` and the later sample `later` that was
+    /// stolen (0.0-1.0); `None` if no time passed.
+    pub fn steal_share(self, later: HostTicks) -> Option<f64> {
+        let total = later.total.checked_sub(self.total)?;
+        let steal = later.steal.saturating_sub(self.steal);
+        (total > 0).then(|| steal as f64 / total as f64)
+    }
+}
+
+/// [`HostTicks`] parsed from the text of `/proc/stat`.
+pub fn parse_host_ticks(stat: &str) -> Option<HostTicks> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    (f.len() == 8).then(|| HostTicks {
+        steal: f[7],
+        total: f.iter().sum(),
+    })
+}
+
+/// The host's CPU time now (`/proc/stat`); `None` if it cannot be read or parsed, e.g. in a
+/// container that hides it.
+pub fn host_ticks() -> Option<HostTicks> {
+    parse_host_ticks(&fs::read_to_string("/proc/stat").ok()?)
+}
+
 /// Resets the peak RSS (VmHWM) of `pid` to its current RSS (`echo 5 > clear_refs`).
 pub fn reset_peak_rss(pid: Pid) -> io::Result<()> {
     fs::write(format!("{}/clear_refs", pid.dir()), "5")
@@ -141,6 +182,29 @@ mod tests {
         let status = "Name:\tx\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t1\n";
         assert_eq!(parse_status_kib(status), (10240, 20480));
         assert_eq!(parse_status_kib(""), (0, 0));
+    }
+
+    #[test]
+    fn host_steal() {
+        let stat = "cpu  100 5 50 800 10 0 20 15 7 0\ncpu0 50 2 25 400 5 0 10 8 3 0\nintr 1\n";
+        let a = parse_host_ticks(stat).unwrap();
+        assert_eq!(
+            a,
+            HostTicks {
+                steal: 15,
+                total: 1000
+            }
+        );
+        let b = HostTicks {
+            steal: 65,
+            total: 2000,
+        };
+        assert_eq!(a.steal_share(b), Some(0.05));
+        assert_eq!(a.steal_share(a), None);
+        assert_eq!(b.steal_share(a), None);
+        assert_eq!(parse_host_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(parse_host_ticks("intr 1\n"), None);
+        assert!(host_ticks().is_some(), "/proc/stat of this machine");
     }
 
     #[test]

@@ -98,6 +98,11 @@ pub struct RunResult {
     pub own_cpu_share: f64,
     /// `conn` scenario figures.
     pub conn: Option<ConnStats>,
+    /// Share of the host's CPU time stolen by the hypervisor over the window (`steal` in
+    /// `/proc/stat`, all CPUs; 0.0-1.0): a slow run on a preempted virtual machine shows
+    /// here.
+    #[serde(default)]
+    pub host_steal_share: Option<f64>,
     /// Open loop: how late messages left against their schedule (the generator's share of
     /// `latency`; microseconds).
     #[serde(default)]

@@ -217,6 +217,9 @@ fn human(r: &RunResult) -> String {
         s += "\n";
     }
     s += &format!("generator CPU {:.0} % of a core", r.own_cpu_share * 100.0);
+    if let Some(st) = r.host_steal_share {
+        s += &format!("; host steal {:.1} % of all CPU time", st * 100.0);
+    }
     if let Some(l) = &r.send_lag {
         s += &format!(
             "; send lag against the schedule p50 {:.0} us  p99 {:.0} us",

@@ -96,6 +96,9 @@ pub struct Cell {
     pub conn_per_cpu_s: Option<Stat>,
     /// With a CPU quota: share of the broker's active periods that ran out of quota.
     pub throttled: Option<Stat>,
+    /// Share of the host's CPU time stolen by the hypervisor during the window (all CPUs):
+    /// the runs of a preempted virtual machine are slow for every broker alike.
+    pub steal: Option<Stat>,
     /// Errors reported (first few).
     pub errors: Vec<String>,
 }
@@ -144,6 +147,7 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 per_cpu_s: t(|r| r.deliveries_per_broker_cpu_s),
                 broker_cpu: collect(&rs, |r| r.broker.map(|b| b.cpu_share)),
                 load_cpu: collect(&rs, |r| Some(r.own_cpu_share)),
+                steal: collect(&rs, |r| r.host_steal_share),
                 // A run that delivered nothing in the window has no latency (not zero).
                 p50_us: t(|r| (r.latency.count > 0).then_some(r.latency.p50_us)),
                 p99_us: t(|r| (r.latency.count > 0).then_some(r.latency.p99_us)),
@@ -363,6 +367,22 @@ fn pct(s: &Option<Stat>) -> String {
     s.map_or("-".into(), |s| format!("{:.0} %", s.median * 100.0))
 }
 
+/// A share's median and range as a percentage with one decimal (small shares such as steal).
+fn pct1(s: &Option<Stat>) -> String {
+    s.map_or("-".into(), |s| {
+        if s.n > 1 {
+            format!(
+                "{:.1} % ({:.1}-{:.1})",
+                s.median * 100.0,
+                s.min * 100.0,
+                s.max * 100.0
+            )
+        } else {
+            format!("{:.1} %", s.median * 100.0)
+        }
+    })
+}
+
 /// Facts about the run printed at the top of the report.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunInfo {
@@ -398,19 +418,20 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
     let _ = writeln!(m, "## Closed loop (throughput ceiling)\n");
     let _ = writeln!(
         m,
-        "| case | broker | msgs/s | per broker CPU-s | broker CPU | generator CPU | p50 us | p99 us | p999 us | peak RSS MiB | lost / dup / reord | runs |"
+        "| case | broker | msgs/s | per broker CPU-s | broker CPU | generator CPU | host steal | p50 us | p99 us | p999 us | peak RSS MiB | lost / dup / reord | runs |"
     );
-    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in cells.iter().filter(|c| c.kind == CaseKind::Throughput) {
         let _ = writeln!(
             m,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {}{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {}{} |",
             c.case,
             c.broker,
             fmt_stat(&c.msgs_per_s),
             fmt_stat(&c.per_cpu_s),
             pct(&c.broker_cpu),
             pct(&c.load_cpu),
+            pct1(&c.steal),
             fmt_stat(&c.p50_us),
             fmt_stat(&c.p99_us),
             fmt_stat(&c.p999_us),
@@ -430,16 +451,16 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         let _ = writeln!(m, "\n## Open loop (latency at a fixed offered rate)\n");
         let _ = writeln!(
             m,
-            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | generator send lag p50 / p99 us | from the actual send p50 / p99 us | broker CPU | generator CPU | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
+            "| case | broker | delivered msgs/s | p50 us | p99 us | p999 us | generator send lag p50 / p99 us | from the actual send p50 / p99 us | broker CPU | generator CPU | host steal | per broker CPU-s | peak RSS MiB | lost / dup / reord | runs |"
         );
         let _ = writeln!(
             m,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for c in cells.iter().filter(|c| c.kind == CaseKind::Latency) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 c.case,
                 c.broker,
                 fmt_stat(&c.msgs_per_s),
@@ -452,6 +473,7 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 fmt_stat(&c.sent_p99_us),
                 pct(&c.broker_cpu),
                 pct(&c.load_cpu),
+                pct1(&c.steal),
                 fmt_stat(&c.per_cpu_s),
                 fmt_stat(&c.peak_rss_mib),
                 c.lost,
@@ -469,19 +491,20 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         );
         let _ = writeln!(
             m,
-            "| case | broker | connect rate /s | per broker CPU-s | broker CPU | generator CPU | RSS per connection, bytes | peak RSS MiB | runs |"
+            "| case | broker | connect rate /s | per broker CPU-s | broker CPU | generator CPU | host steal | RSS per connection, bytes | peak RSS MiB | runs |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|");
         for c in cells.iter().filter(|c| c.kind == CaseKind::Connections) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.case,
                 c.broker,
                 fmt_stat(&c.connect_rate),
                 fmt_stat(&c.conn_per_cpu_s),
                 pct(&c.broker_cpu),
                 pct(&c.load_cpu),
+                pct1(&c.steal),
                 fmt_stat(&c.bytes_per_conn),
                 fmt_stat(&c.peak_rss_mib),
                 c.runs
@@ -657,6 +680,7 @@ mod tests {
                     rss_per_conn_bytes: bytes,
                     ..ConnStats::default()
                 }),
+                host_steal_share: Some(cpu_s / 10.0),
                 ..RunResult::default()
             }),
             ..sample("conn-sub", broker, 0.0)
@@ -690,6 +714,10 @@ mod tests {
             md.contains("| conn-sub | halyard-uring | 20k | 100k |"),
             "{md}"
         );
+        // Steal is a share of the host's time per run: 1 % for the Halyard run, 2.5 % and
+        // 0 % for Mosquitto's two.
+        assert!(md.contains("| 0 % | 0 % | 1.0 % |"), "{md}");
+        assert!(md.contains("| 1.2 % (0.0-2.5) |"), "{md}");
         assert!(md.contains(
             "| conn-sub | connections per broker CPU-s | halyard-uring | mosquitto | 2.50x"
         ));

@@ -23,6 +23,7 @@ pub(super) fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     procfs::reset_peak_rss_all(broker)?;
     let b0 = procfs::sample_sum(broker)?;
     let me0 = procfs::sample(Pid::Me)?;
+    let host0 = procfs::host_ticks();
     let t0 = Instant::now();
     let mut handles = Vec::new();
     for w in 0..cfg.workers {
@@ -43,6 +44,7 @@ pub(super) fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     let connect_s = t0.elapsed().as_secs_f64();
     let b_conn = procfs::sample_sum(broker)?;
     let me1 = procfs::sample(Pid::Me)?;
+    let host1 = procfs::host_ticks();
     std::thread::sleep(cfg.hold);
     let b1 = procfs::sample_sum(broker)?;
     shared.set_phase(phase::DONE);
@@ -85,6 +87,7 @@ pub(super) fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
         broker: broker_stats,
         own_cpu_share: (me1.cpu_s - me0.cpu_s).max(0.0) / connect_s,
         conn: Some(conn),
+        host_steal_share: host0.zip(host1).and_then(|(a, b)| a.steal_share(b)),
         errors,
         ..RunResult::default()
     })

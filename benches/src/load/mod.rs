@@ -449,6 +449,7 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     std::thread::sleep(cfg.warmup);
     let b0 = procfs::sample_sum(broker)?;
     let me0 = procfs::sample(Pid::Me)?;
+    let host0 = procfs::host_ticks();
     let t0 = Instant::now();
     shared.set_phase(phase::MEASURE);
     sleep_unless_failed(&shared, cfg.duration);
@@ -456,6 +457,9 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     let window_s = t0.elapsed().as_secs_f64();
     let b1 = procfs::sample_sum(broker)?;
     let me1 = procfs::sample(Pid::Me)?;
+    let host_steal_share = procfs::host_ticks()
+        .zip(host0)
+        .and_then(|(b, a)| a.steal_share(b));
     let drain_end = Instant::now() + cfg.drain;
     while Instant::now() < drain_end
         && shared
@@ -473,7 +477,7 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
             Err(_) => return Err(LoadError::Config("a worker thread panicked".into())),
         }
     }
-    Ok(summarise(
+    let mut result = summarise(
         cfg,
         &plan,
         &shared,
@@ -481,7 +485,9 @@ pub fn run_traffic(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
         window_s,
         (b0, b1),
         (me0, me1),
-    ))
+    );
+    result.host_steal_share = host_steal_share;
+    Ok(result)
 }
 
 fn wait_ready(shared: &Shared, total: usize) -> Result<(), LoadError> {
@@ -682,6 +688,7 @@ fn summarise(
         broker,
         own_cpu_share: (me.1.cpu_s - me.0.cpu_s).max(0.0) / window_s,
         conn: None,
+        host_steal_share: None,
         latency_from_send: cfg.rate.map(|_| from_send.summary()),
         send_lag,
         errors,
