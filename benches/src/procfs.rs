@@ -9,6 +9,8 @@ use std::io;
 pub struct ProcSample {
     /// utime + stime in seconds.
     pub cpu_s: f64,
+    /// Of `cpu_s`, the time spent in the kernel (stime), seconds.
+    pub sys_s: f64,
     /// Resident set size in KiB.
     pub rss_kib: u64,
     /// Peak resident set size in KiB since start or the last reset.
@@ -40,8 +42,8 @@ pub fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// utime + stime in clock ticks, parsed from the text of `/proc/PID/stat`.
-pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+/// (utime, stime) in clock ticks, parsed from the text of `/proc/PID/stat`.
+pub fn parse_stat_ticks(stat: &str) -> Option<(u64, u64)> {
     // The command name (field 2) may contain spaces and parentheses: fields after it start
     // behind the last ')'. utime and stime are fields 14 and 15, i.e. the 12th and 13th after
     // the name.
@@ -49,7 +51,7 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
     let mut f = rest.split_ascii_whitespace().skip(11);
     let utime: u64 = f.next()?.parse().ok()?;
     let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// (VmRSS, VmHWM) in KiB, parsed from the text of `/proc/PID/status`.
@@ -68,12 +70,13 @@ pub fn parse_status_kib(status: &str) -> (u64, u64) {
 pub fn sample(pid: Pid) -> io::Result<ProcSample> {
     let dir = pid.dir();
     let stat = fs::read_to_string(format!("{dir}/stat"))?;
-    let ticks = parse_stat_ticks(&stat)
+    let (utime, stime) = parse_stat_ticks(&stat)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat"))?;
     let status = fs::read_to_string(format!("{dir}/status"))?;
     let (rss_kib, hwm_kib) = parse_status_kib(&status);
     Ok(ProcSample {
-        cpu_s: ticks as f64 / clock_ticks(),
+        cpu_s: (utime + stime) as f64 / clock_ticks(),
+        sys_s: stime as f64 / clock_ticks(),
         rss_kib,
         hwm_kib,
     })
@@ -135,6 +138,7 @@ pub fn sample_sum(pids: &[u32]) -> io::Result<Option<ProcSample>> {
     for &p in pids {
         let s = sample(Pid::Other(p))?;
         sum.cpu_s += s.cpu_s;
+        sum.sys_s += s.sys_s;
         sum.rss_kib += s.rss_kib;
         sum.hwm_kib += s.hwm_kib;
     }
@@ -173,7 +177,7 @@ mod tests {
     fn stat_with_spaces_and_parens_in_name() {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
                     250 37 0 0 20 0 1 0 100 1000 50";
-        assert_eq!(parse_stat_ticks(stat), Some(287));
+        assert_eq!(parse_stat_ticks(stat), Some((250, 37)));
         assert_eq!(parse_stat_ticks("garbage"), None);
     }
 

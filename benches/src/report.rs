@@ -14,6 +14,10 @@ pub struct BrokerStats {
     pub cpu_s: f64,
     /// `cpu_s` / window length: 1.0 = one core fully busy.
     pub cpu_share: f64,
+    /// Of `cpu_s`, the seconds spent in the kernel (stime: system calls, and the softirq
+    /// work of loopback TCP that runs on the broker's core).
+    #[serde(default)]
+    pub sys_s: f64,
     /// RSS at the start of the window, KiB.
     pub rss_start_kib: u64,
     /// RSS at the end of the window, KiB.
@@ -43,6 +47,9 @@ pub struct ConnStats {
     pub rss_per_conn_bytes: f64,
     /// Broker CPU time per connection while connecting, microseconds.
     pub broker_cpu_us_per_conn: f64,
+    /// Of `broker_cpu_us_per_conn`, the kernel's part (stime), microseconds.
+    #[serde(default)]
+    pub broker_sys_us_per_conn: f64,
 }
 
 /// Everything one run of `halyard-load` measured.

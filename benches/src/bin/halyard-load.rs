@@ -172,7 +172,7 @@ fn human(r: &RunResult) -> String {
     );
     if let Some(c) = &r.conn {
         s += &format!(
-            "connections {} (failed {}) in {:.2} s = {:.0} conn/s; broker RSS {} -> {} KiB = {:.0} B/conn; {:.1} us broker CPU/conn\n",
+            "connections {} (failed {}) in {:.2} s = {:.0} conn/s; broker RSS {} -> {} KiB = {:.0} B/conn; {:.1} us broker CPU/conn ({:.1} us in the kernel)\n",
             c.connections,
             c.failed,
             c.connect_s,
@@ -180,7 +180,8 @@ fn human(r: &RunResult) -> String {
             c.rss_before_kib,
             c.rss_after_kib,
             c.rss_per_conn_bytes,
-            c.broker_cpu_us_per_conn
+            c.broker_cpu_us_per_conn,
+            c.broker_sys_us_per_conn
         );
     } else {
         let l = &r.latency;

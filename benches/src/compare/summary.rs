@@ -94,6 +94,12 @@ pub struct Cell {
     /// the machine. The raw connect rate is bounded by the whole machine (the generator, the
     /// kernel's loopback TCP work in softirq, other tenants), not by the broker.
     pub conn_per_cpu_s: Option<Stat>,
+    /// Broker CPU per connection while connecting, microseconds (the inverse of
+    /// `conn_per_cpu_s`, run by run).
+    pub conn_cpu_us: Option<Stat>,
+    /// Of `conn_cpu_us`, the kernel's part (stime), microseconds: what a broker cannot cut
+    /// in user space.
+    pub conn_sys_us: Option<Stat>,
     /// With a CPU quota: share of the broker's active periods that ran out of quota.
     pub throttled: Option<Stat>,
     /// Share of the host's CPU time stolen by the hypervisor during the window (all CPUs):
@@ -163,6 +169,8 @@ pub fn summarise(cases: &[Case], brokers: &[String], samples: &[Sample]) -> Vec<
                 connect_rate: k(|r| r.conn.map(|c| c.connect_rate)),
                 bytes_per_conn: k(|r| r.conn.map(|c| c.rss_per_conn_bytes)),
                 conn_per_cpu_s: k(conn_per_cpu_s),
+                conn_cpu_us: k(|r| r.conn.map(|c| c.broker_cpu_us_per_conn)),
+                conn_sys_us: k(|r| r.conn.map(|c| c.broker_sys_us_per_conn)),
                 throttled: stat(
                     &mine
                         .iter()
@@ -491,17 +499,19 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
         );
         let _ = writeln!(
             m,
-            "| case | broker | connect rate /s | per broker CPU-s | broker CPU | generator CPU | host steal | RSS per connection, bytes | peak RSS MiB | runs |"
+            "| case | broker | connect rate /s | per broker CPU-s | broker CPU us per connection | of which kernel | broker CPU | generator CPU | host steal | RSS per connection, bytes | peak RSS MiB | runs |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for c in cells.iter().filter(|c| c.kind == CaseKind::Connections) {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.case,
                 c.broker,
                 fmt_stat(&c.connect_rate),
                 fmt_stat(&c.conn_per_cpu_s),
+                fmt_stat(&c.conn_cpu_us),
+                fmt_stat(&c.conn_sys_us),
                 pct(&c.broker_cpu),
                 pct(&c.load_cpu),
                 pct1(&c.steal),
@@ -678,6 +688,8 @@ mod tests {
                     connections: 10_000,
                     connect_rate: 20_000.0,
                     rss_per_conn_bytes: bytes,
+                    broker_cpu_us_per_conn: cpu_s * 100.0,
+                    broker_sys_us_per_conn: cpu_s * 60.0,
                     ..ConnStats::default()
                 }),
                 host_steal_share: Some(cpu_s / 10.0),
@@ -711,7 +723,7 @@ mod tests {
         );
         let md = markdown(&RunInfo::default(), &cells, &r, &[]);
         assert!(
-            md.contains("| conn-sub | halyard-uring | 20k | 100k |"),
+            md.contains("| conn-sub | halyard-uring | 20k | 100k | 10.00 | 6.00 |"),
             "{md}"
         );
         // Steal is a share of the host's time per run: 1 % for the Halyard run, 2.5 % and

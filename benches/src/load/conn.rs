@@ -69,8 +69,11 @@ pub(super) fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
         conn.rss_per_conn_bytes = grown / connections.max(1) as f64;
         let cpu_s = (bc.cpu_s - b0.cpu_s).max(0.0);
         conn.broker_cpu_us_per_conn = cpu_s * 1e6 / connections.max(1) as f64;
+        let sys_s = (bc.sys_s - b0.sys_s).max(0.0);
+        conn.broker_sys_us_per_conn = sys_s * 1e6 / connections.max(1) as f64;
         broker_stats = Some(BrokerStats {
             cpu_s,
+            sys_s,
             cpu_share: cpu_s / connect_s,
             rss_start_kib: b0.rss_kib,
             rss_end_kib: b1.rss_kib,

@@ -606,6 +606,7 @@ fn broker_stats(b: (Option<ProcSample>, Option<ProcSample>), window_s: f64) -> O
     Some(BrokerStats {
         cpu_s,
         cpu_share: cpu_s / window_s,
+        sys_s: (b1.sys_s - b0.sys_s).max(0.0),
         rss_start_kib: b0.rss_kib,
         rss_end_kib: b1.rss_kib,
         peak_rss_kib: b1.hwm_kib,
