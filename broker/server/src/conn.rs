@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use compio::BufResult;
-use compio::io::{AsyncWrite, AsyncWriteExt};
+use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 use halyard_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling};
 use halyard_session::{
@@ -350,7 +350,10 @@ impl ConnTask {
                 let _ = compio::time::timeout(limit, self.stream.write_all(w)).await;
             }
         }
-        let _ = self.stream.shutdown().await;
+        // One non-blocking system call, not the runtime's shutdown: on epoll that is a
+        // round trip through compio's blocking thread pool, on io_uring a suspension until
+        // the next turn of the ring (see `write::shutdown_now`).
+        write::shutdown_now(self.stream.as_raw_fd());
     }
 
     /// Reads what the socket has into the thread's shared buffer and feeds it to the
