@@ -81,11 +81,17 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
-    #[test]
-    fn sends_what_fits_then_stops_without_blocking() {
+    /// A connected pair of loopback sockets: (client, accepted).
+    fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut b, _) = l.accept().unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn sends_what_fits_then_stops_without_blocking() {
+        let (a, mut b) = pair();
         assert_eq!(send_now(a.as_raw_fd(), b"hello"), SendNow::Sent(5));
         let mut got = [0u8; 5];
         b.read_exact(&mut got).unwrap();
@@ -101,9 +107,7 @@ mod tests {
 
     #[test]
     fn shutdown_ends_the_peers_stream_after_the_data() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut b, _) = l.accept().unwrap();
+        let (a, mut b) = pair();
         assert_eq!(send_now(a.as_raw_fd(), b"bye"), SendNow::Sent(3));
         shutdown_now(a.as_raw_fd());
         let mut got = Vec::new();
@@ -125,9 +129,7 @@ mod tests {
 
     #[test]
     fn a_reset_peer_is_a_failure() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (b, _) = l.accept().unwrap();
+        let (a, b) = pair();
         // SO_LINGER 0: close sends a RST.
         let linger = libc::linger {
             l_onoff: 1,
