@@ -587,7 +587,7 @@ impl ConnTask {
                         }
                         _ => {}
                     }
-                    self.closed_will = Some(will.map(Box::new));
+                    self.closed_will = Some(will);
                 }
             }
         }
