@@ -80,10 +80,6 @@ pub struct SubscribeRequest {
 /// Something the server must act on. Poll with [`crate::Connection::poll_event`] after every
 /// call into the connection, until `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a handful of events per connection; boxing would only add allocations"
-)]
 pub enum Event {
     /// A valid CONNECT arrived. Answer with `accept_connect` or `reject_connect`; the
     /// session processes no further packet from the client until then [MQTT-3.1.4-5]
@@ -117,8 +113,10 @@ pub enum Event {
     /// delay (see [`Will`]); flush [`crate::Connection::poll_transmit`], close the socket, and
     /// take the session back with [`crate::Connection::into_session`].
     Closed {
-        /// The will to publish, if the close requires it.
-        will: Option<Will>,
+        /// The will to publish, if the close requires it (boxed: inline it made every
+        /// event, a PUBLISH's too, several times larger, and a busy connection's event
+        /// queue is grown and copied for every read).
+        will: Option<Box<Will>>,
         /// Why the connection closed.
         reason: CloseReason,
     },

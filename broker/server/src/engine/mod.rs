@@ -856,6 +856,35 @@ mod tests {
         assert_eq!(Arc::strong_count(&r1), 2, "the trie's and this test's only");
     }
 
+    /// With several threads, a batch for another thread starts from one of the routing
+    /// thread's spares (batches delivered here and given back), not from an empty list,
+    /// and the scratch list routing used goes back to the spares with the outbox emptied.
+    #[test]
+    fn outbox_batches_start_from_the_threads_spares() {
+        let b = broker(2);
+        let r1 = Route::new(1);
+        b.trie
+            .insert("s/x", 1, sub(&r1, "s1", QoS::AtMostOnce, None))
+            .unwrap();
+        // Two delivered batches given back (as `deliver_local` does): one becomes the
+        // routing scratch list, the other the batch for thread 1.
+        publish::recycle_batch(Vec::with_capacity(1000));
+        publish::recycle_batch(Vec::with_capacity(1000));
+        for round in 0..3 {
+            let mut outbox = Outbox::new(2);
+            for _ in 0..3 {
+                route(&b, &message("s/x", QoS::AtMostOnce, "p"), &mut outbox);
+            }
+            let mut batches: Vec<(usize, Vec<Routed>)> = outbox.drain().collect();
+            assert_eq!(batches.len(), 1);
+            let (t, batch) = batches.pop().unwrap();
+            assert_eq!((t, batch.len()), (1, 3));
+            assert!(batch.capacity() >= 1000, "round {round}: a new batch");
+            // Delivered there and, in this test, given back here.
+            publish::recycle_batch(batch);
+        }
+    }
+
     #[test]
     fn routing_placed_at_once_clones_no_subscriber_arcs() {
         let b = broker(2);

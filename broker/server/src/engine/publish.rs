@@ -24,6 +24,11 @@ pub struct Outbox {
     per_thread: Vec<Vec<Routed>>,
     /// Number of I/O threads (deliveries for others are dropped).
     threads: usize,
+    /// With several threads: the list each PUBLISH is routed into before its deliveries
+    /// go to their threads' batches, kept (empty) from one PUBLISH to the next while the
+    /// outbox fills, and given back to the thread's spares ([`recycle_batch`]) when the
+    /// outbox is emptied, so that routing a read's PUBLISHes touches the spares once.
+    scratch: Vec<Routed>,
 }
 
 impl Outbox {
@@ -32,6 +37,15 @@ impl Outbox {
         Outbox {
             per_thread: Vec::new(),
             threads,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Gives the routing scratch list back to the thread's spares (see [`Self::scratch`]);
+    /// done by [`Self::take_only`] and [`Self::drain`] too.
+    pub fn release_scratch(&mut self) {
+        if self.scratch.capacity() > 0 {
+            recycle_batch(std::mem::take(&mut self.scratch));
         }
     }
 
@@ -40,7 +54,10 @@ impl Outbox {
         self.per_thread.iter().all(Vec::is_empty)
     }
 
-    /// Adds one delivery for the thread in its route.
+    /// Adds one delivery for the thread in its route. A thread's batch starts from one of
+    /// the thread's spare batches ([`spare_batch`]): a batch sent to another thread leaves
+    /// with its capacity, and growing a new one from nothing for every read of a publisher
+    /// reallocated it several times.
     pub fn push(&mut self, routed: Routed) {
         let t = routed.thread();
         if t >= self.threads {
@@ -49,13 +66,18 @@ impl Outbox {
         if self.per_thread.len() <= t {
             self.per_thread.resize_with(self.threads, Vec::new);
         }
-        self.per_thread[t].push(routed);
+        let batch = &mut self.per_thread[t];
+        if batch.capacity() == 0 {
+            *batch = spare_batch();
+        }
+        batch.push(routed);
     }
 
     /// The batch for `thread` when no other thread has one (the common case with one I/O
     /// thread, or subscribers on the publisher's thread); `None` otherwise, the outbox then
     /// left as it was.
     pub fn take_only(&mut self, thread: usize) -> Option<Vec<Routed>> {
+        self.release_scratch();
         let others_empty = self
             .per_thread
             .iter()
@@ -70,6 +92,7 @@ impl Outbox {
 
     /// Takes the non-empty batches as (thread, batch).
     pub fn drain(&mut self) -> impl Iterator<Item = (usize, Vec<Routed>)> + '_ {
+        self.release_scratch();
         self.per_thread
             .iter_mut()
             .enumerate()
@@ -86,38 +109,58 @@ type Targets = HashMap<SessionKey, usize, ahash::RandomState>;
 /// delivered (see [`recycle_batch`]); a larger one is freed.
 pub const SPARE_BATCH_MAX: usize = 4096;
 
+/// Most spare delivery batches a thread keeps (see [`recycle_batch`]): routing with several
+/// I/O threads holds one for its scratch list and one per destination thread at once;
+/// beyond this many the smallest is freed. At most `SPARE_BATCHES` x [`SPARE_BATCH_MAX`]
+/// deliveries of capacity per thread.
+pub const SPARE_BATCHES: usize = 4;
+
 thread_local! {
     /// Each thread's scratch map for [`route_scoped`]: emptied after every PUBLISH but kept
     /// allocated, so routing does not grow a fresh map for every message. Its capacity is
     /// bounded by the largest fan-out seen (the sessions one topic matches).
     static TARGETS: RefCell<Targets> = RefCell::new(Targets::default());
-    /// One empty delivery batch kept by each thread (at most [`SPARE_BATCH_MAX`] entries
-    /// of capacity), so that a fan-out's batch is not grown from nothing, reallocated and
-    /// copied several times, for every read of its publisher.
-    static SPARE_BATCH: RefCell<Vec<Routed>> = const { RefCell::new(Vec::new()) };
+    /// Empty delivery batches kept by each thread (at most [`SPARE_BATCHES`], each of at
+    /// most [`SPARE_BATCH_MAX`] entries of capacity), so that a fan-out's batch, or a batch
+    /// for another thread, is not grown from nothing, reallocated and copied several times,
+    /// for every read of its publisher. Batches that other threads sent here end up here
+    /// once delivered, so with two threads routing to each other the batches go back and
+    /// forth instead of being allocated on one thread and freed on the other.
+    static SPARE_BATCH: RefCell<Vec<Vec<Routed>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The thread's spare delivery batch (empty; with capacity when one was recycled).
+/// The thread's largest spare delivery batch (empty; with capacity when one was recycled).
 fn spare_batch() -> Vec<Routed> {
     SPARE_BATCH
-        .try_with(|b| b.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+        .try_with(|b| {
+            b.try_borrow_mut().map(|mut spares| {
+                let largest = (0..spares.len()).max_by_key(|&i| spares[i].capacity());
+                largest.map(|i| spares.swap_remove(i)).unwrap_or_default()
+            })
+        })
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default()
 }
 
 /// Gives a delivered batch back to its thread for the next fan-out (emptied; kept only up
-/// to [`SPARE_BATCH_MAX`] entries of capacity, and only if the thread holds none).
+/// to [`SPARE_BATCH_MAX`] entries of capacity; when the thread holds [`SPARE_BATCHES`]
+/// already, in place of the smallest if that is smaller).
 pub fn recycle_batch(mut batch: Vec<Routed>) {
     if batch.capacity() == 0 || batch.capacity() > SPARE_BATCH_MAX {
         return;
     }
     batch.clear();
     let _ = SPARE_BATCH.try_with(|b| {
-        if let Ok(mut spare) = b.try_borrow_mut()
-            && spare.capacity() < batch.capacity()
+        let Ok(mut spares) = b.try_borrow_mut() else {
+            return;
+        };
+        if spares.len() < SPARE_BATCHES {
+            spares.push(batch);
+        } else if let Some(smallest) = spares.iter_mut().min_by_key(|s| s.capacity())
+            && smallest.capacity() < batch.capacity()
         {
-            *spare = batch;
+            *smallest = batch;
         }
     });
 }
@@ -207,12 +250,15 @@ pub fn route_acked(
         }
         return route_kept(broker, message, only, mode, Keep::Thread);
     }
-    let mut routed = spare_batch();
+    let mut routed = std::mem::take(&mut outbox.scratch);
+    if routed.capacity() == 0 {
+        routed = spare_batch();
+    }
     let (n, wait) = route_kept(broker, message, &mut routed, mode, Keep::Thread);
     for r in routed.drain(..) {
         outbox.push(r);
     }
-    recycle_batch(routed);
+    outbox.scratch = routed;
     (n, wait)
 }
 
@@ -402,4 +448,25 @@ fn merge_sessions(out: &mut Vec<Routed>, start: usize, targets: &mut Targets) {
         }
     }
     targets.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread keeps at most [`SPARE_BATCHES`] spare batches, the largest ones, and hands
+    /// out the largest first.
+    #[test]
+    fn spare_batches_are_bounded_and_largest_first() {
+        for cap in [10, 15, 11, 14, 12, 13] {
+            recycle_batch(Vec::with_capacity(cap));
+        }
+        // Not kept: empty or above the limit.
+        recycle_batch(Vec::new());
+        recycle_batch(Vec::with_capacity(SPARE_BATCH_MAX + 1));
+        let caps: Vec<usize> = (0..=SPARE_BATCHES)
+            .map(|_| spare_batch().capacity())
+            .collect();
+        assert_eq!(caps, [15, 14, 13, 12, 0]);
+    }
 }

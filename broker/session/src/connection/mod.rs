@@ -472,8 +472,8 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
         if event.is_none() && self.events.capacity() > 0 {
-            // Drained: an idle connection keeps no event buffer (four `Event`s are about
-            // 1 KB; a busy one allocates it again on its next event).
+            // Drained: an idle connection keeps no event buffer (an `Event` is 40 B; a busy
+            // one allocates it again on its next event).
             self.events = VecDeque::new();
         }
         event
@@ -655,7 +655,7 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
-        let will = self.will.take().filter(|_| send_will).map(|w| *w);
+        let will = self.will.take().filter(|_| send_will);
         self.rx = BytesMut::new();
         self.partial_since = None;
         if let Some(r) = self.rare.as_mut() {

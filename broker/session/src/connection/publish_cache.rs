@@ -50,7 +50,8 @@ struct Slot {
 ///
 /// Only first transmissions of PUBLISH packets whose bytes are the same for every receiver
 /// are cached: 3.1.1, and 5.0 without a topic alias, subscription identifiers or a Message
-/// Expiry Interval (which changes with time), to clients without a Maximum Packet Size.
+/// Expiry Interval (which changes with time), to clients without a Maximum Packet Size,
+/// and only of messages that another holder could still deliver (not the last reference).
 /// Bounded by [`PUBLISH_CACHE_SLOTS`] and [`PUBLISH_CACHE_MAX_PACKET`]. Plain data, no
 /// clock, no global: the server owns one per thread.
 #[derive(Debug, Default)]
@@ -174,8 +175,20 @@ impl super::Connection {
 
     /// The cache form of `d` on this connection, when its bytes would be the same for every
     /// receiver (see [`PublishCache`]).
+    ///
+    /// `None` too for a message nothing else holds (`d`'s is its only reference): no other
+    /// receiver can be given it, so an encoding kept for one would never be taken (a
+    /// message in the cache has the cache's reference as well, so it cannot be there
+    /// either). A point-to-point message thus costs no lookup, no copy into the cache and no
+    /// eviction, and is freed when its delivery is done instead of when its slot is reused
+    /// (with two I/O threads, on the publisher's thread's memory, long after its lines left
+    /// the cache).
     pub(crate) fn cache_variant(&self, d: &crate::Delivery, dup: bool) -> Option<Variant> {
-        if dup || self.cache.slots.is_empty() || self.peer_limits_size() {
+        if dup
+            || self.cache.slots.is_empty()
+            || self.peer_limits_size()
+            || Arc::strong_count(&d.message) == 1
+        {
             return None;
         }
         if self.version == ProtocolVersion::V5

@@ -113,6 +113,36 @@ fn per_receiver_forms_are_not_cached() {
     assert_eq!((cache.misses, cache.hits), (0, 0));
 }
 
+/// A message whose delivery holds its only reference (point to point) is encoded for its
+/// receiver and not kept: no other receiver can be given it. A message still held elsewhere
+/// (another receiver's copy on its way) is kept and taken by the next receiver.
+#[test]
+fn a_message_nothing_else_holds_is_not_cached() {
+    for v in VERSIONS {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let mut cache = PublishCache::new();
+            let mut pair = Pair::connected(v, SessionConfig::default());
+            let only = delivery("p2p", qos);
+            let message = Arc::downgrade(&only.message);
+            pair.conn.deliver_cached(pair.now, only, &mut cache);
+            assert_eq!(one_publish(&mut pair).topic.as_str(), "p2p");
+            assert_eq!((cache.misses, cache.hits), (0, 0), "{v:?} {qos:?}");
+            if qos == QoS::AtMostOnce {
+                // Sent and not kept: the message is gone.
+                assert!(message.upgrade().is_none(), "{v:?}");
+            }
+            let shared = delivery("fan", qos);
+            let mut other = Pair::connected(v, SessionConfig::default());
+            pair.conn
+                .deliver_cached(pair.now, shared.clone(), &mut cache);
+            other.conn.deliver_cached(other.now, shared, &mut cache);
+            assert_eq!(one_publish(&mut pair).topic.as_str(), "fan");
+            assert_eq!(one_publish(&mut other).topic.as_str(), "fan");
+            assert_eq!((cache.misses, cache.hits), (1, 1), "{v:?} {qos:?}");
+        }
+    }
+}
+
 #[test]
 fn default_cache_caches_nothing() {
     let mut cache = PublishCache::default();

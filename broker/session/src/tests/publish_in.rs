@@ -443,3 +443,11 @@ fn counters_taken_in_place_start_again_from_zero() {
         crate::ConnectionStats::default()
     );
 }
+
+/// A busy publisher's event queue holds one `Event` per PUBLISH of a read and is grown from
+/// empty for each read: the rare variants are boxed so that an event stays a few words.
+#[test]
+fn events_stay_small() {
+    let size = std::mem::size_of::<crate::Event>();
+    assert!(size <= 64, "Event is {size} B");
+}

@@ -97,7 +97,7 @@ impl Pair {
     /// The single event, which must be `Closed`: returns its will and reason.
     pub fn closed(&mut self) -> (Option<crate::Will>, CloseReason) {
         match self.event() {
-            Event::Closed { will, reason } => (will, reason),
+            Event::Closed { will, reason } => (will.map(|w| *w), reason),
             other => panic!("expected Closed, got {other:?}"),
         }
     }
