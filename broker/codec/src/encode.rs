@@ -4,8 +4,8 @@ use bytes::{BufMut, BytesMut};
 
 use crate::error::EncodeError;
 use crate::packet::{
-    Auth, ConnAck, Connect, Disconnect, Packet, PubResponse, Publish, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    Auth, ConnAck, Connect, Disconnect, Packet, PubResponse, PublishView, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
 };
 use crate::reason::ReasonCode;
 use crate::types::{PacketType, ProtocolVersion, QoS};
@@ -24,16 +24,53 @@ pub fn encode(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    if let Packet::Publish(p) = packet {
+        return encode_publish(&p.as_view(), version, out);
+    }
     let body = body_len(packet, version);
+    let first = first_byte(packet);
+    framed(first, body, out, |out| write_body(packet, version, out))
+}
+
+/// Encodes the PUBLISH `p` (fields borrowed) for a connection speaking `version`, appending
+/// it to `out`: the same bytes [`encode`] writes for the equal [`crate::Publish`]. On error
+/// `out` is unchanged.
+pub fn encode_publish(
+    p: &PublishView<'_>,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let v5 = version == ProtocolVersion::V5;
+    let body = publish_body_len(p, v5);
+    framed(publish_first_byte(p), body, out, |out| {
+        write_publish(p, v5, out)
+    })
+}
+
+/// The exact number of bytes [`encode_publish`] writes for `p` in `version`.
+pub fn publish_encoded_len(p: &PublishView<'_>, version: ProtocolVersion) -> usize {
+    let body = publish_body_len(p, version == ProtocolVersion::V5);
+    1 + vbi_len(body) + body
+}
+
+/// Writes the fixed header (`first` byte and the remaining length `body`), then the body
+/// with `write`; checks that `write` wrote exactly `body` bytes (debug builds) and leaves
+/// `out` as it was on error.
+fn framed(
+    first: u8,
+    body: usize,
+    out: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     if body > MAX_VARIABLE_BYTE_INTEGER as usize {
         return Err(EncodeError::PacketTooLarge(body));
     }
     let start = out.len();
     out.reserve(1 + vbi_len(body) + body);
-    out.put_u8(first_byte(packet));
+    out.put_u8(first);
     wire::write_vbi(body, out);
     let body_start = out.len();
-    if let Err(e) = write_body(packet, version, out) {
+    if let Err(e) = write(out) {
         out.truncate(start);
         return Err(e);
     }
@@ -54,17 +91,26 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
 }
 
 fn first_byte(packet: &Packet) -> u8 {
+    if let Packet::Publish(p) = packet {
+        return publish_first_byte(&p.as_view());
+    }
     let t = packet.packet_type();
-    let flags = match packet {
-        Packet::Publish(p) => {
-            (u8::from(p.dup && p.qos != QoS::AtMostOnce) << 3)
-                | (p.qos.as_u8() << 1)
-                | u8::from(p.retain)
-        }
-        // required_flags is Some for every type but PUBLISH, handled above.
-        _ => t.required_flags().unwrap_or(0),
-    };
-    ((t as u8) << 4) | flags
+    // required_flags is Some for every type but PUBLISH, handled above.
+    ((t as u8) << 4) | t.required_flags().unwrap_or(0)
+}
+
+fn publish_first_byte(p: &PublishView<'_>) -> u8 {
+    ((PacketType::Publish as u8) << 4)
+        | (u8::from(p.dup && p.qos != QoS::AtMostOnce) << 3)
+        | (p.qos.as_u8() << 1)
+        | u8::from(p.retain)
+}
+
+fn publish_body_len(p: &PublishView<'_>, v5: bool) -> usize {
+    string_len(p.topic)
+        + if p.qos == QoS::AtMostOnce { 0 } else { 2 }
+        + if v5 { p.properties.encoded_len() } else { 0 }
+        + p.payload.len()
 }
 
 fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
@@ -72,12 +118,7 @@ fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
     match packet {
         Packet::Connect(c) => connect_len(c),
         Packet::ConnAck(c) => 2 + if v5 { c.properties.encoded_len() } else { 0 },
-        Packet::Publish(p) => {
-            string_len(&p.topic)
-                + if p.qos == QoS::AtMostOnce { 0 } else { 2 }
-                + if v5 { p.properties.encoded_len() } else { 0 }
-                + p.payload.len()
-        }
+        Packet::Publish(p) => publish_body_len(&p.as_view(), v5),
         Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
             2 + if v5 {
                 reason_and_props_len(
@@ -160,7 +201,7 @@ fn write_body(packet: &Packet, v: ProtocolVersion, out: &mut BytesMut) -> Result
     match packet {
         Packet::Connect(c) => write_connect(c, out),
         Packet::ConnAck(c) => write_connack(c, v5, out),
-        Packet::Publish(p) => write_publish(p, v5, out),
+        Packet::Publish(p) => write_publish(&p.as_view(), v5, out),
         Packet::PubAck(p) => write_pub_response(PacketType::PubAck, p, v5, out),
         Packet::PubRec(p) => write_pub_response(PacketType::PubRec, p, v5, out),
         Packet::PubRel(p) => write_pub_response(PacketType::PubRel, p, v5, out),
@@ -241,15 +282,15 @@ fn write_connack(c: &ConnAck, v5: bool, out: &mut BytesMut) -> Result<(), Encode
     }
 }
 
-fn write_publish(p: &Publish, v5: bool, out: &mut BytesMut) -> Result<(), EncodeError> {
-    write_string(&p.topic, out)?;
+fn write_publish(p: &PublishView<'_>, v5: bool, out: &mut BytesMut) -> Result<(), EncodeError> {
+    write_string(p.topic, out)?;
     if p.qos != QoS::AtMostOnce {
         put_packet_id(p.packet_id, PacketType::Publish, out)?;
     }
     if v5 {
         p.properties.write(out)?;
     }
-    out.put_slice(&p.payload);
+    out.put_slice(p.payload);
     Ok(())
 }
 

@@ -77,6 +77,43 @@ pub struct Publish {
     pub properties: PublishProperties,
 }
 
+impl Publish {
+    /// This PUBLISH with its fields borrowed (what [`crate::encode`] writes it through).
+    pub fn as_view(&self) -> PublishView<'_> {
+        PublishView {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            payload: &self.payload,
+            properties: &self.properties,
+        }
+    }
+}
+
+/// A PUBLISH whose topic, payload and properties are borrowed: the broker encodes each
+/// delivery of a stored message through it (`crate::encode_publish`) without taking new
+/// references to the message's buffers. Same fields and rules as [`Publish`], which encodes
+/// through this view (one encoder for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishView<'a> {
+    /// DUP flag (not written for QoS 0).
+    pub dup: bool,
+    /// QoS level.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic Name (may be empty in 5.0 when a Topic Alias is used).
+    pub topic: &'a MqttString,
+    /// Packet Identifier: non-zero for QoS 1 and 2; not encoded for QoS 0.
+    pub packet_id: u16,
+    /// Application payload.
+    pub payload: &'a [u8],
+    /// PUBLISH properties (5.0 only).
+    pub properties: &'a PublishProperties,
+}
+
 /// PUBACK, PUBREC, PUBREL and PUBCOMP. In 3.1.1 only `packet_id` is on the wire: the reason
 /// code and properties are not encoded and decode as `SUCCESS` and empty.
 #[derive(Debug, Clone, PartialEq, Eq)]

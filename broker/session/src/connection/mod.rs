@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use halyard_codec::{
-    Disconnect, MqttString, Packet, PacketType, ProtocolVersion, PubResponse, QoS, ReasonCode,
-    decode, encode,
+    Disconnect, EncodeError, MqttString, Packet, PacketType, ProtocolVersion, PubResponse,
+    PublishView, QoS, ReasonCode, decode, encode, encode_publish,
 };
 
 use crate::config::SessionConfig;
@@ -611,10 +611,24 @@ impl Connection {
     /// oversized user property) drops the packet and returns false. Nothing is sent once
     /// closed.
     fn send(&mut self, packet: &Packet) -> bool {
+        self.send_with(|version, tx| encode(packet, version, tx))
+    }
+
+    /// Encodes a PUBLISH given by its borrowed fields; false when closed or unencodable.
+    fn send_view(&mut self, view: &PublishView<'_>) -> bool {
+        self.send_with(|version, tx| encode_publish(view, version, tx))
+    }
+
+    /// Appends one packet to the output with `write` (an encoder: on error it leaves the
+    /// output as it was) and counts it; false when closed or unencodable.
+    fn send_with(
+        &mut self,
+        write: impl FnOnce(ProtocolVersion, &mut BytesMut) -> Result<(), EncodeError>,
+    ) -> bool {
         if self.state == State::Closed {
             return false;
         }
-        match encode(packet, self.version, &mut self.tx) {
+        match write(self.version, &mut self.tx) {
             Ok(()) => {
                 self.stats_mut().packets_out += 1;
                 true

@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use halyard_codec::{
-    MqttString, Packet, PubResponse, Publish, PublishProperties, QoS, ReasonCode, encoded_len,
+    MqttString, Packet, PubResponse, PublishProperties, PublishView, QoS, ReasonCode,
+    publish_encoded_len,
 };
 
 use super::{Connection, State};
@@ -194,52 +195,32 @@ impl Connection {
     /// Size of the PUBLISH for `delivery` with the full topic and no alias (the largest
     /// form), for the Maximum Packet Size check before a packet id is spent.
     fn publish_len(&self, now: Instant, delivery: &Delivery) -> usize {
-        let packet = self.build_publish(now, delivery, 1, false, None, true);
-        encoded_len(&packet, self.version)
+        let properties = self.publish_properties(now, delivery, None);
+        let view = publish_view(delivery, &properties, 1, false, true);
+        publish_encoded_len(&view, self.version)
     }
 
-    fn build_publish(
+    /// The PUBLISH properties of `d` for this connection (none for 3.1.1).
+    fn publish_properties(
         &self,
         now: Instant,
         d: &Delivery,
-        packet_id: u16,
-        dup: bool,
         alias: Option<u16>,
-        with_topic: bool,
-    ) -> Packet {
+    ) -> PublishProperties {
+        if !self.is_v5() {
+            return PublishProperties::default();
+        }
         let m = &d.message;
-        let v5 = self.is_v5();
-        let properties = if v5 {
-            PublishProperties {
-                payload_format_indicator: m.properties.payload_format_indicator,
-                message_expiry_interval: m.remaining_expiry_secs(now),
-                topic_alias: alias,
-                response_topic: m.properties.response_topic.clone(),
-                correlation_data: m.properties.correlation_data.clone(),
-                subscription_identifiers: d.subscription_ids.to_vec(),
-                content_type: m.properties.content_type.clone(),
-                user_properties: m.properties.user_properties.clone(),
-            }
-        } else {
-            PublishProperties::default()
-        };
-        Packet::Publish(Publish {
-            dup: dup && d.qos != QoS::AtMostOnce,
-            qos: d.qos,
-            retain: d.retain,
-            topic: if with_topic {
-                m.topic.clone()
-            } else {
-                MqttString::default()
-            },
-            packet_id: if d.qos == QoS::AtMostOnce {
-                0
-            } else {
-                packet_id
-            },
-            payload: m.payload.clone(),
-            properties,
-        })
+        PublishProperties {
+            payload_format_indicator: m.properties.payload_format_indicator,
+            message_expiry_interval: m.remaining_expiry_secs(now),
+            topic_alias: alias,
+            response_topic: m.properties.response_topic.clone(),
+            correlation_data: m.properties.correlation_data.clone(),
+            subscription_identifiers: d.subscription_ids.to_vec(),
+            content_type: m.properties.content_type.clone(),
+            user_properties: m.properties.user_properties.clone(),
+        }
     }
 
     /// The alias to use for `topic`: `(alias, send_topic, newly_assigned)`.
@@ -285,11 +266,12 @@ impl Connection {
             return Ok(());
         }
         let (alias, with_topic, new_alias) = self.alias_for(&d.message.topic);
-        let packet = self.build_publish(now, d, packet_id, dup, alias, with_topic);
+        let properties = self.publish_properties(now, d, alias);
+        let view = publish_view(d, &properties, packet_id, dup, with_topic);
         let fits = !self.peer_limits_size()
-            || encoded_len(&packet, self.version) <= self.peer.max_packet_size as usize;
+            || publish_encoded_len(&view, self.version) <= self.peer.max_packet_size as usize;
         let start = self.tx.len();
-        if fits && self.send(&packet) {
+        if fits && self.send_view(&view) {
             if let Some(v) = variant {
                 self.cache_sent(&d.message, v, start);
             }
@@ -430,5 +412,33 @@ impl Connection {
         } else {
             self.stats_mut().unknown_acks += 1;
         }
+    }
+}
+
+/// The empty Topic Name of a PUBLISH that uses a Topic Alias (5.0).
+static NO_TOPIC: MqttString = MqttString::from_static("");
+
+/// The PUBLISH for delivery `d`, borrowing the message's topic and payload (no new references
+/// to its buffers: a delivery's encode costs no atomic operations on them).
+fn publish_view<'a>(
+    d: &'a Delivery,
+    properties: &'a PublishProperties,
+    packet_id: u16,
+    dup: bool,
+    with_topic: bool,
+) -> PublishView<'a> {
+    let m = &d.message;
+    PublishView {
+        dup: dup && d.qos != QoS::AtMostOnce,
+        qos: d.qos,
+        retain: d.retain,
+        topic: if with_topic { &m.topic } else { &NO_TOPIC },
+        packet_id: if d.qos == QoS::AtMostOnce {
+            0
+        } else {
+            packet_id
+        },
+        payload: &m.payload,
+        properties,
     }
 }
