@@ -30,6 +30,7 @@
 
 mod error;
 mod hasher;
+mod levels;
 mod pmap;
 mod retained;
 mod shared;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::error::TopicError;
+use crate::levels::{Levels, levels};
 use crate::pmap::PMap;
 use crate::shared::SharedGroup;
 use crate::validate::TopicLimits;
@@ -250,7 +251,7 @@ where
     {
         let root = self.root.load();
         let dollar = topic.starts_with('$');
-        walk(&root, topic.split('/'), !dollar, &mut visit);
+        walk(&root, levels(topic), !dollar, &mut visit);
     }
 
     /// Calls `visit` for every stored subscription of one consistent snapshot (for cluster
@@ -307,12 +308,8 @@ where
 /// The matching walk. `wild_ok`: wildcards may match this level (false only for the first
 /// level of a `$` topic [MQTT-4.7.2-1]). Recursion depth is bounded by the trie's depth,
 /// which [`TopicLimits::max_levels`] bounds.
-fn walk<'n, 't, K, V, F>(
-    node: &'n Node<K, V>,
-    mut levels: std::str::Split<'t, char>,
-    wild_ok: bool,
-    visit: &mut F,
-) where
+fn walk<'n, 't, K, V, F>(node: &'n Node<K, V>, mut levels: Levels<'t>, wild_ok: bool, visit: &mut F)
+where
     K: Eq + std::hash::Hash + Clone,
     V: Clone,
     F: FnMut(Match<'n, K, V>),
