@@ -358,8 +358,7 @@ fn collect_targets(
 ) -> usize {
     let start = out.len();
     let publisher = message.publisher.as_deref();
-    let acl = broker.security.acl.load();
-    let check_read = !acl.allows_everything();
+    let acl = broker.security.restricted_acl();
     // Filters and shared groups that contributed (a leaf is visited in one run).
     let mut sources = 0usize;
     let mut last_filter: *const u8 = std::ptr::null();
@@ -367,7 +366,7 @@ fn collect_targets(
         if no_local_applies && value.options.no_local && publisher == Some(&*value.client_id) {
             return;
         }
-        if check_read
+        if let Some(acl) = &acl
             && !acl.check_topic(
                 &value.client_id,
                 value.username.as_deref(),
