@@ -16,8 +16,7 @@ use crate::hasher::LevelHasher;
 
 mod copy;
 
-pub(crate) use copy::Deep;
-pub(crate) use copy::{Husks, PathCopy};
+pub(crate) use copy::{Deep, Husks, PathCopy};
 
 /// At most this many entries are kept in a slice; one more turns it into a trie.
 const SMALL_MAX: usize = 8;
