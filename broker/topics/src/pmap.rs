@@ -14,6 +14,10 @@ use std::sync::Arc;
 
 use crate::hasher::LevelHasher;
 
+mod copy;
+
+pub(crate) use copy::{Deep, Husks, PathCopy};
+
 /// At most this many entries are kept in a slice; one more turns it into a trie.
 const SMALL_MAX: usize = 8;
 /// A trie whose root is left with at most this many entries (and no sub-node) turns back
@@ -43,7 +47,7 @@ pub(crate) struct HNode<K, V> {
 }
 
 /// An entry, or a sub-node for the entries whose hashes share this slot's bits.
-enum Slot<K, V> {
+pub(crate) enum Slot<K, V> {
     Entry(K, V),
     Sub(Arc<HNode<K, V>>),
 }
@@ -135,26 +139,43 @@ impl<K: Eq + Hash + Clone, V: Clone> HNode<K, V> {
         }
     }
 
-    /// The value of `key` for update in place, copying shared sub-nodes on its path; the
-    /// caller has checked that `key` is present (a miss would copy the path for nothing).
-    fn get_mut<Q>(&mut self, hash: u64, key: &Q, shift: u32) -> Option<&mut V>
+    /// The value of `key` for update in place, copying shared sub-nodes on its path with
+    /// `copy` (`copied`: this node is `copy`'s fresh copy, see [`PathCopy::write`]); the caller
+    /// has checked that `key` is present (a miss would copy the path for nothing).
+    fn get_mut<Q, P>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        shift: u32,
+        copied: Option<usize>,
+        copy: &mut P,
+    ) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
+        P: PathCopy<K, V>,
     {
-        if shift >= HASH_BITS {
-            return self.slots.iter_mut().find_map(|s| match s {
-                Slot::Entry(k, v) if (*k).borrow() == key => Some(v),
-                _ => None,
-            });
-        }
-        let (bit, pos) = self.locate(hash, shift);
-        if self.bitmap & bit == 0 {
-            return None;
+        let pos = if shift >= HASH_BITS {
+            self.slots
+                .iter()
+                .position(|s| matches!(s, Slot::Entry(k, _) if k.borrow() == key))?
+        } else {
+            let (bit, pos) = self.locate(hash, shift);
+            if self.bitmap & bit == 0 {
+                return None;
+            }
+            pos
+        };
+        match &self.slots[pos] {
+            Slot::Entry(k, _) if k.borrow() != key => return None,
+            slot => copy.descend(slot, pos, copied),
         }
         match &mut self.slots[pos] {
-            Slot::Entry(k, v) => ((*k).borrow() == key).then_some(v),
-            Slot::Sub(sub) => Arc::make_mut(sub).get_mut(hash, key, shift + BITS),
+            Slot::Entry(_, v) => Some(v),
+            Slot::Sub(sub) => {
+                let (inner, copied) = copy.write(sub);
+                inner.get_mut(hash, key, shift + BITS, copied, copy)
+            }
         }
     }
 
@@ -182,27 +203,38 @@ impl<K: Eq + Hash + Clone, V: Clone> HNode<K, V> {
     }
 
     /// Inserts or replaces below this node (at `shift`); returns the replaced value. Shared
-    /// sub-nodes on the path are copied, private ones updated in place. `rehash` is the hash
-    /// function (`hash` is `rehash(&key)`), for an entry that must move down a level.
-    fn insert(
+    /// sub-nodes on the path are copied with `copy` (`copied` as for [`HNode::get_mut`]),
+    /// private ones updated in place. `rehash` is the hash function (`hash` is
+    /// `rehash(&key)`), for an entry that must move down a level.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one recursive step's whole state"
+    )]
+    fn insert<P: PathCopy<K, V>>(
         &mut self,
         hash: u64,
         key: K,
         value: V,
         shift: u32,
         rehash: &impl Fn(&K) -> u64,
+        copied: Option<usize>,
+        copy: &mut P,
     ) -> Option<V> {
         if shift >= HASH_BITS {
-            for s in self.slots.iter_mut() {
-                if let Slot::Entry(k, v) = s
-                    && *k == key
-                {
-                    return Some(std::mem::replace(v, value));
-                }
-            }
-            let end = self.slots.len();
-            inserted(&mut self.slots, end, Slot::Entry(key, value));
-            return None;
+            let found = self
+                .slots
+                .iter()
+                .position(|s| matches!(s, Slot::Entry(k, _) if *k == key));
+            let Some(i) = found else {
+                let end = self.slots.len();
+                inserted(&mut self.slots, end, Slot::Entry(key, value));
+                return None;
+            };
+            copy.descend(&self.slots[i], i, copied);
+            let Slot::Entry(_, v) = &mut self.slots[i] else {
+                unreachable!("found as an entry just above");
+            };
+            return Some(std::mem::replace(v, value));
         }
         let (bit, pos) = self.locate(hash, shift);
         if self.bitmap & bit == 0 {
@@ -210,10 +242,21 @@ impl<K: Eq + Hash + Clone, V: Clone> HNode<K, V> {
             inserted(&mut self.slots, pos, Slot::Entry(key, value));
             return None;
         }
+        let through = match &self.slots[pos] {
+            Slot::Sub(_) => true,
+            Slot::Entry(k, _) => *k == key,
+        };
+        if through {
+            copy.descend(&self.slots[pos], pos, copied);
+        }
         match &mut self.slots[pos] {
-            Slot::Sub(sub) => Arc::make_mut(sub).insert(hash, key, value, shift + BITS, rehash),
-            Slot::Entry(k, v) if *k == key => Some(std::mem::replace(v, value)),
+            Slot::Sub(sub) => {
+                let (inner, copied) = copy.write(sub);
+                inner.insert(hash, key, value, shift + BITS, rehash, copied, copy)
+            }
+            Slot::Entry(_, v) if through => Some(std::mem::replace(v, value)),
             Slot::Entry(..) => {
+                // Moved (not cloned) into the new sub-node: a bitwise duplicate stays one.
                 let Slot::Entry(k, v) = removed(&mut self.slots, pos) else {
                     unreachable!("matched as an entry just above");
                 };
@@ -327,10 +370,21 @@ impl<K: Eq + Hash + Clone, V: Clone> PMap<K, V> {
 
     /// The value of `key`, to update in place (a large map copies the shared part of the
     /// path to it; nothing is copied when `key` is absent).
+    #[cfg(test)]
     pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
+    {
+        self.get_mut_with(key, &mut Deep)
+    }
+
+    /// As [`PMap::get_mut`], copying the path with `copy`.
+    pub(crate) fn get_mut_with<Q, P>(&mut self, key: &Q, copy: &mut P) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        P: PathCopy<K, V>,
     {
         match self {
             PMap::Small(v) => v
@@ -340,13 +394,24 @@ impl<K: Eq + Hash + Clone, V: Clone> PMap<K, V> {
             PMap::Large(m) => {
                 let hash = hash_of(key);
                 m.get(hash, key)?;
-                Arc::make_mut(m).get_mut(hash, key, 0)
+                let (root, copied) = copy.write(m);
+                root.get_mut(hash, key, 0, copied, copy)
             }
         }
     }
 
     /// Inserts or replaces; returns the replaced value.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.insert_with(key, value, &mut Deep)
+    }
+
+    /// As [`PMap::insert`], copying the path with `copy`.
+    pub(crate) fn insert_with<P: PathCopy<K, V>>(
+        &mut self,
+        key: K,
+        value: V,
+        copy: &mut P,
+    ) -> Option<V> {
         match self {
             PMap::Small(v) => {
                 if let Some(slot) = v.iter_mut().find(|(k, _)| *k == key) {
@@ -364,13 +429,16 @@ impl<K: Eq + Hash + Clone, V: Clone> PMap<K, V> {
                     slots: Box::default(),
                 };
                 for (k, val) in std::mem::take(v).into_vec() {
-                    m.insert(hash_of(&k), k, val, 0, &hash_of);
+                    m.insert(hash_of(&k), k, val, 0, &hash_of, None, &mut Deep);
                 }
-                m.insert(hash_of(&key), key, value, 0, &hash_of);
+                m.insert(hash_of(&key), key, value, 0, &hash_of, None, &mut Deep);
                 *self = PMap::Large(Arc::new(m));
                 None
             }
-            PMap::Large(m) => Arc::make_mut(m).insert(hash_of(&key), key, value, 0, &hash_of),
+            PMap::Large(m) => {
+                let (root, copied) = copy.write(m);
+                root.insert(hash_of(&key), key, value, 0, &hash_of, copied, copy)
+            }
         }
     }
 
@@ -537,9 +605,15 @@ mod tests {
             }
         };
         for k in 0..6 {
-            assert_eq!(root.insert(hash(&k), k, k * 10, 0, &hash), None);
+            assert_eq!(
+                root.insert(hash(&k), k, k * 10, 0, &hash, None, &mut Deep),
+                None
+            );
         }
-        assert_eq!(root.insert(hash(&1), 1, 11, 0, &hash), Some(10));
+        assert_eq!(
+            root.insert(hash(&1), 1, 11, 0, &hash, None, &mut Deep),
+            Some(10)
+        );
         for k in 0..6 {
             let want = if k == 1 { 11 } else { k * 10 };
             assert_eq!(root.get(hash(&k), &k), Some(&want));

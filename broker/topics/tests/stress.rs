@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use halyard_topics::{Match, SubscriptionTrie};
+use halyard_topics::{Entry, Match, SubscriptionTrie};
 
 /// Filter inserted first (and removed last) for every sequence number. It is reached through
 /// the '+' branch, which a match visits before the literal branch of `SECOND`.
@@ -347,4 +347,97 @@ fn a_wide_level_stays_correct_under_concurrent_readers() {
         assert!(trie.remove("w/+", &k).is_some());
     }
     assert!(trie.is_empty());
+}
+
+/// Bitwise path copies of wide levels (`pmap/copy.rs`) under readers, one of which holds a
+/// whole snapshot while it lists every entry (so replaced nodes are often still shared when a
+/// write is published, and are counted instead of freed): a writer adds `c/{n}` one at a time
+/// and two per batch, and `c/{m}/x` below children that exist (a write through an existing
+/// entry); readers check values and levels. At the end every filter is there once, and
+/// removing them all leaves the trie empty.
+#[test]
+fn bitwise_path_copies_under_readers_holding_snapshots() {
+    const WIDE: u64 = 4_000;
+    const BELOW: u64 = 10_000_000;
+    let trie: Arc<SubscriptionTrie<u64, u64>> = Arc::new(SubscriptionTrie::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + TIME_CAP;
+    let writer = {
+        let trie = trie.clone();
+        thread::spawn(move || {
+            for n in (0..WIDE).step_by(2) {
+                if n % 4 == 0 {
+                    trie.batch(|b| {
+                        for k in [n, n + 1] {
+                            assert_eq!(b.insert(&format!("c/{k}"), k, value_of(k)), Ok(None));
+                        }
+                    });
+                } else {
+                    for k in [n, n + 1] {
+                        assert_eq!(trie.insert(&format!("c/{k}"), k, value_of(k)), Ok(None));
+                    }
+                }
+                let m = n / 2;
+                let key = BELOW + m;
+                assert_eq!(
+                    trie.insert(&format!("c/{m}/x"), key, value_of(key)),
+                    Ok(None)
+                );
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+        })
+    };
+    let readers = spawn_readers(&done, deadline, {
+        let trie = trie.clone();
+        move |r, rounds| {
+            if r == 0 && rounds % 8 == 0 {
+                let mut seen = HashSet::new();
+                trie.for_each_entry(|e| {
+                    let Entry::Subscriber { filter, key, value } = e else {
+                        panic!("no shared subscription was inserted");
+                    };
+                    assert_eq!(*value, value_of(*key), "torn value on {filter}");
+                    let want = if *key >= BELOW {
+                        format!("c/{}/x", key - BELOW)
+                    } else {
+                        format!("c/{key}")
+                    };
+                    assert_eq!(filter, want);
+                    assert!(seen.insert(*key), "{key} listed twice");
+                });
+                return;
+            }
+            let k = (rounds * 31 + r as u64 * 17) % WIDE;
+            for topic in [format!("c/{k}"), format!("c/{k}/x")] {
+                trie.for_each_match(&topic, |m| {
+                    let Match::Subscriber { key, value, filter } = m else {
+                        panic!("no shared subscription was inserted");
+                    };
+                    assert_eq!(*value, value_of(*key), "torn value on {filter}");
+                    assert_eq!(filter, topic);
+                    assert!(*key == k || *key == BELOW + k, "{key} on {filter}");
+                });
+            }
+        }
+    });
+    writer.join().expect("writer");
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().expect("reader") > 0);
+    }
+    assert_eq!(trie.len() as u64, WIDE + WIDE / 2);
+    for k in 0..WIDE {
+        assert_eq!(trie.get(&format!("c/{k}"), &k), Some(value_of(k)));
+        assert_eq!(trie.remove(&format!("c/{k}"), &k), Some(value_of(k)));
+    }
+    for m in 0..WIDE / 2 {
+        let key = BELOW + m;
+        assert_eq!(trie.remove(&format!("c/{m}/x"), &key), Some(value_of(key)));
+    }
+    assert!(trie.is_empty());
+    let mut left = 0;
+    trie.for_each_entry(|_| left += 1);
+    assert_eq!(left, 0);
 }

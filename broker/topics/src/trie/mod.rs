@@ -8,7 +8,10 @@
 //! copy is O(8) or O(log n)), and publishes the new root with one atomic store. Every match
 //! therefore sees exactly the state after some sequence of whole writes (or whole
 //! [`TrieBatch`]es), never half of one. Old snapshots are freed when their last reader
-//! drops them (reference counts; no epochs, no garbage list).
+//! drops them (reference counts; no epochs, no garbage list). An insert copies the shared
+//! nodes of a child map bitwise and settles their reference counts after publishing, so a
+//! replaced node no reader holds is freed without the count traffic of a clone
+//! (`pmap/copy.rs`, which states why readers still never see freed memory).
 //!
 //! # Memory
 //! Level strings are interned (one `Arc<str>` per distinct level, shared by every node that

@@ -7,7 +7,7 @@ use std::sync::{Arc, MutexGuard};
 use super::{Leaf, Node, SubscriptionTrie, find_leaf};
 use crate::error::TopicError;
 use crate::hasher::LevelHasher;
-use crate::pmap::{self, PMap};
+use crate::pmap::{self, Husks, PMap, PathCopy};
 use crate::shared::SharedGroup;
 use crate::validate::validate_share_name;
 
@@ -81,6 +81,9 @@ pub(super) enum Target<'a, K, V> {
 pub struct TrieBatch<'a, K, V> {
     trie: &'a SubscriptionTrie<K, V>,
     writer: MutexGuard<'a, Writer>,
+    /// Child-map nodes the last write replaced by bitwise copies (`pmap::copy`). Declared
+    /// before `root`: if the batch is dropped unpublished, they are counted before it drops.
+    husks: Husks<Arc<str>, Arc<Node<K, V>>>,
     /// The unpublished root; nodes only it references are private to the batch.
     root: Arc<Node<K, V>>,
     added: usize,
@@ -171,6 +174,8 @@ where
         if removing && !contains(&self.root, filter, &target) {
             return None;
         }
+        // Exact reference counts again before this write's uniqueness tests.
+        self.husks.settle();
         let levels: Vec<&str> = filter.split('/').collect();
         let mut op = LeafOp {
             filter,
@@ -178,7 +183,25 @@ where
             result: None,
             added: false,
         };
-        update(&mut self.root, &levels, &mut self.writer, &mut op);
+        if removing {
+            // A removal may also shrink a child map (re-collecting its entries), which only
+            // the cloning copy supports.
+            update(
+                &mut self.root,
+                &levels,
+                &mut self.writer,
+                &mut op,
+                &mut pmap::Deep,
+            );
+        } else {
+            update(
+                &mut self.root,
+                &levels,
+                &mut self.writer,
+                &mut op,
+                &mut self.husks,
+            );
+        }
         self.changed = true;
         if removing {
             self.released.push(filter.into());
@@ -193,6 +216,7 @@ where
         let TrieBatch {
             trie,
             mut writer,
+            mut husks,
             root,
             added,
             released,
@@ -201,7 +225,10 @@ where
         if !changed {
             return;
         }
-        trie.root.store(root);
+        // Dropping the replaced root frees what only it held, up to the husks (the list still
+        // holds them); then the husks no one else holds are freed without their shares.
+        drop(trie.root.swap(root));
+        husks.release();
         trie.len.fetch_add(added, Ordering::Relaxed);
         trie.len.fetch_sub(released.len(), Ordering::Relaxed);
         for filter in &released {
@@ -223,6 +250,7 @@ where
         let mut batch = TrieBatch {
             trie: self,
             writer,
+            husks: Husks::new(),
             root,
             added: 0,
             released: Vec::new(),
@@ -298,15 +326,18 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> LeafOp<'_, K, V> {
 }
 
 /// Applies the change under `levels` below `node`, copying a node only when it is shared
-/// with the published trie (or an older snapshot) and pruning nodes left empty.
-fn update<K, V>(
+/// with the published trie (or an older snapshot) and pruning nodes left empty. Child maps
+/// copy their shared nodes with `copy`.
+fn update<K, V, P>(
     node: &mut Arc<Node<K, V>>,
     levels: &[&str],
     writer: &mut Writer,
     op: &mut LeafOp<'_, K, V>,
+    copy: &mut P,
 ) where
     K: Eq + std::hash::Hash + Clone,
     V: Clone,
+    P: PathCopy<Arc<str>, Arc<Node<K, V>>>,
 {
     let n = Arc::make_mut(node);
     match levels {
@@ -314,7 +345,7 @@ fn update<K, V>(
         ["#"] => op.apply(&mut n.hash),
         ["+", rest @ ..] => {
             let child = n.plus.get_or_insert_with(Arc::default);
-            update(child, rest, writer, op);
+            update(child, rest, writer, op, copy);
             if child.is_empty() {
                 n.plus = None;
             }
@@ -323,20 +354,23 @@ fn update<K, V>(
             // An existing child is updated where it is (not taken out and put back: that would
             // reallocate a small map twice and intern the level again); a batch-private child
             // has no other owner, so `update` changes it in place.
-            let emptied = n.children.get_mut(*first).map(|child| {
-                update(child, rest, writer, op);
+            let emptied = n.children.get_mut_with(*first, copy).map(|child| {
+                update(child, rest, writer, op, copy);
                 child.is_empty()
             });
             match emptied {
                 Some(true) => {
+                    // Only a removal empties a child, and removals copy with `Deep`; settled
+                    // anyway, as a shrinking map needs exact counts.
+                    copy.settle();
                     n.children.remove(*first);
                 }
                 Some(false) => {}
                 None => {
                     let mut child = Arc::default();
-                    update(&mut child, rest, writer, op);
+                    update(&mut child, rest, writer, op, copy);
                     if !child.is_empty() {
-                        n.children.insert(writer.intern(first), child);
+                        n.children.insert_with(writer.intern(first), child, copy);
                     }
                 }
             }
