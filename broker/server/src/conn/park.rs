@@ -12,12 +12,14 @@
 //! connection's `ConnHandle` and the task ends, so an idle connection costs no task, no
 //! future, no armed poll operation and no waker. The thread's [`Parking`] waits for all its
 //! parked connections at once: one epoll instance per thread holds every parked socket
-//! (level-triggered, one-shot, the connection id as data) and is itself polled for
-//! readability through the runtime (either backend); mail and keep-alive deadlines (the
-//! thread's connection timers) reach it through `ThreadCtx::push_to` and the timer task.
-//! On a wake-up [`manage`] spawns a fresh task that rebuilds the `ConnTask` and handles the
-//! wake-up. Level-triggered readiness keeps bytes that arrived before the socket was
-//! registered; mail and due timers seen at park time wake at once; so nothing is lost.
+//! (for input, the connection id as data: one-shot and level-triggered on io_uring,
+//! edge-triggered on epoll, see below) and is itself polled for readability through the
+//! runtime (either backend); mail and keep-alive deadlines (the thread's connection timers)
+//! reach it through `ThreadCtx::push_to` and the timer task. On a wake-up [`manage`] spawns
+//! a fresh task that rebuilds the `ConnTask` and handles the wake-up. Level-triggered
+//! readiness keeps bytes that arrived before the socket was registered, edge-triggered
+//! parking checks for them (below); mail and due timers seen at park time wake at once; so
+//! nothing is lost.
 //!
 //! Where that is not possible (the thread has no epoll instance, the registration failed,
 //! or the reader has a receive in flight, see `read::Reader::disarm`), the record waits in
@@ -261,9 +263,9 @@ type Ready = (Rc<ConnHandle>, Box<Parked>, bool);
 /// The thread's connections parked outside any task, and how they are woken (see the
 /// module documentation).
 pub struct Parking {
-    /// Every socket parked outside a task, registered level-triggered and one-shot for
-    /// input with its connection id as data. `None` when it could not be created (then
-    /// connections park in their tasks).
+    /// Every socket parked outside a task (and on epoll every watched one), registered
+    /// for input with its connection id as data (see [`Registration`]). `None` when it
+    /// could not be created (then connections park in their tasks).
     epoll: Option<SharedFd<OwnedFd>>,
     /// Parked records taken out of their handles by mail or a deadline, to resume. Each
     /// parked record is here at most once (bounded by the thread's connections).
