@@ -430,3 +430,28 @@ fn a_stream_does_not_hold_back_timers_or_accepts() {
         "nothing dropped"
     );
 }
+
+/// Input that a read left behind is read after the connection parks: with a read buffer of
+/// 1 024 bytes, a burst of 64-byte PUBLISHes ends each read on a packet boundary, so the
+/// connection is idle (and parks) with bytes still waiting, for which the socket reports no
+/// new readiness on the epoll backend (its registration stays edge-triggered while parked).
+/// The PINGREQ at the end of the burst is answered.
+#[test]
+fn input_left_by_a_full_read_is_read_after_parking() {
+    require_halyard();
+    let b = TestBroker::start_with(&[("HALYARD_IO__READ_BUFFER_BYTES", "1024")]);
+    let mut c = RawClient::connected(b.mqtt_addr(), Version::V311, "park-burst");
+    let publish = Publish::new("park/burst", &[b'x'; 50]).encode(Version::V311);
+    assert_eq!(publish.len(), 64, "16 PUBLISHes fill one read exactly");
+    for round in 0..3 {
+        wait_parked(&b, 1.0);
+        let mut burst = publish.repeat(16 * 4);
+        burst.extend_from_slice(&raw::pingreq());
+        c.send(&burst);
+        assert_eq!(
+            c.recv(),
+            Ok(Packet::PingResp),
+            "round {round}: burst read to its end"
+        );
+    }
+}

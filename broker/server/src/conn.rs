@@ -75,10 +75,10 @@ pub fn serve(
     let now = Instant::now();
     let mut conn = Connection::new(ctx.broker.session_config.clone(), now);
     let uring = compio::runtime::Runtime::with_current(|r| r.driver_type().is_iouring());
-    let mut registered = false;
+    let mut registered = park::Registration::No;
     let reader = match Reader::new(&stream, uring, now) {
         Ok(mut r) => {
-            registered = park::watch(&ctx, stream.as_raw_fd(), me.conn, &mut r, uring, false);
+            registered = park::watch(&ctx, stream.as_raw_fd(), me.conn, &mut r, uring, registered);
             Some(r)
         }
         Err(e) => {
@@ -246,8 +246,8 @@ struct ConnTask {
     step: Vec<StepPublish>,
     /// How often the task has been waking up for work (whether it may park).
     pace: Pace,
-    /// The socket is in the thread's parking epoll set (see `park::Parking`).
-    registered: bool,
+    /// How the socket is in the thread's parking epoll set (see `park::Parking`).
+    registered: park::Registration,
 }
 
 impl ConnTask {

@@ -12,12 +12,14 @@
 //! connection's `ConnHandle` and the task ends, so an idle connection costs no task, no
 //! future, no armed poll operation and no waker. The thread's [`Parking`] waits for all its
 //! parked connections at once: one epoll instance per thread holds every parked socket
-//! (level-triggered, one-shot, the connection id as data) and is itself polled for
-//! readability through the runtime (either backend); mail and keep-alive deadlines (the
-//! thread's connection timers) reach it through `ThreadCtx::push_to` and the timer task.
-//! On a wake-up [`manage`] spawns a fresh task that rebuilds the `ConnTask` and handles the
-//! wake-up. Level-triggered readiness keeps bytes that arrived before the socket was
-//! registered; mail and due timers seen at park time wake at once; so nothing is lost.
+//! (for input, the connection id as data: one-shot and level-triggered on io_uring,
+//! edge-triggered on epoll, see below) and is itself polled for readability through the
+//! runtime (either backend); mail and keep-alive deadlines (the thread's connection timers)
+//! reach it through `ThreadCtx::push_to` and the timer task. On a wake-up [`manage`] spawns
+//! a fresh task that rebuilds the `ConnTask` and handles the wake-up. Level-triggered
+//! readiness keeps bytes that arrived before the socket was registered, edge-triggered
+//! parking checks for them (below); mail and due timers seen at park time wake at once; so
+//! nothing is lost.
 //!
 //! Where that is not possible (the thread has no epoll instance, the registration failed,
 //! or the reader has a receive in flight, see `read::Reader::disarm`), the record waits in
@@ -30,8 +32,15 @@
 //! On the epoll backend the same set also holds every *working* connection's socket,
 //! edge-triggered and for good ([`watch`]): [`manage`] flags their input on their handles
 //! (`ConnHandle::mark_input`) instead of each read submitting a poll operation (which
-//! compio's epoll driver turns into an `EPOLL_CTL_ADD` and an `EPOLL_CTL_DEL`). Parking
-//! switches the socket to one-shot, level-triggered; resuming switches it back.
+//! compio's epoll driver turns into an `EPOLL_CTL_ADD` and an `EPOLL_CTL_DEL`). Such a
+//! socket stays edge-triggered while parked ([`Registration::Edge`]): parking and resuming
+//! cost no `epoll_ctl`, so a connection costs one in all (its `EPOLL_CTL_ADD` at accept).
+//! Input an edge has no event for any more is checked at park time instead: a flagged
+//! input the task has not read, or a last read that filled the buffer, resumes the
+//! connection at once. (The kernel re-checks a socket's readiness before it reports an
+//! event, so an edge whose bytes were read before the parking wakes no one.) Sockets in
+//! the set one-shot (io_uring, or an epoll socket that could not be watched) are re-armed
+//! at each parking.
 //!
 //! Limits: one parked record per open connection of the thread (so at most
 //! `limits.max_connections`); the ready list holds each parked record at most once (taken
@@ -254,9 +263,9 @@ type Ready = (Rc<ConnHandle>, Box<Parked>, bool);
 /// The thread's connections parked outside any task, and how they are woken (see the
 /// module documentation).
 pub struct Parking {
-    /// Every socket parked outside a task, registered level-triggered and one-shot for
-    /// input with its connection id as data. `None` when it could not be created (then
-    /// connections park in their tasks).
+    /// Every socket parked outside a task (and on epoll every watched one), registered
+    /// for input with its connection id as data (see [`Registration`]). `None` when it
+    /// could not be created (then connections park in their tasks).
     epoll: Option<SharedFd<OwnedFd>>,
     /// Parked records taken out of their handles by mail or a deadline, to resume. Each
     /// parked record is here at most once (bounded by the thread's connections).
@@ -265,6 +274,8 @@ pub struct Parking {
     waker: RefCell<Option<Waker>>,
     /// [`manage`] was spawned on this thread.
     managed: Cell<bool>,
+    /// `epoll_ctl` calls made on the set (its registrations and re-arms), for tests.
+    ctl_calls: Cell<u64>,
 }
 
 impl std::fmt::Debug for Parking {
@@ -299,6 +310,7 @@ impl Parking {
             ready: RefCell::new(Vec::new()),
             waker: RefCell::new(None),
             managed: Cell::new(false),
+            ctl_calls: Cell::new(0),
         }
     }
 
@@ -310,6 +322,14 @@ impl Parking {
         }
     }
 
+    /// Connection `h`, just parked here, has input its edge-triggered registration will not
+    /// report again (see the module documentation): it is queued to resume for input.
+    fn wake_for_input(&self, h: &Rc<ConnHandle>) {
+        if let Some(p) = h.parked.take() {
+            self.queue((h.clone(), p, true));
+        }
+    }
+
     fn queue(&self, ready: Ready) {
         self.ready.borrow_mut().push(ready);
         if let Some(w) = self.waker.borrow_mut().take() {
@@ -317,17 +337,26 @@ impl Parking {
         }
     }
 
-    /// Registers `fd` (the socket of connection `conn`) for one input event; `before`:
-    /// it is in the set already (parked or watched earlier).
-    fn register(&self, fd: i32, conn: u64, before: bool) -> io::Result<()> {
-        self.set_interest(fd, conn, libc::EPOLLONESHOT, before)
+    /// Sets `fd` (the socket of connection `conn`, now `reg`) up to report its next input
+    /// while parked: a socket watched edge-triggered stays so, with no system call; any
+    /// other is registered (or re-armed) for one input event. The registration it has now.
+    fn register(&self, fd: i32, conn: u64, reg: Registration) -> io::Result<Registration> {
+        if reg == Registration::Edge {
+            return Ok(reg);
+        }
+        self.set_interest(fd, conn, libc::EPOLLONESHOT, reg != Registration::No)?;
+        Ok(Registration::OneShot)
     }
 
-    /// Puts `fd` (the socket of working connection `conn`) in the set for good,
-    /// edge-triggered: each arrival of input is reported once, with no re-arming; `before`
-    /// as for [`Parking::register`].
-    fn watch_edge(&self, fd: i32, conn: u64, before: bool) -> io::Result<()> {
-        self.set_interest(fd, conn, libc::EPOLLET, before)
+    /// Puts `fd` (the socket of working connection `conn`, now `reg`) in the set for good,
+    /// edge-triggered: each arrival of input is reported once, with no re-arming. No system
+    /// call when it is so already. The registration it has now.
+    fn watch_edge(&self, fd: i32, conn: u64, reg: Registration) -> io::Result<Registration> {
+        if reg == Registration::Edge {
+            return Ok(reg);
+        }
+        self.set_interest(fd, conn, libc::EPOLLET, reg != Registration::No)?;
+        Ok(Registration::Edge)
     }
 
     /// Sets `fd`'s interest to input, with `mode` (one-shot or edge-triggered) and `conn`
@@ -351,6 +380,7 @@ impl Parking {
         );
         let order = if before { [modify, add] } else { [add, modify] };
         for (op, other) in order {
+            self.ctl_calls.set(self.ctl_calls.get() + 1);
             // SAFETY: `ev` is a valid event for the call; both descriptors are open.
             if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } == 0 {
                 return Ok(());
@@ -439,15 +469,22 @@ pub(super) fn park(
     if !reader.disarm() {
         return Err((parked, reader));
     }
-    if let Err(e) =
-        ctx.parking
+    let reg =
+        match ctx
+            .parking
             .register(parked.stream.as_raw_fd(), handle.me.conn, parked.registered)
-    {
-        tracing::debug!(error = %e, "cannot register a parked socket: parked in its task");
-        return Err((parked, reader));
-    }
+        {
+            Ok(reg) => reg,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot register a parked socket: parked in its task");
+                return Err((parked, reader));
+            }
+        };
+    // Edge-triggered: input already flagged, or left behind by a read that filled the
+    // buffer, has no event to come (see the module documentation).
+    let input = reg == Registration::Edge && (reader.has_more() | handle.take_input());
     let mut parked = parked;
-    parked.registered = true;
+    parked.registered = reg;
     if !ctx.parking.managed.replace(true) {
         compio::runtime::spawn(manage(ctx.clone())).detach();
     }
@@ -455,8 +492,10 @@ pub(super) fn park(
     ctx.stats().parked.fetch_add(1, Relaxed);
     handle.clear_waker();
     handle.parked.put(parked);
-    // Mail or a deadline that came while the last step ran: resume at once.
-    if !handle.is_empty() || handle.timer_due() {
+    if input {
+        ctx.parking.wake_for_input(handle);
+    } else if !handle.is_empty() || handle.timer_due() {
+        // Mail or a deadline that came while the last step ran: resume at once.
         ctx.parking.wake(handle);
     }
     Ok(())
@@ -470,28 +509,31 @@ pub(super) fn park(
 /// RESULTS.md session 7), where the thread's set costs one re-arm and one `epoll_wait` per
 /// wake-up of the thread, whatever the number of sockets ready. No-op on io_uring (its poll
 /// and receive operations need no registration) or without the thread's epoll instance.
-/// `before`: the socket is in the set already (see [`Parking::register`]). Returns whether
-/// it is in the set now.
+/// `reg`: how the socket is in the set now (a socket watched before stays so, with no
+/// system call). Returns how it is in the set afterwards.
 pub(super) fn watch(
     ctx: &Rc<ThreadCtx>,
     fd: i32,
     conn: u64,
     reader: &mut Reader,
     uring: bool,
-    before: bool,
-) -> bool {
+    reg: Registration,
+) -> Registration {
     if uring {
-        return before;
+        return reg;
     }
-    if let Err(e) = ctx.parking.watch_edge(fd, conn, before) {
-        tracing::debug!(error = %e, "cannot watch a socket in the thread's epoll set: polled per read");
-        return before;
-    }
+    let reg = match ctx.parking.watch_edge(fd, conn, reg) {
+        Ok(reg) => reg,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot watch a socket in the thread's epoll set: polled per read");
+            return reg;
+        }
+    };
     if !ctx.parking.managed.replace(true) {
         compio::runtime::spawn(manage(ctx.clone())).detach();
     }
     reader.set_edge();
-    true
+    reg
 }
 
 /// Resumes the thread's parked connections when they wake up, and flags input for working
@@ -599,8 +641,21 @@ pub struct Parked {
     pace: Pace,
     persistent: bool,
     stored: bool,
-    /// The socket is in the thread's parking epoll set (from an earlier parking).
-    registered: bool,
+    /// How the socket is in the thread's parking epoll set.
+    registered: Registration,
+}
+
+/// How a connection's socket is in its thread's parking epoll set ([`Parking`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Registration {
+    /// Not in the set.
+    #[default]
+    No,
+    /// One-shot, level-triggered: disarmed after its event, re-armed at each parking
+    /// (io_uring, or an epoll socket that could not be watched).
+    OneShot,
+    /// Edge-triggered, for good ([`watch`], epoll backend): parked or working alike.
+    Edge,
 }
 
 impl ConnTask {
@@ -708,5 +763,75 @@ impl Parked {
             pace: p.pace,
             registered: p.registered,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connected pair: the client end and the accepted end.
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        (client, accepted)
+    }
+
+    /// The connection ids the set reports within 10 s (at least one event).
+    fn events(p: &Parking) -> Vec<u64> {
+        let ep = p.epoll.as_ref().unwrap().as_raw_fd();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: `evs` is valid for 8 entries; `ep` is the set's open descriptor.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 10_000) };
+        let n = usize::try_from(n).expect("epoll_wait failed");
+        evs[..n].iter().map(|e| e.u64).collect()
+    }
+
+    /// A socket watched edge-triggered (epoll backend) parks and resumes with no
+    /// `epoll_ctl` beyond its first registration, and reports input that arrives while
+    /// it is parked.
+    #[test]
+    fn an_edge_watched_socket_parks_and_resumes_without_epoll_ctl() {
+        let p = Parking::new();
+        let (mut client, accepted) = pair();
+        let fd = accepted.as_raw_fd();
+        let reg = p.watch_edge(fd, 7, Registration::No).unwrap();
+        assert_eq!((reg, p.ctl_calls.get()), (Registration::Edge, 1));
+        for _ in 0..3 {
+            let parked = p.register(fd, 7, reg).unwrap();
+            assert_eq!(
+                parked,
+                Registration::Edge,
+                "stays edge-triggered while parked"
+            );
+            client.write_all(b"x").unwrap();
+            assert_eq!(events(&p), [7], "input reaches the parked socket");
+            let resumed = p.watch_edge(fd, 7, parked).unwrap();
+            assert_eq!(resumed, Registration::Edge);
+        }
+        assert_eq!(
+            p.ctl_calls.get(),
+            1,
+            "one epoll_ctl for the connection's life"
+        );
+    }
+
+    /// A socket not watched (io_uring) is registered one-shot at its first parking and
+    /// re-armed at each later one; each parking reports input that is already waiting.
+    #[test]
+    fn a_socket_not_watched_is_registered_one_shot_per_parking() {
+        let p = Parking::new();
+        let (mut client, accepted) = pair();
+        let fd = accepted.as_raw_fd();
+        client.write_all(b"x").unwrap();
+        let mut reg = Registration::No;
+        for calls in 1..=3 {
+            reg = p.register(fd, 9, reg).unwrap();
+            assert_eq!((reg, p.ctl_calls.get()), (Registration::OneShot, calls));
+            assert_eq!(events(&p), [9], "waiting input reported at once");
+        }
     }
 }

@@ -135,6 +135,12 @@ impl Reader {
         self.streak > 0 || self.busy.is_some()
     }
 
+    /// Whether the last read filled the buffer (more bytes may be waiting that no new
+    /// readiness event will announce).
+    pub fn has_more(&self) -> bool {
+        self.more
+    }
+
     /// Whether readiness comes through the handle (see [`Self::set_edge`]).
     pub fn is_edge(&self) -> bool {
         self.edge
