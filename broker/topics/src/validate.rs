@@ -30,13 +30,36 @@ impl TopicLimits {
 
     /// Checks a topic name (PUBLISH topic, will topic): non-empty [MQTT-4.7.3-1], no U+0000
     /// [MQTT-4.7.3-2], no '+' or '#' [MQTT-3.3.2-2] [MQTT-4.7.0-1], within the limits.
+    ///
+    /// Every PUBLISH is checked here, so it is one pass over the bytes (U+0000, wildcards
+    /// and level separators together; all three are ASCII, so they never occur inside a
+    /// multi-byte UTF-8 sequence), with the errors in the order of the separate checks.
     pub fn validate_topic_name(&self, name: &str) -> Result<(), TopicError> {
         let kind = TopicKind::Name;
-        self.check_common(name, kind)?;
-        if name.bytes().any(|b| b == b'+' || b == b'#') {
+        self.check_length(name, kind)?;
+        let (mut null, mut wildcard, mut separators) = (false, false, 0usize);
+        for &b in name.as_bytes() {
+            match b {
+                b'/' => separators += 1,
+                b'+' | b'#' => wildcard = true,
+                0 => null = true,
+                _ => {}
+            }
+        }
+        if null {
+            return Err(TopicError::NullCharacter { kind });
+        }
+        if wildcard {
             return Err(TopicError::WildcardInName);
         }
-        self.check_levels(name, kind)
+        // `separators + 1` levels.
+        if separators >= self.max_levels {
+            return Err(TopicError::TooManyLevels {
+                kind,
+                max: self.max_levels,
+            });
+        }
+        Ok(())
     }
 
     /// Checks a topic filter that is not a shared subscription (see
@@ -88,6 +111,15 @@ impl TopicLimits {
     }
 
     fn check_common(&self, s: &str, kind: TopicKind) -> Result<(), TopicError> {
+        self.check_length(s, kind)?;
+        if s.bytes().any(|b| b == 0) {
+            return Err(TopicError::NullCharacter { kind });
+        }
+        Ok(())
+    }
+
+    /// Non-empty [MQTT-4.7.3-1] and within [`Self::max_len`].
+    fn check_length(&self, s: &str, kind: TopicKind) -> Result<(), TopicError> {
         if s.is_empty() {
             return Err(TopicError::Empty { kind });
         }
@@ -96,19 +128,6 @@ impl TopicLimits {
                 kind,
                 len: s.len(),
                 max: self.max_len,
-            });
-        }
-        if s.bytes().any(|b| b == 0) {
-            return Err(TopicError::NullCharacter { kind });
-        }
-        Ok(())
-    }
-
-    fn check_levels(&self, s: &str, kind: TopicKind) -> Result<(), TopicError> {
-        if s.split('/').nth(self.max_levels).is_some() {
-            return Err(TopicError::TooManyLevels {
-                kind,
-                max: self.max_levels,
             });
         }
         Ok(())
@@ -409,6 +428,26 @@ mod tests {
         );
     }
 
+    /// The level-count rule of the split-based checks, as reference.
+    fn check_levels(limits: &TopicLimits, s: &str, kind: TopicKind) -> Result<(), TopicError> {
+        if s.split('/').nth(limits.max_levels).is_some() {
+            return Err(TopicError::TooManyLevels {
+                kind,
+                max: limits.max_levels,
+            });
+        }
+        Ok(())
+    }
+
+    /// The three-pass name check the one-pass `validate_topic_name` replaced, as reference.
+    fn reference_name_check(limits: &TopicLimits, name: &str) -> Result<(), TopicError> {
+        limits.check_common(name, TopicKind::Name)?;
+        if name.bytes().any(|b| b == b'+' || b == b'#') {
+            return Err(TopicError::WildcardInName);
+        }
+        check_levels(limits, name, TopicKind::Name)
+    }
+
     /// The split-based rule check the one-pass [`check_wildcards`] replaced, as reference.
     fn reference_filter_check(limits: &TopicLimits, filter: &str) -> Result<(), TopicError> {
         limits.check_common(filter, TopicKind::Filter)?;
@@ -421,14 +460,15 @@ mod tests {
                 return Err(TopicError::SingleLevelWildcardMisplaced);
             }
         }
-        limits.check_levels(filter, TopicKind::Filter)
+        check_levels(limits, filter, TopicKind::Filter)
     }
 
     #[test]
-    fn one_pass_filter_check_agrees_with_the_split_based_rules() {
+    fn one_pass_checks_agree_with_the_split_based_rules() {
         // Every string of up to 7 characters from an alphabet with each separator and
-        // wildcard (and a multi-byte character), under a tight and the default level limit.
-        let alphabet = ["a", "/", "+", "#", "\u{e9}"];
+        // wildcard (and a multi-byte character and U+0000), under a tight and the default
+        // level limit.
+        let alphabet = ["a", "/", "+", "#", "\u{e9}", "\0"];
         let tight = TopicLimits {
             max_levels: 3,
             max_len: 6,
@@ -445,6 +485,11 @@ mod tests {
                             limits.validate_topic_filter(&t),
                             reference_filter_check(&limits, &t),
                             "{t:?} with {limits:?}"
+                        );
+                        assert_eq!(
+                            limits.validate_topic_name(&t),
+                            reference_name_check(&limits, &t),
+                            "name {t:?} with {limits:?}"
                         );
                         checked += 1;
                     }

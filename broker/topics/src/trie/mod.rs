@@ -250,7 +250,7 @@ where
     {
         let root = self.root.load();
         let dollar = topic.starts_with('$');
-        walk(&root, topic.split('/'), !dollar, &mut visit);
+        walk(&root, Levels(Some(topic)), !dollar, &mut visit);
     }
 
     /// Calls `visit` for every stored subscription of one consistent snapshot (for cluster
@@ -304,15 +304,36 @@ where
     }
 }
 
+/// The '/'-separated levels of a topic name, as `str::split('/')` gives them ("a//b" has
+/// three, "/" two). A byte search: a match splits every PUBLISH's topic, and the
+/// general `char` pattern searcher cost more than the short scan ('/' is ASCII, so it never
+/// occurs inside a multi-byte UTF-8 sequence).
+#[derive(Clone)]
+struct Levels<'t>(Option<&'t str>);
+
+impl<'t> Iterator for Levels<'t> {
+    type Item = &'t str;
+
+    fn next(&mut self) -> Option<&'t str> {
+        let rest = self.0?;
+        match rest.bytes().position(|b| b == b'/') {
+            Some(i) => {
+                self.0 = rest.get(i + 1..);
+                rest.get(..i)
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
 /// The matching walk. `wild_ok`: wildcards may match this level (false only for the first
 /// level of a `$` topic [MQTT-4.7.2-1]). Recursion depth is bounded by the trie's depth,
 /// which [`TopicLimits::max_levels`] bounds.
-fn walk<'n, 't, K, V, F>(
-    node: &'n Node<K, V>,
-    mut levels: std::str::Split<'t, char>,
-    wild_ok: bool,
-    visit: &mut F,
-) where
+fn walk<'n, 't, K, V, F>(node: &'n Node<K, V>, mut levels: Levels<'t>, wild_ok: bool, visit: &mut F)
+where
     K: Eq + std::hash::Hash + Clone,
     V: Clone,
     F: FnMut(Match<'n, K, V>),
@@ -375,6 +396,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_split_as_str_split_does() {
+        for topic in [
+            "a",
+            "a/b",
+            "/",
+            "a//b",
+            "/a/",
+            "//",
+            "\u{e9}/\u{e9}\u{e9}/x",
+            "$SYS/a",
+        ] {
+            let ours: Vec<&str> = Levels(Some(topic)).collect();
+            let std: Vec<&str> = topic.split('/').collect();
+            assert_eq!(ours, std, "{topic:?}");
+        }
+    }
 
     fn matches(trie: &SubscriptionTrie<u32, u32>, topic: &str) -> Vec<String> {
         let mut out = Vec::new();
