@@ -923,8 +923,9 @@ impl ThreadCtx {
 
     /// Fires due offline-session timers; runs forever (one task per thread).
     pub async fn run_timers(self: Rc<Self>) {
+        let tick = super::tick::Tick::new(TIMER_TICK);
         loop {
-            compio::time::sleep(TIMER_TICK).await;
+            tick.wait().await;
             let now = Instant::now();
             self.fire_conn_timers(now);
             self.fire_due(now);
