@@ -82,15 +82,10 @@ impl ConnHandle {
         })
     }
 
-    /// Wakes the task by reference: its waker stays, so the task's next wait finds it
-    /// (`will_wake`) instead of cloning a new one, and no reference count moves per wake-up.
-    /// A wake-up while the task runs costs at most one extra poll.
     fn wake(&self) {
-        let waker = self.waker.take();
-        if let Some(w) = &waker {
-            w.wake_by_ref();
+        if let Some(w) = self.waker.take() {
+            w.wake();
         }
-        self.waker.set(waker);
     }
 
     /// Forgets the waker of a task that ended (it would keep the task's allocation alive).
