@@ -271,7 +271,8 @@ impl ConnTask {
                 }
             };
             let now = Instant::now();
-            self.pace.woke(now, !matches!(wake, Wake::Timer));
+            let timer = matches!(wake, Wake::Timer);
+            self.pace.woke(now, !timer);
             match wake {
                 Wake::Read => {
                     self.read_input(now);
@@ -309,7 +310,9 @@ impl ConnTask {
                 self.conn.socket_closed(Instant::now());
                 self.process_events(Instant::now()).await;
             }
-            self.sync_stats();
+            if self.pace.sync_due(timer, self.conn.is_closed()) {
+                self.sync_stats();
+            }
             if self.conn.is_closed() {
                 // Flush the final CONNACK/DISCONNECT, then close the socket.
                 if self.persist().await {
@@ -423,11 +426,13 @@ impl ConnTask {
         if !self.handle.only_deliveries() {
             return Box::pin(self.drain_mailbox(now)).await;
         }
-        for msg in self.handle.take_all() {
+        let mut mail = self.handle.take_all();
+        for msg in mail.drain(..) {
             if let ConnMsg::Deliver(d, seq) = msg {
                 self.deliver(now, d, seq);
             }
         }
+        self.handle.give_back(mail);
     }
 
     async fn drain_mailbox(&mut self, now: Instant) {
@@ -523,21 +528,54 @@ impl ConnTask {
         }
     }
 
-    /// Answers the session's events, if any; the work runs boxed, so that the task's own
-    /// future does not carry its (large) state while idle.
+    /// Answers the session's events, if any. PUBLISHes on a node without store or cluster
+    /// (nothing to wait for: routed, then acknowledged at once) are answered in place; any
+    /// other event, and every event once the store or a cluster is on, goes through
+    /// [`Self::answer_events`], whose future runs boxed, so that the task's own future does
+    /// not carry its (large) state while idle (and a publisher's step allocates no box).
     async fn process_events(&mut self, now: Instant) {
-        if self.conn.has_events() || !self.step.is_empty() {
-            Box::pin(self.answer_events(now)).await;
+        if !self.conn.has_events() && self.step.is_empty() {
+            return;
+        }
+        let broker = &self.ctx.broker;
+        let first = if self.step.is_empty()
+            && !broker.durable.is_enabled()
+            && broker.cluster.get().is_none()
+        {
+            match self.answer_publishes(now) {
+                None => return,
+                other => other,
+            }
+        } else {
+            None
+        };
+        Box::pin(self.answer_events(now, first)).await;
+    }
+
+    /// Answers the PUBLISHes at the front of the session's events (store off, no cluster:
+    /// [`Self::on_publish`] returns no wait); returns the first other event, if any.
+    fn answer_publishes(&mut self, now: Instant) -> Option<Event> {
+        loop {
+            match self.conn.poll_event()? {
+                Event::Publish { packet_id, message } => {
+                    let (code, _, _) = self.on_publish(&message, Forward::Now);
+                    if let Some(id) = packet_id {
+                        self.conn.complete_publish(now, id, code);
+                    }
+                }
+                other => return Some(other),
+            }
         }
     }
 
-    async fn answer_events(&mut self, now: Instant) {
+    /// Answers the session's events, starting with `first` (taken from them already).
+    async fn answer_events(&mut self, now: Instant, mut first: Option<Event>) {
         // Store off, in a cluster: the PUBLISHes of this step whose acknowledgement waits
         // for other nodes (or a retained commit), answered in arrival order after the loop;
         // their copies are already on their way, so the waits overlap.
         let mut waiting: Vec<(Option<u16>, ReasonCode, Option<RetainWait>)> = Vec::new();
         let mut forward = Forward::Now;
-        while let Some(event) = self.conn.poll_event() {
+        while let Some(event) = first.take().or_else(|| self.conn.poll_event()) {
             match event {
                 Event::Connect(req) => Box::pin(self.on_connect(*req, now)).await,
                 Event::Publish { packet_id, message } => {
@@ -992,8 +1030,9 @@ impl ConnTask {
         self.ledger.get_or_insert_with(Box::default)
     }
 
-    /// Adds the connection's counter deltas to the thread's metrics. Runs after every step,
-    /// so it only touches the counters that moved (a step of a busy connection moves two to
+    /// Adds the connection's counter deltas to the thread's metrics. Runs after every step
+    /// (a streaming connection's: after every [`park::STATS_SYNC_STEPS`], see
+    /// `Pace::sync_due`), so it only touches the counters that moved (a step of a busy connection moves two to
     /// four of them), and a streaming connection keeps its counters' allocation between
     /// steps (one that may go idle gives it back).
     fn sync_stats(&mut self) {

@@ -83,6 +83,11 @@ pub(super) const PARK_STREAK: u8 = 4;
 /// connection timers, so up to their 100 ms tick later).
 pub(super) const PARK_GAP: Duration = Duration::from_millis(100);
 
+/// Steps of a streaming connection after which its counters go to the thread's metrics
+/// (see [`Pace::sync_due`]): each sync reads and zeroes the connection's counters and adds
+/// the ones that moved to the thread's atomics, a visible share of a one-message step.
+pub(super) const STATS_SYNC_STEPS: u8 = 32;
+
 /// When a connection last woke up for work and how many such wake-ups came in a row:
 /// parking between the steps of a streaming connection would rebuild its state for every
 /// read.
@@ -90,6 +95,8 @@ pub(super) const PARK_GAP: Duration = Duration::from_millis(100);
 pub(super) struct Pace {
     last: Instant,
     streak: u8,
+    /// Steps since the connection's counters last went to the thread's metrics.
+    unsynced: u8,
 }
 
 impl Pace {
@@ -98,7 +105,23 @@ impl Pace {
         Pace {
             last: now,
             streak: 0,
+            unsynced: 0,
         }
+    }
+
+    /// Whether the step that just ran should add the connection's counters to the
+    /// thread's metrics: always, except between the steps of a streaming connection,
+    /// which syncs every [`STATS_SYNC_STEPS`] steps, at a timer wake-up (`timer`) and when
+    /// it closes (`closed`). A streaming connection that falls quiet wakes for its park
+    /// check ([`Self::park_check`]) and syncs then, so the metrics lag a stream by at most
+    /// that many steps or `PARK_GAP` plus the timers' tick.
+    pub(super) fn sync_due(&mut self, timer: bool, closed: bool) -> bool {
+        if self.streaming() && !timer && !closed && self.unsynced < STATS_SYNC_STEPS {
+            self.unsynced += 1;
+            return false;
+        }
+        self.unsynced = 0;
+        true
     }
 
     /// The task woke up at `now`; `work`: for input or mail (not for its timer).
@@ -162,6 +185,7 @@ pub(super) fn sleep(
     ctx: &Rc<ThreadCtx>,
 ) -> Sleep<'_> {
     ctx.arm_conn_timer(&handle, parked.conn.poll_timeout());
+    handle.release_room();
     ctx.stats().parked.fetch_add(1, Relaxed);
     ctx.stats().parked_in_task.fetch_add(1, Relaxed);
     Sleep {
@@ -491,6 +515,7 @@ pub(super) fn park(
     ctx.arm_conn_timer(handle, parked.conn.poll_timeout());
     ctx.stats().parked.fetch_add(1, Relaxed);
     handle.clear_waker();
+    handle.release_room();
     handle.parked.put(parked);
     if input {
         ctx.parking.wake_for_input(handle);

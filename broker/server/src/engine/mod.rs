@@ -22,6 +22,7 @@
 
 pub mod publish;
 pub mod thread;
+pub mod tick;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;

@@ -38,6 +38,10 @@ pub enum ConnMsg {
     Shutdown,
 }
 
+/// Most mailbox slots a working connection keeps allocated between its steps (see
+/// [`ConnHandle::give_back`]); a queue grown larger by a burst is freed after it.
+pub const MAILBOX_KEEP: usize = 16;
+
 /// The part of a connection the thread can reach: its mailbox, its timer and its waker.
 pub struct ConnHandle {
     /// The connection's identity.
@@ -147,6 +151,35 @@ impl ConnHandle {
     /// Takes every queued command.
     pub fn take_all(&self) -> VecDeque<ConnMsg> {
         self.mailbox.take()
+    }
+
+    /// Gives back the (emptied) queue of [`Self::take_all`], so that the next message
+    /// pushed finds room instead of allocating a new queue: a subscriber under a stream
+    /// would otherwise allocate and free one per delivery step. Kept only while the mailbox
+    /// is still empty and unallocated, and only up to [`MAILBOX_KEEP`] slots; a parking
+    /// connection gives it up ([`Self::release_room`]).
+    pub fn give_back(&self, mut spare: VecDeque<ConnMsg>) {
+        spare.clear();
+        if spare.capacity() > MAILBOX_KEEP {
+            return;
+        }
+        let mailbox = self.mailbox.take();
+        if mailbox.capacity() == 0 {
+            self.mailbox.set(spare);
+        } else {
+            self.mailbox.set(mailbox);
+        }
+    }
+
+    /// Frees the room an empty mailbox kept (see [`Self::give_back`]): an idle connection
+    /// holds no queue.
+    pub fn release_room(&self) {
+        let mailbox = self.mailbox.take();
+        if mailbox.is_empty() {
+            drop(mailbox);
+        } else {
+            self.mailbox.set(mailbox);
+        }
     }
 
     /// Ready when the mailbox is non-empty or the connection's deadline passed (see
@@ -885,8 +918,9 @@ impl ThreadCtx {
 
     /// Fires due offline-session timers; runs forever (one task per thread).
     pub async fn run_timers(self: Rc<Self>) {
+        let tick = super::tick::Tick::new(TIMER_TICK);
         loop {
-            compio::time::sleep(TIMER_TICK).await;
+            tick.wait().await;
             let now = Instant::now();
             self.fire_conn_timers(now);
             self.fire_due(now);
