@@ -33,6 +33,26 @@ fn passwd(file: &std::path::Path, create: bool, user: &str, password: &str) {
     assert!(out.status.success(), "halyard passwd: {out:?}");
 }
 
+/// A broker whose `[acl]` file holds `rules`, with `default`; the file, to rewrite.
+fn acl_broker(name: &str, rules: &str, default: &str) -> (TestBroker, PathBuf) {
+    let acl = dir(name).join("acl");
+    std::fs::write(&acl, rules).unwrap();
+    let toml = format!(
+        "[acl]\nfile = {:?}\ndefault = {default:?}\n",
+        acl.to_str().unwrap()
+    );
+    (TestBroker::start_with_config(&toml, &[]), acl)
+}
+
+/// Sends SIGHUP (reload the password and ACL files) to the broker.
+fn sighup(b: &TestBroker) {
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &b.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(st.success());
+}
+
 fn connect(
     addr: std::net::SocketAddr,
     v: Version,
@@ -110,14 +130,7 @@ fn anonymous_refused_when_not_allowed() {
 #[test]
 fn acl_denies_subscribe_and_publish() {
     require_halyard();
-    let d = dir("acl");
-    let acl = d.join("acl");
-    std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
-    let toml = format!(
-        "[acl]\nfile = {:?}\ndefault = \"deny\"\n",
-        acl.to_str().unwrap()
-    );
-    let b = TestBroker::start_with_config(&toml, &[]);
+    let (b, _) = acl_broker("acl", "topic readwrite open/#\n", "deny");
     let a = b.mqtt_addr();
     let mut c5 = RawClient::connected(a, Version::V5, "s5");
     assert_eq!(
@@ -143,14 +156,7 @@ fn acl_denies_subscribe_and_publish() {
 #[test]
 fn sighup_reloads_an_open_acl_into_a_restricted_one() {
     require_halyard();
-    let d = dir("acl-hup");
-    let acl = d.join("acl");
-    std::fs::write(&acl, "# nothing yet\n").unwrap();
-    let toml = format!(
-        "[acl]\nfile = {:?}\ndefault = \"allow\"\n",
-        acl.to_str().unwrap()
-    );
-    let b = TestBroker::start_with_config(&toml, &[]);
+    let (b, acl) = acl_broker("acl-hup", "# nothing yet\n", "allow");
     let a = b.mqtt_addr();
     let mut sub = RawClient::connected(a, Version::V5, "hup-sub");
     assert_eq!(sub.subscribe(1, &[("#", 0)], &Props::new()), vec![0]);
@@ -164,11 +170,7 @@ fn sighup_reloads_an_open_acl_into_a_restricted_one() {
 
     // `secret/#` may be written but not read; `blocked/#` is denied; other topics stay open.
     std::fs::write(&acl, "topic write secret/#\ntopic deny blocked/#\n").unwrap();
-    let st = std::process::Command::new("kill")
-        .args(["-HUP", &b.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(st.success());
+    sighup(&b);
     let mut id = 10;
     let reloaded = wait_for(WAIT, || {
         id += 1;
@@ -236,11 +238,7 @@ fn sighup_reloads_the_password_file() {
         0x86
     );
     passwd(&file, false, "bob", "pw2");
-    let st = std::process::Command::new("kill")
-        .args(["-HUP", &b.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(st.success());
+    sighup(&b);
     let ok = wait_for(WAIT, || {
         (connect(a, Version::V5, "bob", Some("bob"), Some("pw2")) == 0).then_some(())
     });

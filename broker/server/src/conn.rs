@@ -42,6 +42,20 @@ mod read;
 mod store;
 mod write;
 
+/// Socket helpers for the tests of the connection modules.
+#[cfg(test)]
+mod test_sockets {
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connected pair of loopback sockets: (client, accepted).
+    pub(super) fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        (client, accepted)
+    }
+}
+
 use park::{Pace, wait};
 use read::{ReadNow, Reader};
 

@@ -3,11 +3,11 @@
 /// The levels of a topic name or filter, split at '/', empty levels included (`"a//b"` has
 /// three, `""` one): what `str::split('/')` yields. `str::split` with a `char` searches with
 /// `memchr` and then compares the found bytes with a `memcmp` call, two library calls per
-/// level; a topic's levels are a few bytes long, so a plain byte loop is cheaper. Matching
-/// one PUBLISH splits its topic twice (the name check and the trie walk): the two splits
-/// took ~6 % of the broker's samples in closed-loop QoS 1 fan-in (benches/RESULTS.md,
-/// session 10). '/' is ASCII, so it never occurs inside a multi-byte UTF-8 sequence and
-/// every split point is a character boundary.
+/// level; a topic's levels are a few bytes long, so a plain byte loop is cheaper. The trie
+/// walk splits every PUBLISH's topic with it (that split and the name check's, now a byte
+/// loop of its own in `validate.rs`, took ~6 % of the broker's samples in closed-loop QoS 1
+/// fan-in: benches/RESULTS.md, session 10). '/' is ASCII, so it never occurs inside a
+/// multi-byte UTF-8 sequence and every split point is a character boundary.
 #[derive(Debug, Clone)]
 pub(crate) struct Levels<'a> {
     /// What is left to split; `None` once the last level was returned.

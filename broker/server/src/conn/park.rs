@@ -794,16 +794,8 @@ impl Parked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::test_sockets::pair;
     use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
-
-    /// A connected pair: the client end and the accepted end.
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (accepted, _) = l.accept().unwrap();
-        (client, accepted)
-    }
 
     /// The connection ids the set reports within 10 s (at least one event).
     fn events(p: &Parking) -> Vec<u64> {

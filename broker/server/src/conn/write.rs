@@ -77,17 +77,9 @@ pub(super) fn shutdown_now(fd: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::test_sockets::pair;
     use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
-
-    /// A connected pair of loopback sockets: (client, accepted).
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (b, _) = l.accept().unwrap();
-        (a, b)
-    }
 
     #[test]
     fn sends_what_fits_then_stops_without_blocking() {
