@@ -591,7 +591,7 @@ impl ConnTask {
         let mut forward = Forward::Now;
         while let Some(event) = first.take().or_else(|| self.conn.poll_event()) {
             match event {
-                Event::Connect(req) => Box::pin(self.on_connect(*req, now)).await,
+                Event::Connect(req) => Box::pin(self.on_connect(req, now)).await,
                 Event::Publish { packet_id, message } => {
                     if self.ctx.broker.durable.is_enabled() {
                         self.stage_publish(now, packet_id, message);
@@ -690,8 +690,19 @@ impl ConnTask {
         }
     }
 
-    async fn on_connect(&mut self, mut req: ConnectRequest, now: Instant) {
-        crate::xdp::count_connect(&self.ctx.broker.metrics, self.slot.as_ref());
+    /// Answers a CONNECT (see [`Self::answer_connect`]), then counts it for its source, and
+    /// the session it started, in one record. (The request stays boxed, as the session
+    /// emitted it: moving it into this future would copy it once more.)
+    async fn on_connect(&mut self, req: Box<ConnectRequest>, now: Instant) {
+        self.answer_connect(req, now).await;
+        crate::xdp::count_connect(
+            &self.ctx.broker.metrics,
+            self.slot.as_ref(),
+            self.key.is_some() && !self.conn.is_closed(),
+        );
+    }
+
+    async fn answer_connect(&mut self, mut req: Box<ConnectRequest>, now: Instant) {
         if self.ctx.shutting_down.get() {
             self.conn.reject_connect(ReasonCode::SERVER_UNAVAILABLE);
             return;
@@ -766,11 +777,6 @@ impl ConnTask {
                 }
             }
         }
-        crate::xdp::count_session(
-            &self.ctx.broker.metrics,
-            self.slot.as_ref(),
-            self.key.is_some() && !self.conn.is_closed(),
-        );
     }
 
     /// Bans, flapping, credentials (PBKDF2 on a blocking thread when a user name is given)

@@ -347,19 +347,19 @@ pub fn count_refused(metrics: &Metrics, ip: IpAddr) {
     count(metrics, ip, SourceEvent::Refused);
 }
 
-/// Counts a CONNECT received on the socket of `slot` (`None`: a socket without a source).
-pub fn count_connect(metrics: &Metrics, slot: Option<&SourceSlot>) {
-    if let Some(slot) = slot {
-        count(metrics, slot.ip(), SourceEvent::Connect);
-    }
-}
-
-/// Counts a CONNECT that was accepted on the socket of `slot` (`claimed`: it passed the
-/// checks, claimed its session and was not refused since).
-pub fn count_session(metrics: &Metrics, slot: Option<&SourceSlot>, claimed: bool) {
-    if let Some(slot) = slot.filter(|_| claimed) {
-        count(metrics, slot.ip(), SourceEvent::Session);
-    }
+/// Counts a CONNECT received on the socket of `slot` (`None`: a socket without a source)
+/// once it was answered, and with it the session it started (`claimed`: it passed the
+/// checks, claimed its session and was not refused since): one record for both.
+pub fn count_connect(metrics: &Metrics, slot: Option<&SourceSlot>, claimed: bool) {
+    let (Some(slot), Some(rt)) = (slot, metrics.xdp.get()) else {
+        return;
+    };
+    let events: &[SourceEvent] = if claimed {
+        &[SourceEvent::Connect, SourceEvent::Session]
+    } else {
+        &[SourceEvent::Connect]
+    };
+    rt.sources.record_each(slot.ip(), events);
 }
 
 /// Starts XDP on the ports of `listeners` (the MQTT listeners) and the per-source table

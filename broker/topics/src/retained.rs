@@ -134,15 +134,17 @@ impl<V> RetainedIndex<V> {
     /// Calls `visit(topic, value)` for every retained topic that `filter` matches: `+` one
     /// level, `#` the parent and everything below [MQTT-4.7.1-2], and a filter starting with
     /// a wildcard skips topics starting with `$` [MQTT-4.7.2-1]. An invalid filter (see
-    /// [`TopicLimits::validate_topic_filter`]) matches nothing. Runs under the read lock.
+    /// [`TopicLimits::validate_topic_filter`]) matches nothing. Runs under the read lock;
+    /// an empty index answers at once (no filter check, no walk: the common SUBSCRIBE on a
+    /// broker with nothing retained).
     pub fn for_each_match<F>(&self, filter: &str, mut visit: F)
     where
         F: FnMut(&str, &V),
     {
-        if self.limits.validate_topic_filter(filter).is_err() {
+        let inner = self.read();
+        if inner.len == 0 || self.limits.validate_topic_filter(filter).is_err() {
             return;
         }
-        let inner = self.read();
         let mut topic = String::new();
         match_at(&inner.root, filter.split('/'), true, &mut topic, &mut visit);
     }
