@@ -282,6 +282,21 @@ mod tests {
     }
 
     #[test]
+    fn an_index_emptied_again_matches_nothing_and_then_matches_anew() {
+        let idx = index(&["a/b"]);
+        assert_eq!(idx.remove("a/b"), Some(0));
+        for f in ["#", "a/#", "a/+", "a/b", "a/#/b"] {
+            assert!(matches(&idx, f).is_empty(), "{f}");
+        }
+        idx.set("a/c", 3).unwrap();
+        assert_eq!(matches(&idx, "a/+"), [("a/c".to_owned(), 3)]);
+        assert_eq!(matches(&idx, "#"), [("a/c".to_owned(), 3)]);
+        // Invalid filters still match nothing once something is retained.
+        assert!(matches(&idx, "a/#/c").is_empty());
+        assert!(matches(&idx, "a+").is_empty());
+    }
+
+    #[test]
     fn wildcards_follow_the_spec() {
         let idx = index(&[
             "sport",

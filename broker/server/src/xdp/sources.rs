@@ -316,6 +316,35 @@ mod tests {
     }
 
     #[test]
+    fn one_record_of_several_events_counts_each() {
+        use SourceEvent::*;
+        let t = SourceTable::new(100);
+        // A CONNECT that started a session, one refused, for a tracked and a new source.
+        bump(&t, "10.0.0.1", &[(Accepted, 2)]);
+        t.record_each(ip("10.0.0.1"), &[Connect, Session]);
+        t.record_each(ip("10.0.0.1"), &[Connect]);
+        t.record_each(ip("::ffff:10.0.0.2"), &[Connect, Session]);
+        assert_eq!(
+            t.get(ip("10.0.0.1")),
+            SourceCounts {
+                accepts: 2,
+                refused: 0,
+                connects: 2,
+                sessions: 1
+            }
+        );
+        assert_eq!(
+            t.get(ip("10.0.0.2")),
+            SourceCounts {
+                connects: 1,
+                sessions: 1,
+                ..SourceCounts::default()
+            }
+        );
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
     fn ipv4_mapped_addresses_count_as_ipv4() {
         let t = SourceTable::new(10);
         t.record(ip("::ffff:10.0.0.7"), SourceEvent::Accepted);
