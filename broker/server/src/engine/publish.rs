@@ -196,8 +196,17 @@ pub const THREAD_COPY_MIN: usize = 4;
 struct ThreadCopies {
     /// The thread of the first delivery (keeps the original).
     first: Option<usize>,
-    /// (thread, deliveries so far, its copy once made), for threads other than `first`.
-    others: SmallVec<[(usize, usize, Option<Arc<Message>>); 2]>,
+    /// The other threads the message goes to.
+    others: SmallVec<[OtherThread; 2]>,
+}
+
+/// One thread in [`ThreadCopies::others`].
+struct OtherThread {
+    thread: usize,
+    /// Deliveries to it so far.
+    deliveries: usize,
+    /// Its copy, once made.
+    copy: Option<Arc<Message>>,
 }
 
 impl ThreadCopies {
@@ -218,28 +227,37 @@ impl ThreadCopies {
         if first == thread {
             return original;
         }
-        let i = match self.others.iter().position(|(t, _, _)| *t == thread) {
+        let i = match self.others.iter().position(|o| o.thread == thread) {
             Some(i) => i,
             None => {
-                self.others.push((thread, 0, None));
+                self.others.push(OtherThread {
+                    thread,
+                    deliveries: 0,
+                    copy: None,
+                });
                 self.others.len() - 1
             }
         };
-        let (_, count, copy) = &mut self.others[i];
-        *count += 1;
-        if copy.is_none() && *count >= THREAD_COPY_MIN {
-            *copy = Some(Arc::new(Message::clone(original)));
+        let other = &mut self.others[i];
+        other.deliveries += 1;
+        if other.copy.is_none() && other.deliveries >= THREAD_COPY_MIN {
+            other.copy = Some(Arc::new(Message::clone(original)));
         }
-        copy.as_ref().unwrap_or(original)
+        other.copy.as_ref().unwrap_or(original)
     }
 
     /// Switches the deliveries in `routed` made before their thread's copy existed to it.
     fn finish(&self, routed: &mut [Routed], original: &Arc<Message>) {
-        if self.others.iter().all(|(_, _, c)| c.is_none()) {
+        if self.others.iter().all(|o| o.copy.is_none()) {
             return;
         }
         for r in routed {
-            if let Some((_, _, Some(copy))) = self.others.iter().find(|(t, _, _)| *t == r.routed_to)
+            let copy = self
+                .others
+                .iter()
+                .find(|o| o.thread == r.routed_to)
+                .and_then(|o| o.copy.as_ref());
+            if let Some(copy) = copy
                 && Arc::ptr_eq(&r.delivery.message, original)
             {
                 r.delivery.message = copy.clone();
