@@ -762,6 +762,69 @@ mod tests {
         );
     }
 
+    /// A fan-out over two threads: the deliveries to the thread of the first one share the
+    /// publisher's message, those to the other thread (at least `THREAD_COPY_MIN` of them)
+    /// one copy of their own, equal to it; below that many, every delivery shares the
+    /// publisher's message.
+    #[test]
+    fn a_fan_out_to_another_thread_gets_its_own_copy_of_the_message() {
+        use super::publish::THREAD_COPY_MIN;
+        let b = broker(2);
+        let routes = [Route::new(0), Route::new(1)];
+        let per_thread = THREAD_COPY_MIN + 2;
+        for key in 0..2 * per_thread as u64 {
+            // Alternate the threads, so that deliveries to thread 1 are made before its copy.
+            let route = &routes[key as usize % 2];
+            let value = sub(route, &format!("c{key}"), QoS::AtLeastOnce, None);
+            b.trie.insert("f/x", key, value).unwrap();
+        }
+        let original = message("f/x", QoS::AtLeastOnce, "pub");
+        let mut outbox = Outbox::new(2);
+        assert_eq!(route(&b, &original, &mut outbox), 2 * per_thread);
+        let batches: Vec<(usize, Vec<Routed>)> = outbox.drain().collect();
+        let first_thread = batches
+            .iter()
+            .find(|(_, batch)| {
+                batch
+                    .iter()
+                    .any(|r| Arc::ptr_eq(&r.delivery.message, &original))
+            })
+            .map(|(t, _)| *t)
+            .expect("one thread keeps the publisher's message");
+        for (thread, batch) in &batches {
+            assert_eq!(batch.len(), per_thread);
+            let shared = &batch[0].delivery.message;
+            assert!(
+                batch
+                    .iter()
+                    .all(|r| Arc::ptr_eq(&r.delivery.message, shared))
+            );
+            assert_eq!(**shared, *original);
+            if *thread == first_thread {
+                assert!(Arc::ptr_eq(shared, &original));
+            } else {
+                assert!(
+                    !Arc::ptr_eq(shared, &original),
+                    "thread {thread} has its own copy"
+                );
+            }
+        }
+
+        // Fewer deliveries to the other thread than THREAD_COPY_MIN: no copy.
+        for key in 2 * (THREAD_COPY_MIN as u64 - 1)..2 * per_thread as u64 {
+            b.trie.remove("f/x", &key);
+        }
+        let mut outbox = Outbox::new(2);
+        assert_eq!(route(&b, &original, &mut outbox), 2 * (THREAD_COPY_MIN - 1));
+        for (_, batch) in outbox.drain() {
+            assert!(
+                batch
+                    .iter()
+                    .all(|r| Arc::ptr_eq(&r.delivery.message, &original))
+            );
+        }
+    }
+
     #[test]
     fn one_filter_fans_out_unmerged_and_a_second_filter_merges() {
         let b = broker(1);

@@ -176,6 +176,96 @@ pub enum Keep {
     Subscriber,
 }
 
+/// Deliveries of one PUBLISH to one I/O thread from which routing gives that thread a copy
+/// of the message of its own ([`ThreadCopies`]) instead of references to the publisher's.
+/// Every delivery holds a reference (`Arc<Message>`) and drops it when the message is sent
+/// (QoS 0) or acknowledged (QoS 1/2): with the receivers of a fan-out on two threads, both
+/// cores updated the one reference count, and its cache line (which also holds the topic and
+/// payload fields that every encode reads) moved between them for each delivery. A copy
+/// costs one allocation and the clone of the message's fields (its topic and payload stay
+/// shared: one count update each per copy), and is freed on the thread it was made for:
+/// worth it from a few deliveries on, never for one (point to point, fan-in).
+pub const THREAD_COPY_MIN: usize = 4;
+
+/// The message each delivery of one PUBLISH gets, per destination thread: the thread of the
+/// first delivery keeps the publisher's message, any other thread with at least
+/// [`THREAD_COPY_MIN`] deliveries gets one copy of its own (see there), made when its count
+/// reaches that; the deliveries routed to it before then are switched to the copy at the end
+/// ([`Self::finish`]). Used only for deliveries placed at once (no store, see
+/// [`Keep::Thread`]); with one I/O thread it never copies.
+struct ThreadCopies {
+    /// The thread of the first delivery (keeps the original).
+    first: Option<usize>,
+    /// The other threads the message goes to.
+    others: SmallVec<[OtherThread; 2]>,
+}
+
+/// One thread in [`ThreadCopies::others`].
+struct OtherThread {
+    thread: usize,
+    /// Deliveries to it so far.
+    deliveries: usize,
+    /// Its copy, once made.
+    copy: Option<Arc<Message>>,
+}
+
+impl ThreadCopies {
+    fn new() -> Self {
+        ThreadCopies {
+            first: None,
+            others: SmallVec::new(),
+        }
+    }
+
+    /// The message for the next delivery to `thread`.
+    fn message_for<'a>(
+        &'a mut self,
+        thread: usize,
+        original: &'a Arc<Message>,
+    ) -> &'a Arc<Message> {
+        let first = *self.first.get_or_insert(thread);
+        if first == thread {
+            return original;
+        }
+        let i = match self.others.iter().position(|o| o.thread == thread) {
+            Some(i) => i,
+            None => {
+                self.others.push(OtherThread {
+                    thread,
+                    deliveries: 0,
+                    copy: None,
+                });
+                self.others.len() - 1
+            }
+        };
+        let other = &mut self.others[i];
+        other.deliveries += 1;
+        if other.copy.is_none() && other.deliveries >= THREAD_COPY_MIN {
+            other.copy = Some(Arc::new(Message::clone(original)));
+        }
+        other.copy.as_ref().unwrap_or(original)
+    }
+
+    /// Switches the deliveries in `routed` made before their thread's copy existed to it.
+    fn finish(&self, routed: &mut [Routed], original: &Arc<Message>) {
+        if self.others.iter().all(|o| o.copy.is_none()) {
+            return;
+        }
+        for r in routed {
+            let copy = self
+                .others
+                .iter()
+                .find(|o| o.thread == r.routed_to)
+                .and_then(|o| o.copy.as_ref());
+            if let Some(copy) = copy
+                && Arc::ptr_eq(&r.delivery.message, original)
+            {
+                r.delivery.message = copy.clone();
+            }
+        }
+    }
+}
+
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if a.as_u8() <= b.as_u8() { a } else { b }
 }
@@ -357,6 +447,7 @@ fn collect_targets(
     targets: &mut Targets,
 ) -> usize {
     let start = out.len();
+    let mut copies = (keep == Keep::Thread).then(ThreadCopies::new);
     let publisher = message.publisher.as_deref();
     let acl = broker.security.restricted_acl();
     // Filters and shared groups that contributed (a leaf is visited in one run).
@@ -381,15 +472,20 @@ fn collect_targets(
         if let Some(id) = value.subscription_id {
             subscription_ids.push(id);
         }
+        let thread = value.route.thread();
+        let shared = match copies.as_mut() {
+            Some(c) => c.message_for(thread, message),
+            None => message,
+        };
         out.push(Routed {
             key,
-            routed_to: value.route.thread(),
+            routed_to: thread,
             subscriber: (keep == Keep::Subscriber).then(|| Subscriber {
                 route: value.route.clone(),
                 client_id: value.client_id.clone(),
             }),
             delivery: Delivery {
-                message: message.clone(),
+                message: shared.clone(),
                 qos: min_qos(value.options.qos, message.qos),
                 retain: value.options.retain_as_published && message.retain,
                 subscription_ids,
@@ -416,6 +512,9 @@ fn collect_targets(
             }
         }
     });
+    if let Some(c) = &copies {
+        c.finish(&mut out[start..], message);
+    }
     if sources > 1 {
         merge_sessions(out, start, targets);
     }
