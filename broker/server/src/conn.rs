@@ -575,7 +575,10 @@ impl ConnTask {
                     let (code, wait, blocked) = self.on_publish(&message, Forward::Now);
                     // Only a cluster makes an acknowledgement wait or a copy queue: the
                     // arm of `answer_events` that handles those is not needed here.
-                    debug_assert!(wait.is_none() && !blocked, "PUBLISH waits without a cluster");
+                    debug_assert!(
+                        wait.is_none() && !blocked,
+                        "PUBLISH waits without a cluster"
+                    );
                     if let Some(id) = packet_id {
                         self.conn.complete_publish(now, id, code);
                     }
