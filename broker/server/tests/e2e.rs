@@ -654,7 +654,8 @@ async fn session_expires_v5() {
 /// A taken admin port does not stop MQTT service (the admin server is disabled and logged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_admin_port_does_not_block_mqtt() {
-    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port no other test of this process gets (see `free_port`).
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", common::free_port())).unwrap();
     let addr = squatter.local_addr().unwrap().to_string();
     let b = Broker::start("epoll", &[("HALYARD_ADMIN__BIND", &addr)]);
     let (_c, mut el) = v4(&b, "no-admin", true);

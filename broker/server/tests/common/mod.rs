@@ -2,6 +2,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A running `halyard run` child process, stopped with SIGTERM on drop.
@@ -13,12 +14,26 @@ pub struct Broker {
     pub admin_port: u16,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Ports handed out in this process. The broker listens with SO_REUSEPORT, so a second
+/// broker given the same port would bind it too and share its connections: two tests that
+/// probed the same free port must not both get it.
+static PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A loopback port that was free a moment ago and that no other test of this process got.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        if !used.contains(&port) {
+            used.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port after 100 tries");
 }
 
 impl Broker {
