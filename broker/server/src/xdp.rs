@@ -330,28 +330,29 @@ impl XdpRuntime {
     }
 }
 
-/// Counts `event` for `ip` in the broker's per-source table (nothing before `start_for`).
-pub fn count(metrics: &Metrics, ip: IpAddr, event: SourceEvent) {
+/// Counts each of `events` for `ip` in the broker's per-source table, in one record (nothing
+/// before `start_for`).
+pub fn count(metrics: &Metrics, ip: IpAddr, events: &[SourceEvent]) {
     if let Some(rt) = metrics.xdp.get() {
-        rt.sources.record(ip, event);
+        rt.sources.record_each(ip, events);
     }
 }
 
 /// Counts a TCP connection accepted from `ip` (the accept loop, before any limit).
 pub fn count_accept(metrics: &Metrics, ip: IpAddr) {
-    count(metrics, ip, SourceEvent::Accepted);
+    count(metrics, ip, &[SourceEvent::Accepted]);
 }
 
 /// Counts a connection from `ip` closed at accept by a limit.
 pub fn count_refused(metrics: &Metrics, ip: IpAddr) {
-    count(metrics, ip, SourceEvent::Refused);
+    count(metrics, ip, &[SourceEvent::Refused]);
 }
 
 /// Counts a CONNECT received on the socket of `slot` (`None`: a socket without a source)
 /// once it was answered, and with it the session it started (`claimed`: it passed the
 /// checks, claimed its session and was not refused since): one record for both.
 pub fn count_connect(metrics: &Metrics, slot: Option<&SourceSlot>, claimed: bool) {
-    let (Some(slot), Some(rt)) = (slot, metrics.xdp.get()) else {
+    let Some(slot) = slot else {
         return;
     };
     let events: &[SourceEvent] = if claimed {
@@ -359,7 +360,7 @@ pub fn count_connect(metrics: &Metrics, slot: Option<&SourceSlot>, claimed: bool
     } else {
         &[SourceEvent::Connect]
     };
-    rt.sources.record_each(slot.ip(), events);
+    count(metrics, slot.ip(), events);
 }
 
 /// Starts XDP on the ports of `listeners` (the MQTT listeners) and the per-source table
