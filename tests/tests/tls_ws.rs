@@ -271,6 +271,26 @@ fn websocket_client_publishes_and_subscribes() {
     ws_pub_sub(sub, publ);
 }
 
+/// SIGTERM ends a broker whose last accepted connection came in on its WebSocket listener.
+/// Each listener's accept loop waits for the thread's shutdown; with one waker slot, the
+/// WebSocket loop's wait (renewed at each of its accepts) replaced the TCP loop's, which
+/// then never saw the shutdown, and the broker did not exit.
+#[test]
+fn sigterm_exits_after_a_websocket_accept() {
+    let port = free_port();
+    let mut b = TestBroker::start_with_config(
+        &format!("[listeners.ws]\nbind = \"127.0.0.1:{port}\"\n"),
+        &[("HALYARD_IO__THREADS", "1")],
+    );
+    // Both connections are served (their CONNACKs came back) before the signal: the TCP
+    // one first, so the WebSocket loop accepted last.
+    let tcp = raw::RawClient::connected(b.mqtt_addr(), Version::V311, "tcp-first");
+    let ws = ws_connect(port, "ws-last");
+    let st = b.sigterm();
+    assert!(st.success(), "exit status after SIGTERM: {st}");
+    drop((tcp, ws));
+}
+
 /// `sub` subscribes to `ws/t`, `publ` publishes on it, `sub` receives it.
 fn ws_pub_sub<S: Read + Write>(mut sub: Ws<S>, mut publ: Ws<S>) {
     // SUBSCRIBE id 1, "ws/t" QoS 0.

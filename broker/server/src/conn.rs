@@ -379,6 +379,13 @@ impl ConnTask {
         let Some(mut r) = self.reader.take() else {
             return;
         };
+        if r.is_edge() {
+            // This read sees whatever input the thread's epoll set flagged so far: left
+            // flagged, it would resume the connection for nothing right after it parks
+            // (a new connection's socket is reported once its CONNECT is there, and its
+            // task usually reads the CONNECT before the event is collected).
+            self.handle.take_input();
+        }
         let mut buf = self.ctx.take_read_buf();
         let closed = match r.read(&self.ctx, &mut buf, now) {
             ReadNow::Data(data) => {

@@ -484,7 +484,8 @@ fn io_thread(
     let direct: Rc<OnceCell<Weak<ThreadCtx>>> = Rc::default();
     let thread_ctx = direct.clone();
     let thread = async move {
-        let listener = match compio::net::TcpListener::from_std(listener) {
+        let uring = !epoll;
+        let listener = match io::Listener::new(listener, uring) {
             Ok(l) => l,
             Err(e) => {
                 let _ = ready.send(Err(e.to_string()));
@@ -493,7 +494,7 @@ fn io_thread(
         };
         let mut extra_listeners = Vec::with_capacity(extra.len());
         for (acceptor, sock) in extra {
-            match compio::net::TcpListener::from_std(sock) {
+            match io::Listener::new(sock, uring) {
                 Ok(l) => extra_listeners.push((acceptor, l)),
                 Err(e) => {
                     let _ = ready.send(Err(e.to_string()));
@@ -553,63 +554,91 @@ fn io_thread(
     }
 }
 
+/// Accepts the connections of one listener until the thread shuts down: what the accept
+/// queue holds is taken at once ([`io::Listener::try_accept`], at most [`io::ACCEPT_BURST`]
+/// in a row before the thread's other tasks get a turn), and readiness is awaited only when
+/// it is empty.
 async fn accept_loop(
     ctx: &Rc<ThreadCtx>,
-    listener: &compio::net::TcpListener,
+    listener: &io::Listener,
     acceptor: Option<Arc<ArcSwap<Acceptor>>>,
 ) {
-    let max = ctx.broker.config.limits.max_connections;
     loop {
-        let accept = std::pin::pin!(listener.accept());
-        let stop = std::pin::pin!(ctx.shutdown_started());
-        match select(accept, stop).await {
-            Either::Left((Ok((stream, peer)), _)) => {
-                crate::xdp::count_accept(&ctx.broker.metrics, peer.ip());
-                if ctx.broker.metrics.connections() >= i64::try_from(max).unwrap_or(i64::MAX) {
-                    ctx.stats().hit_limit(Limit::MaxConnections);
-                    crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
-                    drop(stream);
-                    continue;
+        if ctx.shutting_down.get() {
+            return;
+        }
+        let mut burst = 0;
+        while burst < io::ACCEPT_BURST {
+            match listener.try_accept() {
+                Ok(Some((stream, peer))) => {
+                    burst += 1;
+                    admit(ctx, stream, peer, acceptor.as_ref());
                 }
-                // Per-source connection count and connect rate (counted by the guard).
-                let slot = match SourceSlot::open(&ctx.broker.security, peer.ip()) {
-                    Ok(slot) => slot,
-                    Err(refusal) => {
-                        tracing::debug!(%peer, ?refusal, "connection refused at accept");
-                        crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
-                        drop(stream);
-                        continue;
-                    }
-                };
-                let transport = match acceptor.as_ref().map(|a| a.load().accept()) {
-                    None => None,
-                    Some(Ok(t)) => Some(t),
-                    Some(Err(e)) => {
-                        tracing::warn!(%peer, error = %e, "transport layer refused at accept");
-                        crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
-                        ctx.broker
-                            .metrics
-                            .transport
-                            .accept_errors
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        drop(stream);
-                        continue;
-                    }
-                };
-                // TCP_NODELAY is inherited from the listener (`io::bind_reuseport`).
-                compio::runtime::spawn(crate::conn::serve(
-                    ctx.clone(),
-                    stream,
-                    Some(slot),
-                    transport,
-                ))
-                .detach();
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    compio::time::sleep(Duration::from_millis(10)).await;
+                    break;
+                }
             }
-            Either::Left((Err(e), _)) => {
-                tracing::warn!(error = %e, "accept failed");
-                compio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Either::Right(_) => return,
+        }
+        if burst == io::ACCEPT_BURST {
+            // More may be queued: let the connections just accepted run first.
+            crate::conn::YieldOnce(false).await;
+            continue;
+        }
+        let ready = std::pin::pin!(listener.readable());
+        let stop = std::pin::pin!(ctx.shutdown_started());
+        if let Either::Right(_) = select(ready, stop).await {
+            return;
         }
     }
+}
+
+/// Starts serving one accepted socket, or refuses it (connection limits, per-source limits,
+/// a transport layer that cannot start).
+fn admit(
+    ctx: &Rc<ThreadCtx>,
+    stream: compio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: Option<&Arc<ArcSwap<Acceptor>>>,
+) {
+    let max = ctx.broker.config.limits.max_connections;
+    crate::xdp::count_accept(&ctx.broker.metrics, peer.ip());
+    if ctx.broker.metrics.connections() >= i64::try_from(max).unwrap_or(i64::MAX) {
+        ctx.stats().hit_limit(Limit::MaxConnections);
+        crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
+        return;
+    }
+    // Per-source connection count and connect rate (counted by the guard).
+    let slot = match SourceSlot::open(&ctx.broker.security, peer.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::debug!(%peer, ?refusal, "connection refused at accept");
+            crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
+            return;
+        }
+    };
+    let transport = match acceptor.map(|a| a.load().accept()) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "transport layer refused at accept");
+            crate::xdp::count_refused(&ctx.broker.metrics, peer.ip());
+            ctx.broker
+                .metrics
+                .transport
+                .accept_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+    };
+    // TCP_NODELAY is inherited from the listener (`io::bind_reuseport`).
+    compio::runtime::spawn(crate::conn::serve(
+        ctx.clone(),
+        stream,
+        Some(slot),
+        transport,
+    ))
+    .detach();
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 use halyard_session::{
     ClientId, Delivery, Dropped, PublishCache, SESSION_NEVER_EXPIRES, Session, Will,
 };
@@ -41,6 +43,10 @@ pub enum ConnMsg {
 /// Most mailbox slots a working connection keeps allocated between its steps (see
 /// [`ConnHandle::give_back`]); a queue grown larger by a burst is freed after it.
 pub const MAILBOX_KEEP: usize = 16;
+
+/// Tasks of one thread that wait for its shutdown without spilling the list: the accept
+/// loops of the TCP, TLS, WebSocket and secure WebSocket listeners.
+pub const SHUTDOWN_WAITERS: usize = 4;
 
 /// The part of a connection the thread can reach: its mailbox, its timer and its waker.
 pub struct ConnHandle {
@@ -309,8 +315,12 @@ pub struct ThreadCtx {
     pub parking: Parking,
     /// Set when the broker is stopping.
     pub shutting_down: Cell<bool>,
-    /// Notified (woken) when shutdown starts, for the accept loop.
-    shutdown_waker: RefCell<Option<Waker>>,
+    /// Woken when shutdown starts: one per task waiting in [`Self::shutdown_started`] (the
+    /// thread's accept loops, one per listener: at most [`SHUTDOWN_WAITERS`] kinds), a
+    /// task's later wait replacing its earlier one. (A single slot lost the main accept
+    /// loop's waker whenever a TLS or WebSocket accept registered after it, and the thread
+    /// then never finished its shutdown.)
+    shutdown_wakers: RefCell<SmallVec<[Waker; SHUTDOWN_WAITERS]>>,
     /// Deliveries handed to a connection mailbox of this thread so far (wrapping): a
     /// connection task compares it across a step to learn that it woke a subscriber's task.
     local_handoffs: Cell<u64>,
@@ -331,7 +341,7 @@ impl ThreadCtx {
             epoch: Instant::now(),
             parking: Parking::new(),
             shutting_down: Cell::new(false),
-            shutdown_waker: RefCell::new(None),
+            shutdown_wakers: RefCell::new(SmallVec::new()),
             local_handoffs: Cell::new(0),
             broker,
         })
@@ -463,11 +473,14 @@ impl ThreadCtx {
     pub async fn shutdown_started(&self) {
         std::future::poll_fn(|cx| {
             if self.shutting_down.get() {
-                std::task::Poll::Ready(())
-            } else {
-                *self.shutdown_waker.borrow_mut() = Some(cx.waker().clone());
-                std::task::Poll::Pending
+                return std::task::Poll::Ready(());
             }
+            let mut wakers = self.shutdown_wakers.borrow_mut();
+            match wakers.iter_mut().find(|w| w.will_wake(cx.waker())) {
+                Some(w) => w.clone_from(cx.waker()),
+                None => wakers.push(cx.waker().clone()),
+            }
+            std::task::Poll::Pending
         })
         .await
     }
@@ -496,7 +509,7 @@ impl ThreadCtx {
 
     fn start_shutdown(&self) {
         self.shutting_down.set(true);
-        if let Some(w) = self.shutdown_waker.borrow_mut().take() {
+        for w in self.shutdown_wakers.take() {
             w.wake();
         }
         for handle in self.conns.borrow().values() {
