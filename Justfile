@@ -82,6 +82,11 @@ bench-scaling *ARGS:
         --cpu-per-thread 0.4 --window 256 --broker-cpus 0,1 --load-cpus 0,1 --workers 2 \
         --out benches/out-scaling {{ARGS}}
 
+# Connect cost against halyard-floor (the least a broker does per connection) beside Halyard on
+# both backends and Mosquitto, ROUNDS rounds (default 8); writes benches/out/floor.md.
+bench-floor ROUNDS="8":
+    benches/floor.sh {{ROUNDS}}
+
 # Cluster benchmark (issue 8): 3 cores on 127.0.0.61-63, cross-node vs same-node p2p (QoS 0/1) and
 # the route-commit rate batched/unbatched; builds the release binaries, writes benches/out/cluster/.
 bench-cluster *ARGS:
