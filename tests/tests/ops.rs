@@ -294,6 +294,61 @@ fn forced_epoll_backend_serves() {
     assert!(matches!(s.recv_publish(), Packet::Publish { .. }));
 }
 
+/// Out of descriptors (`RLIMIT_NOFILE` lowered under the running broker): accepts fail, the
+/// connections wait in the listen queue, each failure is counted as the `open_files` limit,
+/// the warning is logged once rather than at every retry (100 per second), and once
+/// descriptors are free again new clients are served.
+#[test]
+fn descriptor_limit_is_counted_and_recovers() {
+    require_halyard();
+    let b = TestBroker::start_with(&[("HALYARD_IO__THREADS", "1")]);
+    let open = std::fs::read_dir(format!("/proc/{}/fd", b.pid()))
+        .expect("broker's /proc fd list")
+        .count();
+    let limit = (open + 4).to_string();
+    let st = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &b.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("run prlimit(1)");
+    assert!(st.success(), "prlimit failed");
+    // More CONNECTs than free descriptors: the rest wait in the listen queue.
+    let mut waiting = Vec::new();
+    for i in 0..12 {
+        let mut s = std::net::TcpStream::connect(b.mqtt_addr()).expect("connect");
+        let connect = raw::Connect::new(Version::V311, &format!("nofile-{i}")).encode();
+        std::io::Write::write_all(&mut s, &connect).expect("send CONNECT");
+        waiting.push(s);
+    }
+    // Retries for a second (every 10 ms) while every descriptor is taken.
+    std::thread::sleep(Duration::from_secs(1));
+    drop(waiting);
+    // The broker closes the connections it had and accepts (and closes) the queued ones; the
+    // admin server needs a descriptor too, so the counters are read once they are free.
+    let hits = wait_for(Duration::from_secs(10), || {
+        let m = b.metrics();
+        m.get("halyard_limit_hits_total{limit=\"open_files\"}")
+            .filter(|&n| n >= 2.0)
+    });
+    assert!(
+        hits.is_some(),
+        "open_files limit hits: {:?}",
+        b.metrics().samples
+    );
+    let warnings = b.log_text().matches("accept failed").count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "one warning per 10 s, not one per retry: {warnings}"
+    );
+    let mut c = RawClient::connected(b.mqtt_addr(), Version::V311, "after-nofile");
+    c.send(&raw::pingreq());
+    let pong = c.recv_until(|p| matches!(p, Packet::PingResp));
+    assert!(matches!(pong, Packet::PingResp), "served again");
+}
+
 /// SIGTERM: 5.0 clients receive DISCONNECT 0x8B (Server shutting down), 3.1.1 clients are
 /// closed, and the process exits 0 (issue 2 §6).
 #[test]

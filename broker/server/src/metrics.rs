@@ -84,11 +84,15 @@ pub enum Limit {
     /// `listeners.tcp.defer_accept_secs` (the deferral ran out: a connection was handed over
     /// before any of its bytes arrived).
     DeferAccept = 14,
+    /// The process's descriptor limit (`RLIMIT_NOFILE`, or the system's file table) refused
+    /// an accept: the connection waits in the kernel's accept queue until a descriptor is
+    /// free (see `run::accept_loop`).
+    OpenFiles = 15,
 }
 
 impl Limit {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 15] = [
+    pub const LABELS: [&'static str; 16] = [
         "max_connections",
         "max_sessions",
         "max_retained_messages",
@@ -104,6 +108,7 @@ impl Limit {
         "max_topic_length",
         "max_busy_readers",
         "defer_accept",
+        "open_files",
     ];
 }
 

@@ -563,6 +563,7 @@ async fn accept_loop(
     listener: &io::Listener,
     acceptor: Option<Arc<ArcSwap<Acceptor>>>,
 ) {
+    let mut failures = AcceptFailures::default();
     loop {
         if ctx.shutting_down.get() {
             return;
@@ -576,8 +577,10 @@ async fn accept_loop(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    compio::time::sleep(Duration::from_millis(10)).await;
+                    failures.record(ctx, &e, Instant::now());
+                    // The connection stays queued in the kernel: try again shortly (a
+                    // descriptor may be free by then), without spinning.
+                    compio::time::sleep(ACCEPT_RETRY).await;
                     break;
                 }
             }
@@ -592,6 +595,47 @@ async fn accept_loop(
         if let Either::Right(_) = select(ready, stop).await {
             return;
         }
+    }
+}
+
+/// How long an accept loop waits after a failed accept (e.g. no descriptor free) before it
+/// tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+/// Least time between two warnings about failed accepts of one accept loop; the failures in
+/// between are counted (`halyard_limit_hits_total{limit="open_files"}` for a descriptor
+/// limit) and summed up in the next warning.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Failed accepts of one accept loop: counted, and logged at most once per
+/// [`ACCEPT_WARN_EVERY`] (a full descriptor table fails every retry, 100 times a second).
+#[derive(Default)]
+struct AcceptFailures {
+    /// When the last warning was logged.
+    warned: Option<Instant>,
+    /// Failures since then.
+    since: u64,
+}
+
+impl AcceptFailures {
+    fn record(&mut self, ctx: &ThreadCtx, e: &std::io::Error, now: Instant) {
+        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            ctx.stats().hit_limit(Limit::OpenFiles);
+        }
+        if self
+            .warned
+            .is_some_and(|at| now.duration_since(at) < ACCEPT_WARN_EVERY)
+        {
+            self.since += 1;
+            return;
+        }
+        tracing::warn!(
+            error = %e,
+            failed_since_last_warning = self.since,
+            "accept failed; connections wait in the listen queue"
+        );
+        self.warned = Some(now);
+        self.since = 0;
     }
 }
 
