@@ -24,8 +24,10 @@ pub fn encode(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    if let Packet::Publish(p) = packet {
-        return encode_publish(&p.as_view(), version, out);
+    match packet {
+        Packet::Publish(p) => return encode_publish(&p.as_view(), version, out),
+        Packet::ConnAck(c) => return encode_connack(c, version, out),
+        _ => {}
     }
     let body = body_len(packet, version);
     let first = first_byte(packet);
@@ -45,6 +47,23 @@ pub fn encode_publish(
     framed(publish_first_byte(p), body, out, |out| {
         write_publish(p, v5, out)
     })
+}
+
+/// Encodes the CONNACK `c` for a connection speaking `version`, appending it to `out`: what
+/// [`encode`] writes for `Packet::ConnAck` of it, without the box a [`Packet`] holds it in
+/// (every connection sends one). On error `out` is unchanged.
+pub fn encode_connack(
+    c: &ConnAck,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let v5 = version == ProtocolVersion::V5;
+    framed(
+        type_first_byte(PacketType::ConnAck),
+        connack_body_len(c, v5),
+        out,
+        |out| write_connack(c, v5, out),
+    )
 }
 
 /// The exact number of bytes [`encode_publish`] writes for `p` in `version`.
@@ -94,9 +113,17 @@ fn first_byte(packet: &Packet) -> u8 {
     if let Packet::Publish(p) = packet {
         return publish_first_byte(&p.as_view());
     }
-    let t = packet.packet_type();
-    // required_flags is Some for every type but PUBLISH, handled above.
+    type_first_byte(packet.packet_type())
+}
+
+/// The first byte of a packet of type `t` other than PUBLISH (whose flags vary).
+fn type_first_byte(t: PacketType) -> u8 {
+    // required_flags is Some for every type but PUBLISH.
     ((t as u8) << 4) | t.required_flags().unwrap_or(0)
+}
+
+fn connack_body_len(c: &ConnAck, v5: bool) -> usize {
+    2 + if v5 { c.properties.encoded_len() } else { 0 }
 }
 
 fn publish_first_byte(p: &PublishView<'_>) -> u8 {
@@ -117,7 +144,7 @@ fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
     let v5 = v == ProtocolVersion::V5;
     match packet {
         Packet::Connect(c) => connect_len(c),
-        Packet::ConnAck(c) => 2 + if v5 { c.properties.encoded_len() } else { 0 },
+        Packet::ConnAck(c) => connack_body_len(c, v5),
         Packet::Publish(p) => publish_body_len(&p.as_view(), v5),
         Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
             2 + if v5 {

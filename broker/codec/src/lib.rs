@@ -37,7 +37,7 @@ mod types;
 mod wire;
 
 pub use decode::{FixedHeader, decode, peek_connect_version, peek_header, take_short_ack};
-pub use encode::{encode, encode_publish, encoded_len, publish_encoded_len};
+pub use encode::{encode, encode_connack, encode_publish, encoded_len, publish_encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, PubAck, PubComp, PubRec, PubRel, PubResponse,

@@ -95,7 +95,7 @@ pub enum Event {
         message: Arc<Message>,
     },
     /// A SUBSCRIBE: subscribe every request whose `status` is `Ok`, send retained messages
-    /// per Retain Handling, then call `complete_subscribe`.
+    /// per Retain Handling, then call `complete_subscribe` with `requests` handed back.
     Subscribe {
         /// Packet identifier of the SUBSCRIBE.
         packet_id: u16,

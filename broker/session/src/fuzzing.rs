@@ -51,7 +51,7 @@ pub(crate) fn answer_events(conn: &mut Connection, now: Instant, accept: bool) -
                     .iter()
                     .map(|r| ReasonCode::granted(r.options.qos))
                     .collect();
-                conn.complete_subscribe(now, packet_id, granted);
+                conn.complete_subscribe(now, packet_id, requests, granted);
             }
             Event::Unsubscribe { packet_id, .. } => {
                 conn.complete_unsubscribe(now, packet_id, Vec::new());

@@ -23,6 +23,7 @@
 pub mod publish;
 pub mod thread;
 pub mod tick;
+mod wheel;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;

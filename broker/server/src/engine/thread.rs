@@ -2,7 +2,7 @@
 //! session timers (session expiry, delayed wills).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
@@ -15,6 +15,7 @@ use halyard_session::{
 };
 
 use super::publish::{self, Outbox};
+use super::wheel::{ConnTimerKey, ConnTimers};
 use super::{Broker, ConnRef, Moving, Routed, SessionKey, ThreadMsg};
 use crate::conn::park::{ParkedSlot, Parking};
 use crate::durable::{self, Pending, QueueLedger};
@@ -228,10 +229,6 @@ enum Local {
     Offline(Box<Offline>),
 }
 
-/// A connection timer entry: (deadline in nanoseconds since the thread's `epoch`,
-/// connection id). 16 B where `(Instant, u64)` takes 24 B: each idle connection has one.
-type ConnTimerKey = (u64, u64);
-
 /// A connection's armed deadline (as in [`ConnTimerKey`], nanoseconds since the thread's
 /// epoch, at most [`TimerWord::MAX_NANOS`], ~73 years), its "deadline passed" flag and its
 /// "input arrived" flag in one word: bit 0 is the deadline flag, bit 1 the input flag (see
@@ -305,10 +302,11 @@ pub struct ThreadCtx {
     pub publish_cache: RefCell<PublishCache>,
     timers: RefCell<BTreeMap<(Instant, SessionKey, TimerKind), ()>>,
     /// Connection deadlines (CONNECT, keep-alive, partial packet, handover wait) as
-    /// (deadline, connection id), at most one per connection (see [`Self::arm_conn_timer`]);
-    /// fired by [`Self::run_timers`], so connections need no timer of their own. The
-    /// deadline is kept as nanoseconds since `epoch` (see [`ConnTimerKey`]).
-    conn_timers: RefCell<BTreeSet<ConnTimerKey>>,
+    /// (deadline, connection id), one live entry per connection with a deadline (see
+    /// [`Self::arm_conn_timer`]; replaced ones go stale, see [`ConnTimers`]); fired by
+    /// [`Self::run_timers`], so connections need no timer of their own. The deadline is
+    /// kept as nanoseconds since `epoch` (see [`ConnTimerKey`]).
+    conn_timers: RefCell<ConnTimers>,
     /// The origin of the connection timers' deadlines (the thread's start).
     epoch: Instant,
     /// Idle connections parked outside any task (see `conn::park`).
@@ -337,7 +335,7 @@ impl ThreadCtx {
             busy_readers: Rc::new(Cell::new(0)),
             publish_cache: RefCell::new(PublishCache::new()),
             timers: RefCell::new(BTreeMap::new()),
-            conn_timers: RefCell::new(BTreeSet::new()),
+            conn_timers: RefCell::new(ConnTimers::new(TIMER_TICK)),
             epoch: Instant::now(),
             parking: Parking::new(),
             shutting_down: Cell::new(false),
@@ -373,34 +371,43 @@ impl ThreadCtx {
         self.conns.borrow_mut().insert(handle.me.conn, handle);
     }
 
-    /// Forgets a finished connection (and its deadline).
+    /// Forgets a finished connection (its deadline's entry goes stale: see [`ConnTimers`]).
     pub fn remove_conn(&self, conn: u64) {
-        let handle = self.conns.borrow_mut().remove(&conn);
-        if let Some(at) = handle.and_then(|h| h.timer.take().armed()) {
-            self.conn_timers.borrow_mut().remove(&(at, conn));
-        }
+        self.conns.borrow_mut().remove(&conn);
     }
 
-    /// Makes sure `handle`'s task wakes by `deadline`. Lazy: a deadline that moved later
-    /// (a keep-alive extended by traffic) keeps its earlier entry, whose firing wakes the task
-    /// early (a no-op `handle_timeout`), and the task then arms the later one; only an
-    /// earlier deadline replaces the entry. Fires up to [`TIMER_TICK`] late.
+    /// Whether the connection timers' entry `key` is the deadline its connection has armed
+    /// (not one replaced since, nor one of a closed connection).
+    fn conn_timer_live(
+        conns: &HashMap<u64, Rc<ConnHandle>, ahash::RandomState>,
+        (at, conn): ConnTimerKey,
+    ) -> bool {
+        conns
+            .get(&conn)
+            .is_some_and(|h| h.timer.get().armed() == Some(at))
+    }
+
+    /// Makes sure `handle`'s task wakes by `deadline`. An earlier deadline replaces the armed
+    /// one; a later one only when the armed one is due before half the time to it (see
+    /// [`ConnTimers::replaces`]: the keep-alive after the CONNECT replaces the CONNECT
+    /// deadline). Otherwise, lazily, the earlier entry stays (a keep-alive extended by
+    /// traffic): its firing wakes the task early (a no-op `handle_timeout`), and the task
+    /// then arms the later one. Fires up to [`TIMER_TICK`] late.
     pub fn arm_conn_timer(&self, handle: &ConnHandle, deadline: Option<Instant>) {
         let Some(at) = deadline else { return };
-        let conn = handle.me.conn;
-        let key = self.conn_timer_key(at, conn);
+        let key = self.conn_timer_key(at, handle.me.conn);
         let word = handle.timer.get();
-        match word.armed() {
-            Some(armed) if armed <= key.0 => {}
-            armed => {
-                let mut timers = self.conn_timers.borrow_mut();
-                if let Some(old) = armed {
-                    timers.remove(&(old, conn));
-                }
-                timers.insert(key);
-                handle.timer.set(word.with_armed(Some(key.0)));
-            }
+        let mut timers = self.conn_timers.borrow_mut();
+        if word
+            .armed()
+            .is_some_and(|armed| !timers.replaces(armed, key.0))
+        {
+            return;
         }
+        // Armed first: the entry it replaces (if any) is stale from now on.
+        handle.timer.set(word.with_armed(Some(key.0)));
+        let conns = self.conns.borrow();
+        timers.insert(key, conns.len(), |k| Self::conn_timer_live(&conns, k));
     }
 
     /// The connection timers' entry for connection `conn` due at `at`.
@@ -417,18 +424,16 @@ impl ThreadCtx {
     /// Wakes the connections whose deadline passed.
     fn fire_conn_timers(&self, now: Instant) {
         let (now, _) = self.conn_timer_key(now, 0);
-        loop {
-            let due = {
-                let mut timers = self.conn_timers.borrow_mut();
-                match timers.first() {
-                    Some(&(at, conn)) if at <= now => {
-                        timers.remove(&(at, conn));
-                        Some(conn)
-                    }
-                    _ => None,
-                }
-            };
-            let Some(conn) = due else { return };
+        let mut due = Vec::new();
+        {
+            let conns = self.conns.borrow();
+            self.conn_timers.borrow_mut().expire(
+                now,
+                |k| Self::conn_timer_live(&conns, k),
+                &mut due,
+            );
+        }
+        for conn in due {
             let handle = self.conns.borrow().get(&conn).cloned();
             if let Some(h) = handle {
                 let input = h.timer.get().input();

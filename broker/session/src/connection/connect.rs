@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use halyard_codec::{
-    ConnAck, ConnAckProperties, Connect, DecodeError, MqttString, Packet, PacketType,
-    ProtocolVersion, QoS, ReasonCode,
+    ConnAck, ConnAckProperties, Connect, DecodeError, MqttString, PacketType, ProtocolVersion, QoS,
+    ReasonCode, encode_connack,
 };
 
 use super::{Connection, PeerLimits, PendingConnect, State};
@@ -48,11 +48,12 @@ impl Connection {
         } else {
             code
         };
-        self.send(&Packet::ConnAck(Box::new(ConnAck {
+        let ack = ConnAck {
             session_present,
             reason_code: code,
             properties: props,
-        })));
+        };
+        self.send_with(|version, tx| encode_connack(&ack, version, tx));
     }
 
     /// Refuses the CONNECT with `code` (CONNACK, when the version has such a code) and

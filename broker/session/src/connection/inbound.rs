@@ -9,7 +9,7 @@ use halyard_codec::{
     ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
-use super::{Connection, Incoming, State, allowed_or_unspecified};
+use super::{Connection, Incoming, PendingSubscribe, State, allowed_or_unspecified};
 use crate::error::{CloseReason, ProtocolError};
 use crate::event::{Event, SubscribeRequest};
 use crate::message::{Message, MessageProperties};
@@ -209,9 +209,9 @@ impl Connection {
             return self.protocol_error(ProtocolError::TooManyPendingRequests);
         }
         if self
-            .rare
-            .as_ref()
-            .is_some_and(|r| r.pending_subscribes.contains_key(&s.packet_id))
+            .pending_subscribes
+            .iter()
+            .any(|p| p.packet_id == s.packet_id)
         {
             return self.protocol_error(ProtocolError::PacketIdInUse(s.packet_id));
         }
@@ -225,14 +225,13 @@ impl Connection {
         // New filters still awaiting the server's answer count too: a client pipelining
         // SUBSCRIBEs must not get past `max_subscriptions` before the first SUBACK (a pending
         // filter the server then refuses was counted for nothing; the bound holds either way).
-        let pending_new = self.rare.as_ref().map_or(0, |rare| {
-            rare.pending_subscribes
-                .values()
-                .flatten()
-                .filter(|r| r.is_new && r.status.is_ok())
-                .count()
-        });
+        let pending_new: usize = self
+            .pending_subscribes
+            .iter()
+            .map(|p| p.new_filters as usize)
+            .sum();
         let mut total = session.subscriptions().len() + pending_new;
+        let mut new_filters = 0u32;
         let mut requests = Vec::with_capacity(s.filters.len());
         for f in s.filters {
             let mut options = f.options;
@@ -289,6 +288,7 @@ impl Connection {
                     status = Err(ReasonCode::QUOTA_EXCEEDED);
                 } else {
                     total += 1;
+                    new_filters += 1;
                 }
             }
             requests.push(SubscribeRequest {
@@ -301,30 +301,38 @@ impl Connection {
                 status,
             });
         }
-        self.rare_mut()
-            .pending_subscribes
-            .insert(s.packet_id, requests.clone());
+        self.pending_subscribes.push(PendingSubscribe {
+            packet_id: s.packet_id,
+            new_filters,
+        });
         self.events.push_back(Event::Subscribe {
             packet_id: s.packet_id,
             requests,
         });
     }
 
-    /// The server's answer to an [`Event::Subscribe`]: one code per request, in order
-    /// (0x00/0x01/0x02 = granted QoS, or a failure >= 0x80 such as 0x87 not authorized).
-    /// Requests the session refused keep their own code whatever `granted` says; a missing
-    /// entry counts as 0x80. Granted subscriptions are recorded in the session (replacing any
-    /// with the same filter [MQTT-3.8.4-3]); then the SUBACK is sent (3.1.1: failures as
-    /// 0x80). Unknown packet ids are ignored.
-    pub fn complete_subscribe(&mut self, _now: Instant, packet_id: u16, granted: Vec<ReasonCode>) {
-        let Some(requests) = self
-            .rare
-            .as_mut()
-            .and_then(|r| r.pending_subscribes.remove(&packet_id))
+    /// The server's answer to an [`Event::Subscribe`]: `requests` is the event's list, handed
+    /// back as it came (the session keeps no copy meanwhile), and `granted` one code per
+    /// request, in order (0x00/0x01/0x02 = granted QoS, or a failure >= 0x80 such as 0x87
+    /// not authorized). Requests the session refused keep their own code whatever `granted`
+    /// says; a missing entry counts as 0x80. Granted subscriptions are recorded in the
+    /// session (replacing any with the same filter [MQTT-3.8.4-3]); then the SUBACK is sent
+    /// (3.1.1: failures as 0x80). Unknown packet ids are ignored.
+    pub fn complete_subscribe(
+        &mut self,
+        _now: Instant,
+        packet_id: u16,
+        requests: Vec<SubscribeRequest>,
+        granted: Vec<ReasonCode>,
+    ) {
+        let Some(i) = self
+            .pending_subscribes
+            .iter()
+            .position(|p| p.packet_id == packet_id)
         else {
             return;
         };
-        self.trim_rare();
+        self.pending_subscribes.swap_remove(i);
         let mut codes = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
             let code = match r.status {

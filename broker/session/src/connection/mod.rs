@@ -32,7 +32,7 @@ use halyard_codec::{
 
 use crate::config::SessionConfig;
 use crate::error::{CloseReason, ProtocolError};
-use crate::event::{Event, SubscribeRequest};
+use crate::event::Event;
 use crate::message::{ClientId, Will};
 use crate::session::Session;
 use crate::stats::ConnectionStats;
@@ -124,10 +124,8 @@ struct Rare {
     aliases_in: HashMap<u16, MqttString>,
     /// Topic aliases the server set (5.0), at most the client's Topic Alias Maximum.
     aliases_out: HashMap<MqttString, u16>,
-    /// SUBSCRIBEs awaiting `complete_subscribe` (with the UNSUBSCRIBEs, at most
+    /// UNSUBSCRIBEs awaiting `complete_unsubscribe` (with the SUBSCRIBEs, at most
     /// `max_pending_requests`).
-    pending_subscribes: HashMap<u16, Vec<SubscribeRequest>>,
-    /// UNSUBSCRIBEs awaiting `complete_unsubscribe`.
     pending_unsubscribes: HashMap<u16, Vec<MqttString>>,
 }
 
@@ -135,9 +133,17 @@ impl Rare {
     fn is_empty(&self) -> bool {
         self.aliases_in.is_empty()
             && self.aliases_out.is_empty()
-            && self.pending_subscribes.is_empty()
             && self.pending_unsubscribes.is_empty()
     }
+}
+
+/// A SUBSCRIBE awaiting `complete_subscribe`: its packet identifier and how many new
+/// filters it would add (counted against `max_subscriptions` meanwhile). The requests
+/// themselves travel with [`Event::Subscribe`] and come back with the server's answer.
+#[derive(Debug, Clone, Copy)]
+struct PendingSubscribe {
+    packet_id: u16,
+    new_filters: u32,
 }
 
 /// The protocol state machine of one client network connection (MQTT 3.1.1 or 5.0).
@@ -177,8 +183,10 @@ pub struct Connection {
     /// The session has in-flight messages not yet (re)sent on this connection.
     resend_pending: bool,
     incoming: VecDeque<Incoming>,
+    /// SUBSCRIBEs awaiting the server's answer (none while parked).
+    pending_subscribes: Vec<PendingSubscribe>,
     /// Boxed, allocated on first use and freed when empty again: most connections never
-    /// use topic aliases and have no SUBSCRIBE/UNSUBSCRIBE awaiting an answer.
+    /// use topic aliases and have no UNSUBSCRIBE awaiting an answer.
     rare: Option<Box<Rare>>,
     /// The server's shared cache, lent for one [`Connection::deliver_cached`] call (empty
     /// otherwise).
@@ -200,9 +208,11 @@ impl Connection {
 
     /// SUBSCRIBE and UNSUBSCRIBE requests awaiting the server's answer.
     fn pending_requests(&self) -> usize {
-        self.rare.as_ref().map_or(0, |r| {
-            r.pending_subscribes.len() + r.pending_unsubscribes.len()
-        })
+        self.pending_subscribes.len()
+            + self
+                .rare
+                .as_ref()
+                .map_or(0, |r| r.pending_unsubscribes.len())
     }
 
     /// A connection for a socket accepted at `now`. The CONNECT must arrive before
@@ -230,6 +240,7 @@ impl Connection {
             inflight_sent: 0,
             resend_pending: false,
             incoming: VecDeque::new(),
+            pending_subscribes: Vec::new(),
             rare: None,
             cache: PublishCache::default(),
         }
@@ -672,8 +683,8 @@ impl Connection {
         let will = self.will.take().filter(|_| send_will);
         self.rx = BytesMut::new();
         self.partial_since = None;
+        self.pending_subscribes = Vec::new();
         if let Some(r) = self.rare.as_mut() {
-            r.pending_subscribes.clear();
             r.pending_unsubscribes.clear();
         }
         self.trim_rare();

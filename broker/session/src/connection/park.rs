@@ -114,6 +114,7 @@ impl Connection {
             inflight_sent: usize::from(parked.inflight_sent),
             resend_pending: parked.resend_pending,
             incoming: VecDeque::new(),
+            pending_subscribes: Vec::new(),
             rare: parked.rare,
             cache: PublishCache::default(),
         }

@@ -35,16 +35,17 @@ fn busy_session(track: bool) -> (Session, Vec<u16>) {
     pair.conn.accept_connect(pair.now, Some(fresh), false);
     pair.recv();
     pair.subscribe(1, "a/#", SubscriptionOptions::qos(QoS::ExactlyOnce));
-    let reqs = match pair.event() {
-        crate::Event::Subscribe { requests, .. } => requests.len(),
+    let subscribe_event = |pair: &mut Pair| match pair.event() {
+        crate::Event::Subscribe { requests, .. } => requests,
         other => panic!("{other:?}"),
     };
-    pair.conn
-        .complete_subscribe(pair.now, 1, vec![ReasonCode::GRANTED_QOS_2; reqs]);
+    let reqs = subscribe_event(&mut pair);
+    let granted = vec![ReasonCode::GRANTED_QOS_2; reqs.len()];
+    pair.conn.complete_subscribe(pair.now, 1, reqs, granted);
     pair.subscribe(2, "$share/g/b", SubscriptionOptions::qos(QoS::AtLeastOnce));
-    pair.events();
+    let reqs = subscribe_event(&mut pair);
     pair.conn
-        .complete_subscribe(pair.now, 2, vec![ReasonCode::GRANTED_QOS_1]);
+        .complete_subscribe(pair.now, 2, reqs, vec![ReasonCode::GRANTED_QOS_1]);
     pair.recv();
     let mut with_ids = delivery("a/one", QoS::AtLeastOnce);
     with_ids.subscription_ids = smallvec![7, 9];

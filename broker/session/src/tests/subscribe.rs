@@ -62,6 +62,7 @@ fn invalid_filters_get_0x8f_per_request_mqtt_4_7_1_2() {
         pair.conn.complete_subscribe(
             pair.now,
             1,
+            reqs,
             vec![
                 ReasonCode::GRANTED_QOS_1,
                 ReasonCode::GRANTED_QOS_1,
@@ -112,7 +113,7 @@ fn v5_subscription_identifier_is_attached_and_stored() {
     let (_, reqs) = subscribe_event(&mut pair);
     assert_eq!(reqs[0].subscription_id, Some(42));
     pair.conn
-        .complete_subscribe(pair.now, 3, vec![ReasonCode::GRANTED_QOS_1]);
+        .complete_subscribe(pair.now, 3, reqs, vec![ReasonCode::GRANTED_QOS_1]);
     suback_codes(&mut pair);
     let s = pair.conn.session().unwrap().subscriptions()["a/b"];
     assert_eq!(s.subscription_id, Some(42));
@@ -121,7 +122,7 @@ fn v5_subscription_identifier_is_attached_and_stored() {
     let (_, reqs) = subscribe_event(&mut pair);
     assert!(!reqs[0].is_new, "Retain Handling 1 needs to know");
     pair.conn
-        .complete_subscribe(pair.now, 4, vec![ReasonCode::GRANTED_QOS_0]);
+        .complete_subscribe(pair.now, 4, reqs, vec![ReasonCode::GRANTED_QOS_0]);
     suback_codes(&mut pair);
     let s = pair.conn.session().unwrap().subscriptions()["a/b"];
     assert_eq!(s.subscription_id, None);
@@ -173,14 +174,14 @@ fn subscription_limit_gets_quota_exceeded() {
     assert_eq!(pair.conn.stats().subscription_limit_hits, 1);
 }
 
-#[test]
-fn pipelined_subscribes_cannot_pass_the_subscription_limit() {
+/// A 5.0 connection limited to 3 subscriptions that received SUBSCRIBE 1 (a, b) and
+/// SUBSCRIBE 2 (c, d) before the server answered the first; the requests of each.
+fn two_pipelined_subscribes() -> (Pair, Vec<SubscribeRequest>, Vec<SubscribeRequest>) {
     let cfg = SessionConfig {
         max_subscriptions: 3,
         ..SessionConfig::default()
     };
     let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
-    // Both SUBSCRIBEs arrive before the server answers the first.
     subscribe_many(&mut pair, 1, &["a", "b"], None);
     subscribe_many(&mut pair, 2, &["c", "d"], None);
     let mut requests = pair.events().into_iter().map(|e| match e {
@@ -188,10 +189,68 @@ fn pipelined_subscribes_cannot_pass_the_subscription_limit() {
         other => panic!("expected Subscribe, got {other:?}"),
     });
     let (first, second) = (requests.next().unwrap(), requests.next().unwrap());
+    (pair, first, second)
+}
+
+#[test]
+fn pipelined_subscribes_cannot_pass_the_subscription_limit() {
+    let (pair, first, second) = two_pipelined_subscribes();
     assert!(first.iter().all(|r| r.status.is_ok()));
     assert_eq!(second[0].status, Ok(()));
     assert_eq!(second[1].status, Err(ReasonCode::QUOTA_EXCEEDED));
     assert_eq!(pair.conn.stats().subscription_limit_hits, 1);
+}
+
+/// An answered SUBSCRIBE frees its packet identifier and its place under the limit: what
+/// it granted counts from then on as the session's subscriptions.
+#[test]
+fn answered_subscribes_free_their_packet_id_and_their_reservation() {
+    let (mut pair, first, second) = two_pipelined_subscribes();
+    // Answered out of order; the server refuses "b".
+    pair.conn.complete_subscribe(
+        pair.now,
+        2,
+        second,
+        vec![ReasonCode::GRANTED_QOS_1, ReasonCode::GRANTED_QOS_1],
+    );
+    assert_eq!(
+        suback_codes(&mut pair),
+        [ReasonCode::GRANTED_QOS_1, ReasonCode::QUOTA_EXCEEDED]
+    );
+    pair.conn.complete_subscribe(
+        pair.now,
+        1,
+        first,
+        vec![ReasonCode::GRANTED_QOS_1, ReasonCode::NOT_AUTHORIZED],
+    );
+    assert_eq!(
+        suback_codes(&mut pair),
+        [ReasonCode::GRANTED_QOS_1, ReasonCode::NOT_AUTHORIZED]
+    );
+    let subs = pair.conn.session().unwrap().subscriptions();
+    assert_eq!(subs.len(), 2);
+    assert!(subs.contains_key("a") && subs.contains_key("c"));
+    // Packet identifier 1 is free again, and one new filter still fits (a, c + e).
+    subscribe_many(&mut pair, 1, &["e", "f"], None);
+    let (id, reqs) = subscribe_event(&mut pair);
+    assert_eq!(id, 1);
+    assert_eq!(reqs[0].status, Ok(()));
+    assert_eq!(reqs[1].status, Err(ReasonCode::QUOTA_EXCEEDED));
+    // An answer for a SUBSCRIBE no longer pending changes nothing.
+    pair.conn.complete_subscribe(
+        pair.now,
+        2,
+        reqs.clone(),
+        vec![ReasonCode::GRANTED_QOS_1; 2],
+    );
+    assert_eq!(pair.conn.session().unwrap().subscriptions().len(), 2);
+    pair.conn
+        .complete_subscribe(pair.now, 1, reqs, vec![ReasonCode::GRANTED_QOS_1; 2]);
+    assert_eq!(
+        suback_codes(&mut pair),
+        [ReasonCode::GRANTED_QOS_1, ReasonCode::QUOTA_EXCEEDED]
+    );
+    assert_eq!(pair.conn.session().unwrap().subscriptions().len(), 3);
 }
 
 #[test]
@@ -218,9 +277,9 @@ fn unsubscribe_removes_and_answers_per_version() {
     for v in VERSIONS {
         let mut pair = Pair::connected(v, SessionConfig::default());
         subscribe_many(&mut pair, 1, &["a"], None);
-        subscribe_event(&mut pair);
+        let (_, reqs) = subscribe_event(&mut pair);
         pair.conn
-            .complete_subscribe(pair.now, 1, vec![ReasonCode::GRANTED_QOS_1]);
+            .complete_subscribe(pair.now, 1, reqs, vec![ReasonCode::GRANTED_QOS_1]);
         suback_codes(&mut pair);
         pair.send(Packet::Unsubscribe(Unsubscribe {
             packet_id: 2,
