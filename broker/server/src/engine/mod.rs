@@ -826,6 +826,68 @@ mod tests {
         }
     }
 
+    /// With two threads each delivery goes straight into its thread's batch, and the merge
+    /// of overlapping subscriptions works per batch on what one PUBLISH added: sessions
+    /// matched by two filters on both threads get one delivery each (highest QoS, RETAIN if
+    /// any, every identifier), the others theirs untouched; a second
+    /// PUBLISH routed into the same outbox adds one more per session, never merged into
+    /// the first's.
+    #[test]
+    fn overlaps_merge_per_thread_batch_and_per_publish() {
+        let b = broker(2);
+        let routes = [Route::new(0), Route::new(1)];
+        // Sessions 1..=8 on alternating threads on "o/x"; 3 (thread 1) and 4 (thread 0) also
+        // through "o/+", which is walked after "o/x".
+        for key in 1..=8u64 {
+            let route = &routes[key as usize % 2];
+            let id = u32::try_from(key).ok();
+            let value = sub(route, &format!("c{key}"), QoS::AtMostOnce, id);
+            b.trie.insert("o/x", key, value).unwrap();
+        }
+        for key in [3u64, 4] {
+            let route = &routes[key as usize % 2];
+            let mut value = sub(route, &format!("c{key}"), QoS::AtLeastOnce, Some(100));
+            value.options.retain_as_published = true;
+            b.trie.insert("o/+", key, value).unwrap();
+        }
+        let mut outbox = Outbox::new(2);
+        let first = message("o/x", QoS::AtLeastOnce, "pub");
+        let second = Arc::new(Message {
+            payload: bytes::Bytes::from_static(b"second"),
+            ..Message::clone(&first)
+        });
+        assert_eq!(route(&b, &first, &mut outbox), 8);
+        assert_eq!(route(&b, &second, &mut outbox), 8);
+        let batches: Vec<(usize, Vec<Routed>)> = outbox.drain().collect();
+        assert_eq!(batches.len(), 2);
+        for (thread, batch) in &batches {
+            let mine: Vec<SessionKey> = (1..=8).filter(|k| k % 2 == *thread as u64).collect();
+            assert_eq!(batch.len(), 2 * mine.len(), "thread {thread}");
+            // The first PUBLISH's deliveries, then the second's, one per session each.
+            for (half, msg) in batch.chunks(mine.len()).zip([&first, &second]) {
+                let mut keys: Vec<SessionKey> = half.iter().map(|r| r.key).collect();
+                keys.sort_unstable();
+                assert_eq!(keys, mine, "thread {thread}: one per session and PUBLISH");
+                for r in half {
+                    assert_eq!(r.delivery.message.payload, msg.payload);
+                    assert_eq!(r.routed_to, *thread);
+                    let d = &r.delivery;
+                    let mut ids = d.subscription_ids.to_vec();
+                    ids.sort_unstable();
+                    if r.key == 3 || r.key == 4 {
+                        assert_eq!(ids, [r.key as u32, 100], "session {} merged", r.key);
+                        assert_eq!(d.qos, QoS::AtLeastOnce);
+                        assert!(d.retain, "one subscription keeps RETAIN");
+                    } else {
+                        assert_eq!(ids, [r.key as u32]);
+                        assert_eq!(d.qos, QoS::AtMostOnce);
+                        assert!(!d.retain);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn one_filter_fans_out_unmerged_and_a_second_filter_merges() {
         let b = broker(1);
@@ -922,8 +984,7 @@ mod tests {
     }
 
     /// With several threads, a batch for another thread starts from one of the routing
-    /// thread's spares (batches delivered here and given back), not from an empty list,
-    /// and the scratch list routing used goes back to the spares with the outbox emptied.
+    /// thread's spares (batches delivered here and given back), not from an empty list.
     #[test]
     fn outbox_batches_start_from_the_threads_spares() {
         let b = broker(2);
@@ -931,9 +992,8 @@ mod tests {
         b.trie
             .insert("s/x", 1, sub(&r1, "s1", QoS::AtMostOnce, None))
             .unwrap();
-        // Two delivered batches given back (as `deliver_local` does): one becomes the
-        // routing scratch list, the other the batch for thread 1.
-        publish::recycle_batch(Vec::with_capacity(1000));
+        // A delivered batch given back (as `deliver_local` does) becomes the batch for
+        // thread 1.
         publish::recycle_batch(Vec::with_capacity(1000));
         for round in 0..3 {
             let mut outbox = Outbox::new(2);

@@ -20,15 +20,12 @@ use crate::metrics::{Limit, ThreadStats};
 #[derive(Debug)]
 pub struct Outbox {
     /// One batch per destination thread, indexed by thread; grown on the first push, so an
-    /// outbox that never routed anything (an idle connection's) allocates nothing.
+    /// outbox that never routed anything (an idle connection's) allocates nothing. With
+    /// several threads, routing writes each delivery straight into its thread's batch
+    /// ([`route_acked`]).
     per_thread: Vec<Vec<Routed>>,
     /// Number of I/O threads (deliveries for others are dropped).
     threads: usize,
-    /// With several threads: the list each PUBLISH is routed into before its deliveries
-    /// go to their threads' batches, kept (empty) from one PUBLISH to the next while the
-    /// outbox fills, and given back to the thread's spares ([`recycle_batch`]) when the
-    /// outbox is emptied, so that routing a read's PUBLISHes touches the spares once.
-    scratch: Vec<Routed>,
 }
 
 impl Outbox {
@@ -37,15 +34,6 @@ impl Outbox {
         Outbox {
             per_thread: Vec::new(),
             threads,
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Gives the routing scratch list back to the thread's spares (see [`Self::scratch`]);
-    /// done by [`Self::take_only`] and [`Self::drain`] too.
-    pub fn release_scratch(&mut self) {
-        if self.scratch.capacity() > 0 {
-            recycle_batch(std::mem::take(&mut self.scratch));
         }
     }
 
@@ -63,9 +51,7 @@ impl Outbox {
         if t >= self.threads {
             return;
         }
-        if self.per_thread.len() <= t {
-            self.per_thread.resize_with(self.threads, Vec::new);
-        }
+        self.grow();
         let batch = &mut self.per_thread[t];
         if batch.capacity() == 0 {
             *batch = spare_batch();
@@ -73,11 +59,17 @@ impl Outbox {
         batch.push(routed);
     }
 
+    /// Gives the outbox its batches (empty, unallocated) once it is used.
+    fn grow(&mut self) {
+        if self.per_thread.len() < self.threads {
+            self.per_thread.resize_with(self.threads, Vec::new);
+        }
+    }
+
     /// The batch for `thread` when no other thread has one (the common case with one I/O
     /// thread, or subscribers on the publisher's thread); `None` otherwise, the outbox then
     /// left as it was.
     pub fn take_only(&mut self, thread: usize) -> Option<Vec<Routed>> {
-        self.release_scratch();
         let others_empty = self
             .per_thread
             .iter()
@@ -92,7 +84,6 @@ impl Outbox {
 
     /// Takes the non-empty batches as (thread, batch).
     pub fn drain(&mut self) -> impl Iterator<Item = (usize, Vec<Routed>)> + '_ {
-        self.release_scratch();
         self.per_thread
             .iter_mut()
             .enumerate()
@@ -101,18 +92,17 @@ impl Outbox {
     }
 }
 
-/// Where each session's first delivery of one PUBLISH sits in the output, for merging
-/// overlapping subscriptions (see [`collect_targets`]).
-type Targets = HashMap<SessionKey, usize, ahash::RandomState>;
+/// Where each session's first delivery of one PUBLISH sits in the output (list, position),
+/// for merging overlapping subscriptions (see [`merge_sessions`]).
+type Targets = HashMap<SessionKey, (usize, usize), ahash::RandomState>;
 
 /// Largest delivery batch (in deliveries, ~100 B each) a thread keeps for reuse once
 /// delivered (see [`recycle_batch`]); a larger one is freed.
 pub const SPARE_BATCH_MAX: usize = 4096;
 
 /// Most spare delivery batches a thread keeps (see [`recycle_batch`]): routing with several
-/// I/O threads holds one for its scratch list and one per destination thread at once;
-/// beyond this many the smallest is freed. At most `SPARE_BATCHES` x [`SPARE_BATCH_MAX`]
-/// deliveries of capacity per thread.
+/// I/O threads holds one per destination thread at once; beyond this many the smallest is
+/// freed. At most `SPARE_BATCHES` x [`SPARE_BATCH_MAX`] deliveries of capacity per thread.
 pub const SPARE_BATCHES: usize = 4;
 
 thread_local! {
@@ -191,8 +181,8 @@ pub const THREAD_COPY_MIN: usize = 4;
 /// first delivery keeps the publisher's message, any other thread with at least
 /// [`THREAD_COPY_MIN`] deliveries gets one copy of its own (see there), made when its count
 /// reaches that; the deliveries routed to it before then are switched to the copy at the end
-/// ([`Self::finish`]). Used only for deliveries placed at once (no store, see
-/// [`Keep::Thread`]); with one I/O thread it never copies.
+/// ([`Self::finish`]). Used only when routing into per-thread batches ([`Lists::PerThread`]:
+/// several I/O threads, deliveries placed at once); with one I/O thread nothing is tracked.
 struct ThreadCopies {
     /// The thread of the first delivery (keeps the original).
     first: Option<usize>,
@@ -246,21 +236,22 @@ impl ThreadCopies {
         other.copy.as_ref().unwrap_or(original)
     }
 
-    /// Switches the deliveries in `routed` made before their thread's copy existed to it.
-    fn finish(&self, routed: &mut [Routed], original: &Arc<Message>) {
-        if self.others.iter().all(|o| o.copy.is_none()) {
-            return;
-        }
-        for r in routed {
-            let copy = self
-                .others
-                .iter()
-                .find(|o| o.thread == r.routed_to)
-                .and_then(|o| o.copy.as_ref());
-            if let Some(copy) = copy
-                && Arc::ptr_eq(&r.delivery.message, original)
-            {
-                r.delivery.message = copy.clone();
+    /// Switches the deliveries routed to a thread before its copy existed to it: the first
+    /// `THREAD_COPY_MIN - 1` this PUBLISH added to that thread's batch (`batches[t]` from
+    /// `starts[t]` on; before the merge of [`merge_sessions`], which may drop some).
+    fn finish(&self, batches: &mut [Vec<Routed>], starts: &[usize], original: &Arc<Message>) {
+        for other in &self.others {
+            let (Some(copy), Some(batch), Some(&start)) = (
+                &other.copy,
+                batches.get_mut(other.thread),
+                starts.get(other.thread),
+            ) else {
+                continue;
+            };
+            for r in batch.iter_mut().skip(start).take(THREAD_COPY_MIN - 1) {
+                if Arc::ptr_eq(&r.delivery.message, original) {
+                    r.delivery.message = copy.clone();
+                }
             }
         }
     }
@@ -324,32 +315,27 @@ pub fn route(broker: &Broker, message: &Arc<Message>, outbox: &mut Outbox) -> us
 
 /// As [`route`]; in a cluster, also returns the wait for the other nodes' acknowledgements
 /// of a QoS 1/2 message forwarded with `mode` (await it before the PUBACK/PUBREC).
+///
+/// Each delivery is written once, into its destination thread's batch (with one I/O
+/// thread, the only batch); with several threads the merge of overlapping subscriptions and
+/// the per-thread copies of the message work on what this PUBLISH added to each batch.
 pub fn route_acked(
     broker: &Broker,
     message: &Arc<Message>,
     outbox: &mut Outbox,
     mode: Forward,
 ) -> (usize, Option<crate::cluster::AckWait>) {
-    if outbox.threads == 1 && outbox.per_thread.is_empty() {
-        outbox.per_thread.push(Vec::new());
-    }
-    if let [only] = outbox.per_thread.as_mut_slice() {
-        // One I/O thread: every delivery goes to it, straight into its batch.
-        if only.capacity() == 0 {
-            *only = spare_batch();
+    outbox.grow();
+    let lists = match outbox.per_thread.as_mut_slice() {
+        [only] => {
+            if only.capacity() == 0 {
+                *only = spare_batch();
+            }
+            Lists::One(only, Keep::Thread)
         }
-        return route_kept(broker, message, only, mode, Keep::Thread);
-    }
-    let mut routed = std::mem::take(&mut outbox.scratch);
-    if routed.capacity() == 0 {
-        routed = spare_batch();
-    }
-    let (n, wait) = route_kept(broker, message, &mut routed, mode, Keep::Thread);
-    for r in routed.drain(..) {
-        outbox.push(r);
-    }
-    outbox.scratch = routed;
-    (n, wait)
+        batches => Lists::PerThread(batches),
+    };
+    route_kept(broker, message, lists, mode)
 }
 
 /// The durable targets among `routed` (QoS 1/2 to persistent sessions), in order.
@@ -392,25 +378,35 @@ pub fn route_collect_acked(
     out: &mut Vec<Routed>,
     mode: Forward,
 ) -> (usize, Option<crate::cluster::AckWait>) {
-    route_kept(broker, message, out, mode, Keep::Subscriber)
+    route_kept(broker, message, Lists::One(out, Keep::Subscriber), mode)
 }
 
-/// [`route_collect_acked`] keeping what `keep` says.
+/// Where routing writes one PUBLISH's deliveries.
+enum Lists<'a> {
+    /// One list for every thread, keeping what the [`Keep`] says.
+    One(&'a mut Vec<Routed>, Keep),
+    /// One batch per I/O thread (indexed by thread; a delivery for a thread beyond them is
+    /// dropped, as by [`Outbox::push`]), placed at once ([`Keep::Thread`]), with the
+    /// message copied per thread ([`ThreadCopies`]). Empty batches start from the thread's
+    /// spares ([`spare_batch`]).
+    PerThread(&'a mut [Vec<Routed>]),
+}
+
+/// [`route_collect_acked`] into `lists`.
 fn route_kept(
     broker: &Broker,
     message: &Arc<Message>,
-    out: &mut Vec<Routed>,
+    lists: Lists<'_>,
     mode: Forward,
-    keep: Keep,
 ) -> (usize, Option<crate::cluster::AckWait>) {
     match broker.cluster.get() {
-        None => (route_scoped(broker, message, out, &Scope::All, keep), None),
+        None => (route_lists(broker, message, lists, &Scope::All), None),
         Some(c) => {
             let (elsewhere, wait) = c.dispatch(message, mode);
             let scope = Scope::Publisher {
                 elsewhere: &elsewhere,
             };
-            (route_scoped(broker, message, out, &scope, keep), wait)
+            (route_lists(broker, message, lists, &scope), wait)
         }
     }
 }
@@ -424,30 +420,42 @@ pub fn route_scoped(
     scope: &Scope<'_>,
     keep: Keep,
 ) -> usize {
+    route_lists(broker, message, Lists::One(out, keep), scope)
+}
+
+/// [`route_scoped`] into `lists`.
+fn route_lists(
+    broker: &Broker,
+    message: &Arc<Message>,
+    lists: Lists<'_>,
+    scope: &Scope<'_>,
+) -> usize {
     TARGETS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut targets) => collect_targets(broker, message, out, scope, keep, &mut targets),
+        Ok(mut targets) => collect_targets(broker, message, lists, scope, &mut targets),
         // Only a nested call could find it borrowed: use a map of its own.
-        Err(_) => collect_targets(broker, message, out, scope, keep, &mut Targets::default()),
+        Err(_) => collect_targets(broker, message, lists, scope, &mut Targets::default()),
     })
 }
 
-/// The body of [`route_scoped`]: one delivery per matched subscription straight into
-/// `out`; then, only when the matches came from more than one filter or shared group (a
+/// The body of [`route_scoped`]: one delivery per matched subscription straight into its
+/// list; then, only when the matches came from more than one filter or shared group (a
 /// session can then appear twice; within one filter's subscriber map it cannot), the
 /// deliveries of one session are merged through `targets` (empty on entry and on return)
-/// into its first one: the highest QoS, RETAIN if any subscription keeps it, every
-/// subscription identifier in match order. The common fan-out (one filter, many
+/// into its first one ([`merge_sessions`]). The common fan-out (one filter, many
 /// subscribers) thus hashes nothing.
 fn collect_targets(
     broker: &Broker,
     message: &Arc<Message>,
-    out: &mut Vec<Routed>,
+    lists: Lists<'_>,
     scope: &Scope<'_>,
-    keep: Keep,
     targets: &mut Targets,
 ) -> usize {
-    let start = out.len();
-    let mut copies = (keep == Keep::Thread).then(ThreadCopies::new);
+    let (lists, keep, by_thread) = match lists {
+        Lists::One(out, keep) => (std::slice::from_mut(out), keep, false),
+        Lists::PerThread(batches) => (batches, Keep::Thread, true),
+    };
+    let starts: SmallVec<[usize; 4]> = lists.iter().map(Vec::len).collect();
+    let mut copies = by_thread.then(ThreadCopies::new);
     let publisher = message.publisher.as_deref();
     let acl = broker.security.restricted_acl();
     // Filters and shared groups that contributed (a leaf is visited in one run).
@@ -468,16 +476,22 @@ fn collect_targets(
             broker.security.count(crate::security::Denial::Delivery);
             return;
         }
+        let thread = value.route.thread();
+        let Some(list) = lists.get_mut(if by_thread { thread } else { 0 }) else {
+            return;
+        };
+        if by_thread && list.capacity() == 0 {
+            *list = spare_batch();
+        }
         let mut subscription_ids = SmallVec::new();
         if let Some(id) = value.subscription_id {
             subscription_ids.push(id);
         }
-        let thread = value.route.thread();
         let shared = match copies.as_mut() {
             Some(c) => c.message_for(thread, message),
             None => message,
         };
-        out.push(Routed {
+        list.push(Routed {
             key,
             routed_to: thread,
             subscriber: (keep == Keep::Subscriber).then(|| Subscriber {
@@ -513,44 +527,162 @@ fn collect_targets(
         }
     });
     if let Some(c) = &copies {
-        c.finish(&mut out[start..], message);
+        c.finish(lists, &starts, message);
     }
     if sources > 1 {
-        merge_sessions(out, start, targets);
+        merge_sessions(lists, &starts, targets);
     }
-    out.len() - start
+    lists.iter().zip(&starts).map(|(l, s)| l.len() - s).sum()
 }
 
-/// Merges the deliveries of `out[start..]` that go to the same session into the first
-/// one (see [`collect_targets`]), keeping the order of the others. `targets` is empty on
-/// entry and on return.
-fn merge_sessions(out: &mut Vec<Routed>, start: usize, targets: &mut Targets) {
-    let tail: Vec<Routed> = out.drain(start..).collect();
-    for r in tail {
-        match targets.entry(r.key) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(out.len());
-                out.push(r);
-            }
-            std::collections::hash_map::Entry::Occupied(e) => {
-                let Some(first) = out.get_mut(*e.get()) else {
-                    continue;
-                };
-                let d = &mut first.delivery;
-                if r.delivery.qos.as_u8() > d.qos.as_u8() {
-                    d.qos = r.delivery.qos;
+/// Merges the deliveries that go to the same session (`lists[i]` from `starts[i]` on: what
+/// one PUBLISH added) into its first one: the highest QoS, RETAIN if any subscription keeps
+/// it, every subscription identifier in match order [MQTT-3.3.4-2] [MQTT-3.3.4-3]. Each list
+/// keeps the order of the deliveries it keeps. A session's deliveries are in one list (its
+/// thread's) unless its thread changed during the match (a takeover): the later one is then
+/// merged into the first list's and dropped from its own, so that the session still gets
+/// one copy (it is forwarded from the thread it left). `targets` is empty on entry and on
+/// return.
+fn merge_sessions(lists: &mut [Vec<Routed>], starts: &[usize], targets: &mut Targets) {
+    use std::collections::hash_map::Entry;
+    // Merges into another list than their own, done once every list is compacted.
+    let mut strays: Vec<((usize, usize), Merged)> = Vec::new();
+    for (l, (list, &start)) in lists.iter_mut().zip(starts).enumerate() {
+        // In place: the deliveries kept move down over those merged away, which end up
+        // after `kept` and are dropped.
+        let mut kept = start;
+        for i in start..list.len() {
+            match targets.entry(list[i].key) {
+                Entry::Vacant(e) => {
+                    e.insert((l, kept));
+                    list.swap(kept, i);
+                    kept += 1;
                 }
-                d.retain |= r.delivery.retain;
-                d.subscription_ids.extend(r.delivery.subscription_ids);
+                Entry::Occupied(e) => {
+                    let (first_list, at) = *e.get();
+                    let (head, tail) = list.split_at_mut(i);
+                    let later = Merged::take(&mut tail[0].delivery);
+                    if first_list == l {
+                        later.merge_into(&mut head[at].delivery);
+                    } else {
+                        strays.push(((first_list, at), later));
+                    }
+                }
             }
+        }
+        list.truncate(kept);
+    }
+    for ((l, at), later) in strays {
+        if let Some(first) = lists.get_mut(l).and_then(|list| list.get_mut(at)) {
+            later.merge_into(&mut first.delivery);
         }
     }
     targets.clear();
 }
 
+/// What a delivery merged away adds to the session's first one (see [`merge_sessions`]).
+struct Merged {
+    qos: QoS,
+    retain: bool,
+    subscription_ids: SmallVec<[u32; 2]>,
+}
+
+impl Merged {
+    /// Takes what `later` adds (its identifiers are moved out).
+    fn take(later: &mut Delivery) -> Self {
+        Merged {
+            qos: later.qos,
+            retain: later.retain,
+            subscription_ids: std::mem::take(&mut later.subscription_ids),
+        }
+    }
+
+    /// Merges into `first`: the higher QoS, RETAIN if either, the identifiers appended.
+    fn merge_into(self, first: &mut Delivery) {
+        if self.qos.as_u8() > first.qos.as_u8() {
+            first.qos = self.qos;
+        }
+        first.retain |= self.retain;
+        first.subscription_ids.extend(self.subscription_ids);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(
+        message: &Arc<Message>,
+        key: SessionKey,
+        thread: usize,
+        qos: QoS,
+        id: u32,
+    ) -> Routed {
+        Routed {
+            key,
+            routed_to: thread,
+            subscriber: None,
+            delivery: Delivery {
+                message: message.clone(),
+                qos,
+                retain: false,
+                subscription_ids: SmallVec::from_slice(&[id]),
+                packet_id: None,
+            },
+            seq: None,
+        }
+    }
+
+    /// The merge works on what the PUBLISH added to each list (from its start on), keeps
+    /// each list's order, and merges a session found in two lists (its thread changed
+    /// during the match) into the first list's delivery.
+    #[test]
+    fn merge_sessions_per_list_from_their_starts() {
+        let m = Arc::new(Message {
+            topic: halyard_codec::MqttString::from("t"),
+            payload: bytes::Bytes::from_static(b"p"),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            properties: halyard_session::MessageProperties::default(),
+            expires_at: None,
+            publisher: None,
+        });
+        let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
+        let mut lists = vec![
+            vec![
+                // Routed by an earlier PUBLISH: not merged.
+                delivery(&m, 1, 0, q0, 90),
+                delivery(&m, 1, 0, q0, 1),
+                delivery(&m, 2, 0, q0, 2),
+                delivery(&m, 1, 0, q1, 11),
+                delivery(&m, 3, 0, q0, 3),
+            ],
+            vec![
+                delivery(&m, 4, 1, q0, 4),
+                delivery(&m, 2, 1, q2, 22),
+                delivery(&m, 4, 1, q0, 44),
+                delivery(&m, 5, 1, q0, 5),
+            ],
+        ];
+        let mut targets = Targets::default();
+        merge_sessions(&mut lists, &[1, 0], &mut targets);
+        assert!(targets.is_empty());
+        let seen = |list: &Vec<Routed>| -> Vec<(SessionKey, QoS, Vec<u32>)> {
+            list.iter()
+                .map(|r| (r.key, r.delivery.qos, r.delivery.subscription_ids.to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            seen(&lists[0]),
+            [
+                (1, q0, vec![90]),
+                (1, q1, vec![1, 11]),
+                (2, q2, vec![2, 22]),
+                (3, q0, vec![3]),
+            ]
+        );
+        assert_eq!(seen(&lists[1]), [(4, q0, vec![4, 44]), (5, q0, vec![5])]);
+    }
 
     /// A thread keeps at most [`SPARE_BATCHES`] spare batches, the largest ones, and hands
     /// out the largest first.
