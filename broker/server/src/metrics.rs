@@ -88,11 +88,14 @@ pub enum Limit {
     /// an accept: the connection waits in the kernel's accept queue until a descriptor is
     /// free (see `run::accept_loop`).
     OpenFiles = 15,
+    /// `engine::publish::SPARE_BATCH_MAX` / `SPARE_BATCHES`: a delivered batch's memory was
+    /// freed instead of kept for the next fan-out (too large, or the thread's spares full).
+    SpareBatches = 16,
 }
 
 impl Limit {
     /// Label values, indexed by the discriminant.
-    pub const LABELS: [&'static str; 16] = [
+    pub const LABELS: [&'static str; 17] = [
         "max_connections",
         "max_sessions",
         "max_retained_messages",
@@ -109,6 +112,7 @@ impl Limit {
         "max_busy_readers",
         "defer_accept",
         "open_files",
+        "spare_batches",
     ];
 }
 

@@ -135,24 +135,34 @@ fn spare_batch() -> Vec<Routed> {
 
 /// Gives a delivered batch back to its thread for the next fan-out (emptied; kept only up
 /// to [`SPARE_BATCH_MAX`] entries of capacity; when the thread holds [`SPARE_BATCHES`]
-/// already, in place of the smallest if that is smaller).
-pub fn recycle_batch(mut batch: Vec<Routed>) {
-    if batch.capacity() == 0 || batch.capacity() > SPARE_BATCH_MAX {
-        return;
+/// already, in place of the smallest if that is smaller). True when a batch's memory was
+/// freed because of either limit (this one, or the smallest spare it replaced): the caller
+/// counts it as the `spare_batches` limit.
+pub fn recycle_batch(mut batch: Vec<Routed>) -> bool {
+    if batch.capacity() == 0 {
+        return false;
+    }
+    if batch.capacity() > SPARE_BATCH_MAX {
+        return true;
     }
     batch.clear();
-    let _ = SPARE_BATCH.try_with(|b| {
-        let Ok(mut spares) = b.try_borrow_mut() else {
-            return;
-        };
-        if spares.len() < SPARE_BATCHES {
-            spares.push(batch);
-        } else if let Some(smallest) = spares.iter_mut().min_by_key(|s| s.capacity())
-            && smallest.capacity() < batch.capacity()
-        {
-            *smallest = batch;
-        }
-    });
+    SPARE_BATCH
+        .try_with(|b| {
+            let Ok(mut spares) = b.try_borrow_mut() else {
+                return false;
+            };
+            if spares.len() < SPARE_BATCHES {
+                spares.push(batch);
+                return false;
+            }
+            if let Some(smallest) = spares.iter_mut().min_by_key(|s| s.capacity())
+                && smallest.capacity() < batch.capacity()
+            {
+                *smallest = batch;
+            }
+            true
+        })
+        .unwrap_or(false)
 }
 
 /// Whether routing keeps each delivery's subscriber `Arc`s (route, client id) in its
@@ -688,12 +698,16 @@ mod tests {
     /// out the largest first.
     #[test]
     fn spare_batches_are_bounded_and_largest_first() {
-        for cap in [10, 15, 11, 14, 12, 13] {
-            recycle_batch(Vec::with_capacity(cap));
-        }
-        // Not kept: empty or above the limit.
-        recycle_batch(Vec::new());
-        recycle_batch(Vec::with_capacity(SPARE_BATCH_MAX + 1));
+        // The first four are kept; each later one frees a batch (the smallest spare it
+        // replaces, or itself): a limit hit.
+        let freed: Vec<bool> = [10, 15, 11, 14, 12, 13]
+            .into_iter()
+            .map(|cap| recycle_batch(Vec::with_capacity(cap)))
+            .collect();
+        assert_eq!(freed, [false, false, false, false, true, true]);
+        // Not kept: empty (nothing to keep, no limit hit) or above the limit (a hit).
+        assert!(!recycle_batch(Vec::new()));
+        assert!(recycle_batch(Vec::with_capacity(SPARE_BATCH_MAX + 1)));
         let caps: Vec<usize> = (0..=SPARE_BATCHES)
             .map(|_| spare_batch().capacity())
             .collect();

@@ -582,7 +582,9 @@ impl ThreadCtx {
                 }
             }
         }
-        publish::recycle_batch(batch);
+        if publish::recycle_batch(batch) {
+            self.stats().hit_limit(Limit::SpareBatches);
+        }
         if !touched.is_empty() {
             self.persist_offline(&touched);
         }
