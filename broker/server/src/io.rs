@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use compio::driver::{DriverType, ProactorBuilder};
 use compio::runtime::{Runtime, RuntimeBuilder};
@@ -342,6 +343,56 @@ impl Listener {
             compio::driver::op::Interest::Readable,
         );
         let compio::BufResult(_, _) = compio::runtime::submit(poll).await;
+    }
+}
+
+/// Least time between two warnings about failed accepts of one accept loop; the failures in
+/// between are summed up in the next warning.
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Failed accepts of one accept loop (the MQTT listeners', the admin server's), logged at
+/// most once per [`ACCEPT_WARN_EVERY`]: a full descriptor table fails every retry, many
+/// times a second.
+pub struct AcceptFailures {
+    /// The listener, for the log.
+    listener: &'static str,
+    /// When the last warning was logged.
+    warned: Option<Instant>,
+    /// Failures since then.
+    since: u64,
+}
+
+impl AcceptFailures {
+    /// No failure yet, on `listener` (named in the warnings).
+    pub fn new(listener: &'static str) -> Self {
+        AcceptFailures {
+            listener,
+            warned: None,
+            since: 0,
+        }
+    }
+
+    /// Logs `e`, or counts it for the next warning within [`ACCEPT_WARN_EVERY`] of the last.
+    /// True when the process was out of descriptors (`EMFILE`, or `ENFILE` for the system's
+    /// file table): the caller counts that limit.
+    pub fn record(&mut self, e: &io::Error, now: Instant) -> bool {
+        let out_of_files = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+        if self
+            .warned
+            .is_some_and(|at| now.duration_since(at) < ACCEPT_WARN_EVERY)
+        {
+            self.since += 1;
+            return out_of_files;
+        }
+        tracing::warn!(
+            listener = self.listener,
+            error = %e,
+            failed_since_last_warning = self.since,
+            "accept failed; connections wait in the listen queue"
+        );
+        self.warned = Some(now);
+        self.since = 0;
+        out_of_files
     }
 }
 

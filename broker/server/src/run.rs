@@ -563,7 +563,7 @@ async fn accept_loop(
     listener: &io::Listener,
     acceptor: Option<Arc<ArcSwap<Acceptor>>>,
 ) {
-    let mut failures = AcceptFailures::default();
+    let mut failures = io::AcceptFailures::new("mqtt");
     loop {
         if ctx.shutting_down.get() {
             return;
@@ -577,7 +577,9 @@ async fn accept_loop(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    failures.record(ctx, &e, Instant::now());
+                    if failures.record(&e, Instant::now()) {
+                        ctx.stats().hit_limit(Limit::OpenFiles);
+                    }
                     // The connection stays queued in the kernel: try again shortly (a
                     // descriptor may be free by then), without spinning.
                     compio::time::sleep(ACCEPT_RETRY).await;
@@ -601,43 +603,6 @@ async fn accept_loop(
 /// How long an accept loop waits after a failed accept (e.g. no descriptor free) before it
 /// tries again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
-
-/// Least time between two warnings about failed accepts of one accept loop; the failures in
-/// between are counted (`halyard_limit_hits_total{limit="open_files"}` for a descriptor
-/// limit) and summed up in the next warning.
-const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// Failed accepts of one accept loop: counted, and logged at most once per
-/// [`ACCEPT_WARN_EVERY`] (a full descriptor table fails every retry, 100 times a second).
-#[derive(Default)]
-struct AcceptFailures {
-    /// When the last warning was logged.
-    warned: Option<Instant>,
-    /// Failures since then.
-    since: u64,
-}
-
-impl AcceptFailures {
-    fn record(&mut self, ctx: &ThreadCtx, e: &std::io::Error, now: Instant) {
-        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-            ctx.stats().hit_limit(Limit::OpenFiles);
-        }
-        if self
-            .warned
-            .is_some_and(|at| now.duration_since(at) < ACCEPT_WARN_EVERY)
-        {
-            self.since += 1;
-            return;
-        }
-        tracing::warn!(
-            error = %e,
-            failed_since_last_warning = self.since,
-            "accept failed; connections wait in the listen queue"
-        );
-        self.warned = Some(now);
-        self.since = 0;
-    }
-}
 
 /// Starts serving one accepted socket, or refuses it (connection limits, per-source limits,
 /// a transport layer that cannot start).

@@ -229,6 +229,7 @@ impl Admin {
 /// Accepts admin connections until the runtime stops.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     let admin = Rc::new(admin);
+    let mut failures = crate::io::AcceptFailures::new("admin");
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -236,7 +237,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 compio::runtime::spawn(async move { handle(stream, &admin).await }).detach();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                failures.record(&e, std::time::Instant::now());
                 compio::time::sleep(Duration::from_millis(100)).await;
             }
         }
