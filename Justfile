@@ -12,10 +12,30 @@ run *ARGS:
 
 # Install what the tests need, lint, run every test (crates, integration on both io backends, XDP, images).
 test: _deps lint
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The image's static release build starts first, in the background at the lowest CPU
+    # priority: cargo locks each profile directory on its own, so it shares no lock with the
+    # debug builds, and it takes the CPU the socket tests leave idle (they mostly wait on
+    # sockets). test-image then finds it built. Its output goes to image-broker-build.log in the
+    # target dir (printed if it fails).
+    tdir="${CARGO_TARGET_DIR:-target}"
+    mkdir -p "$tdir"
+    blog="$tdir/image-broker-build.log"
+    nice -n 19 images/build-broker.sh >"$blog" 2>&1 &
+    bpid=$!
+    trap 'kill "$bpid" 2>/dev/null || true' EXIT
     cargo build -p halyard-server --bin halyard
     cargo test --workspace --exclude halyard-tests
     HALYARD_TEST_BACKEND=uring cargo test -p halyard-tests
     HALYARD_TEST_BACKEND=epoll cargo test -p halyard-tests
+    echo "waiting for the image's broker build (log: $blog)"
+    if ! wait "$bpid"; then
+        cat "$blog"
+        echo "images/build-broker.sh failed" >&2
+        exit 1
+    fi
+    trap - EXIT
     just test-image
 
 # rustfmt and clippy with warnings denied.

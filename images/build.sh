@@ -101,14 +101,7 @@ if [[ -n "${HALYARD_BROKER_BIN:-}" ]]; then
     BROKER_BIN=$HALYARD_BROKER_BIN
 else
     step "broker: static release build ($TARGET_TRIPLE, target dir $TARGET_DIR)"
-    (
-        cd "$ROOT"
-        # Paths in panic messages and debug info are remapped so the binary does not depend on
-        # where the checkout or the cargo home is.
-        RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$ROOT=/halyard --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
-            CARGO_TARGET_DIR="$TARGET_DIR" \
-            cargo build --release -p halyard-server --target "$TARGET_TRIPLE"
-    )
+    CARGO_TARGET_DIR="$TARGET_DIR" "$IMAGES/build-broker.sh"
     BROKER_BIN="$TARGET_DIR/$TARGET_TRIPLE/release/halyard"
 fi
 [[ -x "$BROKER_BIN" ]] || die "no broker binary at $BROKER_BIN"

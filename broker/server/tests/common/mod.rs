@@ -1,8 +1,7 @@
 //! Test harness: runs the `halyard` binary on free loopback ports with a chosen backend.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A running `halyard run` child process, stopped with SIGTERM on drop.
@@ -14,27 +13,9 @@ pub struct Broker {
     pub admin_port: u16,
 }
 
-/// Ports handed out in this process. The broker listens with SO_REUSEPORT, so a second
-/// broker given the same port would bind it too and share its connections: two tests that
-/// probed the same free port must not both get it.
-static PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-
-/// A loopback port that was free a moment ago and that no other test of this process got.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
-        if !used.contains(&port) {
-            used.push(port);
-            return port;
-        }
-    }
-    panic!("no free loopback port after 100 tries");
-}
+/// A loopback port that no other test of this process got (SO_REUSEPORT would let two brokers
+/// share one): the integration tests' helper.
+pub use halyard_tests::broker::free_port;
 
 impl Broker {
     /// Starts a broker with `backend` ("uring" or "epoll") and 2 I/O threads, plus `extra`

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The appliance's broker binary: a static release build of halyard-server for
+# x86_64-unknown-linux-gnu in $CARGO_TARGET_DIR (default target/). Prints nothing but cargo's
+# output; the binary is $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/halyard.
+#
+# build.sh runs it for every image; `just test` also runs it early, beside the socket tests, so
+# that test-image finds the binary built (the same flags give the same cargo fingerprint, so
+# build.sh's own run is then a no-op).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# Paths in panic messages and debug info are remapped so the binary does not depend on where the
+# checkout or the cargo home is.
+RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$ROOT=/halyard --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" \
+    exec cargo build --release -p halyard-server --target x86_64-unknown-linux-gnu
