@@ -287,6 +287,11 @@ impl ConnTask {
             let now = Instant::now();
             let timer = matches!(wake, Wake::Timer);
             self.pace.woke(now, !timer);
+            if self.pace.streaming() {
+                let fd = self.stream.as_raw_fd();
+                self.registered =
+                    park::unwatch(&self.ctx, fd, self.reader.as_ref(), self.registered);
+            }
             match wake {
                 Wake::Read => {
                     self.read_input(now);
@@ -379,11 +384,13 @@ impl ConnTask {
         let Some(mut r) = self.reader.take() else {
             return;
         };
-        if r.is_edge() {
+        if self.registered == park::Registration::Edge {
             // This read sees whatever input the thread's epoll set flagged so far: left
             // flagged, it would resume the connection for nothing right after it parks
             // (a new connection's socket is reported once its CONNECT is there, and its
-            // task usually reads the CONNECT before the event is collected).
+            // task usually reads the CONNECT before the event is collected; on io_uring a
+            // socket stays in the set from its first parking on, and its reader polls it
+            // too).
             self.handle.take_input();
         }
         let mut buf = self.ctx.take_read_buf();

@@ -12,14 +12,12 @@
 //! connection's `ConnHandle` and the task ends, so an idle connection costs no task, no
 //! future, no armed poll operation and no waker. The thread's [`Parking`] waits for all its
 //! parked connections at once: one epoll instance per thread holds every parked socket
-//! (for input, the connection id as data: one-shot and level-triggered on io_uring,
-//! edge-triggered on epoll, see below) and is itself polled for readability through the
-//! runtime (either backend); mail and keep-alive deadlines (the thread's connection timers)
+//! (for input, edge-triggered, the connection id as data, see below) and is itself polled
+//! for readability through the runtime (either backend); mail and keep-alive deadlines (the thread's connection timers)
 //! reach it through `ThreadCtx::push_to` and the timer task. On a wake-up [`manage`] spawns
-//! a fresh task that rebuilds the `ConnTask` and handles the wake-up. Level-triggered
-//! readiness keeps bytes that arrived before the socket was registered, edge-triggered
-//! parking checks for them (below); mail and due timers seen at park time wake at once; so
-//! nothing is lost.
+//! a fresh task that rebuilds the `ConnTask` and handles the wake-up. Registering a socket
+//! reports bytes that arrived before, and parking checks for those an edge will not announce
+//! again (below); mail and due timers seen at park time wake at once; so nothing is lost.
 //!
 //! Where that is not possible (the thread has no epoll instance, the registration failed,
 //! or the reader has a receive in flight, see `read::Reader::disarm`), the record waits in
@@ -38,9 +36,16 @@
 //! Input an edge has no event for any more is checked at park time instead: a flagged
 //! input the task has not read, or a last read that filled the buffer, resumes the
 //! connection at once. (The kernel re-checks a socket's readiness before it reports an
-//! event, so an edge whose bytes were read before the parking wakes no one.) Sockets in
-//! the set one-shot (io_uring, or an epoll socket that could not be watched) are re-armed
-//! at each parking.
+//! event, so an edge whose bytes were read before the parking wakes no one.)
+//!
+//! On io_uring (or for an epoll socket that could not be watched) the reader polls the
+//! socket itself while the connection works, and the socket is added to the set at its
+//! first parking, edge-triggered, and stays there while the connection works again: its
+//! later parkings cost no `epoll_ctl` (a client that subscribes after its CONNACK parks
+//! twice), and an input event for the working connection only flags its handle (its read
+//! clears the flag). A connection that streams ([`Pace`]) leaves the set ([`unwatch`], one
+//! `EPOLL_CTL_DEL`) so that its inputs do not go through the set too, and is added again at
+//! its next parking.
 //!
 //! Limits: one parked record per open connection of the thread (so at most
 //! `limits.max_connections`); the ready list holds each parked record at most once (taken
@@ -362,14 +367,12 @@ impl Parking {
     }
 
     /// Sets `fd` (the socket of connection `conn`, now `reg`) up to report its next input
-    /// while parked: a socket watched edge-triggered stays so, with no system call; any
-    /// other is registered (or re-armed) for one input event. The registration it has now.
+    /// while parked: a socket in the set stays so, with no system call; any other is added,
+    /// edge-triggered and for good (it stays in the set when the connection resumes, so its
+    /// next parkings cost no `epoll_ctl`; see [`unwatch`] for when it leaves). The
+    /// registration it has now.
     fn register(&self, fd: i32, conn: u64, reg: Registration) -> io::Result<Registration> {
-        if reg == Registration::Edge {
-            return Ok(reg);
-        }
-        self.set_interest(fd, conn, libc::EPOLLONESHOT, reg != Registration::No)?;
-        Ok(Registration::OneShot)
+        self.watch_edge(fd, conn, reg)
     }
 
     /// Puts `fd` (the socket of working connection `conn`, now `reg`) in the set for good,
@@ -379,42 +382,54 @@ impl Parking {
         if reg == Registration::Edge {
             return Ok(reg);
         }
-        self.set_interest(fd, conn, libc::EPOLLET, reg != Registration::No)?;
+        self.set_interest(fd, conn)?;
         Ok(Registration::Edge)
     }
 
-    /// Sets `fd`'s interest to input, with `mode` (one-shot or edge-triggered) and `conn`
-    /// as data. A socket registered before (`before`: parked, watched, or disarmed after
-    /// its event) is changed; a new one is added. Either way the kernel reports input
-    /// already waiting.
-    fn set_interest(&self, fd: i32, conn: u64, mode: i32, before: bool) -> io::Result<()> {
+    /// Takes `fd` out of the set (see [`unwatch`]). Not in the set (`ENOENT`) counts as
+    /// done.
+    fn remove(&self, fd: i32) -> io::Result<()> {
+        let Some(ep) = self.epoll.as_ref() else {
+            return Ok(());
+        };
+        self.ctl_calls.set(self.ctl_calls.get() + 1);
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: `ev` is a valid event for the call (ignored by `EPOLL_CTL_DEL`); both
+        // descriptors are open.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(());
+        }
+        Err(err)
+    }
+
+    /// Adds `fd` to the set for input, edge-triggered, with `conn` as data; the kernel
+    /// reports input already waiting. (A socket found in the set already, not expected:
+    /// only [`unwatch`] takes one out, and one whose removal failed stays `Edge`, is
+    /// changed instead.)
+    fn set_interest(&self, fd: i32, conn: u64) -> io::Result<()> {
         let Some(ep) = self.epoll.as_ref() else {
             return Err(io::ErrorKind::Unsupported.into());
         };
         let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP | mode) as u32,
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: conn,
         };
-        // A socket parked or watched before stays registered (disarmed after its event, or
-        // armed still when mail woke it): re-arm it; a new one is added. The other operation only
-        // if the first one's error says so (not expected: one syscall per parking).
-        let (add, modify) = (
-            (libc::EPOLL_CTL_ADD, libc::EEXIST),
-            (libc::EPOLL_CTL_MOD, libc::ENOENT),
-        );
-        let order = if before { [modify, add] } else { [add, modify] };
-        for (op, other) in order {
+        for op in [libc::EPOLL_CTL_ADD, libc::EPOLL_CTL_MOD] {
             self.ctl_calls.set(self.ctl_calls.get() + 1);
             // SAFETY: `ev` is a valid event for the call; both descriptors are open.
             if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } == 0 {
                 return Ok(());
             }
             let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(other) {
+            if err.raw_os_error() != Some(libc::EEXIST) {
                 return Err(err);
             }
         }
-        Err(io::ErrorKind::NotFound.into())
+        Err(io::ErrorKind::AlreadyExists.into())
     }
 
     /// Between two runs of the thread's tasks, on the epoll backend (see
@@ -561,6 +576,31 @@ pub(super) fn watch(
     reg
 }
 
+/// Takes a streaming connection's socket out of the thread's epoll set when its reader
+/// polls the socket itself (io_uring, or an epoll socket [`watch`] could not add): a
+/// socket registered at a parking stays in the set while its connection works (see
+/// [`Parking::register`]), where each of its inputs would also cost an event, a turn of
+/// [`manage`] and a wake-up of the task for nothing. So a stream costs one
+/// `EPOLL_CTL_DEL`, and its next parking adds the socket again. `reg`: how the socket is
+/// in the set now; returns how it is afterwards.
+pub(super) fn unwatch(
+    ctx: &ThreadCtx,
+    fd: i32,
+    reader: Option<&Reader>,
+    reg: Registration,
+) -> Registration {
+    if reg != Registration::Edge || reader.is_none_or(Reader::is_edge) {
+        return reg;
+    }
+    match ctx.parking.remove(fd) {
+        Ok(()) => Registration::No,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot take a streaming socket out of the thread's epoll set");
+            reg
+        }
+    }
+}
+
 /// Resumes the thread's parked connections when they wake up, and flags input for working
 /// connections watched by [`watch`]; runs for the thread's life (spawned by the first
 /// [`park`] or [`watch`]).
@@ -676,10 +716,9 @@ pub(super) enum Registration {
     /// Not in the set.
     #[default]
     No,
-    /// One-shot, level-triggered: disarmed after its event, re-armed at each parking
-    /// (io_uring, or an epoll socket that could not be watched).
-    OneShot,
-    /// Edge-triggered, for good ([`watch`], epoll backend): parked or working alike.
+    /// Edge-triggered, for good: parked or working alike (from its accept on the epoll
+    /// backend, see [`watch`]; from its first parking on io_uring, until it streams, see
+    /// [`unwatch`]).
     Edge,
 }
 
@@ -836,19 +875,38 @@ mod tests {
         );
     }
 
-    /// A socket not watched (io_uring) is registered one-shot at its first parking and
-    /// re-armed at each later one; each parking reports input that is already waiting.
+    /// A socket not watched (io_uring) is added edge-triggered at its first parking and
+    /// stays so: later parkings cost no `epoll_ctl`, and input waiting at its registration
+    /// or arriving while it is parked is reported. Taken out while it streams (`remove`),
+    /// it reports nothing, and its next parking adds it again.
     #[test]
-    fn a_socket_not_watched_is_registered_one_shot_per_parking() {
+    fn a_socket_not_watched_is_added_at_its_first_parking_and_stays() {
         let p = Parking::new();
         let (mut client, accepted) = pair();
         let fd = accepted.as_raw_fd();
         client.write_all(b"x").unwrap();
-        let mut reg = Registration::No;
-        for calls in 1..=3 {
+        let mut reg = p.register(fd, 9, Registration::No).unwrap();
+        assert_eq!((reg, p.ctl_calls.get()), (Registration::Edge, 1));
+        assert_eq!(events(&p), [9], "waiting input reported at once");
+        for _ in 0..3 {
             reg = p.register(fd, 9, reg).unwrap();
-            assert_eq!((reg, p.ctl_calls.get()), (Registration::OneShot, calls));
-            assert_eq!(events(&p), [9], "waiting input reported at once");
+            client.write_all(b"y").unwrap();
+            assert_eq!(events(&p), [9], "new input reaches the parked socket");
         }
+        assert_eq!((reg, p.ctl_calls.get()), (Registration::Edge, 1));
+        p.remove(fd).unwrap();
+        client.write_all(b"z").unwrap();
+        let ep = p.epoll.as_ref().unwrap().as_raw_fd();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: `evs` is valid for 8 entries; `ep` is the set's open descriptor.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 100) };
+        assert_eq!(n, 0, "a socket taken out reports nothing");
+        p.remove(fd).unwrap();
+        assert_eq!(
+            p.register(fd, 9, Registration::No).unwrap(),
+            Registration::Edge
+        );
+        assert_eq!(events(&p), [9], "added again, with its waiting input");
+        assert_eq!(p.ctl_calls.get(), 4);
     }
 }
