@@ -146,6 +146,13 @@ struct PendingSubscribe {
     new_filters: u32,
 }
 
+/// Most events (40 B each) whose room a drained connection keeps for its next input (see
+/// [`Connection::poll_event`]): a publisher streaming with a window of up to this many
+/// PUBLISHes in flight reads them in bursts, and freeing the queue after each burst grew it
+/// again by doubling for every read. A parked connection keeps none (parking drops the
+/// queue); a queue grown beyond this by one burst is freed once drained.
+pub const EVENTS_KEEP: usize = 256;
+
 /// The protocol state machine of one client network connection (MQTT 3.1.1 or 5.0).
 ///
 /// Sans-IO: bytes and `now` in, bytes, [`Event`]s and deadlines out. It never reads the
@@ -478,13 +485,18 @@ impl Connection {
         !self.events.is_empty()
     }
 
+    /// Room of the event queue (for the tests of [`EVENTS_KEEP`]).
+    #[cfg(test)]
+    pub(crate) fn events_room(&self) -> usize {
+        self.events.capacity()
+    }
+
     /// The next event for the server, in order. Drain it after every call into the
-    /// connection.
+    /// connection. A drained queue keeps its room up to [`EVENTS_KEEP`] events.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
-        if event.is_none() && self.events.capacity() > 0 {
-            // Drained: an idle connection keeps no event buffer (an `Event` is 40 B; a busy
-            // one allocates it again on its next event).
+        if event.is_none() && self.events.capacity() > EVENTS_KEEP {
+            // Drained after a burst larger than a working connection keeps room for.
             self.events = VecDeque::new();
         }
         event

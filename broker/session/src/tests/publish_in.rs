@@ -451,3 +451,27 @@ fn events_stay_small() {
     let size = std::mem::size_of::<crate::Event>();
     assert!(size <= 64, "Event is {size} B");
 }
+
+/// A drained event queue keeps its room for the next burst of PUBLISHes (a streaming
+/// publisher's), up to `EVENTS_KEEP` events; one grown beyond that is freed.
+#[test]
+fn drained_event_queue_keeps_bounded_room() {
+    let v = ProtocolVersion::V311;
+    let mut pair = Pair::new(SessionConfig::default(), v);
+    pair.establish(connect(v, "burst"), None);
+    pair.events();
+    for _ in 0..100 {
+        pair.publish("t/burst", QoS::AtMostOnce, 0);
+    }
+    assert_eq!(pair.events().len(), 100);
+    let room = pair.conn.events_room();
+    assert!(
+        (100..=crate::connection::EVENTS_KEEP).contains(&room),
+        "{room}"
+    );
+    for _ in 0..=crate::connection::EVENTS_KEEP {
+        pair.publish("t/burst", QoS::AtMostOnce, 0);
+    }
+    assert_eq!(pair.events().len(), crate::connection::EVENTS_KEEP + 1);
+    assert_eq!(pair.conn.events_room(), 0);
+}
