@@ -136,23 +136,24 @@ impl Connection {
             will: will.clone(),
             server_keep_alive,
         }));
-        self.push_event(Event::Connect(Box::new(ConnectRequest {
-            protocol_version: self.version,
-            client_id,
-            client_id_assigned,
-            clean_start: c.clean_start,
-            session_expiry_interval,
-            username: c.username,
-            password: c.password,
-            will,
-            keep_alive,
-            receive_maximum: self.peer.receive_maximum,
-            maximum_packet_size: props.maximum_packet_size,
-            topic_alias_maximum: self.peer.topic_alias_maximum,
-            request_problem_information: props.request_problem_information.unwrap_or(true),
-            request_response_information: props.request_response_information.unwrap_or(false),
-            user_properties: props.user_properties,
-        })));
+        self.events
+            .push_back(Event::Connect(Box::new(ConnectRequest {
+                protocol_version: self.version,
+                client_id,
+                client_id_assigned,
+                clean_start: c.clean_start,
+                session_expiry_interval,
+                username: c.username,
+                password: c.password,
+                will,
+                keep_alive,
+                receive_maximum: self.peer.receive_maximum,
+                maximum_packet_size: props.maximum_packet_size,
+                topic_alias_maximum: self.peer.topic_alias_maximum,
+                request_problem_information: props.request_problem_information.unwrap_or(true),
+                request_response_information: props.request_response_information.unwrap_or(false),
+                user_properties: props.user_properties,
+            })));
     }
 
     /// Checks the will against our limits; the error is the CONNACK reason code.

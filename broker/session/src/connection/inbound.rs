@@ -130,7 +130,7 @@ impl Connection {
                 .map(|s| now + Duration::from_secs(u64::from(s))),
             publisher: self.session.as_ref().map(|s| s.client_id().clone()),
         };
-        self.push_event(Event::Publish {
+        self.events.push_back(Event::Publish {
             packet_id,
             message: Arc::new(message),
         });
@@ -305,7 +305,7 @@ impl Connection {
             packet_id: s.packet_id,
             new_filters,
         });
-        self.push_event(Event::Subscribe {
+        self.events.push_back(Event::Subscribe {
             packet_id: s.packet_id,
             requests,
         });
@@ -380,7 +380,7 @@ impl Connection {
         self.rare_mut()
             .pending_unsubscribes
             .insert(u.packet_id, u.filters.clone());
-        self.push_event(Event::Unsubscribe {
+        self.events.push_back(Event::Unsubscribe {
             packet_id: u.packet_id,
             filters: u.filters,
         });

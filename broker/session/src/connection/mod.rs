@@ -20,7 +20,6 @@ mod outbound;
 mod park;
 mod publish_cache;
 
-use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,21 +144,6 @@ impl Rare {
 struct PendingSubscribe {
     packet_id: u16,
     new_filters: u32,
-}
-
-/// Most events (40 B each) of room in the event queue each thread keeps for its
-/// connections (see [`Connection::poll_event`]); a queue grown beyond this by one burst is
-/// freed once drained.
-pub const EVENTS_KEEP: usize = 256;
-
-thread_local! {
-    /// The drained event queue the thread's connections share: a connection's first event
-    /// takes it, its drain gives it back (at most [`EVENTS_KEEP`] events of room). Events are
-    /// drained after every call into a connection, so one queue serves all of a thread's
-    /// connections, hot in cache: freed on every drain, a streaming publisher's queue was
-    /// grown again by doubling on every read; kept per connection, each of many publishers
-    /// held a cold queue of its own.
-    static SPARE_EVENTS: Cell<VecDeque<Event>> = const { Cell::new(VecDeque::new()) };
 }
 
 /// The protocol state machine of one client network connection (MQTT 3.1.1 or 5.0).
@@ -494,41 +478,16 @@ impl Connection {
         !self.events.is_empty()
     }
 
-    /// Room of the event queue (for the tests of [`EVENTS_KEEP`]).
-    #[cfg(test)]
-    pub(crate) fn events_room(&self) -> usize {
-        self.events.capacity()
-    }
-
     /// The next event for the server, in order. Drain it after every call into the
-    /// connection. A drained connection keeps no event queue: it goes back to the thread's
-    /// spare ([`SPARE_EVENTS`], up to [`EVENTS_KEEP`] events of room).
+    /// connection.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
         if event.is_none() && self.events.capacity() > 0 {
-            let drained = std::mem::take(&mut self.events);
-            if drained.capacity() <= EVENTS_KEEP {
-                // Kept if larger than the thread's spare (which is then freed instead).
-                let _ = SPARE_EVENTS.try_with(|spare| {
-                    let held = spare.take();
-                    spare.set(if held.capacity() >= drained.capacity() {
-                        held
-                    } else {
-                        drained
-                    });
-                });
-            }
+            // Drained: an idle connection keeps no event buffer (an `Event` is 40 B; a busy
+            // one allocates it again on its next event).
+            self.events = VecDeque::new();
         }
         event
-    }
-
-    /// Queues `event` for [`Self::poll_event`], in the thread's spare queue if this
-    /// connection holds none.
-    fn push_event(&mut self, event: Event) {
-        if self.events.capacity() == 0 {
-            self.events = SPARE_EVENTS.try_with(Cell::take).unwrap_or_default();
-        }
-        self.events.push_back(event);
     }
 
     /// True once the connection is closed ([`Event::Closed`] was queued): flush
@@ -733,6 +692,6 @@ impl Connection {
             s.reset_sent_here();
         }
         self.inflight_sent = 0;
-        self.push_event(Event::Closed { will, reason });
+        self.events.push_back(Event::Closed { will, reason });
     }
 }

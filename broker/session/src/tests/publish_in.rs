@@ -451,39 +451,3 @@ fn events_stay_small() {
     let size = std::mem::size_of::<crate::Event>();
     assert!(size <= 64, "Event is {size} B");
 }
-
-/// A drained connection hands its event queue to the thread's spare, which the next
-/// connection to queue an event takes (room kept up to `EVENTS_KEEP` events); one grown
-/// beyond that is freed.
-#[test]
-fn drained_event_queue_goes_to_the_threads_spare() {
-    let v = ProtocolVersion::V311;
-    let keep = crate::connection::EVENTS_KEEP;
-    let mut first = Pair::new(SessionConfig::default(), v);
-    first.establish(connect(v, "burst"), None);
-    first.events();
-    for _ in 0..100 {
-        first.publish("t/burst", QoS::AtMostOnce, 0);
-    }
-    assert_eq!(first.events().len(), 100);
-    assert_eq!(first.conn.events_room(), 0, "drained: no queue of its own");
-    // Another connection of this thread queues into the spare.
-    let mut second = Pair::new(SessionConfig::default(), v);
-    second.establish(connect(v, "next"), None);
-    second.events();
-    second.publish("t/next", QoS::AtMostOnce, 0);
-    let room = second.conn.events_room();
-    assert!((100..=keep).contains(&room), "{room}");
-    second.events();
-    // A burst beyond the limit: that queue is freed, not kept.
-    for _ in 0..=keep {
-        first.publish("t/burst", QoS::AtMostOnce, 0);
-    }
-    assert_eq!(first.events().len(), keep + 1);
-    first.publish("t/burst", QoS::AtMostOnce, 0);
-    assert!(
-        first.conn.events_room() < 100,
-        "{}",
-        first.conn.events_room()
-    );
-}
