@@ -88,8 +88,9 @@ pub enum Limit {
     /// an accept: the connection waits in the kernel's accept queue until a descriptor is
     /// free (see `run::accept_loop`).
     OpenFiles = 15,
-    /// `engine::publish::SPARE_BATCH_MAX` / `SPARE_BATCHES`: a delivered batch's memory was
-    /// freed instead of kept for the next fan-out (too large, or the thread's spares full).
+    /// `engine::publish::SPARE_BATCH_MAX` / `SPARE_BATCHES` and `POOL_BATCH_MAX` /
+    /// `POOL_BATCHES_PER_THREAD`: a delivered batch's memory was freed instead of kept for the
+    /// next fan-out (too large, or the thread's spares and the shared pool full).
     SpareBatches = 16,
 }
 

@@ -304,6 +304,9 @@ pub struct Broker {
     registry: Mutex<Registry>,
     /// One inbox sender per I/O thread.
     pub inboxes: Vec<flume::Sender<ThreadMsg>>,
+    /// Emptied delivery batches on their way back to a routing thread (see
+    /// [`publish::BatchPool`]).
+    pub spare_batches: publish::BatchPool,
     /// Durable state (`[store]`); disabled: every write completes at once, nothing stored.
     pub durable: Durability,
     /// The cluster wiring, set once at start when `cluster.seeds` is configured.
@@ -333,6 +336,7 @@ impl Broker {
             trie: SubscriptionTrie::new(limits),
             retained: RetainedIndex::new(limits),
             registry: Mutex::new(Registry::default()),
+            spare_batches: publish::BatchPool::new(inboxes.len()),
             inboxes,
             durable,
             cluster: std::sync::OnceLock::new(),
@@ -994,7 +998,7 @@ mod tests {
             .unwrap();
         // A delivered batch given back (as `deliver_local` does) becomes the batch for
         // thread 1.
-        publish::recycle_batch(Vec::with_capacity(1000));
+        publish::recycle_batch(Vec::with_capacity(1000), &b.spare_batches);
         for round in 0..3 {
             let mut outbox = Outbox::new(2);
             for _ in 0..3 {
@@ -1006,7 +1010,7 @@ mod tests {
             assert_eq!((t, batch.len()), (1, 3));
             assert!(batch.capacity() >= 1000, "round {round}: a new batch");
             // Delivered there and, in this test, given back here.
-            publish::recycle_batch(batch);
+            publish::recycle_batch(batch, &b.spare_batches);
         }
     }
 

@@ -4,6 +4,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 
 use halyard_codec::QoS;
 use halyard_session::{Delivery, Message};
@@ -54,7 +56,7 @@ impl Outbox {
         self.grow();
         let batch = &mut self.per_thread[t];
         if batch.capacity() == 0 {
-            *batch = spare_batch();
+            *batch = spare_batch(None);
         }
         batch.push(routed);
     }
@@ -115,54 +117,130 @@ thread_local! {
     /// for another thread, is not grown from nothing, reallocated and copied several times,
     /// for every read of its publisher. Batches that other threads sent here end up here
     /// once delivered, so with two threads routing to each other the batches go back and
-    /// forth instead of being allocated on one thread and freed on the other.
+    /// forth instead of being allocated on one thread and freed on the other; what does not
+    /// fit here goes to the broker's [`BatchPool`].
     static SPARE_BATCH: RefCell<Vec<Vec<Routed>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The thread's largest spare delivery batch (empty; with capacity when one was recycled).
-fn spare_batch() -> Vec<Routed> {
-    SPARE_BATCH
+/// Largest delivery batch (in deliveries) the shared [`BatchPool`] keeps: the batches a
+/// publisher's thread fills for another thread in a fan-out (4 000-5 500 deliveries per
+/// publisher read with two threads at window 256, capacity up to 8 192) are larger than a
+/// thread's own spares may be ([`SPARE_BATCH_MAX`]); one thread's fan-out batches (~23 000
+/// deliveries per read, ~2.3 MB) are not kept.
+pub const POOL_BATCH_MAX: usize = 16 * 1024;
+
+/// Batches the shared [`BatchPool`] holds per I/O thread: at most `threads` x this x
+/// [`POOL_BATCH_MAX`] deliveries of capacity (~1.5 MB per thread at ~90 B a delivery).
+pub const POOL_BATCHES_PER_THREAD: usize = 1;
+
+/// Emptied delivery batches shared by the I/O threads (bounded: see
+/// [`POOL_BATCHES_PER_THREAD`], [`POOL_BATCH_MAX`]). A batch routed on one thread for
+/// another is emptied on the receiving thread; in a fan-out that thread may never route
+/// (its connections only subscribe), so without a way back the routing thread allocated every
+/// such batch anew and grew it by doubling for every read of its publisher, and the receiving
+/// thread freed it. A thread puts here what its own spares do not keep (too large, or its
+/// spares full) and takes from here when it has no spare of its own.
+#[derive(Debug)]
+pub struct BatchPool {
+    batches: std::sync::Mutex<Vec<Vec<Routed>>>,
+    /// Batches held (kept beside the list so that an empty pool is seen without the lock).
+    held: AtomicUsize,
+    /// Most batches held.
+    cap: usize,
+}
+
+impl BatchPool {
+    /// A pool for `threads` I/O threads.
+    pub fn new(threads: usize) -> Self {
+        BatchPool {
+            batches: std::sync::Mutex::new(Vec::new()),
+            held: AtomicUsize::new(0),
+            cap: threads * POOL_BATCHES_PER_THREAD,
+        }
+    }
+
+    /// The largest batch held, if any.
+    fn take(&self) -> Option<Vec<Routed>> {
+        if self.held.load(Relaxed) == 0 {
+            return None;
+        }
+        let mut batches = self.batches.lock().ok()?;
+        let largest = (0..batches.len()).max_by_key(|&i| batches[i].capacity())?;
+        let batch = batches.swap_remove(largest);
+        self.held.store(batches.len(), Relaxed);
+        Some(batch)
+    }
+
+    /// Keeps `batch` (emptied, at most [`POOL_BATCH_MAX`] of capacity) or, when the pool is
+    /// full, in place of a smaller one held. True when a batch was freed because of a limit.
+    fn give(&self, batch: Vec<Routed>) -> bool {
+        if batch.capacity() > POOL_BATCH_MAX || self.cap == 0 {
+            return true;
+        }
+        let Ok(mut batches) = self.batches.lock() else {
+            return true;
+        };
+        if batches.len() < self.cap {
+            batches.push(batch);
+            self.held.store(batches.len(), Relaxed);
+            return false;
+        }
+        if let Some(smallest) = batches.iter_mut().min_by_key(|s| s.capacity())
+            && smallest.capacity() < batch.capacity()
+        {
+            *smallest = batch;
+        }
+        true
+    }
+}
+
+/// The thread's largest spare delivery batch (empty; with capacity when one was recycled),
+/// else one from `pool` (when given), else a new one.
+fn spare_batch(pool: Option<&BatchPool>) -> Vec<Routed> {
+    let own = SPARE_BATCH
         .try_with(|b| {
-            b.try_borrow_mut().map(|mut spares| {
+            b.try_borrow_mut().ok().and_then(|mut spares| {
                 let largest = (0..spares.len()).max_by_key(|&i| spares[i].capacity());
-                largest.map(|i| spares.swap_remove(i)).unwrap_or_default()
+                largest.map(|i| spares.swap_remove(i))
             })
         })
         .ok()
-        .and_then(Result::ok)
+        .flatten();
+    own.or_else(|| pool.and_then(BatchPool::take))
         .unwrap_or_default()
 }
 
-/// Gives a delivered batch back to its thread for the next fan-out (emptied; kept only up
-/// to [`SPARE_BATCH_MAX`] entries of capacity; when the thread holds [`SPARE_BATCHES`]
-/// already, in place of the smallest if that is smaller). True when a batch's memory was
-/// freed because of either limit (this one, or the smallest spare it replaced): the caller
-/// counts it as the `spare_batches` limit.
-pub fn recycle_batch(mut batch: Vec<Routed>) -> bool {
+/// Gives a delivered batch back for the next fan-out (emptied): to the thread's own spares
+/// when it fits there (at most [`SPARE_BATCH_MAX`] entries of capacity; when the thread
+/// holds [`SPARE_BATCHES`] already, in place of the smallest if that is smaller), else to
+/// `pool`. True when a batch's memory was freed because of a limit (this one, or a smaller
+/// spare it replaced): the caller counts it as the `spare_batches` limit.
+pub fn recycle_batch(mut batch: Vec<Routed>, pool: &BatchPool) -> bool {
     if batch.capacity() == 0 {
         return false;
     }
-    if batch.capacity() > SPARE_BATCH_MAX {
-        return true;
-    }
     batch.clear();
-    SPARE_BATCH
+    if batch.capacity() > SPARE_BATCH_MAX {
+        return pool.give(batch);
+    }
+    let overflow = SPARE_BATCH
         .try_with(|b| {
             let Ok(mut spares) = b.try_borrow_mut() else {
-                return false;
+                return Some(batch);
             };
             if spares.len() < SPARE_BATCHES {
                 spares.push(batch);
-                return false;
+                return None;
             }
-            if let Some(smallest) = spares.iter_mut().min_by_key(|s| s.capacity())
-                && smallest.capacity() < batch.capacity()
-            {
-                *smallest = batch;
+            match spares.iter_mut().min_by_key(|s| s.capacity()) {
+                Some(smallest) if smallest.capacity() < batch.capacity() => {
+                    Some(std::mem::replace(smallest, batch))
+                }
+                _ => Some(batch),
             }
-            true
         })
-        .unwrap_or(false)
+        .unwrap_or(None);
+    overflow.is_some_and(|b| pool.give(b))
 }
 
 /// Whether routing keeps each delivery's subscriber `Arc`s (route, client id) in its
@@ -339,7 +417,7 @@ pub fn route_acked(
     let lists = match outbox.per_thread.as_mut_slice() {
         [only] => {
             if only.capacity() == 0 {
-                *only = spare_batch();
+                *only = spare_batch(Some(&broker.spare_batches));
             }
             Lists::One(only, Keep::Thread)
         }
@@ -491,7 +569,7 @@ fn collect_targets(
             return;
         };
         if by_thread && list.capacity() == 0 {
-            *list = spare_batch();
+            *list = spare_batch(Some(&broker.spare_batches));
         }
         let mut subscription_ids = SmallVec::new();
         if let Some(id) = value.subscription_id {
@@ -698,19 +776,56 @@ mod tests {
     /// out the largest first.
     #[test]
     fn spare_batches_are_bounded_and_largest_first() {
+        // No pool to overflow into: the thread's own spares only.
+        let pool = BatchPool::new(0);
         // The first four are kept; each later one frees a batch (the smallest spare it
         // replaces, or itself): a limit hit.
         let freed: Vec<bool> = [10, 15, 11, 14, 12, 13]
             .into_iter()
-            .map(|cap| recycle_batch(Vec::with_capacity(cap)))
+            .map(|cap| recycle_batch(Vec::with_capacity(cap), &pool))
             .collect();
         assert_eq!(freed, [false, false, false, false, true, true]);
         // Not kept: empty (nothing to keep, no limit hit) or above the limit (a hit).
-        assert!(!recycle_batch(Vec::new()));
-        assert!(recycle_batch(Vec::with_capacity(SPARE_BATCH_MAX + 1)));
+        assert!(!recycle_batch(Vec::new(), &pool));
+        assert!(recycle_batch(
+            Vec::with_capacity(SPARE_BATCH_MAX + 1),
+            &pool
+        ));
         let caps: Vec<usize> = (0..=SPARE_BATCHES)
-            .map(|_| spare_batch().capacity())
+            .map(|_| spare_batch(Some(&pool)).capacity())
             .collect();
         assert_eq!(caps, [15, 14, 13, 12, 0]);
+    }
+
+    /// A batch emptied on another thread, too large for that thread's spares or beyond them,
+    /// comes back through the pool to a thread that has no spare of its own; the pool is
+    /// bounded in batches and in each batch's capacity.
+    #[test]
+    fn emptied_batches_come_back_through_the_pool() {
+        let pool = BatchPool::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // A fan-out batch for another thread (larger than a thread's own spares).
+                assert!(!recycle_batch(
+                    Vec::with_capacity(SPARE_BATCH_MAX * 2),
+                    &pool
+                ));
+                // Fills the receiving thread's own spares, then one more: into the pool.
+                for _ in 0..SPARE_BATCHES {
+                    assert!(!recycle_batch(Vec::with_capacity(100), &pool));
+                }
+                assert!(!recycle_batch(Vec::with_capacity(50), &pool));
+                // The pool is full (2 batches): a larger one replaces the smallest (freed),
+                // one above the pool's limit is freed.
+                assert!(recycle_batch(Vec::with_capacity(60), &pool));
+                assert!(recycle_batch(Vec::with_capacity(POOL_BATCH_MAX + 1), &pool));
+            })
+            .join()
+            .unwrap();
+        });
+        // This thread has no spares: it gets the pool's batches, largest first.
+        assert_eq!(spare_batch(Some(&pool)).capacity(), SPARE_BATCH_MAX * 2);
+        assert_eq!(spare_batch(Some(&pool)).capacity(), 60);
+        assert_eq!(spare_batch(Some(&pool)).capacity(), 0);
     }
 }

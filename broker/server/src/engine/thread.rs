@@ -582,7 +582,7 @@ impl ThreadCtx {
                 }
             }
         }
-        if publish::recycle_batch(batch) {
+        if publish::recycle_batch(batch, &self.broker.spare_batches) {
             self.stats().hit_limit(Limit::SpareBatches);
         }
         if !touched.is_empty() {
