@@ -165,10 +165,9 @@ impl BatchPool {
             return None;
         }
         let mut batches = self.batches.lock().ok()?;
-        let largest = (0..batches.len()).max_by_key(|&i| batches[i].capacity())?;
-        let batch = batches.swap_remove(largest);
+        let batch = take_largest(&mut batches);
         self.held.store(batches.len(), Relaxed);
-        Some(batch)
+        batch
     }
 
     /// Keeps `batch` (emptied, at most [`POOL_BATCH_MAX`] of capacity) or, when the pool is
@@ -180,17 +179,35 @@ impl BatchPool {
         let Ok(mut batches) = self.batches.lock() else {
             return true;
         };
-        if batches.len() < self.cap {
-            batches.push(batch);
-            self.held.store(batches.len(), Relaxed);
-            return false;
+        let freed = keep_largest(&mut batches, self.cap, batch).is_some();
+        self.held.store(batches.len(), Relaxed);
+        freed
+    }
+}
+
+/// Takes the largest batch out of `batches` (a thread's spares, or the pool's).
+fn take_largest(batches: &mut Vec<Vec<Routed>>) -> Option<Vec<Routed>> {
+    let largest = (0..batches.len()).max_by_key(|&i| batches[i].capacity())?;
+    Some(batches.swap_remove(largest))
+}
+
+/// Keeps `batch` in `batches` (a thread's spares, or the pool's) when they hold fewer than
+/// `cap`, else in place of the smallest if that is smaller. The batch left out (that one, or
+/// `batch` itself), if any.
+fn keep_largest(
+    batches: &mut Vec<Vec<Routed>>,
+    cap: usize,
+    batch: Vec<Routed>,
+) -> Option<Vec<Routed>> {
+    if batches.len() < cap {
+        batches.push(batch);
+        return None;
+    }
+    match batches.iter_mut().min_by_key(|s| s.capacity()) {
+        Some(smallest) if smallest.capacity() < batch.capacity() => {
+            Some(std::mem::replace(smallest, batch))
         }
-        if let Some(smallest) = batches.iter_mut().min_by_key(|s| s.capacity())
-            && smallest.capacity() < batch.capacity()
-        {
-            *smallest = batch;
-        }
-        true
+        _ => Some(batch),
     }
 }
 
@@ -199,10 +216,9 @@ impl BatchPool {
 fn spare_batch(pool: Option<&BatchPool>) -> Vec<Routed> {
     let own = SPARE_BATCH
         .try_with(|b| {
-            b.try_borrow_mut().ok().and_then(|mut spares| {
-                let largest = (0..spares.len()).max_by_key(|&i| spares[i].capacity());
-                largest.map(|i| spares.swap_remove(i))
-            })
+            b.try_borrow_mut()
+                .ok()
+                .and_then(|mut spares| take_largest(&mut spares))
         })
         .ok()
         .flatten();
@@ -228,16 +244,7 @@ pub fn recycle_batch(mut batch: Vec<Routed>, pool: &BatchPool) -> bool {
             let Ok(mut spares) = b.try_borrow_mut() else {
                 return Some(batch);
             };
-            if spares.len() < SPARE_BATCHES {
-                spares.push(batch);
-                return None;
-            }
-            match spares.iter_mut().min_by_key(|s| s.capacity()) {
-                Some(smallest) if smallest.capacity() < batch.capacity() => {
-                    Some(std::mem::replace(smallest, batch))
-                }
-                _ => Some(batch),
-            }
+            keep_largest(&mut spares, SPARE_BATCHES, batch)
         })
         .unwrap_or(None);
     overflow.is_some_and(|b| pool.give(b))
