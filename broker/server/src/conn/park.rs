@@ -366,18 +366,11 @@ impl Parking {
         }
     }
 
-    /// Sets `fd` (the socket of connection `conn`, now `reg`) up to report its next input
-    /// while parked: a socket in the set stays so, with no system call; any other is added,
-    /// edge-triggered and for good (it stays in the set when the connection resumes, so its
-    /// next parkings cost no `epoll_ctl`; see [`unwatch`] for when it leaves). The
-    /// registration it has now.
-    fn register(&self, fd: i32, conn: u64, reg: Registration) -> io::Result<Registration> {
-        self.watch_edge(fd, conn, reg)
-    }
-
-    /// Puts `fd` (the socket of working connection `conn`, now `reg`) in the set for good,
-    /// edge-triggered: each arrival of input is reported once, with no re-arming. No system
-    /// call when it is so already. The registration it has now.
+    /// Puts `fd` (the socket of connection `conn`, now `reg`; working, or parking) in the set
+    /// for good, edge-triggered: each arrival of input is reported once, with no re-arming,
+    /// and the socket stays in the set when its connection resumes, so later parkings cost no
+    /// `epoll_ctl` (see [`unwatch`] for when it leaves). No system call when it is so already.
+    /// The registration it has now.
     fn watch_edge(&self, fd: i32, conn: u64, reg: Registration) -> io::Result<Registration> {
         if reg == Registration::Edge {
             return Ok(reg);
@@ -511,7 +504,7 @@ pub(super) fn park(
     let reg =
         match ctx
             .parking
-            .register(parked.stream.as_raw_fd(), handle.me.conn, parked.registered)
+            .watch_edge(parked.stream.as_raw_fd(), handle.me.conn, parked.registered)
         {
             Ok(reg) => reg,
             Err(e) => {
@@ -579,7 +572,7 @@ pub(super) fn watch(
 /// Takes a streaming connection's socket out of the thread's epoll set when its reader
 /// polls the socket itself (io_uring, or an epoll socket [`watch`] could not add): a
 /// socket registered at a parking stays in the set while its connection works (see
-/// [`Parking::register`]), where each of its inputs would also cost an event, a turn of
+/// [`Parking::watch_edge`]), where each of its inputs would also cost an event, a turn of
 /// [`manage`] and a wake-up of the task for nothing. So a stream costs one
 /// `EPOLL_CTL_DEL`, and its next parking adds the socket again. `reg`: how the socket is
 /// in the set now; returns how it is afterwards.
@@ -857,7 +850,7 @@ mod tests {
         let reg = p.watch_edge(fd, 7, Registration::No).unwrap();
         assert_eq!((reg, p.ctl_calls.get()), (Registration::Edge, 1));
         for _ in 0..3 {
-            let parked = p.register(fd, 7, reg).unwrap();
+            let parked = p.watch_edge(fd, 7, reg).unwrap();
             assert_eq!(
                 parked,
                 Registration::Edge,
@@ -885,11 +878,11 @@ mod tests {
         let (mut client, accepted) = pair();
         let fd = accepted.as_raw_fd();
         client.write_all(b"x").unwrap();
-        let mut reg = p.register(fd, 9, Registration::No).unwrap();
+        let mut reg = p.watch_edge(fd, 9, Registration::No).unwrap();
         assert_eq!((reg, p.ctl_calls.get()), (Registration::Edge, 1));
         assert_eq!(events(&p), [9], "waiting input reported at once");
         for _ in 0..3 {
-            reg = p.register(fd, 9, reg).unwrap();
+            reg = p.watch_edge(fd, 9, reg).unwrap();
             client.write_all(b"y").unwrap();
             assert_eq!(events(&p), [9], "new input reaches the parked socket");
         }
@@ -903,7 +896,7 @@ mod tests {
         assert_eq!(n, 0, "a socket taken out reports nothing");
         p.remove(fd).unwrap();
         assert_eq!(
-            p.register(fd, 9, Registration::No).unwrap(),
+            p.watch_edge(fd, 9, Registration::No).unwrap(),
             Registration::Edge
         );
         assert_eq!(events(&p), [9], "added again, with its waiting input");
