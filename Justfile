@@ -31,29 +31,31 @@ test: _deps
     # instead of checked for `just lint` and then built; `--all-targets` lints what `just lint`
     # lints. CLIPPY_ARGS is how `cargo clippy` hands its `-- -D warnings` to the driver; the
     # canary fails the run if this toolchain's driver no longer denies a warning that way.
+    # Only the debug cargo calls below get the wrapper (`lint_env`): the image's release build
+    # must not, or its workspace crates would hash differently and be built again.
     driver="$(rustc --print sysroot)/bin/clippy-driver"
     [ -x "$driver" ] || { echo "needs clippy: rustup component add clippy" >&2; exit 1; }
-    export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+    clippy_args="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
     printf 'pub fn canary(v: &Vec<u8>) -> usize {\n    v.len()\n}\n' >"$tdir/clippy-canary.rs"
-    if CARGO_PRIMARY_PACKAGE=1 "$driver" rustc --edition 2024 --crate-type lib --emit=metadata \
-        --out-dir "$tdir" "$tdir/clippy-canary.rs" >"$tdir/clippy-canary.log" 2>&1 \
-        || ! grep -q 'clippy::ptr_arg' "$tdir/clippy-canary.log"; then
+    if CLIPPY_ARGS="$clippy_args" CARGO_PRIMARY_PACKAGE=1 "$driver" rustc --edition 2024 \
+        --crate-type lib --emit=metadata --out-dir "$tdir" "$tdir/clippy-canary.rs" \
+        >"$tdir/clippy-canary.log" 2>&1 || ! grep -q 'clippy::ptr_arg' "$tdir/clippy-canary.log"; then
         cat "$tdir/clippy-canary.log"
         echo "clippy-driver did not deny the canary's warning through CLIPPY_ARGS" >&2
         exit 1
     fi
-    export RUSTC_WORKSPACE_WRAPPER="$driver"
-    cargo test --workspace --all-targets --no-run
+    lint_env=(env RUSTC_WORKSPACE_WRAPPER="$driver" CLIPPY_ARGS="$clippy_args")
+    "${lint_env[@]}" cargo test --workspace --all-targets --no-run
     # Every cargo call selects the whole workspace: cargo resolves features per selection, and
     # `-p` or `--exclude` would compile ~75 dependencies and every workspace crate a second time
     # with other features. The build above made everything (target/debug/halyard included); the
     # first run runs every test, halyard-tests against io_uring; the second runs only
     # halyard-tests' targets (`--test`), against epoll. Neither builds anything. (The name `cluster` also selects
     # halyard-cluster's own cluster test, which so runs twice.)
-    HALYARD_TEST_BACKEND=uring cargo test --workspace
+    HALYARD_TEST_BACKEND=uring "${lint_env[@]}" cargo test --workspace
     suites=()
     for f in tests/tests/*.rs; do suites+=(--test "$(basename "$f" .rs)"); done
-    HALYARD_TEST_BACKEND=epoll cargo test --workspace "${suites[@]}"
+    HALYARD_TEST_BACKEND=epoll "${lint_env[@]}" cargo test --workspace "${suites[@]}"
     echo "waiting for the image's broker build (log: $blog)"
     if ! wait "$bpid"; then
         cat "$blog"
