@@ -11,9 +11,10 @@ run *ARGS:
     cargo run --release -p halyard-server --bin halyard -- run {{ARGS}}
 
 # Install what the tests need, lint, run every test (crates, integration on both io backends, XDP, images).
-test: _deps lint
+test: _deps
     #!/usr/bin/env bash
     set -euo pipefail
+    cargo fmt --all --check
     # The image's static release build starts first, in the background at the lowest CPU
     # priority: cargo locks each profile directory on its own, so it shares no lock with the
     # debug builds, and it takes the CPU the socket tests leave idle (they mostly wait on
@@ -25,10 +26,36 @@ test: _deps lint
     nice -n 19 images/build-broker.sh >"$blog" 2>&1 &
     bpid=$!
     trap 'kill "$bpid" 2>/dev/null || true' EXIT
-    cargo build -p halyard-server --bin halyard
-    cargo test --workspace --exclude halyard-tests
-    HALYARD_TEST_BACKEND=uring cargo test -p halyard-tests
-    HALYARD_TEST_BACKEND=epoll cargo test -p halyard-tests
+    # Lint while building: clippy's driver compiles the workspace's crates (it is rustc plus
+    # the lints, what `cargo clippy` runs in check mode), so the dependencies are compiled once
+    # instead of checked for `just lint` and then built; `--all-targets` lints what `just lint`
+    # lints. CLIPPY_ARGS is how `cargo clippy` hands its `-- -D warnings` to the driver; the
+    # canary fails the run if this toolchain's driver no longer denies a warning that way.
+    # Only the debug cargo calls below get the wrapper (`lint_env`): the image's release build
+    # must not, or its workspace crates would hash differently and be built again.
+    driver="$(rustc --print sysroot)/bin/clippy-driver"
+    [ -x "$driver" ] || { echo "needs clippy: rustup component add clippy" >&2; exit 1; }
+    clippy_args="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+    printf 'pub fn canary(v: &Vec<u8>) -> usize {\n    v.len()\n}\n' >"$tdir/clippy-canary.rs"
+    if CLIPPY_ARGS="$clippy_args" CARGO_PRIMARY_PACKAGE=1 "$driver" rustc --edition 2024 \
+        --crate-type lib --emit=metadata --out-dir "$tdir" "$tdir/clippy-canary.rs" \
+        >"$tdir/clippy-canary.log" 2>&1 || ! grep -q 'clippy::ptr_arg' "$tdir/clippy-canary.log"; then
+        cat "$tdir/clippy-canary.log"
+        echo "clippy-driver did not deny the canary's warning through CLIPPY_ARGS" >&2
+        exit 1
+    fi
+    lint_env=(env RUSTC_WORKSPACE_WRAPPER="$driver" CLIPPY_ARGS="$clippy_args")
+    "${lint_env[@]}" cargo test --workspace --all-targets --no-run
+    # Every cargo call selects the whole workspace: cargo resolves features per selection, and
+    # `-p` or `--exclude` would compile ~75 dependencies and every workspace crate a second time
+    # with other features. The build above made everything (target/debug/halyard included); the
+    # first run runs every test, halyard-tests against io_uring; the second runs only
+    # halyard-tests' targets (`--test`), against epoll. Neither builds anything. (The name `cluster` also selects
+    # halyard-cluster's own cluster test, which so runs twice.)
+    HALYARD_TEST_BACKEND=uring "${lint_env[@]}" cargo test --workspace
+    suites=()
+    for f in tests/tests/*.rs; do suites+=(--test "$(basename "$f" .rs)"); done
+    HALYARD_TEST_BACKEND=epoll "${lint_env[@]}" cargo test --workspace "${suites[@]}"
     echo "waiting for the image's broker build (log: $blog)"
     if ! wait "$bpid"; then
         cat "$blog"
