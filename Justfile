@@ -50,8 +50,8 @@ test: _deps
     # `-p` or `--exclude` would compile ~75 dependencies and every workspace crate a second time
     # with other features. The build above made everything (target/debug/halyard included); the
     # first run runs every test, halyard-tests against io_uring; the second runs only
-    # halyard-tests' targets (`--test`), against epoll. Neither builds anything. (The name `cluster` also selects
-    # halyard-cluster's own cluster test, which so runs twice.)
+    # halyard-tests' targets (`--test`), against epoll. Neither builds anything. (The name
+    # `cluster` also selects halyard-cluster's own cluster test, which so runs twice.)
     HALYARD_TEST_BACKEND=uring "${lint_env[@]}" cargo test --workspace
     suites=()
     for f in tests/tests/*.rs; do suites+=(--test "$(basename "$f" .rs)"); done
