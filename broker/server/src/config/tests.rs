@@ -9,17 +9,17 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Loads `text` as a config file (written to a directory of its own, removed afterwards, so
+/// that parallel tests neither share nor leave anything in the temp dir).
 fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    let dir = std::env::temp_dir().join(format!(
-        "halyard-config-test-{}-{}",
-        std::process::id(),
-        text.len()
-    ));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("halyard-config-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{:x}.toml", fxhash(text)));
     std::fs::write(&path, text).unwrap();
     let result = Config::load(Some(&path), env(vars));
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     result
 }
 
