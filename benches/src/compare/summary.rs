@@ -109,7 +109,43 @@ pub struct Cell {
     pub errors: Vec<String>,
 }
 
+/// Open loop: a generator whose send lag p99 (median over the runs) exceeds this fell behind
+/// its schedule, so the case's latency partly measures the generator (microseconds).
+pub const LAG_P99_LIMIT_US: f64 = 1_000.0;
+
+/// Open loop: a broker or generator whose CPU share (median) reaches this is saturated. At
+/// SCHED_FIFO the kernel's real-time budget (`sched_rt_runtime_us`, 95 % by default) then
+/// pauses it for the rest of each second, and p99 measures those pauses.
+pub const SATURATED_CPU: f64 = 0.90;
+
 impl Cell {
+    /// Open loop: why this cell's latency does not measure the broker alone (empty: it does).
+    pub fn latency_caveats(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.kind != CaseKind::Latency {
+            return why;
+        }
+        if let Some(lag) = self.lag_p99_us.filter(|l| l.median > LAG_P99_LIMIT_US) {
+            why.push(format!(
+                "the generator fell behind its schedule (send lag p99 {} us)",
+                fmt_num(lag.median)
+            ));
+        }
+        if let Some(c) = self.load_cpu.filter(|c| c.median >= SATURATED_CPU) {
+            why.push(format!(
+                "the generator is saturated ({:.0} % CPU)",
+                c.median * 100.0
+            ));
+        }
+        if let Some(c) = self.broker_cpu.filter(|c| c.median >= SATURATED_CPU) {
+            why.push(format!(
+                "the broker is saturated ({:.0} % CPU)",
+                c.median * 100.0
+            ));
+        }
+        why
+    }
+
     /// The case's headline metrics: (name, value, whether higher is better).
     pub fn headlines(&self) -> Vec<(&'static str, Option<Stat>, bool)> {
         match self.kind {
@@ -491,6 +527,20 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
             );
         }
     }
+    let caveats: Vec<(&Cell, Vec<String>)> = cells
+        .iter()
+        .map(|c| (c, c.latency_caveats()))
+        .filter(|(_, why)| !why.is_empty())
+        .collect();
+    if !caveats.is_empty() {
+        let _ = writeln!(
+            m,
+            "\nNot a measurement of the broker's latency alone (its p99 ratios below are flagged):\n"
+        );
+        for (c, why) in &caveats {
+            let _ = writeln!(m, "- {} / {}: {}.", c.case, c.broker, why.join("; "));
+        }
+    }
     if cells.iter().any(|c| c.kind == CaseKind::Connections) {
         let _ = writeln!(m, "\n## Idle connections\n");
         let _ = writeln!(
@@ -545,9 +595,17 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 ),
                 None => ("-".into(), "-".into()),
             };
+            let flagged = caveats
+                .iter()
+                .any(|(c, _)| c.case == r.case && (c.broker == r.halyard || c.broker == r.peer));
+            let flag = if flagged && r.metric == "p99" {
+                ", see caveats"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {:.2}x ({dir}) | {per_round} | {better} |",
+                "| {} | {} | {} | {} | {:.2}x ({dir}{flag}) | {per_round} | {better} |",
                 r.case, r.metric, r.halyard, r.peer, r.value
             );
         }
@@ -767,6 +825,49 @@ mod tests {
         assert_eq!(r[0].rounds_better, 2);
         let md = markdown(&RunInfo::default(), &cells, &r, &[]);
         assert!(md.contains("| 0.80x (0.50-2.00) | 2 of 3 |"), "{md}");
+    }
+
+    #[test]
+    fn open_loop_cells_with_a_late_or_saturated_generator_are_flagged() {
+        let cases = vec![super::super::case("p2p-q1-50k", CaseKind::Latency, "")];
+        let brokers = ["halyard-uring", "rumqttd"].map(String::from);
+        let run = |broker: &str, lag_p99: f64, load_cpu: f64| {
+            let mut s = round("p2p-q1-50k", broker, 1.0, 0);
+            if let Some(r) = s.result.as_mut() {
+                r.latency.count = 10;
+                r.latency.p99_us = 500.0;
+                r.own_cpu_share = load_cpu;
+                r.send_lag = Some(crate::latency::LatencySummary {
+                    count: 10,
+                    p99_us: lag_p99,
+                    ..Default::default()
+                });
+            }
+            s
+        };
+        let samples = vec![
+            run("halyard-uring", 27_000.0, 0.95),
+            run("rumqttd", 65.0, 0.80),
+        ];
+        let cells = summarise(&cases, &brokers, &samples);
+        let late = cells.iter().find(|c| c.broker == "halyard-uring").unwrap();
+        let why = late.latency_caveats();
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why[0].contains("send lag p99 27k us"), "{why:?}");
+        assert!(
+            why[1].contains("generator is saturated (95 % CPU)"),
+            "{why:?}"
+        );
+        let clean = cells.iter().find(|c| c.broker == "rumqttd").unwrap();
+        assert!(clean.latency_caveats().is_empty());
+        let r = ratios(&cells, &samples);
+        let md = markdown(&RunInfo::default(), &cells, &r, &[]);
+        assert!(
+            md.contains("- p2p-q1-50k / halyard-uring: the generator fell behind"),
+            "{md}"
+        );
+        assert!(md.contains("(lower is better, see caveats)"), "{md}");
+        assert!(!md.contains("- p2p-q1-50k / rumqttd"), "{md}");
     }
 
     #[test]
