@@ -324,16 +324,17 @@ impl Connection {
             return;
         };
         self.pending_subscribes.swap_remove(i);
-        let mut codes = Vec::with_capacity(requests.len());
-        for (i, r) in requests.into_iter().enumerate() {
-            let code = match r.status {
-                Err(code) => code,
-                Ok(_) => match granted.get(i).copied() {
-                    Some(c) if c.0 <= 2 => c,
-                    Some(c) => allowed_or_unspecified(c, PacketType::SubAck),
-                    None => ReasonCode::UNSPECIFIED_ERROR,
-                },
+        // The SUBACK's codes are written over `granted` (one per request; a missing entry
+        // counts as 0x80): no second vector per SUBSCRIBE.
+        let mut codes = granted;
+        codes.resize(requests.len(), ReasonCode::UNSPECIFIED_ERROR);
+        for (r, code) in requests.into_iter().zip(codes.iter_mut()) {
+            *code = match r.status {
+                Err(refused) => refused,
+                Ok(_) if code.0 <= 2 => *code,
+                Ok(_) => allowed_or_unspecified(*code, PacketType::SubAck),
             };
+            let code = *code;
             if let Some(qos) = QoS::from_u8(code.0)
                 && let Some(s) = self.session.as_mut()
             {
@@ -347,7 +348,6 @@ impl Connection {
                     },
                 );
             }
-            codes.push(code);
         }
         self.send(&Packet::SubAck(SubAck {
             packet_id,

@@ -103,6 +103,42 @@ fn shared_subscription_is_parsed_mqtt_4_8_2_1() {
     assert_eq!(status(&reqs[1]), Err(ReasonCode::TOPIC_FILTER_INVALID));
 }
 
+/// The SUBACK has one code per request whatever the server answered: a missing code is
+/// 0x80, extra codes are ignored, a code a SUBACK may not carry becomes 0x80, and a request
+/// the session refused keeps its own code.
+#[test]
+fn suback_codes_follow_the_requests_not_the_servers_list() {
+    let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    subscribe_many(&mut pair, 1, &["a", "b", "bad#", "c"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    pair.conn.complete_subscribe(
+        pair.now,
+        1,
+        reqs,
+        vec![
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode::PACKET_TOO_LARGE,
+            ReasonCode::GRANTED_QOS_0,
+        ],
+    );
+    assert_eq!(
+        suback_codes(&mut pair),
+        [
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode::UNSPECIFIED_ERROR,
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::UNSPECIFIED_ERROR,
+        ]
+    );
+    subscribe_many(&mut pair, 2, &["d"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    pair.conn
+        .complete_subscribe(pair.now, 2, reqs, vec![ReasonCode::GRANTED_QOS_1; 3]);
+    assert_eq!(suback_codes(&mut pair), [ReasonCode::GRANTED_QOS_1]);
+    let subs = pair.conn.session().unwrap().subscriptions();
+    assert_eq!(subs.len(), 2, "a and d");
+}
+
 #[test]
 fn v5_no_local_on_shared_subscription_is_a_protocol_error_mqtt_3_8_3_4() {
     let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
