@@ -1087,7 +1087,11 @@ mod tests {
         h.release_room();
         assert_eq!(h.with_mailbox(|m| m.capacity()), 0, "room freed at parking");
         h.give_back(VecDeque::with_capacity(MAILBOX_KEEP * 4));
-        assert_eq!(h.with_mailbox(|m| m.capacity()), 0, "a large queue is not kept");
+        assert_eq!(
+            h.with_mailbox(|m| m.capacity()),
+            0,
+            "a large queue is not kept"
+        );
     }
 
     #[test]

@@ -25,11 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use smallvec::SmallVec;
 use halyard_codec::{
     Disconnect, EncodeError, MqttString, Packet, PacketType, ProtocolVersion, PubResponse,
     PublishView, QoS, ReasonCode, decode, encode, encode_publish,
 };
+use smallvec::SmallVec;
 
 use crate::config::SessionConfig;
 use crate::error::{CloseReason, ProtocolError};

@@ -524,7 +524,9 @@ mod tests {
             max_len: 12,
         });
         let deep = loose.check_topic_filter("a/b/c/d").unwrap();
-        let long = loose.check_topic_filter(String::from("abcdefghijklm")).unwrap();
+        let long = loose
+            .check_topic_filter(String::from("abcdefghijklm"))
+            .unwrap();
         let shared = loose.check_topic_filter("s/+/#").unwrap();
         t.batch(|b| {
             assert!(matches!(
@@ -533,7 +535,11 @@ mod tests {
             ));
             assert!(matches!(
                 b.insert_checked(&long, 1, 0),
-                Err(TopicError::TooLong { len: 13, max: 12, .. })
+                Err(TopicError::TooLong {
+                    len: 13,
+                    max: 12,
+                    ..
+                })
             ));
             assert_eq!(
                 b.insert_shared_checked("g/", &shared, 1, 0),
@@ -549,7 +555,11 @@ mod tests {
         });
         assert_eq!(filters_matching(&t, "a/x/c"), ["a/+/c"]);
         assert_eq!(matches(&t, "s/x/y").len(), 1);
-        assert_eq!(t.insert("a/+/c", 1, 11), Ok(Some(10)), "the same subscription");
+        assert_eq!(
+            t.insert("a/+/c", 1, 11),
+            Ok(Some(10)),
+            "the same subscription"
+        );
     }
 
     /// Filters deeper than the levels a write keeps on the stack are written and matched
@@ -563,7 +573,10 @@ mod tests {
         assert_eq!(t.insert(&filter, 1, 1), Ok(None));
         assert_eq!(t.insert(&wild, 2, 2), Ok(None));
         // Sorted: "+" before "l20".
-        assert_eq!(filters_matching(&t, &filter), [wild.clone(), filter.clone()]);
+        assert_eq!(
+            filters_matching(&t, &filter),
+            [wild.clone(), filter.clone()]
+        );
         assert_eq!(t.remove(&filter, &1), Some(1));
         assert_eq!(t.remove(&wild, &2), Some(2));
         assert!(t.root.load().is_empty(), "every node was pruned");

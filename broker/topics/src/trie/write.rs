@@ -201,11 +201,7 @@ where
     /// Writes `target` under `filter`, which follows the MQTT rules (checked by the caller);
     /// the trie's size limits are checked here, on the levels the write walks (they bound
     /// the recursion of `update`).
-    fn apply(
-        &mut self,
-        filter: &str,
-        target: Target<'_, K, V>,
-    ) -> Result<Option<V>, TopicError> {
+    fn apply(&mut self, filter: &str, target: Target<'_, K, V>) -> Result<Option<V>, TopicError> {
         let levels: SmallVec<[&str; INLINE_LEVELS]> = levels(filter).collect();
         self.trie
             .limits
