@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use halyard_codec::{MqttString, ProtocolVersion, ReasonCode, SubscriptionOptions};
+use halyard_topics::CheckedFilter;
 
 use crate::error::CloseReason;
 use crate::message::{ClientId, Message, Will};
@@ -60,8 +61,6 @@ pub struct SubscribeRequest {
     pub filter: MqttString,
     /// For a shared subscription `$share/{group}/{f}`: the group name.
     pub share_group: Option<MqttString>,
-    /// The filter to match topics against (`f` for a shared subscription, else `filter`).
-    pub topic_filter: MqttString,
     /// Options, with `qos` capped at [`crate::SessionConfig::maximum_qos`]. 3.1.1: only `qos`
     /// is meaningful.
     pub options: SubscriptionOptions,
@@ -70,11 +69,14 @@ pub struct SubscribeRequest {
     /// No subscription with this filter existed in the session (Retain Handling 1 sends
     /// retained messages only then [MQTT-3.3.1-10]).
     pub is_new: bool,
-    /// `Ok(())`: valid, the server decides the granted QoS. `Err(code)`: refused by the
+    /// `Ok(topic_filter)`: valid, the server decides the granted QoS; `topic_filter` is the
+    /// filter to match topics against (`f` for a shared subscription, else `filter`),
+    /// checked with [`crate::SessionConfig::topic_limits`] (so the trie need not check
+    /// the MQTT rules again: `TrieBatch::insert_checked`). `Err(code)`: refused by the
     /// session (0x8F invalid filter, 0xA2 wildcards or 0x9E shared subscriptions not
     /// available, 0x97 subscription limit); the server must not subscribe it and the session
     /// puts this code in the SUBACK whatever the server answers.
-    pub status: Result<(), ReasonCode>,
+    pub status: Result<CheckedFilter<MqttString>, ReasonCode>,
 }
 
 /// Something the server must act on. Poll with [`crate::Connection::poll_event`] after every

@@ -44,6 +44,6 @@ pub use retained::RetainedIndex;
 pub use shared::SharedGroup;
 pub use trie::{Entry, Match, SubscriptionTrie, TrieBatch};
 pub use validate::{
-    SHARE_PREFIX, SharedFilter, TopicLimits, parse_shared_subscription, validate_share_name,
-    validate_topic_filter, validate_topic_name,
+    CheckedFilter, SHARE_PREFIX, SharedFilter, TopicLimits, parse_shared_subscription,
+    validate_share_name, validate_topic_filter, validate_topic_name,
 };

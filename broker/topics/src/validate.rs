@@ -70,6 +70,32 @@ impl TopicLimits {
         let kind = TopicKind::Filter;
         self.check_common(filter, kind)?;
         let levels = check_wildcards(filter)?;
+        self.check_filter_size(filter.len(), levels)
+    }
+
+    /// [`TopicLimits::validate_topic_filter`], keeping the result: a filter that passed is
+    /// a [`CheckedFilter`], which a [`crate::TrieBatch`] inserts without checking the MQTT
+    /// rules again (the session checks every SUBSCRIBE filter; the trie's second full check
+    /// was ~285 instructions per subscription, benches/RESULTS.md, session 15).
+    pub fn check_topic_filter<S: AsRef<str>>(
+        &self,
+        filter: S,
+    ) -> Result<CheckedFilter<S>, TopicError> {
+        self.validate_topic_filter(filter.as_ref())?;
+        Ok(CheckedFilter(filter))
+    }
+
+    /// The size limits alone, for a filter of `len` bytes and `levels` levels (the part of
+    /// [`TopicLimits::validate_topic_filter`] that depends on the limits).
+    pub(crate) fn check_filter_size(&self, len: usize, levels: usize) -> Result<(), TopicError> {
+        let kind = TopicKind::Filter;
+        if len > self.max_len {
+            return Err(TopicError::TooLong {
+                kind,
+                len,
+                max: self.max_len,
+            });
+        }
         if levels > self.max_levels {
             return Err(TopicError::TooManyLevels {
                 kind,
@@ -145,7 +171,8 @@ impl Default for TopicLimits {
 
 /// '#' alone and last [MQTT-4.7.1-2], '+' alone in its level [MQTT-4.7.1-3]; returns the
 /// number of levels. One pass over the bytes: every SUBSCRIBE filter is checked here up to
-/// three times (by the session, the trie and the retained index), and `str::split` with
+/// twice (by the session and, when it holds messages, the retained index; the trie takes the
+/// session's [`CheckedFilter`]), and `str::split` with
 /// `str::contains(char)` per level took 1.8-2.1 % of the broker's samples while clients
 /// connected and subscribed (0.1 % now; benches/RESULTS.md, session 9). '/', '+' and '#'
 /// are ASCII, so they never occur inside a multi-byte UTF-8 sequence.
@@ -197,6 +224,27 @@ pub fn validate_share_name(group: &str) -> Result<(), TopicError> {
         });
     }
     Ok(())
+}
+
+/// A topic filter that passed [`TopicLimits::check_topic_filter`] (the only way to make
+/// one): non-empty, no U+0000, wildcards where [MQTT-4.7.1-2] [MQTT-4.7.1-3] allow them,
+/// within the limits it was checked against. The string cannot be changed afterwards, so
+/// [`crate::TrieBatch::insert_checked`] skips the rules and checks only its own size limits
+/// (cheap, and the bound on its recursion). `S` is any string type whose `as_ref` always
+/// returns the same string (every std string type does).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckedFilter<S>(S);
+
+impl<S: AsRef<str>> CheckedFilter<S> {
+    /// The filter.
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    /// The filter's string.
+    pub fn into_inner(self) -> S {
+        self.0
+    }
 }
 
 /// A parsed `$share/{group}/{filter}` subscription, borrowing from the SUBSCRIBE packet.

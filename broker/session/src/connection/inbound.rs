@@ -236,47 +236,39 @@ impl Connection {
         for f in s.filters {
             let mut options = f.options;
             options.qos = options.qos.min(self.cfg.maximum_qos);
-            let (share_group, topic_filter, mut status) =
-                match self.cfg.topic_limits.parse_shared_subscription(&f.filter) {
-                    Err(e) => {
+            let limits = self.cfg.topic_limits;
+            let (share_group, mut status) = match limits.parse_shared_subscription(&f.filter) {
+                Err(e) => {
+                    count_topic_limit(self.stats.get_or_insert_with(Box::default), &e);
+                    (None, Err(ReasonCode::TOPIC_FILTER_INVALID))
+                }
+                Ok(Some(sf)) => {
+                    if options.no_local && self.is_v5() {
+                        return self.protocol_error(ProtocolError::NoLocalOnSharedSubscription);
+                    }
+                    let status = if self.cfg.shared_subscription_available {
+                        // The inner filter passed `parse_shared_subscription`'s check, so
+                        // this one cannot fail (mapped to 0x8F all the same).
+                        limits
+                            .check_topic_filter(MqttString::from(sf.filter))
+                            .map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)
+                    } else {
+                        Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+                    };
+                    (Some(MqttString::from(sf.group)), status)
+                }
+                Ok(None) => {
+                    let status = limits.check_topic_filter(f.filter.clone()).map_err(|e| {
                         count_topic_limit(self.stats.get_or_insert_with(Box::default), &e);
-                        (
-                            None,
-                            f.filter.clone(),
-                            Err(ReasonCode::TOPIC_FILTER_INVALID),
-                        )
-                    }
-                    Ok(Some(sf)) => {
-                        if options.no_local && self.is_v5() {
-                            return self.protocol_error(ProtocolError::NoLocalOnSharedSubscription);
-                        }
-                        let status = if self.cfg.shared_subscription_available {
-                            Ok(())
-                        } else {
-                            Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
-                        };
-                        (
-                            Some(MqttString::from(sf.group)),
-                            MqttString::from(sf.filter),
-                            status,
-                        )
-                    }
-                    Ok(None) => {
-                        let status = self
-                            .cfg
-                            .topic_limits
-                            .validate_topic_filter(&f.filter)
-                            .map_err(|e| {
-                                count_topic_limit(self.stats.get_or_insert_with(Box::default), &e);
-                                ReasonCode::TOPIC_FILTER_INVALID
-                            });
-                        (None, f.filter.clone(), status)
-                    }
-                };
-            if status.is_ok()
-                && !self.cfg.wildcard_subscription_available
-                && topic_filter.bytes().any(|b| b == b'+' || b == b'#')
-            {
+                        ReasonCode::TOPIC_FILTER_INVALID
+                    });
+                    (None, status)
+                }
+            };
+            if status.as_ref().is_ok_and(|t| {
+                !self.cfg.wildcard_subscription_available
+                    && t.as_str().bytes().any(|b| b == b'+' || b == b'#')
+            }) {
                 status = Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
             }
             let is_new = !session.subscriptions().contains_key(f.filter.as_str());
@@ -294,7 +286,6 @@ impl Connection {
             requests.push(SubscribeRequest {
                 filter: f.filter,
                 share_group,
-                topic_filter,
                 options,
                 subscription_id,
                 is_new,
@@ -333,16 +324,17 @@ impl Connection {
             return;
         };
         self.pending_subscribes.swap_remove(i);
-        let mut codes = Vec::with_capacity(requests.len());
-        for (i, r) in requests.into_iter().enumerate() {
-            let code = match r.status {
-                Err(code) => code,
-                Ok(()) => match granted.get(i).copied() {
-                    Some(c) if c.0 <= 2 => c,
-                    Some(c) => allowed_or_unspecified(c, PacketType::SubAck),
-                    None => ReasonCode::UNSPECIFIED_ERROR,
-                },
+        // The SUBACK's codes are written over `granted` (one per request; a missing entry
+        // counts as 0x80): no second vector per SUBSCRIBE.
+        let mut codes = granted;
+        codes.resize(requests.len(), ReasonCode::UNSPECIFIED_ERROR);
+        for (r, code) in requests.into_iter().zip(codes.iter_mut()) {
+            *code = match r.status {
+                Err(refused) => refused,
+                Ok(_) if code.0 <= 2 => *code,
+                Ok(_) => allowed_or_unspecified(*code, PacketType::SubAck),
             };
+            let code = *code;
             if let Some(qos) = QoS::from_u8(code.0)
                 && let Some(s) = self.session.as_mut()
             {
@@ -356,7 +348,6 @@ impl Connection {
                     },
                 );
             }
-            codes.push(code);
         }
         self.send(&Packet::SubAck(SubAck {
             packet_id,

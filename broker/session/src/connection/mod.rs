@@ -29,6 +29,7 @@ use halyard_codec::{
     Disconnect, EncodeError, MqttString, Packet, PacketType, ProtocolVersion, PubResponse,
     PublishView, QoS, ReasonCode, decode, encode, encode_publish,
 };
+use smallvec::SmallVec;
 
 use crate::config::SessionConfig;
 use crate::error::{CloseReason, ProtocolError};
@@ -183,8 +184,10 @@ pub struct Connection {
     /// The session has in-flight messages not yet (re)sent on this connection.
     resend_pending: bool,
     incoming: VecDeque<Incoming>,
-    /// SUBSCRIBEs awaiting the server's answer (none while parked).
-    pending_subscribes: Vec<PendingSubscribe>,
+    /// SUBSCRIBEs awaiting the server's answer (none while parked). Two inline, in the 24
+    /// bytes of a `Vec`: a client subscribing after its CONNACK allocated (and freed) a
+    /// vector for its one SUBSCRIBE (benches/RESULTS.md, session 15).
+    pending_subscribes: SmallVec<[PendingSubscribe; 2]>,
     /// Boxed, allocated on first use and freed when empty again: most connections never
     /// use topic aliases and have no UNSUBSCRIBE awaiting an answer.
     rare: Option<Box<Rare>>,
@@ -240,7 +243,7 @@ impl Connection {
             inflight_sent: 0,
             resend_pending: false,
             incoming: VecDeque::new(),
-            pending_subscribes: Vec::new(),
+            pending_subscribes: SmallVec::new(),
             rare: None,
             cache: PublishCache::default(),
         }
@@ -683,7 +686,7 @@ impl Connection {
         let will = self.will.take().filter(|_| send_will);
         self.rx = BytesMut::new();
         self.partial_since = None;
-        self.pending_subscribes = Vec::new();
+        self.pending_subscribes = SmallVec::new();
         if let Some(r) = self.rare.as_mut() {
             r.pending_unsubscribes.clear();
         }

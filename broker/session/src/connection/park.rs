@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use halyard_codec::ProtocolVersion;
+use smallvec::SmallVec;
 
 use super::{Connection, PeerLimits, PublishCache, Rare, State};
 use crate::config::SessionConfig;
@@ -114,7 +115,7 @@ impl Connection {
             inflight_sent: usize::from(parked.inflight_sent),
             resend_pending: parked.resend_pending,
             incoming: VecDeque::new(),
-            pending_subscribes: Vec::new(),
+            pending_subscribes: SmallVec::new(),
             rare: parked.rare,
             cache: PublishCache::default(),
         }

@@ -8,6 +8,11 @@ use halyard_codec::{
 use super::util::{Pair, VERSIONS};
 use crate::{Event, SessionConfig, SubscribeRequest};
 
+/// A request's status without its checked filter.
+fn status(r: &SubscribeRequest) -> Result<(), ReasonCode> {
+    r.status.as_ref().map(|_| ()).map_err(|&code| code)
+}
+
 fn subscribe_event(pair: &mut Pair) -> (u16, Vec<SubscribeRequest>) {
     match pair.event() {
         Event::Subscribe {
@@ -49,7 +54,7 @@ fn invalid_filters_get_0x8f_per_request_mqtt_4_7_1_2() {
         subscribe_many(&mut pair, 1, &["ok/+", "bad#", "a/#/b"], None);
         let (id, reqs) = subscribe_event(&mut pair);
         assert_eq!(id, 1);
-        let status: Vec<_> = reqs.iter().map(|r| r.status).collect();
+        let status: Vec<_> = reqs.iter().map(status).collect();
         assert_eq!(
             status,
             [
@@ -91,10 +96,47 @@ fn shared_subscription_is_parsed_mqtt_4_8_2_1() {
     subscribe_many(&mut pair, 2, &["$share/g1/sensors/#", "$share//x"], None);
     let (_, reqs) = subscribe_event(&mut pair);
     assert_eq!(reqs[0].share_group.as_deref(), Some("g1"));
-    assert_eq!(reqs[0].topic_filter, "sensors/#");
+    let topic_filter = reqs[0].status.as_ref().map(|t| t.as_str());
+    assert_eq!(topic_filter, Ok("sensors/#"));
     assert_eq!(reqs[0].filter, "$share/g1/sensors/#");
-    assert_eq!(reqs[0].status, Ok(()));
-    assert_eq!(reqs[1].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(status(&reqs[0]), Ok(()));
+    assert_eq!(status(&reqs[1]), Err(ReasonCode::TOPIC_FILTER_INVALID));
+}
+
+/// The SUBACK has one code per request whatever the server answered: a missing code is
+/// 0x80, extra codes are ignored, a code a SUBACK may not carry becomes 0x80, and a request
+/// the session refused keeps its own code.
+#[test]
+fn suback_codes_follow_the_requests_not_the_servers_list() {
+    let mut pair = Pair::connected(ProtocolVersion::V5, SessionConfig::default());
+    subscribe_many(&mut pair, 1, &["a", "b", "bad#", "c"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    pair.conn.complete_subscribe(
+        pair.now,
+        1,
+        reqs,
+        vec![
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode::PACKET_TOO_LARGE,
+            ReasonCode::GRANTED_QOS_0,
+        ],
+    );
+    assert_eq!(
+        suback_codes(&mut pair),
+        [
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode::UNSPECIFIED_ERROR,
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::UNSPECIFIED_ERROR,
+        ]
+    );
+    subscribe_many(&mut pair, 2, &["d"], None);
+    let (_, reqs) = subscribe_event(&mut pair);
+    pair.conn
+        .complete_subscribe(pair.now, 2, reqs, vec![ReasonCode::GRANTED_QOS_1; 3]);
+    assert_eq!(suback_codes(&mut pair), [ReasonCode::GRANTED_QOS_1]);
+    let subs = pair.conn.session().unwrap().subscriptions();
+    assert_eq!(subs.len(), 2, "a and d");
 }
 
 #[test]
@@ -150,7 +192,7 @@ fn unavailable_wildcards_and_shared_get_their_codes() {
     let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
     subscribe_many(&mut pair, 1, &["a/+", "$share/g/a", "a/b"], None);
     let (_, reqs) = subscribe_event(&mut pair);
-    let status: Vec<_> = reqs.iter().map(|r| r.status).collect();
+    let status: Vec<_> = reqs.iter().map(status).collect();
     assert_eq!(
         status,
         [
@@ -170,7 +212,7 @@ fn subscription_limit_gets_quota_exceeded() {
     let mut pair = Pair::connected(ProtocolVersion::V5, cfg);
     subscribe_many(&mut pair, 1, &["a", "b", "c"], None);
     let (_, reqs) = subscribe_event(&mut pair);
-    assert_eq!(reqs[2].status, Err(ReasonCode::QUOTA_EXCEEDED));
+    assert_eq!(status(&reqs[2]), Err(ReasonCode::QUOTA_EXCEEDED));
     assert_eq!(pair.conn.stats().subscription_limit_hits, 1);
 }
 
@@ -196,8 +238,8 @@ fn two_pipelined_subscribes() -> (Pair, Vec<SubscribeRequest>, Vec<SubscribeRequ
 fn pipelined_subscribes_cannot_pass_the_subscription_limit() {
     let (pair, first, second) = two_pipelined_subscribes();
     assert!(first.iter().all(|r| r.status.is_ok()));
-    assert_eq!(second[0].status, Ok(()));
-    assert_eq!(second[1].status, Err(ReasonCode::QUOTA_EXCEEDED));
+    assert_eq!(status(&second[0]), Ok(()));
+    assert_eq!(status(&second[1]), Err(ReasonCode::QUOTA_EXCEEDED));
     assert_eq!(pair.conn.stats().subscription_limit_hits, 1);
 }
 
@@ -234,8 +276,8 @@ fn answered_subscribes_free_their_packet_id_and_their_reservation() {
     subscribe_many(&mut pair, 1, &["e", "f"], None);
     let (id, reqs) = subscribe_event(&mut pair);
     assert_eq!(id, 1);
-    assert_eq!(reqs[0].status, Ok(()));
-    assert_eq!(reqs[1].status, Err(ReasonCode::QUOTA_EXCEEDED));
+    assert_eq!(status(&reqs[0]), Ok(()));
+    assert_eq!(status(&reqs[1]), Err(ReasonCode::QUOTA_EXCEEDED));
     // An answer for a SUBSCRIBE no longer pending changes nothing.
     pair.conn.complete_subscribe(
         pair.now,
@@ -345,10 +387,10 @@ fn filters_beyond_the_topic_limits_are_refused_and_counted() {
         None,
     );
     let (_, reqs) = subscribe_event(&mut pair);
-    assert_eq!(reqs[0].status, Ok(()));
-    assert_eq!(reqs[1].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
-    assert_eq!(reqs[2].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
-    assert_eq!(reqs[3].status, Err(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(status(&reqs[0]), Ok(()));
+    assert_eq!(status(&reqs[1]), Err(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(status(&reqs[2]), Err(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(status(&reqs[3]), Err(ReasonCode::TOPIC_FILTER_INVALID));
     assert_eq!(pair.conn.stats().topic_levels_limit_hits, 2);
     assert_eq!(pair.conn.stats().topic_length_limit_hits, 1);
 }

@@ -33,6 +33,8 @@
 use std::mem::forget;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::{HNode, Slot};
 
 /// Values a path copy may duplicate bitwise and count later.
@@ -85,8 +87,13 @@ impl<K: Clone, V: Clone> PathCopy<K, V> for Deep {
 /// one, whose path may run through a slot that is still an uncounted duplicate (which would
 /// look unique to `Arc::get_mut` and be changed in place).
 pub(crate) struct Husks<K: CountedClone, V: CountedClone> {
-    list: Vec<Husk<K, V>>,
+    /// Inline for a path through up to [`INLINE_HUSKS`] copied nodes (a write into a level of
+    /// 10 000 children copies ~4): the list no longer allocates (and grows) in every write.
+    list: SmallVec<[Husk<K, V>; INLINE_HUSKS]>,
 }
+
+/// Husks a write keeps without allocating (see [`Husks`]); a longer path spills to the heap.
+const INLINE_HUSKS: usize = 8;
 
 struct Husk<K, V> {
     node: Arc<HNode<K, V>>,
@@ -97,7 +104,9 @@ struct Husk<K, V> {
 
 impl<K: CountedClone, V: CountedClone> Husks<K, V> {
     pub(crate) fn new() -> Self {
-        Husks { list: Vec::new() }
+        Husks {
+            list: SmallVec::new(),
+        }
     }
 
     /// After the tree holding the copies is published and the replaced root dropped: frees the

@@ -507,6 +507,82 @@ mod tests {
         assert_eq!(t.limits().max_levels, 2);
     }
 
+    /// A filter skips the trie's rule check only as a `CheckedFilter`, which only a passed
+    /// check makes; the trie's own size limits still apply to it (it may have been checked
+    /// against looser ones), and a refused write leaves the trie as it was.
+    #[test]
+    fn checked_filters_skip_only_the_rules_not_the_tries_limits() {
+        let loose = TopicLimits {
+            max_levels: 64,
+            max_len: 1000,
+        };
+        for bad in ["", "a/#/b", "a+/b", "a\0b", "#/x"] {
+            assert!(loose.check_topic_filter(bad).is_err(), "{bad:?} refused");
+        }
+        let t: SubscriptionTrie<u32, u32> = SubscriptionTrie::new(TopicLimits {
+            max_levels: 3,
+            max_len: 12,
+        });
+        let deep = loose.check_topic_filter("a/b/c/d").unwrap();
+        let long = loose
+            .check_topic_filter(String::from("abcdefghijklm"))
+            .unwrap();
+        let shared = loose.check_topic_filter("s/+/#").unwrap();
+        t.batch(|b| {
+            assert!(matches!(
+                b.insert_checked(&deep, 1, 0),
+                Err(TopicError::TooManyLevels { max: 3, .. })
+            ));
+            assert!(matches!(
+                b.insert_checked(&long, 1, 0),
+                Err(TopicError::TooLong {
+                    len: 13,
+                    max: 12,
+                    ..
+                })
+            ));
+            assert_eq!(
+                b.insert_shared_checked("g/", &shared, 1, 0),
+                Err(TopicError::InvalidShareName)
+            );
+        });
+        assert!(t.is_empty());
+        assert!(t.root.load().is_empty(), "nothing was written");
+        let ok = loose.check_topic_filter("a/+/c").unwrap();
+        t.batch(|b| {
+            assert_eq!(b.insert_checked(&ok, 1, 10), Ok(None));
+            assert_eq!(b.insert_shared_checked("g", &shared, 2, 20), Ok(None));
+        });
+        assert_eq!(filters_matching(&t, "a/x/c"), ["a/+/c"]);
+        assert_eq!(matches(&t, "s/x/y").len(), 1);
+        assert_eq!(
+            t.insert("a/+/c", 1, 11),
+            Ok(Some(10)),
+            "the same subscription"
+        );
+    }
+
+    /// Filters deeper than the levels a write keeps on the stack are written and matched
+    /// like any other.
+    #[test]
+    fn deep_filters_are_written_and_removed() {
+        let t: SubscriptionTrie<u32, u32> = SubscriptionTrie::default();
+        let deep: Vec<String> = (0..40).map(|i| format!("l{i}")).collect();
+        let filter = deep.join("/");
+        let wild = format!("{}/+/#", deep[..20].join("/"));
+        assert_eq!(t.insert(&filter, 1, 1), Ok(None));
+        assert_eq!(t.insert(&wild, 2, 2), Ok(None));
+        // Sorted: "+" before "l20".
+        assert_eq!(
+            filters_matching(&t, &filter),
+            [wild.clone(), filter.clone()]
+        );
+        assert_eq!(t.remove(&filter, &1), Some(1));
+        assert_eq!(t.remove(&wild, &2), Some(2));
+        assert!(t.root.load().is_empty(), "every node was pruned");
+        assert!(t.lock_writer().interner.is_empty());
+    }
+
     #[test]
     fn shared_groups_are_matched_as_groups() {
         // [MQTT-4.8.2-1]: each group on a filter is one match; one member gets the message.

@@ -4,12 +4,20 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
+use smallvec::SmallVec;
+
 use super::{Leaf, Node, SubscriptionTrie, find_leaf};
 use crate::error::TopicError;
 use crate::hasher::LevelHasher;
+use crate::levels::levels;
 use crate::pmap::{self, Husks, PMap, PathCopy};
 use crate::shared::SharedGroup;
-use crate::validate::validate_share_name;
+use crate::validate::{CheckedFilter, validate_share_name};
+
+/// Levels of a written filter kept on the stack; deeper filters (up to
+/// [`crate::TopicLimits::max_levels`]) spill to the heap. A write's `levels` vector was ~440
+/// instructions and an allocation per subscription (benches/RESULTS.md, session 15).
+const INLINE_LEVELS: usize = 16;
 
 /// State only writers touch, behind the writer mutex.
 pub(super) struct Writer {
@@ -99,12 +107,24 @@ where
 {
     /// As [`SubscriptionTrie::insert`], visible when the batch is published.
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> Result<Option<V>, TopicError> {
-        self.trie.limits.validate_topic_filter(filter)?;
+        let filter = self.trie.limits.check_topic_filter(filter)?;
+        self.insert_checked(&filter, key, value)
+    }
+
+    /// [`TrieBatch::insert`] for a filter checked already: only the trie's size limits are
+    /// checked ([`crate::TopicLimits::max_len`], [`crate::TopicLimits::max_levels`]), as the
+    /// filter may have been checked against other limits.
+    pub fn insert_checked<S: AsRef<str>>(
+        &mut self,
+        filter: &CheckedFilter<S>,
+        key: K,
+        value: V,
+    ) -> Result<Option<V>, TopicError> {
         let target = Target::Subscriber {
             key,
             value: Some(value),
         };
-        Ok(self.apply(filter, target))
+        self.apply(filter.as_str(), target)
     }
 
     /// As [`SubscriptionTrie::remove`], visible when the batch is published.
@@ -116,7 +136,7 @@ where
             key: key.clone(),
             value: None,
         };
-        self.apply(filter, target)
+        self.apply(filter, target).ok().flatten()
     }
 
     /// As [`SubscriptionTrie::insert_shared`], visible when the batch is published.
@@ -127,14 +147,26 @@ where
         key: K,
         value: V,
     ) -> Result<Option<V>, TopicError> {
+        let filter = self.trie.limits.check_topic_filter(filter)?;
+        self.insert_shared_checked(group, &filter, key, value)
+    }
+
+    /// [`TrieBatch::insert_shared`] for a filter checked already (see
+    /// [`TrieBatch::insert_checked`]); the group name is checked.
+    pub fn insert_shared_checked<S: AsRef<str>>(
+        &mut self,
+        group: &str,
+        filter: &CheckedFilter<S>,
+        key: K,
+        value: V,
+    ) -> Result<Option<V>, TopicError> {
         validate_share_name(group)?;
-        self.trie.limits.validate_topic_filter(filter)?;
         let target = Target::Shared {
             group,
             key,
             value: Some(value),
         };
-        Ok(self.apply(filter, target))
+        self.apply(filter.as_str(), target)
     }
 
     /// As [`SubscriptionTrie::remove_shared`], visible when the batch is published.
@@ -149,7 +181,7 @@ where
             key: key.clone(),
             value: None,
         };
-        self.apply(filter, target)
+        self.apply(filter, target).ok().flatten()
     }
 
     /// The value `key` has on `filter` in this batch's (unpublished) state.
@@ -167,16 +199,22 @@ where
         self.root.children.get(level).map(Arc::as_ptr)
     }
 
-    fn apply(&mut self, filter: &str, target: Target<'_, K, V>) -> Option<V> {
+    /// Writes `target` under `filter`, which follows the MQTT rules (checked by the caller);
+    /// the trie's size limits are checked here, on the levels the write walks (they bound
+    /// the recursion of `update`).
+    fn apply(&mut self, filter: &str, target: Target<'_, K, V>) -> Result<Option<V>, TopicError> {
+        let levels: SmallVec<[&str; INLINE_LEVELS]> = levels(filter).collect();
+        self.trie
+            .limits
+            .check_filter_size(filter.len(), levels.len())?;
         let removing = match &target {
             Target::Subscriber { value, .. } | Target::Shared { value, .. } => value.is_none(),
         };
         if removing && !contains(&self.root, filter, &target) {
-            return None;
+            return Ok(None);
         }
         // Exact reference counts again before this write's uniqueness tests.
         self.husks.settle();
-        let levels: Vec<&str> = filter.split('/').collect();
         let mut op = LeafOp {
             filter,
             target,
@@ -208,7 +246,7 @@ where
         } else if op.added {
             self.added += 1;
         }
-        op.result
+        Ok(op.result)
     }
 
     /// Makes the batch visible with one atomic store, then releases unused levels.
