@@ -595,14 +595,11 @@ pub fn markdown(info: &RunInfo, cells: &[Cell], ratios: &[Ratio], charts: &[Stri
                 ),
                 None => ("-".into(), "-".into()),
             };
+            // Caveats are only for open-loop cells, whose one ratio is their p99.
             let flagged = caveats
                 .iter()
                 .any(|(c, _)| c.case == r.case && (c.broker == r.halyard || c.broker == r.peer));
-            let flag = if flagged && r.metric == "p99" {
-                ", see caveats"
-            } else {
-                ""
-            };
+            let flag = if flagged { ", see caveats" } else { "" };
             let _ = writeln!(
                 m,
                 "| {} | {} | {} | {} | {:.2}x ({dir}{flag}) | {per_round} | {better} |",
